@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make run` (the viewer on the bundled sample) and `make test`.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run predict test bench clean
+
+setup: $(STAMP)
+
+# Re-installs only when pyproject.toml changes; a second `make setup` is a no-op.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/aimc-viewer resources/samples/lgg_sample.nii.gz
+
+predict: setup
+	$(BIN)/aimc predict resources/samples/lgg_sample.nii.gz --mode analog --mc 8 --out out/sample
+
+test: setup
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/aimc bench
+
+clean:
+	rm -rf $(VENV) out

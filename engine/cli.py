@@ -1,0 +1,154 @@
+"""`aimc`: the command line of the product (predict, models, train, evaluate).
+
+Errors in the user's input end with one line on stderr and exit status 2, never a traceback.
+`train` and `evaluate` live in `training/` and are imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from engine.device import MAX_DRIFT_S, MIN_DRIFT_S
+
+
+def _positive_drift(text: str) -> float:
+    value = float(text)
+    if not MIN_DRIFT_S <= value <= MAX_DRIFT_S:
+        raise argparse.ArgumentTypeError(f"drift must be within {MIN_DRIFT_S:g}..{MAX_DRIFT_S:g} s")
+    return value
+
+
+def _noise(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 3.0:
+        raise argparse.ArgumentTypeError("noise level must be within 0..3")
+    return value
+
+
+def _mc(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError("MC samples must be within 1..64")
+    return value
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from engine.export import write_results
+    from engine.inference import RunSettings, Segmenter
+    from engine.model_store import default_model, find_model
+    from engine.pipeline import VolumeResult, run_slices
+    from engine.volume import load_scan
+
+    volume = load_scan(args.scan, channel=args.channel)
+    spec = find_model(args.model) if args.model else default_model()
+    run = RunSettings(spec.name, args.mode, args.mc, args.noise, args.drift, args.seed)
+    t0 = time.perf_counter()
+    segmenter = Segmenter(spec, run)
+    segmenter.program_all()
+    axis = spec.preprocessing.slice_axis
+    result = VolumeResult(volume, axis, spec.num_classes)
+    bar = tqdm(total=int(result.finished.size), unit="slice", disable=not sys.stderr.isatty() or args.quiet,
+               desc=f"{spec.name} {run.mode}")
+    for r in run_slices(segmenter, volume, axis):
+        result.add(r)
+        bar.update(1)
+    bar.close()
+    paths = write_results(result, Path(args.out), spec, run)
+    if not args.quiet:
+        print(f"{len(result.seconds)} slices in {time.perf_counter() - t0:.1f}s; wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from engine.model_store import find_model, list_models
+
+    if args.detail:
+        from engine.analog import layer_report, to_analog
+
+        spec = find_model(args.detail)
+        rows = layer_report(to_analog(spec.build(), spec.device))
+        print(f"{spec.name}: {spec.architecture} ({spec.kind}), labels {', '.join(l.name for l in spec.labels)}")
+        print(f"{'layer':60s} {'type':22s} {'weights':>9s}  runs on")
+        for r in rows:
+            print(f"{r.name:60s} {r.kind:22s} {r.parameters:9d}  {'analog tiles' if r.on_tiles else 'digital'}")
+        on = sum(r.parameters for r in rows if r.on_tiles)
+        total = sum(r.parameters for r in rows)
+        print(f"{on} of {total} weights on analog tiles; digital: "
+              f"{', '.join(sorted({r.kind for r in rows if not r.on_tiles})) or 'none'}")
+        return 0
+    specs = list_models()
+    if not specs:
+        print("no models installed in resources/models")
+        return 0
+    for s in specs:
+        dice = s.metrics.get("test", {}).get("digital_dice", s.metrics.get("val_dice_model_size"))
+        dice_s = f"{dice:.3f}" if isinstance(dice, (int, float)) else "-"
+        print(f"{s.name:28s} {s.architecture:10s} {s.kind:8s} {s.data.get('dataset', ''):12s} Dice {dice_s}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.train import train
+
+    train(Path(args.data), args.arch, args.kind, Path(args.out), init=args.init, epochs=args.epochs,
+          batch_size=args.batch_size, seed=args.seed, max_minutes=args.max_minutes)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aimc", description="AI segmentation with uncertainty on simulated analog in-memory computing chips")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="segment a scan and write seg, uncertainty, probability and a summary")
+    p.add_argument("scan", help="NIfTI file, MHA/MHD, NRRD or a DICOM folder")
+    p.add_argument("--model", help="model name in resources/models or a model folder (default: the LGG U-Net)")
+    p.add_argument("--mode", choices=["digital", "analog"], default="analog")
+    p.add_argument("--mc", type=_mc, default=8, help="Monte-Carlo samples (chips) per slice, 1..64")
+    p.add_argument("--noise", type=_noise, default=1.0, help="device noise level: 0 ideal, 1 nominal PCM, up to 3")
+    p.add_argument("--drift", type=_positive_drift, default=3600.0, help="seconds from programming to inference")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--channel", type=int, default=None, help="channel or time point of a 4D scan")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("models", help="list the installed models")
+    p.add_argument("--detail", metavar="NAME", help="show which layers of NAME run on analog tiles")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("train", help="train a digital model or adapt one by hardware-aware training")
+    p.add_argument("--data", required=True, help="MSD folder (dataset.json) or nuclei folder")
+    p.add_argument("--arch", choices=["unet", "unetpp", "swinunetr"], default="unet")
+    p.add_argument("--kind", choices=["digital", "hwa"], default="digital")
+    p.add_argument("--init", help="digital model to start HWA training from")
+    p.add_argument("--out", required=True, help="model folder to write, e.g. resources/models/NAME")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-minutes", type=float, default=120.0)
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from engine.model_store import ModelError
+    from engine.volume import ScanError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ScanError, ModelError, ValueError) as exc:
+        print(f"aimc: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aimc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

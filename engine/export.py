@@ -1,0 +1,78 @@
+"""Write a volume's results as NIfTI aligned with the scan, plus a JSON summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from engine.inference import RunSettings
+from engine.model_store import ModelSpec
+from engine.pipeline import VolumeResult
+from engine.volume import ScanError, save_nifti
+
+SEGMENTATION = "seg.nii.gz"
+UNCERTAINTY = "uncertainty.nii.gz"
+PROBABILITY = "probability.nii.gz"
+SUMMARY = "summary.json"
+
+
+def probability_map(result: VolumeResult) -> np.ndarray:
+    """Foreground probability for a two-class model; all class probabilities (I, J, K, C) otherwise."""
+    return result.foreground_probability() if result.num_classes == 2 else result.probabilities
+
+
+def summary(result: VolumeResult, spec: ModelSpec, run: RunSettings) -> dict:
+    names = {l.value: l.name for l in spec.labels}
+    volumes = result.label_volumes_ml()
+    inside = result.mean_uncertainty_in_labels("entropy")
+    return {
+        "scan": result.volume.source,
+        "model": spec.name,
+        "model_kind": spec.kind,
+        "architecture": spec.architecture,
+        "settings": {"mode": run.mode, "mc_samples": run.mc_samples, "noise_level": run.noise_level,
+                     "drift_s": run.drift_s, "seed": run.seed},
+        "slice_axis": result.axis,
+        "slices": int(result.finished.sum()),
+        "labels": {names.get(c, str(c)): {"value": c, "volume_ml": round(volumes[c], 4),
+                                          "mean_entropy_inside": round(inside[c], 6)} for c in volumes},
+        "mean_uncertainty_in_segmentation": round(float(np.mean(list(inside.values()))) if inside else 0.0, 6),
+        "uncertainty_map": "predictive entropy (nats)",
+        "seconds_per_slice": round(float(np.mean(result.seconds)), 4) if result.seconds else None,
+        "voxel_volume_ml": result.volume.voxel_volume_ml,
+    }
+
+
+def write_json(data: dict, path: Path) -> None:
+    """Atomic JSON write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ScanError(f"{path}: could not write ({exc.strerror or exc})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_results(result: VolumeResult, out_dir: Path, spec: ModelSpec, run: RunSettings,
+                  uncertainty_map: str = "entropy") -> dict[str, Path]:
+    """seg (uint8), uncertainty and probability (float32) NIfTI, and summary.json, in `out_dir`."""
+    out_dir = Path(out_dir)
+    vol = result.volume
+    paths = {
+        "segmentation": save_nifti(vol, result.segmentation, out_dir / SEGMENTATION, np.uint8),
+        "uncertainty": save_nifti(vol, result.maps[uncertainty_map], out_dir / UNCERTAINTY, np.float32),
+        "probability": save_nifti(vol, probability_map(result), out_dir / PROBABILITY, np.float32),
+    }
+    write_json(summary(result, spec, run), out_dir / SUMMARY)
+    paths["summary"] = out_dir / SUMMARY
+    return paths

@@ -1,0 +1,97 @@
+"""Run a model on 2D slices, digitally or on simulated analog chips, with Monte-Carlo sampling.
+
+What one Monte-Carlo sample is, in analog mode: sample s is a forward pass through chip s, one of
+N chips programmed once per (model, noise level, drift time, seed) and cached. Each sample therefore
+redraws both sources of device noise: the chip (programming noise, drift coefficients and 1/f read
+noise accumulated up to the drift time, which differ from chip to chip) and the read (per-read
+output noise of the ADC path, redrawn on every forward). Reads are seeded by (seed, slice, sample),
+so a slice gives the same result whichever order the slices are processed in.
+
+In digital mode the network is exact: every sample agrees, so one forward is made.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from engine.analog import load_analog, program_chip
+from engine.model_store import ANALOG_WEIGHTS, ModelError, ModelSpec, load_digital, load_tensors
+
+MAX_MC = 64
+MODES = ("digital", "analog")
+
+
+class Cancelled(Exception):
+    """The run was cancelled; raised between Monte-Carlo samples."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything that determines a result; the viewer caches results under this key."""
+
+    model: str
+    mode: str = "analog"
+    mc_samples: int = 8
+    noise_level: float = 1.0
+    drift_s: float = 3600.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be digital or analog, not {self.mode!r}")
+        if not 1 <= self.mc_samples <= MAX_MC:
+            raise ValueError(f"Monte-Carlo samples must be 1..{MAX_MC}, got {self.mc_samples}")
+
+
+class Segmenter:
+    """A model ready to segment slices under one `RunSettings`. Build once, call per slice."""
+
+    def __init__(self, spec: ModelSpec, run: RunSettings) -> None:
+        self.spec = spec
+        self.run = run
+        self.digital = load_digital(spec)
+        self.chips: list[nn.Module] = []
+        self._lock = threading.Lock()
+        if run.mode == "analog":
+            if not spec.has_analog:
+                raise ModelError(f"model {spec.name} has no {ANALOG_WEIGHTS}; it cannot run in analog mode")
+            self.settings = spec.device.with_(noise_level=run.noise_level, drift_s=run.drift_s)
+            self._analog_state = load_tensors(spec.folder / ANALOG_WEIGHTS)
+            self._template = load_analog(spec.build(), self._analog_state, self.settings)
+        else:
+            self.settings = spec.device
+
+    @property
+    def samples(self) -> int:
+        return self.run.mc_samples if self.run.mode == "analog" else 1
+
+    def chip(self, s: int) -> nn.Module:
+        """Chip s, programmed on first use (about a third of a second for a U-Net)."""
+        with self._lock:
+            while len(self.chips) <= s:
+                k = len(self.chips)
+                self.chips.append(program_chip(self._template, self.settings, seed=self.run.seed * 100_003 + k))
+            return self.chips[s]
+
+    def program_all(self, cancel: threading.Event | None = None) -> None:
+        for s in range(self.samples if self.run.mode == "analog" else 0):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            self.chip(s)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, slice_index: int = 0, cancel: threading.Event | None = None) -> torch.Tensor:
+        """(1, C_in, h, w) input -> (S, C, h, w) softmax samples."""
+        if self.run.mode == "digital":
+            return torch.softmax(self.digital(x), 1)
+        out = []
+        for s in range(self.samples):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            torch.manual_seed(hash((self.run.seed, slice_index, s)) & 0x7FFF_FFFF)
+            out.append(torch.softmax(self.chip(s)(x), 1))
+        return torch.cat(out)

@@ -1,0 +1,209 @@
+"""The slice pipeline: preprocess -> infer -> postprocess over a volume's slices, stages overlapping.
+
+It starts at a requested slice (the one on screen) and fans out from it, yields each slice's
+result as soon as it is ready, reports progress, and stops within one Monte-Carlo sample of a
+cancel. Three threads run the stages, joined by small queues, so slice k+1 is being cut and
+normalised while slice k is inferred and slice k-1 is resized and reduced to statistics.
+torch releases the GIL inside its kernels, so the stages genuinely overlap.
+No Qt here: the viewer's worker and the CLI both drive this generator.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from engine.inference import Cancelled, Segmenter
+from engine.preprocessing import get_slice, normalise_volume, resize_probabilities, set_slice, slice_count, to_model_input
+from engine.uncertainty import MAPS, SliceStats, mc_statistics
+from engine.volume import Volume
+
+_DONE = object()
+
+
+def fan_out_order(n: int, start: int | None) -> list[int]:
+    """start, start+1, start-1, start+2, ... covering 0..n-1 once each."""
+    if n <= 0:
+        return []
+    s = n // 2 if start is None else min(max(int(start), 0), n - 1)
+    order = [s]
+    for d in range(1, n):
+        for k in (s + d, s - d):
+            if 0 <= k < n:
+                order.append(k)
+    return order
+
+
+@dataclass
+class SliceResult:
+    index: int
+    stats: SliceStats
+    seconds: float
+    done: int  # slices finished so far, this one included
+    total: int
+
+
+@dataclass
+class VolumeResult:
+    """Maps of a whole volume in the scan's canonical voxel order, filled slice by slice."""
+
+    volume: Volume
+    axis: str
+    num_classes: int
+    probabilities: np.ndarray = field(init=False)  # (I, J, K, C) mean class probabilities
+    segmentation: np.ndarray = field(init=False)  # (I, J, K) uint8
+    maps: dict[str, np.ndarray] = field(init=False)  # entropy, mutual_information, std: (I, J, K)
+    finished: np.ndarray = field(init=False)  # bool per slice along `axis`
+    seconds: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        shape = self.volume.shape
+        self.probabilities = np.zeros((*shape, self.num_classes), np.float32)
+        self.probabilities[..., 0] = 1.0
+        self.segmentation = np.zeros(shape, np.uint8)
+        self.maps = {m: np.zeros(shape, np.float32) for m in MAPS}
+        self.finished = np.zeros(slice_count(shape, self.axis), bool)
+
+    def add(self, result: SliceResult) -> None:
+        k, st = result.index, result.stats
+        set_slice(self.probabilities, self.axis, k, np.moveaxis(st.probabilities, 0, -1))
+        set_slice(self.segmentation, self.axis, k, st.segmentation)
+        for m in MAPS:
+            set_slice(self.maps[m], self.axis, k, getattr(st, m))
+        self.finished[k] = True
+        self.seconds.append(result.seconds)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.finished.all())
+
+    def label_volumes_ml(self) -> dict[int, float]:
+        counts = np.bincount(self.segmentation.ravel(), minlength=self.num_classes)
+        return {c: float(counts[c]) * self.volume.voxel_volume_ml for c in range(1, self.num_classes)}
+
+    def mean_uncertainty_in_labels(self, map_name: str = "entropy") -> dict[int, float]:
+        m = self.maps[map_name]
+        return {c: float(m[self.segmentation == c].mean()) if (self.segmentation == c).any() else 0.0
+                for c in range(1, self.num_classes)}
+
+    def foreground_probability(self) -> np.ndarray:
+        return 1.0 - self.probabilities[..., 0]
+
+    def slice_ranking(self, map_name: str = "entropy") -> list[tuple[int, float]]:
+        """Finished slices by decreasing mean uncertainty, for jumping to those that need a look."""
+        m = self.maps[map_name]
+        axis = {"sagittal": 0, "coronal": 1, "axial": 2}[self.axis]
+        means = m.mean(axis=tuple(a for a in range(3) if a != axis))
+        idx = [k for k in np.argsort(-means) if self.finished[k]]
+        return [(int(k), float(means[k])) for k in idx]
+
+
+def run_slices(segmenter: Segmenter, volume: Volume, axis: str | None = None, start: int | None = None,
+               cancel: threading.Event | None = None, indices: list[int] | None = None,
+               progress: Callable[[int, int], None] | None = None) -> Iterator[SliceResult]:
+    """Yield one `SliceResult` per slice, in fan-out order from `start`.
+
+    Closing the generator early or setting `cancel` stops all stages; a cancel raises nothing
+    here, the generator just ends.
+    """
+    prep = segmenter.spec.preprocessing
+    axis = axis or prep.slice_axis
+    n = slice_count(volume.shape, axis)
+    order = indices if indices is not None else fan_out_order(n, start)
+    cancel = cancel or threading.Event()
+    stop = threading.Event()  # set when the consumer goes away or a stage fails
+    to_infer: queue.Queue = queue.Queue(maxsize=2)
+    to_post: queue.Queue = queue.Queue(maxsize=2)
+    results: queue.Queue = queue.Queue(maxsize=4)
+    errors: list[BaseException] = []
+
+    def halted() -> bool:
+        return cancel.is_set() or stop.is_set()
+
+    def put(q: queue.Queue, item) -> bool:
+        while not halted():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(q: queue.Queue):
+        while not halted():
+            try:
+                return q.get(timeout=0.05)
+            except queue.Empty:
+                continue
+        return _DONE
+
+    def guarded(stage: Callable[[], None], downstream: queue.Queue) -> Callable[[], None]:
+        def body() -> None:
+            try:
+                stage()
+            except Cancelled:
+                pass
+            except BaseException as exc:  # reaches the consumer, re-raised there
+                errors.append(exc)
+                stop.set()
+            finally:
+                put(downstream, _DONE)  # end of stream, also after a failure
+        return body
+
+    def preprocess() -> None:
+        data = normalise_volume(volume.data, prep)
+        for k in order:
+            x = to_model_input(get_slice(data, axis, k)[None], prep)
+            if not put(to_infer, (k, x, time.perf_counter())):
+                return
+
+    def infer() -> None:
+        while (item := get(to_infer)) is not _DONE:
+            k, x, t0 = item
+            samples = segmenter.predict(x, k, cancel)
+            if not put(to_post, (k, samples, t0)):
+                return
+
+    def postprocess() -> None:
+        done = 0
+        size = get_slice(volume.data, axis, 0).shape
+        while (item := get(to_post)) is not _DONE:
+            k, samples, t0 = item
+            stats = mc_statistics(resize_probabilities(samples, size))
+            done += 1
+            if not put(results, SliceResult(k, stats, time.perf_counter() - t0, done, len(order))):
+                return
+
+    threads = [threading.Thread(target=guarded(f, q), daemon=True, name=f"pipeline-{f.__name__}")
+               for f, q in ((preprocess, to_infer), (infer, to_post), (postprocess, results))]
+    for t in threads:
+        t.start()
+    try:
+        while True:
+            item = get(results)
+            if item is _DONE:
+                break
+            if progress is not None:
+                progress(item.done, item.total)
+            yield item
+            if item.done == len(order):
+                break
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=5)
+    if errors:
+        raise errors[0]
+
+
+def segment_volume(segmenter: Segmenter, volume: Volume, axis: str | None = None, **kwargs) -> VolumeResult:
+    """Run the pipeline over every slice and collect a `VolumeResult`."""
+    axis = axis or segmenter.spec.preprocessing.slice_axis
+    result = VolumeResult(volume, axis, segmenter.spec.num_classes)
+    for r in run_slices(segmenter, volume, axis, **kwargs):
+        result.add(r)
+    return result

@@ -1,0 +1,277 @@
+"""Scans in and out: one `Volume` type, read from NIfTI, DICOM series, MHA/MHD or NRRD, written as NIfTI.
+
+Orientation is handled once, here. Every reader returns the voxels reoriented (flips and axis
+permutations only, never resampling) to RAS+ canonical order: index i grows towards the patient's
+Right, j towards Anterior, k towards Superior. The volume remembers how to undo that, so what we
+write has the voxel order and affine of the file that was read, and overlays it exactly.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel import orientations as ornt
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
+SCAN_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+_RAS = ornt.axcodes2ornt(("R", "A", "S"))
+
+
+class ScanError(Exception):
+    """A scan that cannot be read or written; the message names the file and the problem."""
+
+
+@dataclass
+class Volume:
+    """A 3D scan in RAS+ canonical voxel order.
+
+    `data` is float32 (i, j, k); `affine` maps canonical voxel indices to RAS millimetres.
+    `source_affine` and `source_shape` describe the file it came from, so that
+    results can be written back in that file's own voxel order.
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    source: str = ""
+    modality: str = "unknown"
+    source_affine: np.ndarray | None = None
+    source_shape: tuple[int, ...] | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.source_affine is None:
+            self.source_affine = self.affine.copy()
+            self.source_shape = tuple(self.data.shape)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.data.shape)  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along the canonical axes (i, j, k)."""
+        return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))  # type: ignore[return-value]
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
+
+    def world(self, ijk: tuple[float, float, float]) -> np.ndarray:
+        """RAS millimetres of a canonical voxel index."""
+        return (self.affine @ np.array([*ijk, 1.0]))[:3]
+
+    def to_source_order(self, array: np.ndarray) -> np.ndarray:
+        """Undo the canonical reorientation so `array` has the voxel order of the source file."""
+        inverse = ornt.ornt_transform(_RAS, ornt.io_orientation(self.source_affine))
+        return np.ascontiguousarray(ornt.apply_orientation(array, inverse))
+
+    def like(self, data: np.ndarray, modality: str = "derived") -> "Volume":
+        """A volume with this one's geometry and other voxels (a segmentation, a map)."""
+        if tuple(data.shape[:3]) != self.shape:
+            raise ValueError(f"shape {data.shape} does not match the scan's {self.shape}")
+        return Volume(data, self.affine.copy(), self.source, modality, self.source_affine.copy(),
+                      self.source_shape, {})
+
+
+def _canonical(data: np.ndarray, affine: np.ndarray, source: str, modality: str, meta: dict) -> Volume:
+    """Reorient voxels to RAS+ by flips and permutations, keeping the source geometry to undo it."""
+    transform = ornt.ornt_transform(ornt.io_orientation(affine), _RAS)
+    canonical = np.ascontiguousarray(ornt.apply_orientation(data, transform))
+    new_affine = affine @ ornt.inv_ornt_aff(transform, data.shape)
+    return Volume(canonical.astype(np.float32, copy=False), new_affine, source, modality,
+                  affine.copy(), tuple(data.shape), meta)
+
+
+def _check_values(data: np.ndarray, path: str) -> np.ndarray:
+    if data.size == 0:
+        raise ScanError(f"{path}: the image holds no voxels")
+    finite = np.isfinite(data)
+    if not finite.all():
+        bad = int((~finite).sum())
+        if bad == data.size:
+            raise ScanError(f"{path}: every voxel is NaN or infinite")
+        raise ScanError(f"{path}: {bad} voxels are NaN or infinite; fix the file or convert it first")
+    return data
+
+
+def _pick_3d(data: np.ndarray, path: str, channel: int | None) -> np.ndarray:
+    """Reduce 4D (channels or time points) to 3D by an explicit choice, or say how to choose."""
+    data = np.asarray(data)
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim == 2:
+        raise ScanError(f"{path}: this is a 2D image {data.shape}; a 3D volume is needed")
+    if data.ndim < 2:
+        raise ScanError(f"{path}: this is not an image volume (shape {data.shape})")
+    if data.ndim == 4:
+        n = data.shape[3]
+        if channel is None:
+            raise ScanError(f"{path}: the volume has {n} channels or time points; choose one (--channel 0..{n - 1})")
+        if not 0 <= channel < n:
+            raise ScanError(f"{path}: channel {channel} does not exist; it has {n} (0..{n - 1})")
+        data = data[..., channel]
+    elif data.ndim > 4:
+        raise ScanError(f"{path}: {data.ndim}D images are not supported (shape {data.shape})")
+    return data
+
+
+def _read_nifti(path: Path, channel: int | None) -> Volume:
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
+        raise ScanError(f"{path}: the file is truncated or not a valid NIfTI ({exc})") from None
+    except (nib.filebasedimages.ImageFileError, ValueError, TypeError) as exc:
+        raise ScanError(f"{path}: not a readable NIfTI image ({exc})") from None
+    if data.ndim == 2:
+        raise ScanError(f"{path}: this is a 2D image {data.shape}; a 3D volume is needed")
+    if np.iscomplexobj(data) or data.dtype.fields is not None:
+        raise ScanError(f"{path}: complex or RGB voxels are not supported ({data.dtype})")
+    data = _pick_3d(data, str(path), channel)
+    affine = img.affine
+    if affine is None or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise ScanError(f"{path}: the header's affine is missing or singular")
+    data = _check_values(np.asarray(data, dtype=np.float32), str(path))
+    meta = {"format": "NIfTI", "qform_code": int(img.header["qform_code"]), "sform_code": int(img.header["sform_code"])}
+    return _canonical(data, affine.astype(np.float64), str(path), "unknown", meta)
+
+
+def _itk_to_volume(image, path: str, channel: int | None, fmt: str) -> Volume:
+    import SimpleITK as sitk
+
+    if image.GetDimension() == 2:
+        raise ScanError(f"{path}: this is a 2D image {image.GetSize()}; a 3D volume is needed")
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        n = image.GetNumberOfComponentsPerPixel()
+        if channel is None:
+            raise ScanError(f"{path}: the image has {n} components per voxel; choose one (--channel 0..{n - 1})")
+        if not 0 <= channel < n:
+            raise ScanError(f"{path}: channel {channel} does not exist; it has {n} (0..{n - 1})")
+        image = sitk.VectorIndexSelectionCast(image, channel)
+    if image.GetDimension() == 4:
+        n = image.GetSize()[3]
+        if channel is None:
+            raise ScanError(f"{path}: the volume has {n} time points; choose one (--channel 0..{n - 1})")
+        if not 0 <= channel < n:
+            raise ScanError(f"{path}: channel {channel} does not exist; it has {n} (0..{n - 1})")
+        size = list(image.GetSize())
+        size[3] = 0
+        image = sitk.Extract(image, size, [0, 0, 0, channel])
+    if image.GetDimension() != 3:
+        raise ScanError(f"{path}: {image.GetDimension()}D images are not supported")
+    # SimpleITK arrays are (z, y, x); the geometry is LPS. Bring both to (x, y, z) and RAS.
+    data = np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0)).astype(np.float32)
+    data = _check_values(data, path)
+    direction = np.array(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    spacing = np.array(image.GetSpacing(), dtype=np.float64)
+    origin = np.array(image.GetOrigin(), dtype=np.float64)
+    lps = np.eye(4)
+    lps[:3, :3] = direction * spacing
+    lps[:3, 3] = origin
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    modality = "unknown"
+    meta = {"format": fmt}
+    return _canonical(data, affine, path, modality, meta)
+
+
+def _read_itk(path: Path, channel: int | None) -> Volume:
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
+        raise ScanError(f"{path}: not a readable image ({first[:200]})") from None
+    return _itk_to_volume(image, str(path), channel, path.suffix.lstrip(".").upper())
+
+
+def _read_dicom_series(folder: Path, channel: int | None) -> Volume:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise ScanError(f"{folder}: the folder holds no DICOM series")
+    # Several series: take the one with the most slices, as viewers do by default.
+    files = max((reader.GetGDCMSeriesFileNames(str(folder), s) for s in series), key=len)
+    if len(files) < 2:
+        raise ScanError(f"{folder}: the DICOM series has a single slice; a 3D volume is needed")
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise ScanError(f"{folder}: the DICOM series could not be read ({str(exc).strip()[:200]})") from None
+    volume = _itk_to_volume(image, str(folder), channel, "DICOM")
+    try:
+        volume.modality = reader.GetMetaData(0, "0008|0060").strip() or "unknown"
+    except RuntimeError:
+        pass
+    return volume
+
+
+def load_scan(path: str | os.PathLike, channel: int | None = None) -> Volume:
+    """Read a scan; raise `ScanError` with a message for the user on anything unreadable."""
+    p = Path(path)
+    if not p.exists():
+        raise ScanError(f"{p}: no such file or folder")
+    if p.is_dir():
+        return _read_dicom_series(p, channel)
+    if not os.access(p, os.R_OK):
+        raise ScanError(f"{p}: permission denied")
+    if p.stat().st_size == 0:
+        raise ScanError(f"{p}: the file is empty")
+    name = p.name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        return _read_nifti(p, channel)
+    if name.endswith(ITK_SUFFIXES) or name.endswith(".dcm"):
+        if name.endswith(".dcm"):
+            return _read_dicom_series(p.parent, channel)
+        return _read_itk(p, channel)
+    raise ScanError(f"{p}: unknown scan format; open NIfTI (.nii, .nii.gz), MHA/MHD, NRRD or a DICOM folder")
+
+
+def save_nifti(volume: Volume, array: np.ndarray, path: str | os.PathLike, dtype: np.dtype | type = np.float32) -> Path:
+    """Write `array` (canonical order, the scan's shape) as NIfTI in the scan's own voxel order and affine.
+
+    The write is atomic (a temporary file in the same folder, then a rename) and refuses to
+    replace the scan that was read.
+    """
+    out = Path(path)
+    name = out.name.lower()
+    if not name.endswith(NIFTI_SUFFIXES):
+        raise ScanError(f"{out}: exports are NIfTI; end the name with .nii.gz or .nii")
+    if tuple(array.shape[:3]) != volume.shape:
+        raise ScanError(f"{out}: map of shape {array.shape} does not match the scan's {volume.shape}")
+    if volume.source and out.exists() and os.path.samefile(out, volume.source):
+        raise ScanError(f"{out}: refusing to overwrite the input scan")
+    data = np.asarray(array).astype(dtype, copy=False)
+    data = volume.to_source_order(data) if data.ndim == 3 else np.stack(
+        [volume.to_source_order(data[..., c]) for c in range(data.shape[3])], axis=-1)
+    img = nib.Nifti1Image(data, volume.source_affine)
+    img.set_qform(volume.source_affine, code=1)
+    img.set_sform(volume.source_affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    if np.issubdtype(data.dtype, np.integer):
+        img.header.set_intent("label")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".nii.gz" if name.endswith(".gz") else ".nii", dir=out.parent)
+        os.close(fd)
+        try:
+            nib.save(img, tmp)
+            os.replace(tmp, out)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as exc:
+        raise ScanError(f"{out}: could not write ({exc.strerror or exc})") from None
+    return out

@@ -1,0 +1,171 @@
+"""Train a digital model, or adapt one to analog tiles by hardware-aware (HWA) training.
+
+Dice + cross-entropy (MONAI), validation Dice per patient each epoch, the best epoch kept, and a
+checkpoint after every epoch in `runs/NAME/` so an interrupted run resumes where it stopped.
+
+HWA training follows Rasch et al. (2023, Nat. Commun.): it starts from the digital weights, converts
+them to aihwkit inference tiles and trains with weight noise in the forward pass, output noise,
+DAC/ADC quantisation, learned input ranges and output scales, with clipping and remapping after each
+step (`AnalogOptimizer`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from aihwkit.nn.conversion import convert_to_analog, convert_to_digital
+from aihwkit.optim import AnalogOptimizer
+from monai.losses import DiceCELoss
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from engine import analog
+from engine.architectures import default_arguments
+from engine.device import DeviceSettings, rpu_config
+from engine.metrics import mean_dice
+from engine.model_store import Label, ModelSpec, find_model, load_digital, save_model, tensors_only
+from engine.preprocessing import Preprocessing
+from training.data import SliceDataset, load_cases, read_dataset, split_by_patient
+
+PRESETS = {
+    # folder name -> (preprocessing, labels, dataset description)
+    "lgg": (Preprocessing("percentile", 1.0, 99.0, (128, 128), "axial"),
+            [Label(0, "background", (0, 0, 0)), Label(1, "FLAIR abnormality", (255, 80, 40))]),
+    "hippocampus": (Preprocessing("percentile", 1.0, 99.0, (64, 64), "axial"),
+                    [Label(0, "background", (0, 0, 0)), Label(1, "anterior hippocampus", (255, 200, 0)),
+                     Label(2, "posterior hippocampus", (0, 160, 255))]),
+    "nuclei": (Preprocessing("percentile", 1.0, 99.0, (128, 128), "axial"),
+               [Label(0, "background", (0, 0, 0)), Label(1, "nucleus", (60, 220, 90))]),
+    "spleen": (Preprocessing("window", -160.0, 240.0, (128, 128), "axial"),
+               [Label(0, "background", (0, 0, 0)), Label(1, "spleen", (230, 60, 140))]),
+}
+
+
+def preset_for(data: Path) -> tuple[Preprocessing, list[Label]]:
+    for key, value in PRESETS.items():
+        if key in data.resolve().name.lower():
+            return value
+    raise ValueError(f"{data}: no preset for this data set; known: {', '.join(PRESETS)}")
+
+
+def _validate(model: torch.nn.Module, loaded: dict, case_ids: list[str], num_classes: int) -> float:
+    """Mean per-case volume Dice at the model's input size (a fast proxy used to pick the best epoch)."""
+    model.eval()
+    scores = []
+    with torch.no_grad():
+        for cid in case_ids:
+            x, y = loaded[cid]
+            pred = torch.cat([model(torch.from_numpy(x[i:i + 16])).argmax(1) for i in range(0, len(x), 16)])
+            scores.append(mean_dice(pred.numpy(), y, num_classes))
+    return float(np.mean(scores))
+
+
+def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, epochs: int = 30,
+          batch_size: int = 16, lr: float | None = None, seed: int = 0, max_minutes: float = 120.0,
+          runs_dir: Path = Path("runs"), settings: DeviceSettings | None = None, log=print) -> ModelSpec:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    name = out.name
+    run = runs_dir / name
+    run.mkdir(parents=True, exist_ok=True)
+    layout, cases = read_dataset(data)
+    prep, labels = preset_for(data)
+    split = split_by_patient(cases, seed)
+    started = time.time()
+    loaded = load_cases([c for c in cases if c.case_id not in split["test"]], layout, prep, log)
+    log(f"{len(loaded)} cases loaded in {time.time() - started:.0f}s; split {', '.join(f'{k} {len(v)}' for k, v in split.items())}")
+    train_set = SliceDataset(loaded, split["train"], augment=True, seed=seed)
+    val_ids = [c for c in split["val"] if c in loaded]
+    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, num_workers=0, drop_last=True,
+                        generator=torch.Generator().manual_seed(seed))
+    settings = settings or DeviceSettings()
+
+    if kind == "digital":
+        arguments = default_arguments(arch, prep.in_channels, len(labels), prep.input_size[0])
+        spec = ModelSpec(name, arch, arguments, prep, labels, "digital", settings)
+        model = spec.build()
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr or 1e-3, weight_decay=1e-5)
+    elif kind == "hwa":
+        if init is None:
+            raise ValueError("HWA training starts from a digital model: give --init NAME")
+        base = find_model(init)
+        spec = ModelSpec(name, base.architecture, base.arguments, base.preprocessing, base.labels, "hwa", settings,
+                         data=dict(base.data))
+        model = convert_to_analog(load_digital(base), rpu_config(settings, training=True))
+        optimizer = AnalogOptimizer(torch.optim.Adam, model.parameters(), lr=lr or 2e-4)
+    else:
+        raise ValueError(f"kind must be digital or hwa, not {kind!r}")
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+
+    ckpt_path = run / "checkpoint.pt"
+    best_path = run / "best.pt"
+    start_epoch, best, history = 0, -1.0, []
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=True)
+        model.load_state_dict(ckpt["model"], strict=False)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start_epoch, best, history = ckpt["epoch"], ckpt["best"], ckpt["history"]
+        log(f"resuming {name} after epoch {start_epoch} (best val Dice {best:.4f})")
+    wall_before = sum(h["seconds"] for h in history)
+
+    for epoch in range(start_epoch, epochs):
+        if (time.time() - started) / 60 + wall_before / 60 > max_minutes:
+            log(f"time budget of {max_minutes} min reached; stopping after epoch {epoch}")
+            break
+        t0 = time.time()
+        model.train()
+        losses = []
+        for x, y in tqdm(loader, desc=f"{name} epoch {epoch + 1}/{epochs}", leave=False):
+            optimizer.zero_grad()
+            loss = loss_fn(model(x), y[:, None])
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss))
+        scheduler.step()
+        val = _validate(model, loaded, val_ids, len(labels))
+        seconds = time.time() - t0
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_dice": val, "seconds": seconds})
+        log(f"{name} epoch {epoch + 1}: loss {np.mean(losses):.4f}, val Dice {val:.4f}, {seconds:.0f}s")
+        if val > best:
+            best = val
+            torch.save(tensors_only(model.state_dict()), best_path)
+        torch.save({"model": tensors_only(model.state_dict()), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best, "history": history},
+                   ckpt_path)
+        with open(run / "log.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(history[0]))
+            w.writeheader()
+            w.writerows(history)
+
+    model.load_state_dict(torch.load(best_path, weights_only=True), strict=False)
+    model.eval()
+    spec.metrics = {"val_dice_model_size": best}
+    spec.data = {"dataset": str(data.name), "layout": layout, "split_seed": seed, "split": split,
+                 **{k: v for k, v in spec.data.items() if k not in ("split", "split_seed")}}
+    spec.training = {"kind": kind, "init": init, "epochs_run": len(history), "epochs_planned": epochs,
+                     "batch_size": batch_size, "loss": "DiceCE", "optimizer": type(optimizer).__name__,
+                     "wall_time_s": round(sum(h["seconds"] for h in history)),
+                     "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU",
+                     "torch": torch.__version__, "best_val_dice": best, "history": history}
+    if kind == "digital":
+        digital = model
+        calibration = torch.from_numpy(np.concatenate([loaded[c][0] for c in split["train"][:20] if c in loaded]))
+        analog_net = analog.calibrated_analog(digital, settings, calibration)
+    else:
+        analog_net = model
+        digital = convert_to_digital(model)
+    save_model(spec, out, digital, analog_net, half=True)
+    (run / "model.json").write_text(json.dumps(spec.to_dict(), indent=1))
+    log(f"saved {out} (best val Dice {best:.4f})")
+    return spec
+
+
