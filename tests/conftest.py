@@ -1,0 +1,53 @@
+"""Shared paths and fixtures. Real data lives in ../shared/data beside the repository."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+LGG = SHARED_DATA / "lgg"
+
+
+@pytest.fixture(scope="session")
+def lgg_case() -> tuple[Path, Path]:
+    """A real LGG FLAIR volume (20 slices) and its ground-truth mask."""
+    image, label = LGG / "imagesTr" / "lgg_002.nii.gz", LGG / "labelsTr" / "lgg_002.nii.gz"
+    if not image.exists():
+        pytest.skip(f"real data not found at {image}")
+    return image, label
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory):
+    """A small randomly initialised U-Net model folder in the shipped format (for mechanics, not quality)."""
+    import torch
+
+    from engine.analog import calibrated_analog
+    from engine.device import DeviceSettings
+    from engine.model_store import Label, ModelSpec, read_spec, save_model
+    from engine.preprocessing import Preprocessing
+
+    torch.manual_seed(0)
+    args = dict(spatial_dims=2, in_channels=1, out_channels=2, channels=[4, 8, 16], strides=[2, 2], num_res_units=1)
+    spec = ModelSpec("small_unet", "unet", args, Preprocessing(input_size=(64, 64)),
+                     [Label(0, "background", (0, 0, 0)), Label(1, "lesion", (255, 0, 0))], "digital", DeviceSettings())
+    net = spec.build().eval()
+    folder = tmp_path_factory.mktemp("models") / "small_unet"
+    save_model(spec, folder, net, calibrated_analog(net, spec.device, torch.rand(8, 1, 64, 64)))
+    return read_spec(folder)
+
+
+@pytest.fixture(scope="session")
+def shipped_model():
+    """The LGG U-Net shipped in resources/models (trained on real data)."""
+    from engine.model_store import MODELS_DIR, find_model
+
+    if not (MODELS_DIR / "lgg_unet_digital" / "model.json").exists():
+        pytest.skip("the shipped LGG U-Net is not installed")
+    return find_model("lgg_unet_digital")

@@ -1,0 +1,70 @@
+"""Monte-Carlo statistics and what device noise does to them on real LGG slices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.inference import RunSettings, Segmenter
+from engine.preprocessing import get_slice, normalise_volume, to_model_input
+from engine.uncertainty import mc_statistics
+from engine.volume import load_scan
+
+
+def test_agreeing_samples_carry_no_device_uncertainty():
+    p = torch.softmax(torch.randn(1, 3, 8, 8), 1).repeat(5, 1, 1, 1)
+    st = mc_statistics(p)
+    assert np.abs(st.mutual_information).max() < 1e-6
+    assert np.abs(st.std).max() < 1e-6
+    expected = -(p[0] * p[0].log()).sum(0).numpy()
+    np.testing.assert_allclose(st.entropy, expected, rtol=1e-5)
+    np.testing.assert_array_equal(st.segmentation, p[0].argmax(0).numpy())
+
+
+def test_disagreeing_samples_have_mutual_information():
+    a = torch.tensor([[0.9, 0.1], [0.1, 0.9]]).reshape(2, 2, 1, 1)
+    st = mc_statistics(a)
+    assert st.mutual_information[0, 0] > 0.3
+    assert st.std[0, 0] == pytest.approx(0.4, abs=1e-6)
+    assert st.probabilities[:, 0, 0] == pytest.approx([0.5, 0.5])
+
+
+def _tumour_slices(lgg_case, spec, n=3):
+    image, label = lgg_case
+    vol, lab = load_scan(image), load_scan(label)
+    data = normalise_volume(vol.data, spec.preprocessing)
+    area = lab.data.sum(axis=(0, 1))
+    idx = [int(k) for k in np.argsort(-area)[:n]]
+    return [(k, to_model_input(get_slice(data, "axial", k)[None], spec.preprocessing)) for k in idx]
+
+
+def _mean_mi(spec, slices, noise, mc=6):
+    seg = Segmenter(spec, RunSettings(spec.name, "analog", mc, noise, 3600.0, seed=0))
+    return float(np.mean([mc_statistics(seg.predict(x, k)).mutual_information.mean() for k, x in slices]))
+
+
+def test_uncertainty_grows_with_noise_on_real_slices(shipped_model, lgg_case):
+    slices = _tumour_slices(lgg_case, shipped_model)
+    low, mid, high = (_mean_mi(shipped_model, slices, s) for s in (0.25, 1.0, 3.0))
+    assert low < mid < high, (low, mid, high)
+
+
+def test_analog_at_noise_zero_matches_digital(shipped_model, lgg_case):
+    slices = _tumour_slices(lgg_case, shipped_model)
+    digital = Segmenter(shipped_model, RunSettings(shipped_model.name, "digital", 1))
+    ideal = Segmenter(shipped_model, RunSettings(shipped_model.name, "analog", 2, 0.0))
+    for k, x in slices:
+        d, a = digital.predict(x, k), ideal.predict(x, k)
+        assert (d.argmax(1) == a.argmax(1)).float().mean() > 0.99
+        assert (d[0] - a.mean(0)).abs().mean() < 0.02
+
+
+def test_results_are_reproducible_with_a_seed(small_model):
+    x = torch.rand(1, 1, 64, 64)
+    run = RunSettings(small_model.name, "analog", 3, 1.0, 3600.0, seed=7)
+    a = Segmenter(small_model, run).predict(x, 4)
+    b = Segmenter(small_model, run).predict(x, 4)
+    c = Segmenter(small_model, RunSettings(small_model.name, "analog", 3, 1.0, 3600.0, seed=8)).predict(x, 4)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
