@@ -100,6 +100,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from engine.export import write_json
+    from training.evaluate import evaluate, print_report
+
+    report = evaluate(args.model, Path(args.data), args.split, args.mode, args.mc, args.noise, args.drift,
+                      args.programmings, record=args.record, progress=not args.quiet)
+    print_report(report)
+    if args.json:
+        write_json(report, Path(args.json))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aimc", description="AI segmentation with uncertainty on simulated analog in-memory computing chips")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-minutes", type=float, default=120.0)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="Dice and uncertainty of a model on a split of its data set")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, help="the data set folder the model was trained on")
+    p.add_argument("--split", choices=["train", "val", "test"], default="test")
+    p.add_argument("--mode", choices=["digital", "analog"], default="digital")
+    p.add_argument("--mc", type=_mc, default=8)
+    p.add_argument("--noise", type=_noise, default=1.0)
+    p.add_argument("--drift", type=_positive_drift, default=86400.0)
+    p.add_argument("--programmings", type=int, default=3, help="chip programmings (seeds) in analog mode")
+    p.add_argument("--json", help="write the report (with per-case rows) to this file")
+    p.add_argument("--record", action="store_true", help="store the summary in the model's model.json")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

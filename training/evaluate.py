@@ -1,0 +1,93 @@
+"""Evaluate a model on a split of its data set: per-case volume Dice per label and mean uncertainty.
+
+Cases run through the same slice pipeline as the viewer and `aimc predict`, at the scan's own
+resolution. In analog mode the evaluation is repeated over several chip programmings (seeds) and
+reports the mean and standard deviation of the mean Dice across them: chip-to-chip spread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from engine.inference import RunSettings, Segmenter
+from engine.metrics import dice_per_label
+from engine.model_store import ModelSpec, find_model, write_spec
+from engine.pipeline import segment_volume
+from engine.volume import ScanError, load_scan
+from training.data import Case, read_dataset
+
+
+def _cases(spec: ModelSpec, data: Path, split: str) -> tuple[str, list[Case]]:
+    layout, cases = read_dataset(data)
+    wanted = spec.data.get("split", {}).get(split)
+    if wanted is None:
+        raise ValueError(f"model {spec.name} records no {split!r} split")
+    chosen = [c for c in cases if c.case_id in set(wanted)]
+    if not chosen:
+        raise ValueError(f"{data}: none of the {split} cases of {spec.name} are in this folder")
+    return layout, chosen
+
+
+def evaluate_run(spec: ModelSpec, cases: list[Case], layout: str, run: RunSettings, progress: bool = True) -> dict:
+    """One pass over the cases with one set of chips: per-case Dice per label and uncertainty."""
+    if layout != "msd":
+        raise ValueError(f"evaluation of {layout} data is not implemented yet")
+    segmenter = Segmenter(spec, run)
+    names = {l.value: l.name for l in spec.labels}
+    rows = []
+    for case in tqdm(cases, desc=f"{spec.name} {run.mode} seed {run.seed}", disable=not progress, leave=False):
+        try:
+            volume, truth = load_scan(case.image), load_scan(case.label)
+        except ScanError as exc:
+            print(f"skipping {case.case_id}: {exc}")
+            continue
+        result = segment_volume(segmenter, volume)
+        dice = dice_per_label(result.segmentation, np.rint(truth.data).astype(np.int64), spec.num_classes)
+        rows.append({
+            "case": case.case_id,
+            "dice": {names[c]: d for c, d in dice.items()},
+            "mean_dice": float(np.mean(list(dice.values()))),
+            "mean_entropy": float(result.maps["entropy"].mean()),
+            "mean_entropy_in_segmentation": float(np.mean(list(result.mean_uncertainty_in_labels().values()))),
+        })
+    return {"cases": rows, "mean_dice": float(np.mean([r["mean_dice"] for r in rows])),
+            "mean_entropy": float(np.mean([r["mean_entropy"] for r in rows]))}
+
+
+def evaluate(model: str, data: Path, split: str = "test", mode: str = "digital", mc: int = 8,
+             noise: float = 1.0, drift: float = 86400.0, programmings: int = 3, record: bool = False,
+             progress: bool = True) -> dict:
+    """Evaluate; with `record`, store the summary under metrics[split] in the model's model.json."""
+    spec = find_model(model)
+    layout, cases = _cases(spec, data, split)
+    seeds = range(programmings) if mode == "analog" else range(1)
+    runs = [evaluate_run(spec, cases, layout, RunSettings(spec.name, mode, mc if mode == "analog" else 1, noise, drift, seed),
+                         progress) for seed in seeds]
+    means = [r["mean_dice"] for r in runs]
+    report = {
+        "model": spec.name, "split": split, "cases": len(runs[0]["cases"]), "mode": mode,
+        "mc_samples": mc if mode == "analog" else 1, "noise_level": noise if mode == "analog" else None,
+        "drift_s": drift if mode == "analog" else None, "programmings": len(runs),
+        "mean_dice": float(np.mean(means)), "std_dice_over_programmings": float(np.std(means)),
+        "mean_entropy": float(np.mean([r["mean_entropy"] for r in runs])),
+        "per_case": runs[0]["cases"],
+    }
+    if record:
+        key = "digital" if mode == "digital" else f"analog_noise{noise:g}_drift{drift:g}"
+        spec.metrics.setdefault(split, {})[key] = {k: v for k, v in report.items() if k != "per_case"}
+        write_spec(spec, spec.folder)
+    return report
+
+
+def print_report(report: dict) -> None:
+    print(f"{report['model']} on {report['split']} ({report['cases']} cases), {report['mode']}"
+          + (f", MC {report['mc_samples']}, noise {report['noise_level']}, drift {report['drift_s']:g}s,"
+             f" {report['programmings']} programmings" if report["mode"] == "analog" else ""))
+    for row in report["per_case"]:
+        labels = ", ".join(f"{k} {v:.3f}" for k, v in row["dice"].items())
+        print(f"  {row['case']:20s} Dice {row['mean_dice']:.3f} ({labels})  mean entropy {row['mean_entropy']:.4f}")
+    print(f"mean Dice {report['mean_dice']:.4f} ± {report['std_dice_over_programmings']:.4f} over programmings;"
+          f" mean entropy {report['mean_entropy']:.4f}")
