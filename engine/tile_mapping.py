@@ -1,0 +1,107 @@
+"""How a network maps onto 512x512 crossbar tiles (the paper's Table 1), by aihwkit's definitions.
+
+A Conv or Linear layer with K = C_in * prod(kernel) inputs and O = C_out outputs is split into
+ceil(K / 512) * ceil(O / 512) tiles. Utilisation of a network is sum(K * O) / (512^2 * tiles), and a
+layer's reuse factor is the number of matrix-vector products it performs per inference at batch 1:
+the output spatial size of a convolution, the number of tokens of a linear layer. These are the
+quantities behind aihwkit's `analog_summary`, computed here directly because `analog_summary`
+reports 100 % utilisation for layers made by `convert_to_analog` (aihwkit 1.1.0).
+
+Two ways to split K rows exist in aihwkit: `convert_to_analog` (what our chips use) cuts the unfolded
+rows into equal chunks of at most 512 (`TileModuleArray`); the mapped layers (`AnalogConv2dMapped`)
+keep each input channel's kernel whole in one tile, which can cost one tile more.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+TILE = 512
+
+
+@dataclass
+class LayerMapping:
+    name: str
+    kind: str
+    inputs: int  # K: rows of the weight matrix
+    outputs: int  # O: columns
+    tiles: int
+    reuse: int  # matrix-vector products per inference
+
+    @property
+    def utilisation(self) -> float:
+        return self.inputs * self.outputs / (TILE * TILE * self.tiles)
+
+
+@dataclass
+class NetworkMapping:
+    layers: list[LayerMapping]
+    parameters: int
+    digital_parameters: int
+    digital_kinds: list[str]
+
+    @property
+    def analog_weights(self) -> int:
+        return sum(l.inputs * l.outputs for l in self.layers)
+
+    @property
+    def tiles(self) -> int:
+        return sum(l.tiles for l in self.layers)
+
+    @property
+    def utilisation(self) -> float:
+        return self.analog_weights / (TILE * TILE * self.tiles) if self.tiles else 0.0
+
+    @property
+    def mean_reuse(self) -> float:
+        return sum(l.reuse for l in self.layers) / len(self.layers) if self.layers else 0.0
+
+    @property
+    def mvms_per_inference(self) -> int:
+        return sum(l.reuse * l.tiles for l in self.layers)
+
+
+def map_network(net: nn.Module, input_shape: tuple[int, ...], tile: int = TILE,
+                keep_kernels_whole: bool = False) -> NetworkMapping:
+    """Map every Conv/Linear layer of a digital network for one input of `input_shape` (C, H, W)."""
+    layers: list[LayerMapping] = []
+    hooks = []
+
+    def hook(name: str):
+        def record(module: nn.Module, args, output: torch.Tensor) -> None:
+            if isinstance(module, nn.Linear):
+                k, o = module.in_features, module.out_features
+                reuse = output.numel() // output.shape[-1]
+                row_tiles = math.ceil(k / tile)
+            else:
+                kernel = math.prod(module.kernel_size)
+                channels = module.in_channels // module.groups
+                k, o = channels * kernel, module.out_channels
+                reuse = math.prod(output.shape[2:])
+                row_tiles = math.ceil(channels / (tile // kernel)) if keep_kernels_whole else math.ceil(k / tile)
+            tiles = row_tiles * math.ceil(o / tile)
+            layers.append(LayerMapping(name, type(module).__name__, k, o, tiles, int(reuse)))
+        return record
+
+    analog_types = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+    for name, module in net.named_modules():
+        if isinstance(module, analog_types):
+            hooks.append(module.register_forward_hook(hook(name)))
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, *input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+        net.train(was_training)
+    total = sum(p.numel() for p in net.parameters())
+    analog_param_ids = {id(m.weight) for m in net.modules() if isinstance(m, analog_types)}
+    digital = [(type(m).__name__, p.numel()) for m in net.modules() for p in m.parameters(recurse=False)
+               if id(p) not in analog_param_ids and not (isinstance(m, analog_types) and p is m.bias)]
+    return NetworkMapping(layers, total, sum(n for _, n in digital), sorted({k for k, _ in digital}))
