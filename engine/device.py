@@ -45,6 +45,9 @@ class DeviceSettings:
     # Hardware-aware training only (Rasch et al. 2023): weight noise injected in the forward pass.
     train_weight_noise: float = 0.08
     train_clip_sigma: float = 2.5
+    # per-read PCM noise (aihwkit's compiled-tile PCM_READ w_noise) at noise level 1; 0 = off.
+    # Only the fast simulator (engine.fast_analog) draws it; aihwkit's torch tile has no such noise.
+    read_noise_per_read: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.noise_level <= MAX_NOISE_LEVEL:

@@ -7,6 +7,11 @@ noise accumulated up to the drift time, which differ from chip to chip) and the 
 output noise of the ADC path, redrawn on every forward). Reads are seeded by (seed, slice, sample),
 so a slice gives the same result whichever order the slices are processed in.
 
+A chip is programmed and drifted by aihwkit, then by default read through `engine.fast_analog`
+(the same forward as aihwkit's torch tile without its im2col, several times faster; it adds the
+optional per-read PCM noise `DeviceSettings.read_noise_per_read`); `simulator="aihwkit"` reads it
+through aihwkit's tile instead.
+
 In digital mode the network is exact: every sample agrees, so one forward is made.
 """
 
@@ -19,10 +24,12 @@ import torch
 from torch import nn
 
 from engine.analog import load_analog, program_chip
+from engine.fast_analog import fast_chip, per_read_pcm_noise
 from engine.model_store import ANALOG_WEIGHTS, ModelError, ModelSpec, load_digital, load_tensors
 
 MAX_MC = 64
 MODES = ("digital", "analog")
+SIMULATORS = ("fast", "aihwkit")
 
 
 class Cancelled(Exception):
@@ -50,9 +57,12 @@ class RunSettings:
 class Segmenter:
     """A model ready to segment slices under one `RunSettings`. Build once, call per slice."""
 
-    def __init__(self, spec: ModelSpec, run: RunSettings) -> None:
+    def __init__(self, spec: ModelSpec, run: RunSettings, simulator: str = "fast") -> None:
+        if simulator not in SIMULATORS:
+            raise ValueError(f"simulator must be fast or aihwkit, not {simulator!r}")
         self.spec = spec
         self.run = run
+        self.simulator = simulator
         self.digital = load_digital(spec)
         self.chips: list[nn.Module] = []
         self._lock = threading.Lock()
@@ -74,7 +84,10 @@ class Segmenter:
         with self._lock:
             while len(self.chips) <= s:
                 k = len(self.chips)
-                self.chips.append(program_chip(self._template, self.settings, seed=self.run.seed * 100_003 + k))
+                chip = program_chip(self._template, self.settings, seed=self.run.seed * 100_003 + k)
+                if self.simulator == "fast":
+                    chip = fast_chip(chip, per_read_pcm_noise(self.settings))
+                self.chips.append(chip)
             return self.chips[s]
 
     def program_all(self, cancel: threading.Event | None = None) -> None:

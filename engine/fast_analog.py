@@ -1,0 +1,276 @@
+"""Fast inference through programmed aihwkit chips: aihwkit's `TorchInferenceTile` forward, reordered.
+
+aihwkit's torch tile runs a convolution on CPU by unfolding it (im2col, about nine times the
+activation) and then clipping, quantising and noising that unfolded tensor element-wise. Input
+clipping and DAC quantisation act element-wise on the input, so they commute with im2col and zero
+padding: we apply them to the activation and run a native `F.conv2d`, one per physical tile
+(where a tile holds only part of a channel's kernel, the rest of that slice is zero). Per tile,
+in aihwkit's order (`TorchInferenceTile.forward` -> `AnalogMVM._compute_analog_mv` ->
+`InferenceTileWithPeriphery.post_forward` -> `apply_out_scaling`):
+
+1. clip the input to the tile's learned input range r and divide by r (`pre_forward`);
+2. DAC: round to steps of 2 * inp_res * inp_bound, clip to +-inp_bound (`_prepare_input`);
+3. the MVM with the tile's programmed, drifted conductances (`tile.weight`);
+4. optional per-read PCM noise (see below), then output noise out_noise * N(0, 1) (`_finalize_output`);
+5. ADC: round to steps of 2 * out_res * out_bound, clip to +-out_bound;
+6. multiply by r, the mapping scales, the drift-compensation factor alpha and the learned output
+   scales; sum the tiles that split the input; add the digital bias.
+
+For speed, steps 2 and 5 are computed in units of quantisation levels: the integer DAC levels are
+convolved with weights pre-multiplied by (DAC step / ADC step), so the result is in ADC levels and
+rounding it is the ADC. Only the order of float additions differs from aihwkit, so outputs agree to
+float rounding, apart from a rare ADC level flipped where a value lies on a rounding boundary.
+
+Variance, as the Monte-Carlo sampler uses it:
+- between chips (drawn once by aihwkit's `program_analog_weights` + `drift_analog_weights`, and
+  frozen into the weights read here): PCM programming noise, drift coefficients, and the 1/f read
+  noise accumulated up to the inference time, with the drift compensation alpha measured on it;
+- within a chip (redrawn on every forward here): the output noise before the ADC and, if enabled,
+  per-read PCM noise y_i += w_noise * sqrt(sum_j |W_ij| x_j^2) * N(0, 1) (aihwkit's compiled-tile
+  `WeightNoiseType.PCM_READ`, which its torch tile lacks), computed as one more convolution of
+  x^2 with |W|.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from aihwkit.nn import AnalogConv2d, AnalogLinear
+from aihwkit.simulator.parameters.enums import AnalogMVType, BoundManagementType, NoiseManagementType
+from aihwkit.simulator.tiles.array import TileModuleArray
+from torch import nn
+
+from engine.device import DeviceSettings
+
+
+def per_read_pcm_noise(settings: DeviceSettings) -> float:
+    """PCM_READ w_noise at these settings, scaled by the noise level like the output noise."""
+    return settings.read_noise_per_read * settings.noise_level
+
+
+def _step(res: float, bound: float) -> float:
+    """aihwkit's `UniformQuantize` step; `res` may also be given as a number of states."""
+    return (1.0 / res if res > 1.0 else res) * 2.0 * bound
+
+
+def _check_supported(io, name: str) -> None:
+    """Refuse forward settings this path does not reproduce, rather than differ silently."""
+    unsupported = {
+        "noise management": io.noise_management != NoiseManagementType.NONE,
+        "bound management": io.bound_management != BoundManagementType.NONE,
+        "mv_type other than ONE_PASS": io.mv_type != AnalogMVType.ONE_PASS,
+        "is_perfect": io.is_perfect,
+        "inp_noise": io.inp_noise > 0.0,
+        "in/out asymmetry": io.inp_asymmetry != 0.0 or io.out_asymmetry != 0.0,
+        "stochastic rounding": io.inp_sto_round or io.out_sto_round,
+        "out_noise_std": io.out_noise_std > 0.0,
+        "out_scale": io.out_scale != 1.0,
+    }
+    bad = [k for k, v in unsupported.items() if v]
+    if bad:
+        raise NotImplementedError(f"{name}: the fast analog path does not support {', '.join(bad)}")
+
+
+def _tiles(layer: nn.Module) -> tuple[list[tuple[slice, slice, nn.Module]], torch.Tensor | None]:
+    """Each physical tile with the input and output slices it holds, and the layer's digital bias."""
+    module = layer.analog_module
+    if not isinstance(module, TileModuleArray):
+        bias = module.bias if module.digital_bias else None
+        return [(slice(0, module.in_size), slice(0, module.out_size), module)], bias
+    tiles, i0 = [], 0
+    for in_size, row in zip(module.in_sizes, module.array):
+        o0 = 0
+        for out_size, tile in zip(module.out_sizes, row):
+            tiles.append((slice(i0, i0 + in_size), slice(o0, o0 + out_size), tile))
+            o0 += out_size
+        i0 += in_size
+    return tiles, module.bias
+
+
+class _FastAnalogLayer(nn.Module):
+    """The periphery shared by conv and linear layers: per-tile DAC, read noise, ADC, scales."""
+
+    feature_dim = -1  # where the output features lie
+
+    def __init__(self, layer: nn.Module, read_noise: float) -> None:
+        super().__init__()
+        if layer.training:
+            raise ValueError("fast analog layers reproduce aihwkit's eval forward; call .eval() first")
+        tiles, bias = _tiles(layer)
+        self.in_slices = [t[0] for t in tiles]
+        self.out_slices = [t[1] for t in tiles]
+        self.out_features = layer.out_features
+        self.input_ranges: list[float | None] = []  # signed, as aihwkit divides and scales by it
+        self.inp_steps: list[float | None] = []  # DAC step, None without DAC
+        self.level_limits: list[float | None] = []  # inp_bound in DAC levels, where it can clip
+        self.out_bounds: list[float | None] = []  # out_bound in ADC levels
+        self.out_noise: list[float] = []  # output noise std in ADC levels
+        self.read_noise: list[float] = []  # PCM_READ w_noise * DAC step in ADC levels
+        self.adc: list[bool] = []
+        self.raw_kernels: list[torch.Tensor] = []  # conductances in aihwkit's (out, in) layout
+        for k, (_, out_slice, tile) in enumerate(tiles):
+            io = tile.rpu_config.forward
+            _check_supported(io, type(layer).__name__)
+            r = tile.input_range.item() if tile.input_range is not None else None
+            inp_step = _step(io.inp_res, io.inp_bound) if io.inp_res > 0 else None
+            out_step = _step(io.out_res, io.out_bound) if io.out_res > 0 else 1.0
+            level_step = inp_step or 1.0
+            max_level = round(1.0 / level_step) if r is not None else math.inf  # |x / r| <= 1
+            self.input_ranges.append(r)
+            self.inp_steps.append(inp_step)
+            self.level_limits.append(io.inp_bound / level_step
+                                     if io.inp_bound > 0 and max_level * level_step > io.inp_bound else None)
+            self.out_bounds.append(io.out_bound / out_step if io.out_bound > 0 else None)
+            self.out_noise.append(io.out_noise / out_step)
+            self.read_noise.append(read_noise * level_step / out_step)
+            self.adc.append(io.out_res > 0)
+            weight = tile.tile.weight.detach()
+            self.raw_kernels.append(weight)
+            self.register_buffer(f"weight{k}", weight * (level_step / out_step))
+            scale = torch.full((out_slice.stop - out_slice.start,), out_step * (r if r is not None else 1.0),
+                               dtype=torch.float64)
+            if tile.mapping_scales is not None:
+                scale = scale * tile.get_mapping_scales().double()
+            if getattr(tile.rpu_config, "drift_compensation", None) is not None:
+                scale = scale * tile.alpha.detach().double()
+            if tile.out_scaling_alpha is not None:
+                scale = scale * tile.out_scaling_alpha.detach().double()
+            self.register_buffer(f"scale{k}", scale.float())
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self.out_starts = sorted({s.start for s in self.out_slices})
+
+    def _levels(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """Steps 1-2: clip to the input range, normalise, and return DAC levels (same float ops)."""
+        r = self.input_ranges[k]
+        x = x.clamp(-abs(r), abs(r)).div_(r) if r is not None else x.clone()
+        if self.inp_steps[k] is not None:
+            x.div_(self.inp_steps[k]).round_()
+        if self.level_limits[k] is not None:
+            x.clamp_(-self.level_limits[k], self.level_limits[k])
+        return x
+
+    def _read(self, y: torch.Tensor, k: int, pcm_variance: torch.Tensor | None) -> torch.Tensor:
+        """Steps 4-5 on the MVM result y in ADC levels, in place."""
+        if pcm_variance is not None:
+            y.addcmul_(pcm_variance.sqrt_(), torch.randn_like(y), value=self.read_noise[k])
+        if self.out_noise[k] > 0:
+            y.add_(torch.randn_like(y), alpha=self.out_noise[k])
+        if self.adc[k]:
+            y.round_()
+        if self.out_bounds[k] is not None:
+            y.clamp_(-self.out_bounds[k], self.out_bounds[k])
+        return y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts: dict[int, torch.Tensor] = {}
+        for k, out_slice in enumerate(self.out_slices):
+            levels = self._levels(self._select(x, k), k)
+            y, pcm_variance = self._mvm(levels, k)
+            y = self._read(y, k, pcm_variance)
+            scale = self._view(getattr(self, f"scale{k}"))
+            start = out_slice.start
+            if start in parts:
+                parts[start].addcmul_(y, scale)
+            else:
+                parts[start] = y.mul_(scale)
+        out = parts[0] if len(parts) == 1 else torch.cat([parts[s] for s in self.out_starts], self.feature_dim)
+        return out if self.bias is None else out.add_(self._view(self.bias))
+
+    def _select(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """The part of the input that tile k reads."""
+        raise NotImplementedError
+
+    def _mvm(self, levels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Step 3 (and the PCM variance sum_j |W_ij| levels_j^2 where enabled)."""
+        raise NotImplementedError
+
+    def _view(self, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class FastAnalogLinear(_FastAnalogLayer):
+    """A programmed `AnalogLinear`: one `F.linear` per tile."""
+
+    def __init__(self, layer: AnalogLinear, read_noise: float = 0.0) -> None:
+        super().__init__(layer, read_noise)
+        for k, w in enumerate(self.raw_kernels):
+            self.register_buffer(f"abs_weight{k}", w.abs() if read_noise > 0 else None)
+        del self.raw_kernels
+
+    def _select(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        s = self.in_slices[k]
+        return x if s.start == 0 and s.stop == x.shape[-1] else x[..., s]
+
+    def _mvm(self, levels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        y = F.linear(levels, getattr(self, f"weight{k}"))
+        absw = getattr(self, f"abs_weight{k}")
+        return y, (F.linear(levels.square(), absw) if absw is not None else None)
+
+    def _view(self, t: torch.Tensor) -> torch.Tensor:
+        return t
+
+
+class FastAnalogConv2d(_FastAnalogLayer):
+    """A programmed `AnalogConv2d`: one native `F.conv2d` per tile instead of im2col.
+
+    aihwkit unfolds the input to (C_in * kh * kw) rows, channel-major, and splits them into tiles.
+    A tile therefore covers channels c0..c1, possibly only part of the first and last kernel; its
+    kernel is zero outside the rows it holds.
+    """
+
+    feature_dim = 1
+
+    def __init__(self, layer: AnalogConv2d, read_noise: float = 0.0) -> None:
+        super().__init__(layer, read_noise)
+        self.stride, self.padding, self.dilation = layer.stride, layer.padding, layer.dilation
+        kh, kw = layer.kernel_size
+        per_channel = kh * kw
+        self.channel_slices: list[slice] = []
+        for k, (in_slice, raw) in enumerate(zip(self.in_slices, self.raw_kernels)):
+            c0, c1 = in_slice.start // per_channel, -(-in_slice.stop // per_channel)
+            offset = in_slice.start - c0 * per_channel
+
+            def as_kernel(w: torch.Tensor) -> torch.Tensor:
+                full = w.new_zeros(w.shape[0], (c1 - c0) * per_channel)
+                full[:, offset:offset + w.shape[1]] = w
+                return full.view(w.shape[0], c1 - c0, kh, kw)
+
+            self.channel_slices.append(slice(c0, c1))
+            setattr(self, f"weight{k}", as_kernel(getattr(self, f"weight{k}")))
+            self.register_buffer(f"abs_weight{k}", as_kernel(raw.abs()) if read_noise > 0 else None)
+        del self.raw_kernels
+
+    def _select(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        c = self.channel_slices[k]
+        return x if c.start == 0 and c.stop == x.shape[1] else x[:, c]
+
+    def _mvm(self, levels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        y = F.conv2d(levels, getattr(self, f"weight{k}"), None, self.stride, self.padding, self.dilation)
+        absw = getattr(self, f"abs_weight{k}")
+        pcm = None if absw is None else F.conv2d(levels.square(), absw, None, self.stride, self.padding,
+                                                 self.dilation)
+        return y, pcm
+
+    def _view(self, t: torch.Tensor) -> torch.Tensor:
+        return t.view(1, -1, 1, 1)
+
+
+def fast_chip(chip: nn.Module, read_noise: float = 0.0) -> nn.Module:
+    """A copy of a programmed aihwkit model with every analog layer replaced by its fast equivalent.
+
+    The fast layers hold the chip's programmed, drifted conductances and its drift compensation;
+    every forward is a new read. `read_noise` is the optional per-read PCM w_noise (0 = off).
+    """
+    chip.eval()
+    memo: dict[int, nn.Module] = {}
+    for name, module in chip.named_modules():
+        if isinstance(module, AnalogConv2d):
+            memo[id(module)] = FastAnalogConv2d(module, read_noise)
+        elif isinstance(module, AnalogLinear):
+            memo[id(module)] = FastAnalogLinear(module, read_noise)
+        elif hasattr(module, "analog_module"):
+            raise NotImplementedError(f"{name}: no fast equivalent for {type(module).__name__}")
+    return copy.deepcopy(chip, memo).eval()

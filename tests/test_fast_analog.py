@@ -1,0 +1,190 @@
+"""The fast analog path against aihwkit's torch tile, layer by layer and for a whole U-Net.
+
+Both read the same programmed, drifted chip. Without noise they agree to float rounding (with the
+ADC on, a value on a rounding boundary may land one ADC level apart); with noise, the spread of
+many reads agrees.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from aihwkit.nn.conversion import convert_to_analog
+from aihwkit.simulator.parameters.enums import NoiseManagementType
+from torch import nn
+
+from engine.analog import calibrated_analog, program_chip
+from engine.architectures import build_network, default_arguments
+from engine.device import DeviceSettings, rpu_config
+from engine.fast_analog import FastAnalogConv2d, FastAnalogLinear, fast_chip
+from engine.inference import RunSettings, Segmenter
+
+QUIET = DeviceSettings(out_noise=0.0)  # programming noise and drift on, no per-read noise
+SMALL_TILES = 64  # multi-tile layers without the cost of programming large ones
+
+
+def _chip(layer: nn.Module, settings: DeviceSettings = QUIET, adc: bool = True, seed: int = 1) -> nn.Module:
+    """`layer` on tiles with spread input ranges, programmed and drifted."""
+    if getattr(layer, "small_tiles", False):
+        settings = settings.with_(tile_size=SMALL_TILES)
+    cfg = rpu_config(settings)
+    if not adc:
+        cfg.forward.out_res = -1.0
+    torch.manual_seed(seed)
+    analog = convert_to_analog(layer, cfg).eval()
+    for k, tile in enumerate(analog.analog_tiles()):
+        tile.set_input_range(1.5 + 0.5 * k)  # every tile its own range
+    return program_chip(analog, settings, seed)
+
+
+def _input(layer: nn.Module, seed: int = 2) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    if isinstance(layer, nn.Conv2d):
+        return 1.5 * torch.randn(2, layer.in_channels, 17, 15, generator=g)
+    return 1.5 * torch.randn(3, 5, layer.in_features, generator=g)
+
+
+def _adc_step(fast: nn.Module) -> torch.Tensor:
+    """One ADC level in output units, per output feature (the largest over the tiles)."""
+    step = torch.zeros(fast.out_features)
+    for k, s in enumerate(fast.out_slices):
+        step[s] = torch.maximum(step[s], getattr(fast, f"scale{k}").abs())
+    return step
+
+
+def _tiles(chip: nn.Module) -> int:
+    return len(list(chip.analog_tiles()))
+
+
+def _small_tiles(layer: nn.Module) -> nn.Module:
+    layer.small_tiles = True
+    return layer
+
+
+SINGLE = [nn.Conv2d(8, 16, 3, padding=1), nn.Conv2d(5, 7, (3, 2), stride=2, padding=(1, 0)),
+          nn.Linear(30, 20), nn.Linear(512, 512)]
+MULTI = [nn.Conv2d(128, 16, 3, stride=2, padding=1),  # 1152 inputs: 3 tiles of 384, which split kernels
+         nn.Conv2d(64, 8, 3, padding=1),  # 576 inputs: 2 tiles of 288, whole channels
+         _small_tiles(nn.Conv2d(16, 70, 3, padding=1)),  # 144 inputs: 3 x 48; 70 outputs: 2 x 35
+         _small_tiles(nn.Linear(100, 90))]  # 2 x 2 tiles
+
+
+@pytest.mark.parametrize("layer", SINGLE + MULTI, ids=lambda m: repr(m)[:40])
+def test_equal_to_aihwkit_without_adc(layer):
+    chip = _chip(layer, adc=False)
+    fast = fast_chip(chip)
+    x = _input(layer)
+    with torch.no_grad():
+        ref, out = chip(x), fast(x)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", SINGLE + MULTI, ids=lambda m: repr(m)[:40])
+def test_with_adc_at_most_one_level_apart(layer):
+    chip = _chip(layer)
+    fast = fast_chip(chip)
+    assert type(fast) is (FastAnalogConv2d if isinstance(layer, nn.Conv2d) else FastAnalogLinear)
+    assert len(fast.out_slices) == _tiles(chip) and (_tiles(chip) == 1) == (layer in SINGLE)
+    x = _input(layer)
+    with torch.no_grad():
+        ref, out = chip(x), fast(x)
+    diff = (out - ref).abs()
+    step = _adc_step(fast).view(-1, 1, 1) if isinstance(layer, nn.Conv2d) else _adc_step(fast)
+    assert (diff <= step * 1.001 + 1e-5).all()
+    assert (diff <= 1e-5 + 1e-5 * ref.abs()).float().mean() > 0.999
+
+
+@pytest.mark.parametrize("layer", [nn.Conv2d(128, 16, 3, padding=1), _small_tiles(nn.Linear(100, 90))],
+                         ids=["conv", "linear"])
+def test_same_read_noise_spread(layer):
+    """Output noise is drawn per tile before each ADC: the spread of reads must match aihwkit's."""
+    settings = DeviceSettings(out_noise=0.1)
+    chip = _chip(layer, settings)
+    fast = fast_chip(chip)
+    x = _input(layer)[:1]
+    with torch.no_grad():
+        ref = torch.stack([chip(x) for _ in range(200)])
+        out = torch.stack([fast(x) for _ in range(200)])
+    ref_std, out_std = ref.std(0).mean(), out.std(0).mean()
+    assert abs(out_std / ref_std - 1) < 0.1
+    assert (out.mean(0) - ref.mean(0)).abs().mean() < 0.2 * ref_std
+
+
+def test_per_read_pcm_noise_follows_its_formula():
+    """y_i gets w_noise * sqrt(sum_j |W_ij| x_j^2) * N(0, 1), in normalised units, per tile."""
+    layer = nn.Conv2d(6, 4, 3, padding=1)
+    chip = _chip(layer, adc=False)
+    w_noise = 0.05
+    fast = fast_chip(chip, read_noise=w_noise)
+    x = _input(layer)[:1]
+    with torch.no_grad():
+        reads = torch.stack([fast(x) for _ in range(400)])
+        quiet = fast_chip(chip)(x)
+    tile = next(chip.analog_tiles())
+    r = tile.input_range.item()
+    xn = x.clamp(-r, r) / r
+    xn = (xn / (2 / 254)).round() * (2 / 254)  # the 8-bit DAC
+    conductance = tile.tile.weight.detach().abs().view(4, 6, 3, 3)
+    predicted = w_noise * F.conv2d(xn.square(), conductance, padding=1).sqrt() * fast.scale0.view(1, -1, 1, 1)
+    assert abs(reads.std(0).mean() / predicted.mean() - 1) < 0.1
+    assert (reads.mean(0) - quiet).abs().mean() < 0.2 * predicted.mean()
+
+
+def test_refuses_what_it_does_not_reproduce():
+    cfg = rpu_config(QUIET)
+    cfg.forward.noise_management = NoiseManagementType.ABS_MAX
+    analog = convert_to_analog(nn.Linear(4, 3), cfg).eval()
+    with pytest.raises(NotImplementedError, match="noise management"):
+        fast_chip(analog)
+
+
+@pytest.fixture(scope="module")
+def unet():
+    """The shipped U-Net architecture at 64x64 and random calibration images."""
+    torch.manual_seed(0)
+    return build_network("unet", default_arguments("unet", 1, 2, 64)).eval(), torch.rand(4, 1, 64, 64)
+
+
+def _unet_chip(unet, settings: DeviceSettings, seed: int) -> tuple[nn.Module, torch.Tensor]:
+    net, images = unet
+    return program_chip(calibrated_analog(net, settings, images, batch_size=4), settings, seed), images[:1]
+
+
+def test_whole_unet_without_noise_matches(unet):
+    """Layers agree to float rounding; chained, a rare DAC/ADC level flips and propagates a little,
+    far less than the whole effect of quantisation (analog against digital)."""
+    chip, x = _unet_chip(unet, DeviceSettings(noise_level=0.0), seed=3)
+    fast = fast_chip(chip)
+    assert not any(hasattr(m, "analog_module") for m in fast.modules())
+    with torch.no_grad():
+        ref, out, digital = chip(x), fast(x), unet[0](x)
+    assert (out - ref).abs().mean() < 0.25 * (digital - ref).abs().mean()
+    assert (torch.softmax(out, 1) - torch.softmax(ref, 1)).abs().max() < 0.02
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() > 0.995
+
+
+def test_whole_unet_with_noise_has_the_same_statistics(unet):
+    chip, x = _unet_chip(unet, DeviceSettings(noise_level=1.0), seed=4)
+    fast = fast_chip(chip)
+    with torch.no_grad():
+        ref = torch.stack([torch.softmax(chip(x), 1)[:, 1] for _ in range(12)])
+        out = torch.stack([torch.softmax(fast(x), 1)[:, 1] for _ in range(12)])
+    ref_std, out_std = ref.std(0).mean(), out.std(0).mean()
+    assert ref_std > 0
+    assert abs(out_std / ref_std - 1) < 0.15
+    assert (out.mean(0) - ref.mean(0)).abs().mean() < 0.5 * ref_std
+
+
+def test_segmenter_reads_fast_chips_by_default(small_model):
+    x = torch.rand(1, 1, 64, 64)
+    run = RunSettings(small_model.name, "analog", 2, 0.0, 3600.0)
+    fast, ref = Segmenter(small_model, run), Segmenter(small_model, run, simulator="aihwkit")
+    assert any(isinstance(m, FastAnalogConv2d) for m in fast.chip(0).modules())
+    assert not any(isinstance(m, FastAnalogConv2d) for m in ref.chip(0).modules())
+    a, b = fast.predict(x, 3), ref.predict(x, 3)
+    assert (a - b).abs().max() < 0.02
+    torch.testing.assert_close(fast.predict(x, 3), a)  # reads seeded per (seed, slice, sample)
+    with pytest.raises(ValueError):
+        Segmenter(small_model, run, simulator="gpu")
