@@ -18,3 +18,29 @@ def dice_per_label(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> dic
 
 def mean_dice(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> float:
     return float(np.mean(list(dice_per_label(pred, truth, num_classes).values())))
+
+
+def error_detection_auroc(uncertainty: np.ndarray, wrong: np.ndarray) -> float:
+    """AUROC of per-pixel uncertainty as a detector of wrongly labelled pixels (0.5 = blind).
+
+    NaN when every pixel is right or every pixel is wrong (nothing to detect).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    wrong = np.asarray(wrong, bool).ravel()
+    if wrong.all() or not wrong.any():
+        return float("nan")
+    return float(roc_auc_score(wrong, np.asarray(uncertainty, np.float64).ravel()))
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """ECE: the bin-weighted gap between confidence (max class probability) and accuracy."""
+    conf = np.asarray(confidence, np.float64).ravel()
+    hit = np.asarray(correct, bool).ravel()
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    count = np.bincount(which, minlength=bins)
+    conf_sum = np.bincount(which, conf, minlength=bins)
+    hit_sum = np.bincount(which, hit.astype(np.float64), minlength=bins)
+    used = count > 0
+    return float(np.sum(np.abs(conf_sum[used] - hit_sum[used])) / conf.size)
