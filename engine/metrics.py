@@ -33,14 +33,21 @@ def error_detection_auroc(uncertainty: np.ndarray, wrong: np.ndarray) -> float:
     return float(roc_auc_score(wrong, np.asarray(uncertainty, np.float64).ravel()))
 
 
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
-    """ECE: the bin-weighted gap between confidence (max class probability) and accuracy."""
+def calibration_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> np.ndarray:
+    """(3, bins) pixel count, summed confidence and summed hits per confidence bin: add them up over
+    cases, then call `ece_from_bins`, to get the calibration error of a whole test set."""
     conf = np.asarray(confidence, np.float64).ravel()
-    hit = np.asarray(correct, bool).ravel()
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
-    count = np.bincount(which, minlength=bins)
-    conf_sum = np.bincount(which, conf, minlength=bins)
-    hit_sum = np.bincount(which, hit.astype(np.float64), minlength=bins)
-    used = count > 0
-    return float(np.sum(np.abs(conf_sum[used] - hit_sum[used])) / conf.size)
+    hit = np.asarray(correct, bool).ravel().astype(np.float64)
+    which = np.clip(np.digitize(conf, np.linspace(0.0, 1.0, bins + 1)[1:-1]), 0, bins - 1)
+    return np.stack([np.bincount(which, minlength=bins).astype(np.float64),
+                     np.bincount(which, conf, minlength=bins), np.bincount(which, hit, minlength=bins)])
+
+
+def ece_from_bins(binned: np.ndarray) -> float:
+    count, conf_sum, hit_sum = binned
+    return float(np.abs(conf_sum - hit_sum).sum() / count.sum())
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """ECE: the pixel-weighted gap between confidence (max class probability) and accuracy per bin."""
+    return ece_from_bins(calibration_bins(confidence, correct, bins))

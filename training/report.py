@@ -1,0 +1,374 @@
+"""`aimc report`: measure the paper's four claims on real data with the shipped models.
+
+Writes `OUT/README.md` with tables and PNG figures, and a CSV of every number. Slow parts
+(noise sweeps, Monte-Carlo uncertainty) are cached row by row in `OUT/cache/`, so an interrupted run
+resumes where it stopped. Models that are not shipped yet are reported as missing, never invented.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy.stats import pearsonr, spearmanr  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from engine.architectures import ARCHITECTURES  # noqa: E402
+from engine.chip_timing import LE_GALLO_2023, mvm_time_s, volume_timing  # noqa: E402
+from engine.inference import RunSettings, Segmenter  # noqa: E402
+from engine.metrics import calibration_bins, dice_per_label, ece_from_bins, error_detection_auroc  # noqa: E402
+from engine.model_store import MODELS_DIR, ModelError, ModelSpec, find_model  # noqa: E402
+from engine.pipeline import segment_volume  # noqa: E402
+from engine.preprocessing import get_slice, normalise_volume, resize_probabilities, to_model_input  # noqa: E402
+from engine.tile_mapping import NetworkMapping, map_network  # noqa: E402
+from engine.uncertainty import mc_statistics  # noqa: E402
+from engine.volume import Volume, load_scan  # noqa: E402
+from training.data import read_dataset  # noqa: E402
+
+NOISE_LEVELS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+DRIFTS = {"1 hour": 3600.0, "1 day": 86400.0}
+KINDS = ("digital", "hwa")
+ARCH_TITLES = {"unet": "U-Net", "unetpp": "U-Net++", "swinunetr": "Swin-UNETR"}
+PAPER_DROP = {"unet": 0.15, "unetpp": 0.22, "swinunetr": 0.04}  # Dice drop at nominal noise, brain
+PAPER_TABLE1 = {"unet": (7.42, 6574.7, 7.76e6), "unetpp": (12.53, 8721.0, 19.6e6), "swinunetr": (43.2, 11540.6, 62.19e6)}
+ENTROPY_BINS = np.linspace(0.0, np.log(2.0), 61)
+
+
+def lgg_models(dataset: str = "lgg") -> dict[tuple[str, str], ModelSpec]:
+    """Shipped models of one data set, by (architecture, training kind)."""
+    found = {}
+    for arch in ARCHITECTURES:
+        for kind in KINDS:
+            try:
+                found[(arch, kind)] = find_model(f"{dataset}_{arch}_{kind}", MODELS_DIR)
+            except ModelError:
+                continue
+    return found
+
+
+class CaseCache:
+    """Test volumes and their labels, read once per report."""
+
+    def __init__(self, data: Path, spec: ModelSpec, limit: int | None = None) -> None:
+        _, cases = read_dataset(data)
+        test = set(spec.data["split"]["test"])
+        chosen = [c for c in cases if c.case_id in test][:limit]
+        self.cases = [(c.case_id, load_scan(c.image), np.rint(load_scan(c.label).data).astype(np.int64)) for c in chosen]
+
+
+class RowCache:
+    """CSV rows keyed by some columns; rows already present are not computed again."""
+
+    def __init__(self, path: Path, key: tuple[str, ...]) -> None:
+        self.path, self.key = path, key
+        self.rows: list[dict] = []
+        if path.exists():
+            with open(path, newline="") as f:
+                self.rows = list(csv.DictReader(f))
+
+    def has(self, **k) -> bool:
+        return any(all(str(r[c]) == str(k[c]) for c in self.key) for r in self.rows)
+
+    def add(self, row: dict) -> None:
+        self.rows.append({k: str(v) for k, v in row.items()})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(self.rows[0]))
+            w.writeheader()
+            w.writerows(self.rows)
+
+
+def _mean_dice(spec: ModelSpec, cases: CaseCache, run: RunSettings) -> float:
+    segmenter = Segmenter(spec, run)
+    scores = [np.mean(list(dice_per_label(segment_volume(segmenter, vol).segmentation, truth, spec.num_classes).values()))
+              for _, vol, truth in cases.cases]
+    return float(np.mean(scores))
+
+
+# 1. Noise robustness --------------------------------------------------------------------------
+
+def robustness(models: dict, cases: CaseCache, out: Path, programmings: int, bar: Callable) -> list[dict]:
+    cache = RowCache(out / "cache" / "robustness.csv", ("model", "noise", "drift_s", "seed"))
+    jobs = [(spec, "digital", 0.0, 3600.0, 0) for spec in models.values()]
+    jobs += [(spec, "analog", n, d, s) for spec in models.values() for d in DRIFTS.values()
+             for n in NOISE_LEVELS for s in range(programmings)]
+    for spec, mode, noise, drift, seed in bar(jobs, "noise robustness"):
+        key = dict(model=spec.name, noise=noise if mode == "analog" else "digital", drift_s=drift, seed=seed)
+        if cache.has(**key):
+            continue
+        dice = _mean_dice(spec, cases, RunSettings(spec.name, mode, 1, noise, drift, seed))
+        cache.add({**key, "mean_dice": dice})
+    return cache.rows
+
+
+def robustness_table(rows: list[dict], models: dict) -> tuple[list[dict], dict]:
+    """Mean and std over programmings per (model, drift, noise); the drop at nominal noise."""
+    table, digital = [], {}
+    for r in rows:
+        if r["noise"] == "digital":
+            digital[r["model"]] = float(r["mean_dice"])
+    for (arch, kind), spec in models.items():
+        for dname, d in DRIFTS.items():
+            for n in NOISE_LEVELS:
+                vals = [float(r["mean_dice"]) for r in rows if r["model"] == spec.name and r["noise"] != "digital"
+                        and float(r["noise"]) == n and float(r["drift_s"]) == d]
+                if vals:
+                    table.append({"arch": arch, "kind": kind, "model": spec.name, "drift": dname, "noise": n,
+                                  "mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)})
+    return table, digital
+
+
+def robustness_figure(table: list[dict], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(DRIFTS), figsize=(11, 4), sharey=True)
+    for ax, dname in zip(np.atleast_1d(axes), DRIFTS):
+        for arch in ARCHITECTURES:
+            for kind, style in (("digital", "--"), ("hwa", "-")):
+                pts = [r for r in table if r["arch"] == arch and r["kind"] == kind and r["drift"] == dname]
+                if pts:
+                    ax.errorbar([p["noise"] for p in pts], [p["mean"] for p in pts], [p["std"] for p in pts],
+                                linestyle=style, marker="o", capsize=3, label=f"{ARCH_TITLES[arch]} {kind}")
+        ax.set_title(f"LGG test split, drift {dname}")
+        ax.set_xlabel("device noise level (1 = nominal PCM)")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("mean per-patient Dice")
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# 2. Tile mapping ------------------------------------------------------------------------------
+
+def tile_mapping(models: dict) -> tuple[list[dict], dict[str, NetworkMapping]]:
+    rows, mappings = [], {}
+    for (arch, _), spec in models.items():
+        if arch in mappings:
+            continue
+        m = mappings[arch] = map_network(spec.build(), (spec.preprocessing.in_channels, *spec.preprocessing.input_size))
+        paper = PAPER_TABLE1[arch]
+        rows.append({"arch": arch, "input": "x".join(map(str, spec.preprocessing.input_size)),
+                     "parameters": m.parameters, "analog_weights": m.analog_weights, "tiles": m.tiles,
+                     "utilisation_pct": 100 * m.utilisation, "mean_reuse": m.mean_reuse, "analog_layers": len(m.layers),
+                     "digital": ", ".join(m.digital_kinds), "paper_utilisation_pct": paper[0],
+                     "paper_mean_reuse": paper[1], "paper_parameters": paper[2]})
+    return rows, mappings
+
+
+# 3. Uncertainty -------------------------------------------------------------------------------
+
+def uncertainty(models: dict, cases: CaseCache, out: Path, mc: int, noise: float, drift: float, bar: Callable) -> dict:
+    results = {}
+    cache_dir = out / "cache"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for (arch, kind), spec in bar(list(models.items()), "uncertainty"):
+        path = cache_dir / f"uncertainty_{spec.name}_mc{mc}_n{noise:g}_d{drift:g}.json"
+        if path.exists():
+            results[(arch, kind)] = json.loads(path.read_text())
+            continue
+        segmenter = Segmenter(spec, RunSettings(spec.name, "analog", mc, noise, drift, 0))
+        hist = np.zeros(len(ENTROPY_BINS) - 1)
+        bins = np.zeros((3, 15))
+        wrong_u, right_u, case_rows = [], [], []
+        rng = np.random.default_rng(0)
+        for cid, vol, truth in cases.cases:
+            res = segment_volume(segmenter, vol)
+            head = vol.data > 0
+            ent = res.maps["entropy"][head]
+            pred = res.segmentation[head]
+            gt = truth[head]
+            wrong = pred != gt
+            hist += np.histogram(ent, ENTROPY_BINS)[0]
+            bins += calibration_bins(res.probabilities.max(-1)[head], ~wrong)
+            wrong_u.append(ent[wrong])
+            right_u.append(ent[~wrong][rng.random((~wrong).sum()) < 0.05])  # uniform subsample keeps AUROC
+            dice = dice_per_label(res.segmentation, truth, spec.num_classes)
+            case_rows.append({"case": cid, "dice": float(np.mean(list(dice.values()))), "mean_entropy": float(ent.mean())})
+        w, r = np.concatenate(wrong_u), np.concatenate(right_u)
+        auroc = error_detection_auroc(np.concatenate([w, r]), np.concatenate([np.ones(len(w), bool), np.zeros(len(r), bool)]))
+        d = [c["dice"] for c in case_rows]
+        u = [c["mean_entropy"] for c in case_rows]
+        results[(arch, kind)] = {
+            "model": spec.name, "histogram": hist.tolist(), "auroc": auroc, "ece": ece_from_bins(bins),
+            "mean_entropy": float(np.average(0.5 * (ENTROPY_BINS[1:] + ENTROPY_BINS[:-1]), weights=hist)),
+            "pearson_uncertainty_dice": float(pearsonr(u, d)[0]) if len(d) > 2 else float("nan"),
+            "spearman_uncertainty_dice": float(spearmanr(u, d)[0]) if len(d) > 2 else float("nan"),
+            "cases": case_rows,
+        }
+        path.write_text(json.dumps(results[(arch, kind)]))
+    return results
+
+
+def uncertainty_figure(results: dict, path: Path) -> None:
+    archs = sorted({a for a, _ in results}, key=ARCHITECTURES.index)
+    fig, axes = plt.subplots(1, max(1, len(archs)), figsize=(4.5 * max(1, len(archs)), 3.6), squeeze=False)
+    centres = 0.5 * (ENTROPY_BINS[1:] + ENTROPY_BINS[:-1])
+    for ax, arch in zip(axes[0], archs):
+        for kind in KINDS:
+            if (arch, kind) in results:
+                h = np.asarray(results[(arch, kind)]["histogram"])
+                ax.semilogy(centres, h / h.sum(), label=f"{kind}-trained")
+        ax.set_title(f"{ARCH_TITLES[arch]}: per-pixel entropy")
+        ax.set_xlabel("predictive entropy (nats)")
+        ax.legend()
+    axes[0][0].set_ylabel("fraction of head pixels")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def examples_figure(models: dict, cases: CaseCache, path: Path, mc: int, noise: float, drift: float) -> None:
+    """One test slice: image, ground truth, and each model's prediction and entropy."""
+    cid, vol, truth = max(cases.cases, key=lambda c: c[2].sum())
+    k = int(np.argmax(truth.sum(axis=(0, 1))))
+    items = list(models.items())
+    fig, axes = plt.subplots(len(items), 4, figsize=(11, 2.8 * len(items)), squeeze=False)
+    for row, ((arch, kind), spec) in zip(axes, items):
+        seg = Segmenter(spec, RunSettings(spec.name, "analog", mc, noise, drift, 0))
+        data = normalise_volume(vol.data, spec.preprocessing)
+        image = get_slice(data, "axial", k)
+        samples = seg.predict(to_model_input(image[None], spec.preprocessing), k)
+        st = mc_statistics(resize_probabilities(samples, image.shape))
+        row[0].imshow(image, cmap="gray")
+        row[1].imshow(image, cmap="gray")
+        row[1].contour(get_slice(truth, "axial", k), levels=[0.5], colors="lime")
+        row[2].imshow(image, cmap="gray")
+        row[2].contour(st.segmentation, levels=[0.5], colors="red")
+        im = row[3].imshow(st.entropy, cmap="inferno", vmin=0, vmax=np.log(2))
+        fig.colorbar(im, ax=row[3], fraction=0.046)
+        for ax, title in zip(row, ["FLAIR", "ground truth", f"{ARCH_TITLES[arch]} {kind}", "entropy"]):
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+    fig.suptitle(f"{cid}, slice {k}: analog, noise {noise:g}, drift {drift:g} s, MC {mc}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# 4. Pipelining --------------------------------------------------------------------------------
+
+def pipelining(spec: ModelSpec, volume: Volume, mc: int, mappings: dict[str, NetworkMapping]) -> dict:
+    """Measured: the three-stage pipeline against one slice at a time; modelled: an AIMC chip."""
+    segmenter = Segmenter(spec, RunSettings(spec.name, "analog", mc, 1.0, 3600.0, 0))
+    segmenter.program_all()
+    prep = spec.preprocessing
+    n = volume.shape[2]
+    t0 = time.perf_counter()
+    data = normalise_volume(volume.data, prep)
+    for k in range(n):
+        image = get_slice(data, "axial", k)
+        mc_statistics(resize_probabilities(segmenter.predict(to_model_input(image[None], prep), k), image.shape))
+    sequential = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    segment_volume(segmenter, volume)
+    pipelined = time.perf_counter() - t0
+    chip = []
+    for arch, m in mappings.items():
+        t = volume_timing(m, n)
+        chip.append({"arch": arch, "slices": n, "slice_latency_ms": 1e3 * t.slice_latency_s,
+                     "sequential_ms": 1e3 * t.sequential_latency_s, "pipelined_ms": 1e3 * t.pipelined_latency_s,
+                     "speedup": t.speedup, "slices_per_s_pipelined": t.pipelined_throughput})
+    return {"model": spec.name, "slices": n, "mc": mc, "sequential_s": sequential, "pipelined_s": pipelined,
+            "sequential_slices_per_s": n / sequential, "pipelined_slices_per_s": n / pipelined, "chip": chip,
+            "t_mvm_ns": 1e9 * mvm_time_s()}
+
+
+# The report -----------------------------------------------------------------------------------
+
+def _csv(rows: list[dict], path: Path) -> None:
+    if rows:
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+
+def _md_table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
+    head = "| " + " | ".join(c[1] for c in cols) + " |\n|" + "---|" * len(cols) + "\n"
+    return head + "".join("| " + " | ".join(format(r[c[0]], c[2]) if isinstance(r[c[0]], (int, float)) else str(r[c[0]])
+                                            for c in cols) + " |\n" for r in rows)
+
+
+def write_report(out: Path, data: Path, programmings: int = 5, mc: int = 16, limit: int | None = None,
+                 progress: bool = True) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    models = lgg_models()
+    if not models:
+        raise ModelError(f"no LGG models in {MODELS_DIR}")
+
+    def bar(items, desc):
+        return tqdm(items, desc=desc, disable=not progress)
+
+    cases = CaseCache(data, next(iter(models.values())), limit)
+    missing = [f"lgg_{a}_{k}" for a in ARCHITECTURES for k in KINDS if (a, k) not in models]
+    text = ["# The paper's claims, measured on real data\n",
+            f"Regenerate with `aimc report --out {out}` (cached in `{out}/cache/`; resumable).",
+            f"LGG FLAIR test split: {len(cases.cases)} patients (volume Dice per patient, then the mean).",
+            f"Models measured: {', '.join(s.name for s in models.values())}." + (f" Not shipped yet, so not measured: {', '.join(missing)}." if missing else ""),
+            ""]
+
+    rows = robustness(models, cases, out, programmings, bar)
+    table, digital = robustness_table(rows, models)
+    _csv(table, out / "robustness.csv")
+    robustness_figure(table, out / "robustness.png")
+    drops = []
+    for (arch, kind), spec in models.items():
+        nominal = [r for r in table if r["model"] == spec.name and r["noise"] == 1.0 and r["drift"] == "1 hour"]
+        if nominal and spec.name in digital:
+            drops.append({"model": spec.name, "digital": digital[spec.name], "analog_nominal": nominal[0]["mean"],
+                          "std": nominal[0]["std"], "drop": digital[spec.name] - nominal[0]["mean"],
+                          "paper_drop": PAPER_DROP[arch] if kind == "digital" else "-"})
+    text += ["## 1. Noise robustness (paper Fig. 1)\n", "![robustness](robustness.png)\n",
+             f"Dice at nominal noise (1.0), drift 1 hour, over {programmings} chip programmings, against the "
+             "model run digitally. The paper's drops are for digitally trained models on brain MRI.\n",
+             _md_table(drops, [("model", "model", ""), ("digital", "digital Dice", ".3f"), ("analog_nominal", "analog Dice", ".3f"),
+                               ("std", "std", ".3f"), ("drop", "drop", ".3f"), ("paper_drop", "paper's drop", "")]), ""]
+
+    mapping, mappings = tile_mapping(models)
+    _csv(mapping, out / "tile_mapping.csv")
+    text += ["## 2. Tile mapping (paper Table 1)\n",
+             _md_table(mapping, [("arch", "architecture", ""), ("input", "input", ""), ("parameters", "parameters", "d"),
+                                 ("analog_weights", "analog weights", "d"), ("tiles", "tiles 512x512", "d"),
+                                 ("utilisation_pct", "utilisation %", ".2f"), ("mean_reuse", "mean reuse", ".1f"),
+                                 ("paper_utilisation_pct", "paper util. %", ".2f"), ("paper_mean_reuse", "paper reuse", ".1f"),
+                                 ("paper_parameters", "paper params", ".3g"), ("digital", "stays digital", "")]),
+             "Our networks are narrower than the paper's (trained on two CPU cores) and take 128x128 slices, "
+             "so they use fewer, emptier tiles and each layer is reused over fewer output pixels.\n"]
+
+    unc = uncertainty(models, cases, out, mc, 1.0, 86400.0, bar)
+    uncertainty_figure(unc, out / "uncertainty.png")
+    examples_figure(models, cases, out / "examples.png", mc, 1.0, 86400.0)
+    urows = [{"model": v["model"], "mean_entropy": v["mean_entropy"], "auroc": v["auroc"], "ece": v["ece"],
+              "pearson": v["pearson_uncertainty_dice"], "spearman": v["spearman_uncertainty_dice"]} for v in unc.values()]
+    _csv(urows, out / "uncertainty.csv")
+    text += ["## 3. Uncertainty (paper Fig. 2 and 3)\n", "![entropy densities](uncertainty.png)\n",
+             "![examples](examples.png)\n",
+             f"Analog, noise 1.0, drift 1 day, MC {mc}; pixels inside the head. AUROC: per-pixel entropy as a detector "
+             "of wrong pixels; ECE: expected calibration error of the max class probability; correlations: "
+             "a case's mean entropy against its Dice (negative = uncertain cases are the bad ones).\n",
+             _md_table(urows, [("model", "model", ""), ("mean_entropy", "mean entropy", ".4f"), ("auroc", "error AUROC", ".3f"),
+                               ("ece", "ECE", ".4f"), ("pearson", "Pearson r", ".2f"), ("spearman", "Spearman ρ", ".2f")]), ""]
+
+    spec = models.get(("unet", "hwa")) or models.get(("unet", "digital")) or next(iter(models.values()))
+    pipe = pipelining(spec, cases.cases[0][1], 8, mappings)
+    _csv(pipe["chip"], out / "pipelining_chip.csv")
+    (out / "pipelining.json").write_text(json.dumps(pipe, indent=1))
+    text += ["## 4. Pipelining across slices\n",
+             f"Measured on this machine ({pipe['slices']} slices of {cases.cases[0][0]}, {spec.name}, analog, MC {pipe['mc']}): "
+             f"one slice at a time {pipe['sequential_slices_per_s']:.2f} slices/s, three overlapping stages "
+             f"{pipe['pipelined_slices_per_s']:.2f} slices/s ({pipe['sequential_s'] / pipe['pipelined_s']:.2f}x).\n",
+             f"Modelled AIMC chip (each layer on its own tiles; MVM {pipe['t_mvm_ns']:.0f} ns from Le Gallo et al. 2023, "
+             f"{LE_GALLO_2023['tops_one_phase']} TOPS over {LE_GALLO_2023['cores']} cores):\n",
+             _md_table(pipe["chip"], [("arch", "architecture", ""), ("slice_latency_ms", "one slice (ms)", ".3f"),
+                                      ("sequential_ms", "volume, sequential (ms)", ".2f"), ("pipelined_ms", "volume, pipelined (ms)", ".2f"),
+                                      ("speedup", "speed-up", ".2f"), ("slices_per_s_pipelined", "slices/s pipelined", ".0f")]), ""]
+    path = out / "README.md"
+    path.write_text("\n".join(text))
+    return path
