@@ -86,17 +86,19 @@ def load_volume_case(case: Case, prep: Preprocessing) -> tuple[np.ndarray, np.nd
     return x, y
 
 
-def load_nuclei_case(case: Case, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
-    """One microscopy image as grey levels at the model's size, with its foreground mask."""
+def read_nuclei_image(case: Case, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
+    """A microscopy image as normalised grey levels (H, W) and its foreground mask, at full size."""
     from skimage.io import imread
 
     rgb = imread(case.image)
     grey = rgb[..., :3].mean(axis=-1) if rgb.ndim == 3 else rgb.astype(np.float32)
-    grey = normalise_volume(grey[None], prep)
-    labels = (imread(case.label) > 0).astype(np.int64)
-    x = to_model_input(grey, prep).numpy()
-    y = resize_labels(labels[None], prep.input_size)
-    return x, y
+    return normalise_volume(grey, prep), (imread(case.label) > 0).astype(np.int64)
+
+
+def load_nuclei_case(case: Case, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
+    """One microscopy image at the model's size, with its foreground mask."""
+    grey, labels = read_nuclei_image(case, prep)
+    return to_model_input(grey[None], prep).numpy(), resize_labels(labels[None], prep.input_size)
 
 
 def load_cases(cases: list[Case], layout: str, prep: Preprocessing, log=print) -> dict[str, tuple[np.ndarray, np.ndarray]]:

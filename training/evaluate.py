@@ -16,8 +16,10 @@ from engine.inference import RunSettings, Segmenter
 from engine.metrics import dice_per_label
 from engine.model_store import ModelSpec, find_model, write_spec
 from engine.pipeline import segment_volume
+from engine.preprocessing import resize_probabilities, to_model_input
+from engine.uncertainty import mc_statistics
 from engine.volume import ScanError, load_scan
-from training.data import Case, read_dataset
+from training.data import Case, read_dataset, read_nuclei_image
 
 
 def _cases(spec: ModelSpec, data: Path, split: str) -> tuple[str, list[Case]]:
@@ -31,27 +33,37 @@ def _cases(spec: ModelSpec, data: Path, split: str) -> tuple[str, list[Case]]:
     return layout, chosen
 
 
+def _segment_case(segmenter: Segmenter, case: Case, layout: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Prediction, entropy map and ground truth of one case at its own resolution."""
+    if layout == "nuclei":  # 2D microscopy: one image, no volume pipeline
+        prep = segmenter.spec.preprocessing
+        grey, truth = read_nuclei_image(case, prep)
+        stats = mc_statistics(resize_probabilities(segmenter.predict(to_model_input(grey[None], prep)), grey.shape))
+        return stats.segmentation, stats.entropy, truth
+    volume, truth = load_scan(case.image), load_scan(case.label)
+    result = segment_volume(segmenter, volume)
+    return result.segmentation, result.maps["entropy"], np.rint(truth.data).astype(np.int64)
+
+
 def evaluate_run(spec: ModelSpec, cases: list[Case], layout: str, run: RunSettings, progress: bool = True) -> dict:
     """One pass over the cases with one set of chips: per-case Dice per label and uncertainty."""
-    if layout != "msd":
-        raise ValueError(f"evaluation of {layout} data is not implemented yet")
     segmenter = Segmenter(spec, run)
     names = {l.value: l.name for l in spec.labels}
     rows = []
     for case in tqdm(cases, desc=f"{spec.name} {run.mode} seed {run.seed}", disable=not progress, leave=False):
         try:
-            volume, truth = load_scan(case.image), load_scan(case.label)
-        except ScanError as exc:
+            pred, entropy, truth = _segment_case(segmenter, case, layout)
+        except (ScanError, OSError, ValueError) as exc:
             print(f"skipping {case.case_id}: {exc}")
             continue
-        result = segment_volume(segmenter, volume)
-        dice = dice_per_label(result.segmentation, np.rint(truth.data).astype(np.int64), spec.num_classes)
+        dice = dice_per_label(pred, truth, spec.num_classes)
+        inside = [float(entropy[pred == c].mean()) for c in range(1, spec.num_classes) if (pred == c).any()]
         rows.append({
             "case": case.case_id,
             "dice": {names[c]: d for c, d in dice.items()},
             "mean_dice": float(np.mean(list(dice.values()))),
-            "mean_entropy": float(result.maps["entropy"].mean()),
-            "mean_entropy_in_segmentation": float(np.mean(list(result.mean_uncertainty_in_labels().values()))),
+            "mean_entropy": float(entropy.mean()),
+            "mean_entropy_in_segmentation": float(np.mean(inside)) if inside else 0.0,
         })
     return {"cases": rows, "mean_dice": float(np.mean([r["mean_dice"] for r in rows])),
             "mean_entropy": float(np.mean([r["mean_entropy"] for r in rows]))}
