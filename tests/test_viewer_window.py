@@ -1,0 +1,339 @@
+"""The real viewer window, driven headless with pytest-qt on real LGG scans and the installed model.
+
+Analog inference is slow on a CPU, so runs are kept small (a 20-slice patient, 1-2 MC samples) and
+the programmed chips are shared between tests through one `SegmenterPool`.
+Every test ends with no worker thread left running.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QThreadPool, QTimer, QUrl  # noqa: E402
+from PySide6.QtGui import QDropEvent, QKeySequence  # noqa: E402
+from PySide6.QtWidgets import QMessageBox  # noqa: E402
+
+from engine.display import display_position  # noqa: E402
+from engine.inference import RunSettings  # noqa: E402
+from engine.model_store import ModelError, ModelSpec, default_model  # noqa: E402
+from engine.preprocessing import get_slice  # noqa: E402
+from engine.segmenter_pool import SegmenterPool  # noqa: E402
+from engine.volume import Volume, load_scan, save_nifti  # noqa: E402
+from viewer.help_dialogs import SHORTCUTS, about_html  # noqa: E402
+from viewer.main_window import MainWindow  # noqa: E402
+from viewer.model_panel import DEBOUNCE_MS  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+LGG = REPO.parent / "shared" / "data" / "lgg"
+SCAN = LGG / "imagesTr" / "lgg_002.nii.gz"  # 20 axial slices: small enough for analog runs here
+LABELS = LGG / "labelsTr" / "lgg_002.nii.gz"
+RUN_TIMEOUT_MS = 300_000
+
+needs_scan = pytest.mark.skipif(not SCAN.exists(), reason=f"LGG data not found at {SCAN} (shared data set)")
+
+
+@pytest.fixture(scope="module")
+def spec() -> ModelSpec:
+    try:
+        return default_model()
+    except ModelError as exc:
+        pytest.skip(f"no model installed ({exc}); train one into resources/models")
+
+
+@pytest.fixture(scope="module")
+def pool() -> SegmenterPool:
+    """Chips programmed once for the whole module."""
+    return SegmenterPool(capacity=4)
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path):
+    windows: list[MainWindow] = []
+
+    def make(specs: list[ModelSpec] | None, pool: SegmenterPool | None = None, mode: str = "analog",
+             mc: int = 2) -> MainWindow:
+        settings = QSettings(str(tmp_path / "viewer.ini"), QSettings.Format.IniFormat)
+        window = MainWindow(specs if specs is not None else [], settings, pool)
+        window.model_panel.set_mode(mode)
+        window.model_panel.mc_slider.setValue(mc)
+        qtbot.addWidget(window)
+        window.resize(1400, 900)
+        window.show()
+        qtbot.waitExposed(window)
+        window.activateWindow()
+        qtbot.wait(DEBOUNCE_MS + 50)  # the settings above have been reported before a scan opens
+        windows.append(window)
+        return window
+
+    yield make
+    for window in windows:
+        window.runner.cancel()
+    assert QThreadPool.globalInstance().waitForDone(120_000), "a worker thread is still running"
+    qtbot.wait(20)  # deliver the workers' last queued signals
+    assert not [t for t in threading.enumerate() if t.name.startswith("pipeline-")], "pipeline threads left"
+
+
+def open_scan(qtbot, window: MainWindow, path: Path = SCAN) -> Volume:
+    with qtbot.waitSignal(window.scanLoaded, timeout=30_000) as blocker:
+        window.open_path(path)
+    return blocker.args[0]
+
+
+def wait_complete(qtbot, window: MainWindow, timeout: int = RUN_TIMEOUT_MS) -> None:
+    if window.result is not None and window.result.complete and not window.runner.busy:
+        return
+    qtbot.waitSignal(window.runner.finished, timeout=timeout, check_params_cb=lambda job, complete: complete).wait()
+
+
+def collect_slices(window: MainWindow) -> list[int]:
+    indices: list[int] = []
+    window.runner.sliceFinished.connect(lambda job, index: indices.append(index))
+    return indices
+
+
+# -- reading a scan (no model needed) -------------------------------------------------------------
+def _anisotropic_scan(tmp_path: Path) -> Path:
+    """A scan stored L,P,S with 0.5 x 0.5 x 3 mm voxels and a bright marker on the patient's right."""
+    data = np.zeros((40, 30, 10), np.float32)
+    data[8:16, 10:20, 3:7] = 100.0  # file i grows towards patient Left, so small i is the Right side
+    data[20:30, 5:8, :] = 50.0  # low file j: anterior side
+    affine = np.diag([-0.5, -0.5, 3.0, 1.0])
+    path = tmp_path / "aniso.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), path)
+    return path
+
+
+def test_views_orientation_aspect_and_navigation(qtbot, make_window, tmp_path) -> None:
+    window = make_window(None)
+    volume = open_scan(qtbot, window, _anisotropic_scan(tmp_path))
+    axial, coronal = window.grid.views["axial"], window.grid.views["coronal"]
+    assert [axial.letters[e].text for e in ("left", "right", "top", "bottom")] == ["R", "L", "A", "P"]
+    assert [coronal.letters[e].text for e in ("left", "right", "top", "bottom")] == ["R", "L", "S", "I"]
+
+    # what is shown is what the model sees, with the patient's right on the screen's left
+    window.set_cursor((0, 0, 5))
+    shown = axial.image.image
+    assert np.array_equal(shown, get_slice(volume.data, "axial", 5))
+    marker_cols = np.flatnonzero((shown == 100).any(axis=0))
+    assert marker_cols.max() < shown.shape[1] / 2
+    anterior_rows = np.flatnonzero((shown == 50).any(axis=1))
+    assert anterior_rows.max() < shown.shape[0] / 2
+
+    # aspect from the spacing: a coronal slice is 40 x 0.5 mm wide and 10 x 3 mm high
+    rect = coronal.image.mapRectToParent(coronal.image.boundingRect())
+    assert rect.width() == pytest.approx(20.0) and rect.height() == pytest.approx(30.0)
+
+    # Page Up / Down and the wheel step slices of the active view; the crosshair follows
+    window.set_large_view("axial")
+    qtbot.keyClick(window, Qt.Key.Key_PageDown)
+    assert window.cursor[2] == 4 and axial.slider.value() == 5
+    axial.box.sigWheelSteps.emit(3)
+    assert window.cursor[2] == 7
+    qtbot.keyClick(window, Qt.Key.Key_2)
+    assert window.grid.large == "coronal"
+    qtbot.wait(50)  # let the new layout settle before aiming the mouse
+
+    # a left click in the axial view moves the crosshair; the other views change slice
+    target = (10, 12, 7)
+    row, col = display_position(volume.shape, "axial", target)
+    scene = axial.box.mapViewToScene(QPointF((col + 0.5) * 0.5, (row + 0.5) * 0.5))
+    qtbot.mouseClick(axial.canvas.viewport(), Qt.MouseButton.LeftButton, pos=axial.canvas.mapFromScene(scene))
+    assert window.cursor == target
+    assert window.grid.views["sagittal"].slider.value() == target[0] + 1
+
+    # hovering reads out voxel, RAS mm and intensity
+    qtbot.mouseMove(axial.canvas.viewport(), axial.canvas.mapFromScene(scene) + QPoint(3, 3))
+    qtbot.mouseMove(axial.canvas.viewport(), axial.canvas.mapFromScene(scene))
+    qtbot.waitUntil(lambda: "voxel (10, 12, 7)" in window.readout.text())
+    x, y, z = volume.world(target)
+    assert f"RAS ({x:.1f}, {y:.1f}, {z:.1f}) mm" in window.readout.text()
+    assert "intensity" in window.readout.text()
+
+    # window/level: presets and right-drag
+    window.apply_preset("CT brain")
+    assert list(axial.image.levels) == pytest.approx([0.0, 80.0])
+    width = window.window_level.width
+    axial.windowDragged.emit(40.0, 0.0)
+    assert window.window_level.width > width
+    assert window.recent_files()[0] == str((tmp_path / "aniso.nii.gz").resolve())
+
+
+def test_broken_file_shows_a_message_and_the_app_keeps_running(qtbot, make_window, tmp_path, monkeypatch) -> None:
+    shown: list[tuple[str, str]] = []
+    monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a: shown.append((title, text)))
+    good = _anisotropic_scan(tmp_path)
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(good.read_bytes()[:300])  # a download cut short
+    window = make_window(None)
+    with qtbot.waitSignal(window.openFailed, timeout=30_000) as blocker:
+        window.open_path(broken)
+    assert shown and shown[0][0] == "Cannot open scan" and "broken.nii.gz" in shown[0][1]
+    assert "truncated" in blocker.args[0] or "not a valid" in blocker.args[0]
+    assert window.volume is None
+    open_scan(qtbot, window, good)  # still usable
+    assert window.volume is not None
+
+
+def test_drag_and_drop_opens_the_scan(qtbot, make_window, tmp_path) -> None:
+    window = make_window(None)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(_anisotropic_scan(tmp_path)))])
+    event = QDropEvent(QPointF(20, 20), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(window.scanLoaded, timeout=30_000):
+        window.dropEvent(event)
+
+
+def test_help_lists_bound_shortcuts_and_about_names_versions_and_data(make_window) -> None:
+    window = make_window(None)
+    bound = {a.shortcut().toString() for a in window.actions() if not a.shortcut().isEmpty()}
+    for keys, _ in SHORTCUTS:
+        for key in keys.split(" / "):
+            assert QKeySequence(key).toString() in bound, f"{key} is listed in Help but not bound"
+    text = about_html()
+    for name in ("torch", "aihwkit", "monai", "PySide6", "pyqtgraph", "Buda", "TCGA-LGG"):
+        assert name in text
+
+
+# -- inference with the installed model ---------------------------------------------------------
+@needs_scan
+def test_analog_run_current_slice_first_and_ui_stays_responsive(qtbot, make_window, spec, pool, record_property) -> None:
+    window = make_window([spec], pool, mode="analog", mc=2)
+    indices = collect_slices(window)
+    stamps: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: stamps.append(time.perf_counter()))
+    window.runner.started.connect(lambda job: timer.start())  # from the moment inference runs
+    volume = open_scan(qtbot, window)
+    wait_complete(qtbot, window)
+    timer.stop()
+    gaps = np.diff(stamps)
+    longest = float(gaps.max())
+    record_property("longest_event_loop_gap_s", longest)
+    print(f"longest event-loop gap during analog inference (incl. model build, chip programming): {longest * 1000:.0f} ms"
+          f" over {len(stamps)} ticks")
+    assert indices[0] == volume.shape[2] // 2, "the slice on screen comes first"
+    assert sorted(indices) == list(range(20))
+    assert window.result.complete and window.run.mode == "analog" and window.run.mc_samples == 2
+    assert window.result.maps["std"].max() > 0, "two chips disagree somewhere"
+    assert longest < 0.5, f"the UI froze for {longest * 1000:.0f} ms"
+    assert window.findings.ranked.count() == 20
+    assert not window.progress.isVisible()
+
+
+@needs_scan
+def test_settings_changes_rerun_and_toggling_back_is_instant(qtbot, make_window, spec, pool) -> None:
+    window = make_window([spec], pool, mode="analog", mc=2)
+    open_scan(qtbot, window)
+    wait_complete(qtbot, window)
+    two = window.result
+    panel = window.model_panel
+
+    indices = collect_slices(window)
+    with qtbot.waitSignal(window.runner.started, timeout=5_000):
+        panel.mc_slider.setValue(1)  # debounced: one run after the slider stops
+    wait_complete(qtbot, window)
+    assert window.run == RunSettings(spec.name, "analog", 1, 1.0, 3600.0)
+    assert window.result is not two and len(indices) == 20
+    assert pool.programmed_chips(spec, window.run) >= 2  # MC 1 reused the chips programmed for MC 2
+
+    with qtbot.waitSignal(window.runner.started, timeout=5_000):
+        panel.noise_slider.setValue(2.0)
+    wait_complete(qtbot, window)
+    assert window.run.noise_level == 2.0 and window.run.mc_samples == 1
+    noisy = window.result
+
+    with qtbot.waitSignal(window.runner.started, timeout=5_000):
+        panel.digital_button.click()
+    wait_complete(qtbot, window)
+    assert window.run.mode == "digital" and window.result.maps["std"].max() == 0
+
+    started: list = []
+    window.runner.started.connect(started.append)
+    with qtbot.waitSignal(window.resultShown, timeout=5_000):
+        qtbot.keyClick(window, Qt.Key.Key_M)  # back to analog: cached
+    assert window.result is noisy and window.result.complete
+    assert not started and not window.runner.busy
+
+
+@needs_scan
+def test_cancel_keeps_finished_slices_and_resume_does_the_rest(qtbot, make_window, spec, pool) -> None:
+    window = make_window([spec], pool, mode="analog", mc=2)
+    window.runner.sliceFinished.connect(lambda job, index: window.cancel_button.click())
+    with qtbot.waitSignal(window.runner.finished, timeout=RUN_TIMEOUT_MS) as blocker:
+        open_scan(qtbot, window)
+    assert blocker.args[1] is False
+    done = int(window.result.finished.sum())
+    assert 1 <= done < 20
+    assert "Stopped" in window.statusBar().currentMessage()
+    assert not window.cancel_button.isVisible()
+
+    window.runner.sliceFinished.disconnect()
+    indices = collect_slices(window)
+    qtbot.keyClick(window, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)
+    wait_complete(qtbot, window)
+    assert len(indices) == 20 - done and window.result.complete
+
+
+@needs_scan
+def test_export_reloads_aligned_and_a_failing_disk_loses_nothing(qtbot, make_window, spec, tmp_path, monkeypatch) -> None:
+    window = make_window([spec], mode="digital")
+    volume = open_scan(qtbot, window)
+    wait_complete(qtbot, window)
+    window.export_probability.setChecked(True)
+    target = tmp_path / "out" / "lgg_002_seg.nii.gz"
+    monkeypatch.setattr("viewer.main_window.QFileDialog.getSaveFileName", lambda *a, **k: (str(target), ""))
+    with qtbot.waitSignal(window.exported) as blocker:
+        window.export_results()
+    names = sorted(p.name for p in blocker.args[0])
+    assert names == ["lgg_002_entropy.nii.gz", "lgg_002_probability.nii.gz", "lgg_002_seg.nii.gz",
+                     "lgg_002_summary.json"]
+    source = nib.load(SCAN)
+    seg = nib.load(target)
+    assert seg.shape == source.shape and np.allclose(seg.affine, source.affine)
+    assert seg.get_data_dtype() == np.uint8
+    assert np.array_equal(np.asarray(seg.dataobj), volume.to_source_order(window.result.segmentation))
+    entropy = nib.load(tmp_path / "out" / "lgg_002_entropy.nii.gz").get_fdata()
+    assert np.allclose(entropy, volume.to_source_order(window.result.maps["entropy"]), atol=1e-6)
+    assert np.array_equal(load_scan(target).data, window.result.segmentation)  # round trip through our reader
+
+    errors: list[str] = []
+    monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a: errors.append(text))
+    blocked = tmp_path / "not_a_folder"
+    blocked.write_text("a file where a folder should be")
+    assert window.export_to(blocked / "seg.nii.gz") == []
+    assert errors and "could not write" in errors[0] and "nothing was lost" in errors[0]
+    assert window.result.complete and window.result.segmentation is not None
+
+
+@needs_scan
+def test_ground_truth_dice_and_worker_errors_reach_the_user(qtbot, make_window, spec, monkeypatch) -> None:
+    window = make_window([spec], mode="digital")
+    open_scan(qtbot, window)
+    wait_complete(qtbot, window)
+    window.load_ground_truth(LABELS)
+    qtbot.waitUntil(lambda: window.truth is not None, timeout=10_000)
+    dice = window.findings.table.item(0, 3).text()
+    assert dice != "–" and 0.0 <= float(dice) <= 1.0
+    assert window.grid.views["axial"].truth.isVisible() or not window.truth[..., window.cursor[2]].any()
+
+    warnings: list[str] = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda parent, title, text, *a: warnings.append(text))
+
+    def broken(*args):
+        raise RuntimeError("simulated failure while loading the network")
+
+    monkeypatch.setattr(window.runner.pool, "get", broken)
+    with qtbot.waitSignal(window.runner.finished, timeout=30_000):
+        window.model_panel.mc_slider.setValue(3)
+        window.model_panel.set_mode("analog")
+    assert warnings and "simulated failure" in warnings[0]
+    assert not window.runner.busy and not window.progress.isVisible()

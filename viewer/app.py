@@ -1,0 +1,76 @@
+"""`aimc-viewer [SCAN]`: start the desktop viewer, optionally on a scan and with a chosen model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+from engine.model_store import ModelError, find_model, list_models
+from viewer.main_window import MainWindow
+from viewer.theme import apply_dark_theme
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aimc-viewer", description="Read AI segmentations with their uncertainty.")
+    p.add_argument("scan", nargs="?", help="NIfTI, MHA, NRRD file or DICOM folder to open")
+    p.add_argument("--model", help="model name in resources/models, or a model folder")
+    p.add_argument("--mode", choices=("analog", "digital"), help="start in this inference mode")
+    p.add_argument("--mc", type=int, help="Monte-Carlo samples to start with (1-64)")
+    p.add_argument("--large", choices=("axial", "coronal", "sagittal"), help="plane shown large")
+    p.add_argument("--screenshot", metavar="PNG", help="save the window once inference has finished, then quit")
+    p.add_argument("--size", default="1600x1000", help="window size WxH (default 1600x1000)")
+    return p
+
+
+def _save_when_done(window: MainWindow, path: str, app: QApplication) -> None:
+    """For documentation: grab the window after the first complete result (or after 15 minutes)."""
+    def grab() -> None:
+        window.grab().save(path)
+        app.quit()
+
+    def on_finished(_job, complete: bool) -> None:
+        if complete:
+            QTimer.singleShot(800, grab)
+
+    window.runner.finished.connect(on_finished)
+    window.openFailed.connect(lambda _: QTimer.singleShot(800, grab))
+    QTimer.singleShot(15 * 60 * 1000, grab)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    specs = list_models()
+    if args.model:
+        try:
+            chosen = find_model(args.model)
+        except ModelError as exc:
+            print(f"aimc-viewer: {exc}", file=sys.stderr)
+            return 2
+        specs = [chosen] + [s for s in specs if s.name != chosen.name]
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setOrganizationName("aimc")
+    app.setApplicationName("aimc-viewer")
+    apply_dark_theme(app)
+    window = MainWindow(specs if args.model else None)
+    width, _, height = args.size.partition("x")
+    window.resize(int(width), int(height))
+    if args.mode:
+        window.model_panel.set_mode(args.mode)
+    if args.mc:
+        window.model_panel.mc_slider.setValue(args.mc)
+    if args.large:
+        window.set_large_view(args.large)
+    window.show()
+    if args.screenshot:
+        _save_when_done(window, str(Path(args.screenshot)), app)
+    if args.scan:
+        QTimer.singleShot(0, lambda: window.open_path(args.scan))
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Inference off the UI thread: a superqt generator worker driving `engine.pipeline.run_slices`.
+
+Everything slow happens in the worker: building the `Segmenter` (loading the network), programming
+the analog chips, and the slices themselves. The UI thread only adds each finished slice to the
+result it displays. At most one inference worker runs: a new request cancels the current one and
+starts when it has stopped (within one Monte-Carlo sample or one chip programming), so two runs
+never compete for the CPU or for the same chips.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from PySide6.QtCore import QObject, Signal
+from superqt.utils import GeneratorWorker, create_worker
+
+from engine.inference import Cancelled, RunSettings
+from engine.model_store import ModelSpec
+from engine.pipeline import SliceResult, VolumeResult, run_slices
+from engine.segmenter_pool import SegmenterPool
+from engine.volume import Volume
+
+
+class InferenceFailed(Exception):
+    """A run failed; the message is for the user.
+
+    superqt's generator worker treats a RuntimeError escaping the generator as "worker deleted"
+    and drops it silently (no `errored`, no `finished`); torch raises RuntimeErrors, so every
+    failure is re-raised as this type instead.
+    """
+
+
+@dataclass
+class Job:
+    """One requested run: its settings, the result it fills, and the slices still to do."""
+
+    spec: ModelSpec
+    run: RunSettings
+    volume: Volume
+    result: VolumeResult
+    order: list[int]
+    cancel: threading.Event = field(default_factory=threading.Event)
+    worker: GeneratorWorker | None = None
+
+
+def _segment(pool: SegmenterPool, job: Job) -> Iterator[SliceResult | str]:
+    """The worker's body: yields status lines, then one `SliceResult` per slice."""
+    try:
+        if job.cancel.is_set():
+            return
+        yield f"Loading {job.spec.name} ({job.run.mode})…"
+        segmenter = pool.get(job.spec, job.run)
+        if job.run.mode == "analog":
+            for s in range(segmenter.samples):
+                if job.cancel.is_set():
+                    return
+                if s >= len(segmenter.chips):
+                    yield f"Programming analog chip {s + 1} of {segmenter.samples}…"
+                segmenter.chip(s)
+        yield f"Segmenting {len(job.order)} slices ({job.run.mode})…"
+        yield from run_slices(segmenter, job.volume, job.result.axis, cancel=job.cancel, indices=job.order)
+    except Cancelled:
+        return
+    except Exception as exc:  # noqa: BLE001 (every failure must reach the user as a message)
+        raise InferenceFailed(f"{type(exc).__name__}: {exc}") from exc
+
+
+class InferenceRunner(QObject):
+    """Starts, supersedes and cancels inference jobs; reports them as Qt signals on the UI thread."""
+
+    started = Signal(object)  # Job
+    status = Signal(object, str)  # Job, what the worker is doing
+    sliceFinished = Signal(object, int)  # Job, slice index (already added to job.result)
+    finished = Signal(object, bool)  # Job, True when every slice of the result is done
+    failed = Signal(object, str)  # Job, message for the user
+
+    def __init__(self, pool: SegmenterPool | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.pool = pool if pool is not None else SegmenterPool()  # an empty pool is falsy
+        self.job: Job | None = None  # the running job
+        self._pending: Job | None = None  # waits for the running job to stop
+
+    @property
+    def busy(self) -> bool:
+        return self.job is not None
+
+    def start(self, spec: ModelSpec, run: RunSettings, volume: Volume, result: VolumeResult,
+              order: list[int]) -> Job:
+        """Run `order`'s slices into `result`; a running job is cancelled and this one follows it."""
+        job = Job(spec, run, volume, result, order)
+        if self.job is None:
+            self._launch(job)
+        else:
+            self.job.cancel.set()
+            self._pending = job
+        return job
+
+    def cancel(self) -> None:
+        """Stop the running job (and forget a queued one); returns at once."""
+        self._pending = None
+        if self.job is not None:
+            self.job.cancel.set()
+
+    def _launch(self, job: Job) -> None:
+        job.order = [k for k in job.order if not job.result.finished[k]]  # a superseded run may have done some
+        if not job.order:
+            self.finished.emit(job, job.result.complete)
+            return
+        worker = create_worker(_segment, self.pool, job, _start_thread=False, _ignore_errors=True)
+        job.worker = worker
+        worker.yielded.connect(lambda item: self._on_yielded(job, item))
+        worker.errored.connect(lambda exc: self.failed.emit(job, str(exc)))
+        worker.finished.connect(lambda: self._on_finished(job))
+        self.job = job
+        self.started.emit(job)
+        worker.start()
+
+    def _on_yielded(self, job: Job, item: SliceResult | str) -> None:
+        if isinstance(item, str):
+            self.status.emit(job, item)
+            return
+        job.result.add(item)
+        self.sliceFinished.emit(job, item.index)
+
+    def _on_finished(self, job: Job) -> None:
+        self.job = None
+        self.finished.emit(job, job.result.complete)
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._launch(pending)

@@ -1,0 +1,126 @@
+"""The model panel: which network, digital or simulated analog chip, and the chip's settings.
+
+Every change is reported once the user stops moving a control (debounced), so dragging the MC
+slider from 1 to 64 asks for one run, not sixty-four.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QPushButton, QWidget)
+from superqt import QLabeledDoubleSlider, QLabeledSlider
+from superqt.utils import qdebounced
+
+from engine.device import MAX_NOISE_LEVEL
+from engine.inference import MAX_MC, RunSettings
+from engine.model_store import ModelSpec
+
+DRIFT_CHOICES: tuple[tuple[str, float], ...] = (
+    ("1 second", 1.0), ("1 minute", 60.0), ("1 hour", 3600.0), ("1 day", 86400.0),
+    ("1 week", 604800.0), ("1 month", 2592000.0), ("1 year", 31536000.0),
+)
+DEBOUNCE_MS = 400
+
+
+class ModelPanel(QGroupBox):
+    """Model choice and run settings; `settingsChanged` fires (debounced) when any of them change."""
+
+    settingsChanged = Signal()
+
+    def __init__(self, specs: list[ModelSpec], parent: QWidget | None = None) -> None:
+        super().__init__("Model", parent)
+        self.specs = {s.name: s for s in specs}
+        self._changed = qdebounced(self.settingsChanged.emit, timeout=DEBOUNCE_MS, parent=self)
+
+        self.model_combo = QComboBox()
+        for spec in specs:
+            self.model_combo.addItem(f"{spec.name} ({spec.kind})", spec.name)
+        self.info = QLabel()
+        self.info.setWordWrap(True)
+        self.info.setStyleSheet("color: #909090;")
+
+        self.digital_button = QPushButton("Digital")
+        self.analog_button = QPushButton("Analog chip")
+        self.mode_group = QButtonGroup(self)
+        for button in (self.digital_button, self.analog_button):
+            button.setCheckable(True)
+            button.setStyleSheet("QPushButton:checked { background-color: #2f6ea5; color: white; font-weight: bold; }")
+            self.mode_group.addButton(button)
+        self.analog_button.setChecked(True)
+        self.digital_button.setToolTip("Exact floating-point network (one pass, no device uncertainty)")
+        self.analog_button.setToolTip("Simulated analog in-memory computing chips; each MC sample is another chip (M)")
+        modes = QHBoxLayout()
+        modes.setSpacing(0)
+        modes.addWidget(self.digital_button)
+        modes.addWidget(self.analog_button)
+
+        self.mc_slider = QLabeledSlider(Qt.Orientation.Horizontal)
+        self.mc_slider.setRange(1, MAX_MC)
+        self.mc_slider.setValue(8)
+        self.mc_slider.setToolTip("Monte-Carlo samples: chips whose disagreement gives the uncertainty")
+        self.noise_slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
+        self.noise_slider.setRange(0.0, MAX_NOISE_LEVEL)
+        self.noise_slider.setSingleStep(0.1)
+        self.noise_slider.setDecimals(1)
+        self.noise_slider.setValue(1.0)
+        self.noise_slider.setToolTip("Device noise: 0 ideal, 1 nominal PCM, 3 three times worse")
+        self.drift_combo = QComboBox()
+        for text, seconds in DRIFT_CHOICES:
+            self.drift_combo.addItem(text, seconds)
+        self.drift_combo.setCurrentIndex(2)
+        self.drift_combo.setToolTip("Time between programming the chips and reading them")
+
+        form = QFormLayout(self)
+        form.addRow("Network", self.model_combo)
+        form.addRow(self.info)
+        form.addRow("Inference", modes)
+        form.addRow("MC samples", self.mc_slider)
+        form.addRow("Noise level", self.noise_slider)
+        form.addRow("Drift time", self.drift_combo)
+
+        self.model_combo.currentIndexChanged.connect(self._on_model_changed)
+        self.mode_group.buttonToggled.connect(lambda *_: self._on_mode_changed())
+        self.mc_slider.valueChanged.connect(lambda *_: self._changed())
+        self.noise_slider.valueChanged.connect(lambda *_: self._changed())
+        self.drift_combo.currentIndexChanged.connect(lambda *_: self._changed())
+        self._on_model_changed()
+
+    def spec(self) -> ModelSpec | None:
+        name = self.model_combo.currentData()
+        return self.specs.get(name) if name is not None else None
+
+    @property
+    def mode(self) -> str:
+        return "analog" if self.analog_button.isChecked() else "digital"
+
+    def run_settings(self) -> RunSettings | None:
+        spec = self.spec()
+        if spec is None:
+            return None
+        return RunSettings(spec.name, self.mode, int(self.mc_slider.value()), round(float(self.noise_slider.value()), 2),
+                           float(self.drift_combo.currentData()))
+
+    def set_mode(self, mode: str) -> None:
+        (self.analog_button if mode == "analog" and self.analog_button.isEnabled() else self.digital_button).setChecked(True)
+
+    def toggle_mode(self) -> None:
+        self.set_mode("digital" if self.mode == "analog" else "analog")
+
+    def _on_model_changed(self) -> None:
+        spec = self.spec()
+        if spec is not None:
+            dice = next((v for k, v in spec.metrics.items() if "dice" in k and isinstance(v, float)), None)
+            self.info.setText(f"{spec.architecture}, {'hardware-aware' if spec.kind == 'hwa' else 'digitally'} trained"
+                              f"{f', validation Dice {dice:.3f}' if dice is not None else ''}"
+                              f"{'' if spec.has_analog else '; no analog weights: digital only'}")
+            self.analog_button.setEnabled(spec.has_analog)
+            if not spec.has_analog:
+                self.digital_button.setChecked(True)
+        self._on_mode_changed()
+
+    def _on_mode_changed(self) -> None:
+        analog = self.mode == "analog"
+        for widget in (self.mc_slider, self.noise_slider, self.drift_combo):
+            widget.setEnabled(analog)
+        self._changed()

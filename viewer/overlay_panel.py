@@ -1,0 +1,226 @@
+"""Display controls: window/level preset, segmentation overlay, uncertainty heatmap, ground truth.
+
+The panel holds the reader's display choices and says when one changes (`changed`); the main
+window reads them back and redraws. Nothing here touches results or inference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from cmap import Colormap
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (QCheckBox, QColorDialog, QComboBox, QFormLayout, QGridLayout, QGroupBox,
+                               QLabel, QPushButton, QVBoxLayout, QWidget)
+from superqt import QLabeledDoubleSlider, QLabeledSlider
+from superqt.cmap import QColormapComboBox
+
+from engine.display import PRESET_NAMES, label_lut, map_range
+from engine.model_store import Label
+from engine.uncertainty import MAP_TITLES, MAPS
+
+HEATMAP_COLORMAPS = ("inferno", "magma", "viridis", "plasma", "hot", "turbo")
+MAP_UNITS = {"entropy": "nats", "mutual_information": "nats", "std": "probability"}
+
+
+def _percent_slider(value: int) -> QLabeledSlider:
+    slider = QLabeledSlider(Qt.Orientation.Horizontal)
+    slider.setRange(0, 100)
+    slider.setValue(value)
+    return slider
+
+
+class OverlayPanel(QWidget):
+    """Window/level preset, segmentation and uncertainty overlay settings; `changed` on any edit."""
+
+    changed = Signal()
+    presetChosen = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._colors: dict[int, tuple[int, int, int]] = {}
+        self._visible: dict[int, QCheckBox] = {}
+        self._names: dict[int, str] = {}
+        self._num_classes = 2
+
+        display = QGroupBox("Display")
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItems(PRESET_NAMES)
+        self.preset_combo.setToolTip("Window/level preset (right-drag in a view to adjust)")
+        self.window_label = QLabel("–")
+        form = QFormLayout(display)
+        form.addRow("Window preset", self.preset_combo)
+        form.addRow("Window / level", self.window_label)
+
+        seg = QGroupBox("Segmentation")
+        self.seg_check = QCheckBox("Show segmentation  (S)")
+        self.seg_check.setChecked(True)
+        self.seg_opacity = _percent_slider(50)
+        self.seg_style = QComboBox()
+        self.seg_style.addItems(["Fill", "Outline"])
+        self.seg_style.setToolTip("Fill or outline (O)")
+        self.labels_box = QGridLayout()
+        self.labels_box.setContentsMargins(0, 0, 0, 0)
+        form = QFormLayout(seg)
+        form.addRow(self.seg_check)
+        form.addRow("Opacity %", self.seg_opacity)
+        form.addRow("Style", self.seg_style)
+        form.addRow(self.labels_box)
+
+        unc = QGroupBox("Uncertainty")
+        self.heat_check = QCheckBox("Show uncertainty heatmap  (U)")
+        self.heat_check.setChecked(True)
+        self.map_combo = QComboBox()
+        for name in MAPS:
+            self.map_combo.addItem(MAP_TITLES[name], name)
+        self.cmap_combo = QColormapComboBox()
+        self.cmap_combo.addColormaps(list(HEATMAP_COLORMAPS))
+        self.cmap_combo.setCurrentColormap(HEATMAP_COLORMAPS[0])
+        self.heat_opacity = _percent_slider(60)
+        self.threshold = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
+        self.threshold.setDecimals(3)
+        self.threshold.setRange(0.0, 1.0)
+        self.threshold.setValue(0.2)  # a fifth of the map's range: hides the faint background haze
+        self.threshold.setToolTip("Values below this are not drawn")
+        form = QFormLayout(unc)
+        form.addRow(self.heat_check)
+        form.addRow("Map", self.map_combo)
+        form.addRow("Colormap", self.cmap_combo)
+        form.addRow("Opacity %", self.heat_opacity)
+        self.threshold_row_label = QLabel("Hide below")
+        form.addRow(self.threshold_row_label, self.threshold)
+
+        truth = QGroupBox("Ground truth")
+        self.truth_check = QCheckBox("Show ground-truth outline  (G)")
+        self.truth_check.setChecked(True)
+        self.truth_check.setEnabled(False)
+        self.truth_name = QLabel("none loaded (File > Load ground truth…)")
+        self.truth_name.setWordWrap(True)
+        form = QFormLayout(truth)
+        form.addRow(self.truth_check)
+        form.addRow(self.truth_name)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for box in (display, seg, unc, truth):
+            layout.addWidget(box)
+
+        self.preset_combo.activated.connect(lambda _: self.presetChosen.emit(self.preset_combo.currentText()))
+        for signal in (self.seg_check.toggled, self.seg_opacity.valueChanged, self.seg_style.currentIndexChanged,
+                       self.heat_check.toggled, self.heat_opacity.valueChanged, self.threshold.valueChanged,
+                       self.cmap_combo.currentColormapChanged, self.truth_check.toggled):
+            signal.connect(lambda *_: self.changed.emit())
+        self.map_combo.currentIndexChanged.connect(lambda *_: self._on_map_changed())
+        self._on_map_changed()
+
+    # -- labels -------------------------------------------------------------------------------
+    def set_labels(self, labels: list[Label]) -> None:
+        """One row per foreground label: visibility, colour (click to change), name."""
+        while self.labels_box.count():
+            widget = self.labels_box.takeAt(0).widget()
+            if widget is not None:
+                widget.deleteLater()
+        self._colors = {l.value: tuple(l.color) for l in labels}
+        self._names = {l.value: l.name for l in labels}
+        self._visible = {}
+        self._num_classes = max(len(labels), 2)
+        for row, label in enumerate(l for l in labels if l.value != 0):
+            check = QCheckBox(label.name)
+            check.setChecked(True)
+            check.toggled.connect(lambda *_: self.changed.emit())
+            swatch = QPushButton()
+            swatch.setFixedSize(22, 18)
+            swatch.setToolTip(f"Colour of {label.name}")
+            self._paint_swatch(swatch, label.color)
+            swatch.clicked.connect(lambda _=False, v=label.value, b=swatch: self._choose_colour(v, b))
+            self.labels_box.addWidget(swatch, row, 0)
+            self.labels_box.addWidget(check, row, 1)
+            self._visible[label.value] = check
+        self._on_map_changed()
+
+    def set_label_colour(self, value: int, rgb: tuple[int, int, int]) -> None:
+        self._colors[value] = rgb
+        self.changed.emit()
+
+    def _choose_colour(self, value: int, button: QPushButton) -> None:
+        colour = QColorDialog.getColor(QColor(*self._colors[value]), self, f"Colour of {self._names[value]}")
+        if colour.isValid():
+            rgb = (colour.red(), colour.green(), colour.blue())
+            self._paint_swatch(button, rgb)
+            self.set_label_colour(value, rgb)
+
+    @staticmethod
+    def _paint_swatch(button: QPushButton, rgb: tuple[int, int, int]) -> None:
+        button.setStyleSheet(f"background-color: rgb{tuple(rgb)}; border: 1px solid #888;")
+
+    def label_lut(self) -> np.ndarray:
+        return label_lut(self._colors, {v: c.isChecked() for v, c in self._visible.items()})
+
+    def label_name(self, value: int) -> str:
+        return self._names.get(int(value), str(int(value)))
+
+    # -- state read by the main window --------------------------------------------------------
+    @property
+    def segmentation_opacity(self) -> float:
+        return self.seg_opacity.value() / 100.0 if self.seg_check.isChecked() else 0.0
+
+    @property
+    def outline(self) -> bool:
+        return self.seg_style.currentIndex() == 1
+
+    @property
+    def map_name(self) -> str:
+        return str(self.map_combo.currentData())
+
+    @property
+    def map_levels(self) -> tuple[float, float]:
+        return map_range(self.map_name, self._num_classes)
+
+    @property
+    def heatmap_opacity(self) -> float:
+        return self.heat_opacity.value() / 100.0 if self.heat_check.isChecked() else 0.0
+
+    @property
+    def threshold_fraction(self) -> float:
+        low, high = self.map_levels
+        return (float(self.threshold.value()) - low) / (high - low)
+
+    def colormap_colors(self) -> np.ndarray:
+        cmap = self.cmap_combo.currentColormap() or Colormap(HEATMAP_COLORMAPS[0])
+        return cmap.lut(256)
+
+    @property
+    def show_truth(self) -> bool:
+        return self.truth_check.isEnabled() and self.truth_check.isChecked()
+
+    def _on_map_changed(self) -> None:
+        """Keep the threshold at the same fraction of the new map's range, in its units."""
+        old_range = self.threshold.maximum() - self.threshold.minimum()
+        fraction = (self.threshold.value() - self.threshold.minimum()) / old_range if old_range > 0 else 0.2
+        low, high = self.map_levels
+        self.threshold.blockSignals(True)
+        self.threshold.setRange(low, high)
+        self.threshold.setSingleStep((high - low) / 100)
+        self.threshold.setValue(low + fraction * (high - low))
+        self.threshold.blockSignals(False)
+        self.threshold_row_label.setText(f"Hide below ({MAP_UNITS[self.map_name]})")
+        self.changed.emit()
+
+    # -- keyboard toggles ---------------------------------------------------------------------
+    def toggle_segmentation(self) -> None:
+        self.seg_check.toggle()
+
+    def toggle_heatmap(self) -> None:
+        self.heat_check.toggle()
+
+    def toggle_outline(self) -> None:
+        self.seg_style.setCurrentIndex(1 - self.seg_style.currentIndex())
+
+    def toggle_truth(self) -> None:
+        if self.truth_check.isEnabled():
+            self.truth_check.toggle()
+
+    def set_truth_loaded(self, name: str | None) -> None:
+        self.truth_check.setEnabled(name is not None)
+        self.truth_name.setText(name or "none loaded (File > Load ground truth…)")
+        self.changed.emit()
