@@ -1,4 +1,4 @@
-"""`aimc`: the command line of the product (predict, models, train, evaluate).
+"""`aimc`: the command line of the product (predict, models, train, evaluate, bench).
 
 Errors in the user's input end with one line on stderr and exit status 2, never a traceback.
 `train` and `evaluate` live in `training/` and are imported only when asked for.
@@ -112,6 +112,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from engine.benchmark import run_benchmark
+
+    run_benchmark(Path(args.json), rounds=args.rounds, archs=tuple(args.arch), threads=args.threads)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aimc", description="AI segmentation with uncertainty on simulated analog in-memory computing chips")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -158,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", action="store_true", help="store the summary in the model's model.json")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="time digital, aihwkit's tile and the fast analog path side by side")
+    p.add_argument("--json", default="out/bench.json", help="where to write the results as JSON")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds per architecture")
+    p.add_argument("--arch", nargs="+", choices=["unet", "unetpp", "swinunetr"],
+                   default=["unet", "unetpp", "swinunetr"])
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -103,8 +103,9 @@ class _FastAnalogLayer(nn.Module):
         self.in_slices = [t[0] for t in tiles]
         self.out_slices = [t[1] for t in tiles]
         self.out_features = layer.out_features
-        self.input_ranges: list[float | None] = []  # signed, as aihwkit divides and scales by it
-        self.inp_steps: list[float | None] = []  # DAC step, None without DAC
+        # float32 scalars, so that dividing by them is aihwkit's division without a conversion per call
+        self.input_ranges: list[torch.Tensor | None] = []  # signed, as aihwkit divides and scales by it
+        self.inp_steps: list[torch.Tensor | None] = []  # DAC step, None without DAC
         self.level_limits: list[float | None] = []  # inp_bound in DAC levels, where it can clip
         self.out_bounds: list[float | None] = []  # out_bound in ADC levels
         self.out_noise: list[float] = []  # output noise std in ADC levels
@@ -119,8 +120,8 @@ class _FastAnalogLayer(nn.Module):
             out_step = _step(io.out_res, io.out_bound) if io.out_res > 0 else 1.0
             level_step = inp_step or 1.0
             max_level = round(1.0 / level_step) if r is not None else math.inf  # |x / r| <= 1
-            self.input_ranges.append(r)
-            self.inp_steps.append(inp_step)
+            self.input_ranges.append(None if r is None else torch.tensor(r, dtype=torch.float32))
+            self.inp_steps.append(None if inp_step is None else torch.tensor(inp_step, dtype=torch.float32))
             self.level_limits.append(io.inp_bound / level_step
                                      if io.inp_bound > 0 and max_level * level_step > io.inp_bound else None)
             self.out_bounds.append(io.out_bound / out_step if io.out_bound > 0 else None)
@@ -143,9 +144,13 @@ class _FastAnalogLayer(nn.Module):
         self.out_starts = sorted({s.start for s in self.out_slices})
 
     def _levels(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """Steps 1-2: clip to the input range, normalise, and return DAC levels (same float ops)."""
+        """Steps 1-2: clip to the input range, normalise, and return DAC levels.
+
+        Bit for bit aihwkit's clamp(x, -|r|, |r|) / r / step: division is monotonic, so clipping
+        after dividing by r gives the same floats.
+        """
         r = self.input_ranges[k]
-        x = x.clamp(-abs(r), abs(r)).div_(r) if r is not None else x.clone()
+        x = x.div(r).clamp_(-1.0, 1.0) if r is not None else x.clone()
         if self.inp_steps[k] is not None:
             x.div_(self.inp_steps[k]).round_()
         if self.level_limits[k] is not None:

@@ -1,0 +1,157 @@
+"""`aimc bench`: digital, aihwkit's torch tile and the fast analog path, timed side by side in one run.
+
+Per architecture, at the shipped input size: ms per forward (one Monte-Carlo sample) digital,
+through aihwkit's tile and through `engine.fast_analog`, measured in interleaved rounds so that
+background load hits all three alike; MC-16 ms per slice through the `Segmenter`; the programming
+cost per chip. Then a whole LGG volume at MC 16 with the U-Net through `segment_volume`, and the
+peak memory of the process. An architecture without a shipped model is built with
+`default_arguments(arch, 1, 2, 128)`, randomly initialised and calibrated on random inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from engine.analog import calibrated_analog
+from engine.architectures import ARCHITECTURES, default_arguments
+from engine.device import DeviceSettings
+from engine.inference import RunSettings, Segmenter
+from engine.model_store import RESOURCES, Label, ModelSpec, list_models, read_spec, save_model
+from engine.pipeline import segment_volume
+from engine.preprocessing import Preprocessing
+from engine.volume import load_scan
+
+MC = 16
+VOLUMES = (RESOURCES.parent.parent / "shared" / "data" / "lgg" / "imagesTr" / "lgg_002.nii.gz",
+           RESOURCES / "samples" / "lgg_sample.nii.gz")
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _training_running() -> bool:
+    """The background training run of this project steals a core; say so next to the numbers."""
+    try:
+        return subprocess.run(["pgrep", "-f", "training.train"], capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+def bench_spec(arch: str, scratch: Path) -> tuple[ModelSpec, bool]:
+    """The shipped model of `arch` (analog weights included) or a calibrated random one; and which."""
+    shipped = [s for s in list_models() if s.architecture == arch and s.has_analog]
+    if shipped:
+        return min(shipped, key=lambda s: ("lgg" not in s.name, s.kind != "hwa", s.name)), True
+    torch.manual_seed(0)
+    spec = ModelSpec(f"random_{arch}", arch, default_arguments(arch, 1, 2, 128), Preprocessing(input_size=(128, 128)),
+                     [Label(0, "background", (0, 0, 0)), Label(1, "foreground", (255, 0, 0))], "digital",
+                     DeviceSettings())
+    net = spec.build().eval()
+    analog = calibrated_analog(net, spec.device, torch.rand(8, 1, 128, 128), batch_size=8)
+    save_model(spec, scratch / spec.name, net, analog)
+    return read_spec(scratch / spec.name), False
+
+
+def _interleaved_ms(fns: dict[str, tuple[Callable[[], object], int]], rounds: int) -> dict[str, float]:
+    """Median ms per call of each function, timed in alternating rounds (n calls of each per round)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    with torch.no_grad():
+        for fn, _ in fns.values():
+            fn()  # warm-up
+        for _ in range(rounds):
+            for name, (fn, n) in fns.items():
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    fn()
+                    times[name].append((time.perf_counter() - t0) * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _chip_mb(chip: torch.nn.Module) -> float:
+    return sum(t.numel() * t.element_size() for t in [*chip.parameters(), *chip.buffers()]) / 2**20
+
+
+def bench_architecture(spec: ModelSpec, shipped: bool, rounds: int) -> dict:
+    h, w = spec.preprocessing.input_size
+    x = torch.rand(1, spec.preprocessing.in_channels, h, w)
+    run = RunSettings(spec.name, "analog", MC)
+    fast = Segmenter(spec, run)
+    reference = Segmenter(spec, run, simulator="aihwkit")
+    t0 = time.perf_counter()
+    fast.program_all()
+    program_s = (time.perf_counter() - t0) / MC
+    digital, aihwkit_chip, fast_chip = fast.digital, reference.chip(0), fast.chip(0)
+    ms = _interleaved_ms({"digital": (lambda: digital(x), 3), "aihwkit": (lambda: aihwkit_chip(x), 1),
+                          "ours": (lambda: fast_chip(x), 3)}, rounds)
+    mc = _interleaved_ms({"mc": (lambda: fast.predict(x, 0), 1)}, 3)["mc"]
+    return {
+        "arch": spec.architecture, "model": spec.name, "shipped": shipped, "input": [h, w],
+        "digital_ms": ms["digital"], "aihwkit_ms": ms["aihwkit"], "ours_ms": ms["ours"],
+        "ours_over_digital": ms["ours"] / ms["digital"], "aihwkit_over_ours": ms["aihwkit"] / ms["ours"],
+        f"mc{MC}_ms_per_slice": mc, "program_s_per_chip": program_s, "fast_chip_mb": _chip_mb(fast_chip),
+        "peak_rss_mb_so_far": _peak_rss_mb(),
+    }
+
+
+def bench_volume(spec: ModelSpec) -> dict:
+    path = next((p for p in VOLUMES if p.exists()), None)
+    if path is None:
+        return {"skipped": "no LGG volume found"}
+    volume = load_scan(path)
+    segmenter = Segmenter(spec, RunSettings(spec.name, "analog", MC))
+    t0 = time.perf_counter()
+    segmenter.program_all()
+    t1 = time.perf_counter()
+    result = segment_volume(segmenter, volume)
+    t2 = time.perf_counter()
+    slices = len(result.seconds)
+    return {"volume": path.name, "shape": list(volume.shape), "model": spec.name, "slices": slices, "mc": MC,
+            "program_s": t1 - t0, "segment_s": t2 - t1, "s_per_slice": (t2 - t1) / slices,
+            "total_s": t2 - t0, "peak_rss_mb_so_far": _peak_rss_mb()}
+
+
+def run_benchmark(json_path: Path, rounds: int = 5, archs: tuple[str, ...] = ARCHITECTURES,
+                  threads: int | None = None, echo: Callable[[str], None] = print) -> dict:
+    if threads is not None:
+        torch.set_num_threads(threads)
+    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor() or
+           platform.machine(), "training_running": _training_running()}
+    echo(f"aimc bench: torch {env['torch']}, {env['threads']} threads"
+         f"{', training running in the background (one core busy)' if env['training_running'] else ''}")
+    echo(f"{'arch':10s} {'model':20s} {'input':>8s} {'digital':>8s} {'aihwkit':>8s} {'ours':>7s} "
+         f"{'ours/dig':>8s} {'aihw/ours':>9s} {'MC16/slice':>10s} {'prog/chip':>9s} {'chip MB':>7s}")
+    rows, unet = [], None
+    with tempfile.TemporaryDirectory(prefix="aimc-bench-") as scratch:
+        for arch in archs:
+            spec, shipped = bench_spec(arch, Path(scratch))
+            row = bench_architecture(spec, shipped, rounds)
+            rows.append(row)
+            unet = spec if arch == "unet" else unet
+            echo(f"{arch:10s} {spec.name + ('' if shipped else ' *'):20s} {'x'.join(map(str, row['input'])):>8s} "
+                 f"{row['digital_ms']:6.1f}ms {row['aihwkit_ms']:6.1f}ms {row['ours_ms']:5.1f}ms "
+                 f"{row['ours_over_digital']:7.2f}x {row['aihwkit_over_ours']:8.1f}x {row[f'mc{MC}_ms_per_slice']:8.0f}ms "
+                 f"{row['program_s_per_chip']:8.2f}s {row['fast_chip_mb']:7.1f}")
+        if any(not r["shipped"] for r in rows):
+            echo("* no shipped model: random weights, input ranges calibrated on random inputs")
+        volume = bench_volume(unet) if unet is not None else {"skipped": "U-Net not benchmarked"}
+    if "skipped" not in volume:
+        echo(f"volume {volume['volume']} {'x'.join(map(str, volume['shape']))}, {volume['slices']} slices, "
+             f"MC {MC}, {volume['model']}: programming {volume['program_s']:.1f}s, segmentation "
+             f"{volume['segment_s']:.1f}s ({volume['s_per_slice']:.2f}s per slice), total {volume['total_s']:.1f}s")
+    report = {"environment": env, "architectures": rows, "volume": volume, "peak_rss_mb": _peak_rss_mb()}
+    echo(f"peak memory (RSS): {report['peak_rss_mb']:.0f} MB")
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report, indent=1))
+    echo(f"wrote {json_path}")
+    return report
