@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +45,35 @@ from aihwkit.simulator.tiles.array import TileModuleArray
 from torch import nn
 
 from engine.device import DeviceSettings
+
+
+NOISE_CHUNKS = 2  # fixed, so a seeded read gives the same noise whatever the thread count
+PARALLEL_NOISE_MIN = 1 << 16  # elements; below this a thread hand-off costs more than it saves
+_noise_pool = ThreadPoolExecutor(max_workers=NOISE_CHUNKS, thread_name_prefix="analog-noise")
+
+
+def gaussian_like(y: torch.Tensor) -> torch.Tensor:
+    """N(0, 1) noise shaped like y, drawn in chunks on two threads when torch may use two.
+
+    Gaussian draws are most of the remaining cost of a read, and torch draws them on one core:
+    CPU generators are sequential. Each chunk gets its own generator seeded from the global one,
+    so `torch.manual_seed` still fixes every read.
+    """
+    if y.numel() < PARALLEL_NOISE_MIN:
+        return torch.randn_like(y)
+    out = torch.empty_like(y, memory_format=torch.contiguous_format)
+    seed = int(torch.randint(0, 2**62, ()))
+    chunks = out.view(-1).chunk(NOISE_CHUNKS)
+
+    def fill(i: int) -> torch.Tensor:
+        return torch.randn(chunks[i].shape, generator=torch.Generator().manual_seed(seed + i), out=chunks[i])
+
+    if torch.get_num_threads() > 1:
+        list(_noise_pool.map(fill, range(len(chunks))))
+    else:
+        for i in range(len(chunks)):
+            fill(i)
+    return out
 
 
 def per_read_pcm_noise(settings: DeviceSettings) -> float:
@@ -160,9 +190,9 @@ class _FastAnalogLayer(nn.Module):
     def _read(self, y: torch.Tensor, k: int, pcm_variance: torch.Tensor | None) -> torch.Tensor:
         """Steps 4-5 on the MVM result y in ADC levels, in place."""
         if pcm_variance is not None:
-            y.addcmul_(pcm_variance.sqrt_(), torch.randn_like(y), value=self.read_noise[k])
+            y.addcmul_(pcm_variance.sqrt_(), gaussian_like(y), value=self.read_noise[k])
         if self.out_noise[k] > 0:
-            y.add_(torch.randn_like(y), alpha=self.out_noise[k])
+            y.add_(gaussian_like(y), alpha=self.out_noise[k])
         if self.adc[k]:
             y.round_()
         if self.out_bounds[k] is not None:

@@ -17,7 +17,7 @@ from torch import nn
 from engine.analog import calibrated_analog, program_chip
 from engine.architectures import build_network, default_arguments
 from engine.device import DeviceSettings, rpu_config
-from engine.fast_analog import FastAnalogConv2d, FastAnalogLinear, fast_chip
+from engine.fast_analog import FastAnalogConv2d, FastAnalogLinear, fast_chip, gaussian_like
 from engine.inference import RunSettings, Segmenter
 
 QUIET = DeviceSettings(out_noise=0.0)  # programming noise and drift on, no per-read noise
@@ -130,6 +130,24 @@ def test_per_read_pcm_noise_follows_its_formula():
     predicted = w_noise * F.conv2d(xn.square(), conductance, padding=1).sqrt() * fast.scale0.view(1, -1, 1, 1)
     assert abs(reads.std(0).mean() / predicted.mean() - 1) < 0.1
     assert (reads.mean(0) - quiet).abs().mean() < 0.2 * predicted.mean()
+
+
+def test_parallel_noise_is_standard_and_seeded_whatever_the_threads():
+    y = torch.empty(2, 3, 200, 200)
+    threads = torch.get_num_threads()
+    draws = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            torch.manual_seed(5)
+            draws.append(gaussian_like(y))
+    finally:
+        torch.set_num_threads(threads)
+    a, b = draws
+    assert a.shape == y.shape and torch.equal(a, b)
+    assert abs(a.mean()) < 0.01 and abs(a.std() - 1) < 0.01
+    half = a.numel() // 2
+    assert abs(torch.corrcoef(torch.stack([a.view(-1)[:half], a.view(-1)[half:]]))[0, 1]) < 0.01
 
 
 def test_refuses_what_it_does_not_reproduce():
