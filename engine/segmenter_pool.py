@@ -64,7 +64,3 @@ class SegmenterPool:
         with self._lock:
             base = self._pool.get(chip_key(spec, run))
         return len(base.chips) if base is not None else 0
-
-    def clear(self) -> None:
-        with self._lock:
-            self._pool.clear()

@@ -20,7 +20,7 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QThreadPoo
 from PySide6.QtGui import QDropEvent, QKeySequence  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
-from engine.display import display_position  # noqa: E402
+from engine.display import display_position, outline  # noqa: E402
 from engine.inference import RunSettings  # noqa: E402
 from engine.model_store import ModelError, ModelSpec, default_model  # noqa: E402
 from engine.preprocessing import get_slice  # noqa: E402
@@ -136,6 +136,11 @@ def test_views_orientation_aspect_and_navigation(qtbot, make_window, tmp_path) -
     assert window.cursor[2] == 4 and axial.slider.value() == 5
     axial.box.sigWheelSteps.emit(3)
     assert window.cursor[2] == 7
+    axial.canvas.setFocus()
+    qtbot.keyClick(axial.canvas.viewport(), Qt.Key.Key_Down)  # arrows step the focused view
+    assert window.cursor[2] == 6
+    qtbot.keyClick(window, Qt.Key.Key_PageUp)
+    assert window.cursor[2] == 7
     qtbot.keyClick(window, Qt.Key.Key_2)
     assert window.grid.large == "coronal"
     qtbot.wait(50)  # let the new layout settle before aiming the mouse
@@ -181,14 +186,21 @@ def test_broken_file_shows_a_message_and_the_app_keeps_running(qtbot, make_windo
     assert window.volume is not None
 
 
-def test_drag_and_drop_opens_the_scan(qtbot, make_window, tmp_path) -> None:
+def test_drag_and_drop_opens_an_nrrd_and_recent_files_remember_it(qtbot, make_window, tmp_path) -> None:
+    sitk = pytest.importorskip("SimpleITK")
+    nifti = load_scan(_anisotropic_scan(tmp_path))
+    path = tmp_path / "scan.nrrd"
+    sitk.WriteImage(sitk.ReadImage(str(tmp_path / "aniso.nii.gz")), str(path))
     window = make_window(None)
     mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(_anisotropic_scan(tmp_path)))])
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
     event = QDropEvent(QPointF(20, 20), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
                        Qt.KeyboardModifier.NoModifier)
-    with qtbot.waitSignal(window.scanLoaded, timeout=30_000):
+    with qtbot.waitSignal(window.scanLoaded, timeout=30_000) as blocker:
         window.dropEvent(event)
+    assert np.array_equal(blocker.args[0].data, nifti.data) and np.allclose(blocker.args[0].affine, nifti.affine)
+    window.recent_menu.aboutToShow.emit()
+    assert [a.text() for a in window.recent_menu.actions()] == [str(path.resolve())]
 
 
 def test_help_lists_bound_shortcuts_and_about_names_versions_and_data(make_window) -> None:
@@ -315,7 +327,7 @@ def test_export_reloads_aligned_and_a_failing_disk_loses_nothing(qtbot, make_win
 
 
 @needs_scan
-def test_ground_truth_dice_and_worker_errors_reach_the_user(qtbot, make_window, spec, monkeypatch) -> None:
+def test_ground_truth_overlay_toggles_and_worker_errors_reach_the_user(qtbot, make_window, spec, monkeypatch) -> None:
     window = make_window([spec], mode="digital")
     open_scan(qtbot, window)
     wait_complete(qtbot, window)
@@ -324,6 +336,23 @@ def test_ground_truth_dice_and_worker_errors_reach_the_user(qtbot, make_window, 
     dice = window.findings.table.item(0, 3).text()
     assert dice != "–" and 0.0 <= float(dice) <= 1.0
     assert window.grid.views["axial"].truth.isVisible() or not window.truth[..., window.cursor[2]].any()
+
+    # the ranked slice list jumps to a slice; keyboard toggles drive the overlays
+    first = window.findings.ranked.item(0)
+    window.findings.ranked.itemClicked.emit(first)
+    assert window.cursor[2] == first.data(Qt.ItemDataRole.UserRole)
+    axial = window.grid.views["axial"]
+    assert axial.labels.isVisible() and axial.heatmap.isVisible()
+    qtbot.keyClick(window, Qt.Key.Key_S)
+    qtbot.keyClick(window, Qt.Key.Key_U)
+    assert not axial.labels.isVisible() and not axial.heatmap.isVisible()
+    qtbot.keyClick(window, Qt.Key.Key_S)
+    qtbot.keyClick(window, Qt.Key.Key_O)
+    shown = get_slice(window.result.segmentation, "axial", window.cursor[2])
+    assert np.array_equal(axial.labels.image, outline(shown))
+    assert axial.labels.lut[1, 3] == 255
+    window.overlay_panel.set_label_visible(1, False)
+    assert axial.labels.lut[1, 3] == 0
 
     warnings: list[str] = []
     monkeypatch.setattr(QMessageBox, "warning", lambda parent, title, text, *a: warnings.append(text))

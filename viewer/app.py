@@ -20,6 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model name in resources/models, or a model folder")
     p.add_argument("--mode", choices=("analog", "digital"), help="start in this inference mode")
     p.add_argument("--mc", type=int, help="Monte-Carlo samples to start with (1-64)")
+    p.add_argument("--truth", metavar="LABELS", help="ground-truth label file to compare with (Dice)")
     p.add_argument("--large", choices=("axial", "coronal", "sagittal"), help="plane shown large")
     p.add_argument("--screenshot", metavar="PNG", help="save the window once inference has finished, then quit")
     p.add_argument("--size", default="1600x1000", help="window size WxH (default 1600x1000)")
@@ -69,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         _save_when_done(window, str(Path(args.screenshot)), app)
     if args.scan:
         QTimer.singleShot(0, lambda: window.open_path(args.scan))
+        if args.truth:
+            def load_truth_once(_volume) -> None:
+                window.scanLoaded.disconnect(load_truth_once)
+                window.load_ground_truth(args.truth)
+
+            window.scanLoaded.connect(load_truth_once)
     return app.exec()
 
 

@@ -11,7 +11,9 @@ from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QListWidg
 from engine.ground_truth import dice_so_far
 from engine.pipeline import VolumeResult
 
-COLUMNS = ("Label", "Volume (mL)", "Mean uncertainty", "Dice")
+COLUMNS = ("Label", "mL", "Mean unc.", "Dice")
+COLUMN_TIPS = ("Label of the model", "Segmented volume in millilitres",
+               "Mean of the chosen uncertainty map inside the label", "Dice against the ground truth, slices so far")
 MAX_RANKED = 50
 
 
@@ -26,11 +28,13 @@ class FindingsPanel(QWidget):
         self.progress = QLabel("No result yet")
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
+        for col, tip in enumerate(COLUMN_TIPS):
+            self.table.horizontalHeaderItem(col).setToolTip(tip)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
-        self.table.setMaximumHeight(96)
+        self.table.setMaximumHeight(84)
         self.ranked_title = QLabel("Slices by uncertainty (click to jump)")
         self.ranked = QListWidget()
         self.ranked.setMinimumHeight(120)

@@ -15,7 +15,6 @@ SHORTCUTS: tuple[tuple[str, str], ...] = (
     ("Ctrl+E", "Export segmentation (and chosen maps) as NIfTI"),
     ("Ctrl+R", "Run or resume inference with the current settings"),
     ("PgUp / PgDown", "Next / previous slice in the active view"),
-    ("Up / Down", "Next / previous slice in the active view"),
     ("1 / 2 / 3", "Large view: axial / coronal / sagittal"),
     ("S", "Show or hide the segmentation"),
     ("U", "Show or hide the uncertainty heatmap"),
@@ -28,6 +27,7 @@ SHORTCUTS: tuple[tuple[str, str], ...] = (
     ("Ctrl+Q", "Quit"),
 )
 MOUSE: tuple[tuple[str, str], ...] = (
+    ("Up / Down", "Next / previous slice (in the view last clicked)"),
     ("Wheel", "Step slices"),
     ("Ctrl+wheel", "Zoom"),
     ("Left click / drag", "Move the crosshair (the other views follow)"),
@@ -63,7 +63,7 @@ def shortcuts_html() -> str:
     def rows(pairs: tuple[tuple[str, str], ...]) -> str:
         return "".join(f"<tr><td><b>{html.escape(k)}</b>&nbsp;&nbsp;</td><td>{html.escape(v)}</td></tr>" for k, v in pairs)
     return (f"<h3>Keyboard</h3><table>{rows(SHORTCUTS)}</table>"
-            f"<h3>Mouse (in a view)</h3><table>{rows(MOUSE)}</table>")
+            f"<h3>In a view</h3><table>{rows(MOUSE)}</table>")
 
 
 def about_html() -> str:

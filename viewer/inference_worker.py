@@ -42,7 +42,7 @@ class Job:
     result: VolumeResult
     order: list[int]
     cancel: threading.Event = field(default_factory=threading.Event)
-    worker: GeneratorWorker | None = None
+    worker: GeneratorWorker | None = None  # held so the worker lives as long as its job
 
 
 def _segment(pool: SegmenterPool, job: Job) -> Iterator[SliceResult | str]:

@@ -101,6 +101,7 @@ class MainWindow(QMainWindow):
         self.spec: ModelSpec | None = None
         self.truth: np.ndarray | None = None
         self.active_view = "axial"
+        self._hovering = False  # the readout follows the mouse over an image, else the crosshair
         self._run_started = 0.0
         self._loaders: set = set()  # background readers kept alive until they report
 
@@ -161,6 +162,7 @@ class MainWindow(QMainWindow):
         findings.setWidget(self.findings)
         findings.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, findings)
+        self.resizeDocks([dock, findings], [controls.sizeHint().height(), 260], Qt.Orientation.Vertical)
 
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(220)
@@ -221,8 +223,6 @@ class MainWindow(QMainWindow):
         view.addSeparator()
         self._action("Next slice", lambda: self.step_slice(1), "PgUp")
         self._action("Previous slice", lambda: self.step_slice(-1), "PgDown")
-        self._action("Next slice (arrow)", lambda: self.step_slice(1), "Up")
-        self._action("Previous slice (arrow)", lambda: self.step_slice(-1), "Down")
         self._action("&Reset zoom", self.reset_zoom, "Home", view)
 
         infer = bar.addMenu("&Inference")
@@ -305,6 +305,7 @@ class MainWindow(QMainWindow):
             view.set_geometry(volume.shape, volume.spacing, slice_count(volume.shape, name))
         self.cursor = tuple(n // 2 for n in volume.shape)  # type: ignore[assignment]
         self._refresh_all()
+        self._update_readout()
         name = Path(path).name
         self.setWindowTitle(f"{name} — AIMC viewer")
         spacing = " × ".join(f"{s:.2f}" for s in volume.spacing)
@@ -408,6 +409,7 @@ class MainWindow(QMainWindow):
         for name in VIEWS:
             self._refresh_overlays(name)
         self._update_findings()
+        self._update_readout()
         self.resultShown.emit(result)
 
     def _update_run_label(self) -> None:
@@ -436,6 +438,7 @@ class MainWindow(QMainWindow):
             if name != job.result.axis or self.cursor[AXES[name]] == index:
                 self._refresh_overlays(name)
         self._update_run_label()
+        self._update_readout()
         self._refresh_findings()
 
     def _on_job_finished(self, job: Job, complete: bool) -> None:
@@ -491,6 +494,7 @@ class MainWindow(QMainWindow):
                 self._refresh_view(name)
             else:
                 self._refresh_crosshair(name)
+        self._update_readout()
 
     def _on_slice_changed(self, view: str, index: int) -> None:
         ijk = list(self.cursor)
@@ -576,10 +580,19 @@ class MainWindow(QMainWindow):
 
     # -- cursor readout -----------------------------------------------------------------------
     def _on_hovered(self, view: str, row: int, col: int) -> None:
-        if self.volume is None or row < 0:
+        """Under the mouse when it is over an image, else at the crosshair."""
+        if self.volume is None:
+            return
+        self._hovering = row >= 0
+        if not self._hovering:
+            self._update_readout()
             return
         ijk = voxel_at(self.volume.shape, view, self.cursor[AXES[view]], row, col)
-        self.readout.setText(self.describe_voxel(ijk))
+        self.readout.setText("mouse      " + self.describe_voxel(ijk))
+
+    def _update_readout(self) -> None:
+        if not self._hovering and self.volume is not None:
+            self.readout.setText("crosshair  " + self.describe_voxel(self.cursor))
 
     def describe_voxel(self, ijk: tuple[int, int, int]) -> str:
         """Voxel index, RAS position in mm, intensity, label and uncertainty at `ijk`."""

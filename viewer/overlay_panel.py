@@ -138,6 +138,9 @@ class OverlayPanel(QWidget):
             self._visible[label.value] = check
         self._on_map_changed()
 
+    def set_label_visible(self, value: int, visible: bool) -> None:
+        self._visible[value].setChecked(visible)
+
     def set_label_colour(self, value: int, rgb: tuple[int, int, int]) -> None:
         self._colors[value] = rgb
         self.changed.emit()

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QFont
+from PySide6.QtGui import QFont, QKeyEvent
 from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 from superqt import QLabeledSlider
 
@@ -103,6 +103,7 @@ class SliceView(QWidget):
         self.title.setStyleSheet("color: #e0e0e0; font-weight: bold; padding: 1px 4px;")
         self.canvas = pg.GraphicsLayoutWidget()
         self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.canvas.setFocusPolicy(Qt.FocusPolicy.ClickFocus)  # a click gives the arrow keys to this view
         self.canvas.ci.setContentsMargins(2, 2, 2, 2)
         self.canvas.ci.setSpacing(0)
         self.box = SliceViewBox()
@@ -218,6 +219,15 @@ class SliceView(QWidget):
         rows, cols = display_shape(self._shape, self.view)
         row, col = math.floor(point.y() / self._pixel[0]), math.floor(point.x() / self._pixel[1])
         return (row, col) if 0 <= row < rows and 0 <= col < cols else None
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
+        """Arrow keys step slices when this view has the focus (elsewhere they keep their usual meaning)."""
+        steps = {Qt.Key.Key_Up: 1, Qt.Key.Key_Down: -1}.get(Qt.Key(event.key()))
+        if steps is None:
+            super().keyPressEvent(event)
+            return
+        self.activated.emit(self.view)
+        self.step(steps)
 
     def _on_wheel(self, steps: int) -> None:
         self.activated.emit(self.view)
