@@ -133,14 +133,14 @@ def test_views_orientation_aspect_and_navigation(qtbot, make_window, tmp_path) -
     # Page Up / Down and the wheel step slices of the active view; the crosshair follows
     window.set_large_view("axial")
     qtbot.keyClick(window, Qt.Key.Key_PageDown)
-    assert window.cursor[2] == 4 and axial.slider.value() == 5
+    assert window.crosshair[2] == 4 and axial.slider.value() == 5
     axial.box.sigWheelSteps.emit(3)
-    assert window.cursor[2] == 7
+    assert window.crosshair[2] == 7
     axial.canvas.setFocus()
     qtbot.keyClick(axial.canvas.viewport(), Qt.Key.Key_Down)  # arrows step the focused view
-    assert window.cursor[2] == 6
+    assert window.crosshair[2] == 6
     qtbot.keyClick(window, Qt.Key.Key_PageUp)
-    assert window.cursor[2] == 7
+    assert window.crosshair[2] == 7
     qtbot.keyClick(window, Qt.Key.Key_2)
     assert window.grid.large == "coronal"
     qtbot.wait(50)  # let the new layout settle before aiming the mouse
@@ -150,7 +150,7 @@ def test_views_orientation_aspect_and_navigation(qtbot, make_window, tmp_path) -
     row, col = display_position(volume.shape, "axial", target)
     scene = axial.box.mapViewToScene(QPointF((col + 0.5) * 0.5, (row + 0.5) * 0.5))
     qtbot.mouseClick(axial.canvas.viewport(), Qt.MouseButton.LeftButton, pos=axial.canvas.mapFromScene(scene))
-    assert window.cursor == target
+    assert window.crosshair == target
     assert window.grid.views["sagittal"].slider.value() == target[0] + 1
 
     # hovering reads out voxel, RAS mm and intensity
@@ -335,12 +335,12 @@ def test_ground_truth_overlay_toggles_and_worker_errors_reach_the_user(qtbot, ma
     qtbot.waitUntil(lambda: window.truth is not None, timeout=10_000)
     dice = window.findings.table.item(0, 3).text()
     assert dice != "–" and 0.0 <= float(dice) <= 1.0
-    assert window.grid.views["axial"].truth.isVisible() or not window.truth[..., window.cursor[2]].any()
+    assert window.grid.views["axial"].truth.isVisible() or not window.truth[..., window.crosshair[2]].any()
 
     # the ranked slice list jumps to a slice; keyboard toggles drive the overlays
     first = window.findings.ranked.item(0)
     window.findings.ranked.itemClicked.emit(first)
-    assert window.cursor[2] == first.data(Qt.ItemDataRole.UserRole)
+    assert window.crosshair[2] == first.data(Qt.ItemDataRole.UserRole)
     axial = window.grid.views["axial"]
     assert axial.labels.isVisible() and axial.heatmap.isVisible()
     qtbot.keyClick(window, Qt.Key.Key_S)
@@ -348,7 +348,7 @@ def test_ground_truth_overlay_toggles_and_worker_errors_reach_the_user(qtbot, ma
     assert not axial.labels.isVisible() and not axial.heatmap.isVisible()
     qtbot.keyClick(window, Qt.Key.Key_S)
     qtbot.keyClick(window, Qt.Key.Key_O)
-    shown = get_slice(window.result.segmentation, "axial", window.cursor[2])
+    shown = get_slice(window.result.segmentation, "axial", window.crosshair[2])
     assert np.array_equal(axial.labels.image, outline(shown))
     assert axial.labels.lut[1, 3] == 255
     window.overlay_panel.set_label_visible(1, False)

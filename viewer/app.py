@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"aimc-viewer: {exc}", file=sys.stderr)
             return 2
         specs = [chosen] + [s for s in specs if s.name != chosen.name]
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(sys.argv[:1])
     app.setOrganizationName("aimc")
     app.setApplicationName("aimc-viewer")
     apply_dark_theme(app)

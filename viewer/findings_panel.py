@@ -29,7 +29,9 @@ class FindingsPanel(QWidget):
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         for col, tip in enumerate(COLUMN_TIPS):
-            self.table.horizontalHeaderItem(col).setToolTip(tip)
+            header = self.table.horizontalHeaderItem(col)
+            if header is not None:
+                header.setToolTip(tip)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
@@ -72,10 +74,10 @@ class FindingsPanel(QWidget):
                 self.table.setItem(row, col, item)
         self.ranked_title.setText(f"Slices by mean {map_title} (click to jump)")
         self.ranked.clear()
-        for index, value in result.slice_ranking(map_name)[:MAX_RANKED]:
-            item = QListWidgetItem(f"{result.axis} {index + 1:>4}    {value:.4f}")
-            item.setData(Qt.ItemDataRole.UserRole, index)
-            self.ranked.addItem(item)
+        for index, mean in result.slice_ranking(map_name)[:MAX_RANKED]:
+            entry = QListWidgetItem(f"{result.axis} {index + 1:>4}    {mean:.4f}")
+            entry.setData(Qt.ItemDataRole.UserRole, index)
+            self.ranked.addItem(entry)
 
     def _on_item_clicked(self, item: QListWidgetItem) -> None:
         self.sliceRequested.emit(self._axis, int(item.data(Qt.ItemDataRole.UserRole)))

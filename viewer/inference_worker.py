@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from PySide6.QtCore import QObject, Signal
-from superqt.utils import GeneratorWorker, create_worker
+from superqt.utils import FunctionWorker, GeneratorWorker, create_worker
 
 from engine.inference import Cancelled, RunSettings
 from engine.model_store import ModelSpec
@@ -42,7 +42,7 @@ class Job:
     result: VolumeResult
     order: list[int]
     cancel: threading.Event = field(default_factory=threading.Event)
-    worker: GeneratorWorker | None = None  # held so the worker lives as long as its job
+    worker: GeneratorWorker | FunctionWorker | None = None  # held so the worker lives as long as its job
 
 
 def _segment(pool: SegmenterPool, job: Job) -> Iterator[SliceResult | str]:

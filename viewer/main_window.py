@@ -92,7 +92,7 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.qsettings = settings if settings is not None else QSettings("aimc", "aimc-viewer")
         self.volume: Volume | None = None
-        self.cursor: tuple[int, int, int] = (0, 0, 0)
+        self.crosshair: tuple[int, int, int] = (0, 0, 0)
         self.window_level = WindowLevel(1.0, 0.5)
         self.data_range = 1.0
         self.cache = ResultCache()
@@ -110,7 +110,7 @@ class MainWindow(QMainWindow):
         self.runner = InferenceRunner(pool, parent=self)
         self.grid = ViewGrid()
         self.colour_bar = ColourBar()
-        self.model_panel = ModelPanel(specs)
+        self.model_panel = ModelPanel(specs or [])
         if installed and specs:
             index = self.model_panel.model_combo.findData(default_model().name)
             self.model_panel.model_combo.setCurrentIndex(max(index, 0))
@@ -303,7 +303,7 @@ class MainWindow(QMainWindow):
         self.apply_preset("CT abdomen" if is_ct else MR_AUTO)
         for name, view in self.grid.views.items():
             view.set_geometry(volume.shape, volume.spacing, slice_count(volume.shape, name))
-        self.cursor = tuple(n // 2 for n in volume.shape)  # type: ignore[assignment]
+        self.crosshair = tuple(n // 2 for n in volume.shape)  # type: ignore[assignment]
         self._refresh_all()
         self._update_readout()
         name = Path(path).name
@@ -318,8 +318,8 @@ class MainWindow(QMainWindow):
     def recent_files(self) -> list[str]:
         value = self.qsettings.value("recent", [])
         if isinstance(value, str):  # QSettings returns a bare string for one-element lists
-            value = [value]
-        return [str(v) for v in (value or [])]
+            return [value]
+        return [str(v) for v in value] if isinstance(value, list) else []
 
     def _add_recent(self, path: str) -> None:
         path = str(Path(path).resolve())
@@ -400,7 +400,7 @@ class MainWindow(QMainWindow):
             self.runner.cancel()
             self.statusBar().showMessage(f"Cached result: {describe_run(run)}", 5000)
             return
-        order = missing_slices(result, self.cursor[AXES[axis]])
+        order = missing_slices(result, self.crosshair[AXES[axis]])
         self.runner.start(spec, run, volume, result, order)
 
     def _show_result(self, result: VolumeResult, run: RunSettings) -> None:
@@ -435,7 +435,7 @@ class MainWindow(QMainWindow):
             return
         self.progress.setValue(int(job.result.finished.sum()))
         for name in VIEWS:
-            if name != job.result.axis or self.cursor[AXES[name]] == index:
+            if name != job.result.axis or self.crosshair[AXES[name]] == index:
                 self._refresh_overlays(name)
         self._update_run_label()
         self._update_readout()
@@ -476,7 +476,7 @@ class MainWindow(QMainWindow):
         self.grid.views[self.active_view].step(delta)
 
     def jump_to_slice(self, axis: str, index: int) -> None:
-        ijk = list(self.cursor)
+        ijk = list(self.crosshair)
         ijk[AXES[axis]] = index
         self.set_cursor(tuple(ijk))  # type: ignore[arg-type]
 
@@ -488,22 +488,22 @@ class MainWindow(QMainWindow):
         """Move the crosshair to voxel `ijk`; views whose slice changed are redrawn."""
         if self.volume is None:
             return
-        old, self.cursor = self.cursor, clamp_voxel(self.volume.shape, ijk)
+        old, self.crosshair = self.crosshair, clamp_voxel(self.volume.shape, ijk)
         for name in VIEWS:
-            if old[AXES[name]] != self.cursor[AXES[name]]:
+            if old[AXES[name]] != self.crosshair[AXES[name]]:
                 self._refresh_view(name)
             else:
                 self._refresh_crosshair(name)
         self._update_readout()
 
     def _on_slice_changed(self, view: str, index: int) -> None:
-        ijk = list(self.cursor)
+        ijk = list(self.crosshair)
         ijk[AXES[view]] = index
         self.set_cursor(tuple(ijk))  # type: ignore[arg-type]
 
     def _on_pointed(self, view: str, row: int, col: int) -> None:
         if self.volume is not None:
-            self.set_cursor(voxel_at(self.volume.shape, view, self.cursor[AXES[view]], row, col))
+            self.set_cursor(voxel_at(self.volume.shape, view, self.crosshair[AXES[view]], row, col))
 
     # -- window / level -----------------------------------------------------------------------
     def apply_preset(self, name: str) -> None:
@@ -529,21 +529,21 @@ class MainWindow(QMainWindow):
     def _refresh_view(self, name: str) -> None:
         if self.volume is None:
             return
-        index = self.cursor[AXES[name]]
+        index = self.crosshair[AXES[name]]
         view = self.grid.views[name]
         view.set_image(get_slice(self.volume.data, name, index), (self.window_level.low, self.window_level.high))
         self._refresh_overlays(name)
 
     def _refresh_crosshair(self, name: str) -> None:
         if self.volume is not None:
-            self.grid.views[name].set_crosshair(*display_position(self.volume.shape, name, self.cursor))
+            self.grid.views[name].set_crosshair(*display_position(self.volume.shape, name, self.crosshair))
 
     def _refresh_overlays(self, name: str) -> None:
         """Labels, heatmap, reference outline, crosshair and title of one view."""
         if self.volume is None:
             return
         view, panel = self.grid.views[name], self.overlay_panel
-        index = self.cursor[AXES[name]]
+        index = self.crosshair[AXES[name]]
         result = self.result
         note = ""
         if result is not None:
@@ -587,12 +587,12 @@ class MainWindow(QMainWindow):
         if not self._hovering:
             self._update_readout()
             return
-        ijk = voxel_at(self.volume.shape, view, self.cursor[AXES[view]], row, col)
+        ijk = voxel_at(self.volume.shape, view, self.crosshair[AXES[view]], row, col)
         self.readout.setText("mouse      " + self.describe_voxel(ijk))
 
     def _update_readout(self) -> None:
         if not self._hovering and self.volume is not None:
-            self.readout.setText("crosshair  " + self.describe_voxel(self.cursor))
+            self.readout.setText("crosshair  " + self.describe_voxel(self.crosshair))
 
     def describe_voxel(self, ijk: tuple[int, int, int]) -> str:
         """Voxel index, RAS position in mm, intensity, label and uncertainty at `ijk`."""
@@ -627,7 +627,7 @@ class MainWindow(QMainWindow):
             if answer != QMessageBox.StandardButton.Yes:
                 return
         stem = Path(volume.source).name.split(".")[0] or "scan"
-        folder = self.qsettings.value("export_dir", str(Path(volume.source).parent))
+        folder = str(self.qsettings.value("export_dir", str(Path(volume.source).parent)))
         path, _ = QFileDialog.getSaveFileName(self, "Export segmentation", str(Path(folder) / f"{stem}_seg.nii.gz"),
                                               "NIfTI (*.nii.gz *.nii)")
         if path:

@@ -117,10 +117,11 @@ class OverlayPanel(QWidget):
     def set_labels(self, labels: list[Label]) -> None:
         """One row per foreground label: visibility, colour (click to change), name."""
         while self.labels_box.count():
-            widget = self.labels_box.takeAt(0).widget()
+            item = self.labels_box.takeAt(0)
+            widget = item.widget() if item is not None else None
             if widget is not None:
                 widget.deleteLater()
-        self._colors = {l.value: tuple(l.color) for l in labels}
+        self._colors = {l.value: (int(l.color[0]), int(l.color[1]), int(l.color[2])) for l in labels}
         self._names = {l.value: l.name for l in labels}
         self._visible = {}
         self._num_classes = max(len(labels), 2)
