@@ -1,4 +1,4 @@
-"""`aimc`: the command line of the product (predict, models, train, evaluate, bench).
+"""`aimc`: the command line of the product (predict, models, train, evaluate, report, bench).
 
 Errors in the user's input end with one line on stderr and exit status 2, never a traceback.
 `train` and `evaluate` live in `training/` and are imported only when asked for.
@@ -119,6 +119,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from training.report import write_report
+
+    path = write_report(Path(args.out), Path(args.data), args.programmings, args.mc, args.limit, not args.quiet)
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aimc", description="AI segmentation with uncertainty on simulated analog in-memory computing chips")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", action="store_true", help="store the summary in the model's model.json")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="measure the paper's claims on the LGG test split (long; resumable)")
+    p.add_argument("--out", default="reports")
+    p.add_argument("--data", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "lgg"))
+    p.add_argument("--programmings", type=int, default=5, help="chip programmings per noise level")
+    p.add_argument("--mc", type=_mc, default=16, help="Monte-Carlo samples for the uncertainty claims")
+    p.add_argument("--limit", type=int, default=None, help="only the first N test patients (a quick look)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("bench", help="time digital, aihwkit's tile and the fast analog path side by side")
     p.add_argument("--json", default="out/bench.json", help="where to write the results as JSON")
