@@ -40,7 +40,7 @@ from viewer.overlay_panel import MAP_UNITS, OverlayPanel
 from viewer.view_grid import ViewGrid
 
 MAX_RECENT = 8
-TRUTH_LUT = label_lut({v: (60, 255, 60) for v in range(1, 256)})  # reference outline: green
+TRUTH_LUT = label_lut({v: (255, 60, 255) for v in range(1, 256)})  # reference outline: magenta
 SCAN_FILTER = "Scans (*.nii *.nii.gz *.mha *.mhd *.nrrd *.nhdr *.dcm);;All files (*)"
 
 

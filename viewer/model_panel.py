@@ -35,7 +35,7 @@ class ModelPanel(QGroupBox):
 
         self.model_combo = QComboBox()
         for spec in specs:
-            self.model_combo.addItem(f"{spec.name} ({spec.kind})", spec.name)
+            self.model_combo.addItem(spec.name, spec.name)
         self.info = QLabel()
         self.info.setWordWrap(True)
         self.info.setStyleSheet("color: #909090;")

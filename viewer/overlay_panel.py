@@ -19,7 +19,8 @@ from engine.display import PRESET_NAMES, label_lut, map_range
 from engine.model_store import Label
 from engine.uncertainty import MAP_TITLES, MAPS
 
-HEATMAP_COLORMAPS = ("inferno", "magma", "viridis", "plasma", "hot", "turbo")
+# viridis first: no reds or oranges, so it never looks like a label outline
+HEATMAP_COLORMAPS = ("viridis", "inferno", "magma", "plasma", "hot", "turbo")
 MAP_UNITS = {"entropy": "nats", "mutual_information": "nats", "std": "probability"}
 
 
@@ -55,9 +56,10 @@ class OverlayPanel(QWidget):
         seg = QGroupBox("Segmentation")
         self.seg_check = QCheckBox("Show segmentation  (S)")
         self.seg_check.setChecked(True)
-        self.seg_opacity = _percent_slider(50)
+        self.seg_opacity = _percent_slider(90)
         self.seg_style = QComboBox()
         self.seg_style.addItems(["Fill", "Outline"])
+        self.seg_style.setCurrentIndex(1)  # an outline leaves the heatmap and the anatomy under it readable
         self.seg_style.setToolTip("Fill or outline (O)")
         self.labels_box = QGridLayout()
         self.labels_box.setContentsMargins(0, 0, 0, 0)

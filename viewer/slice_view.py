@@ -1,6 +1,6 @@
 """One slice plane (axial, coronal or sagittal): the image, its overlays, crosshair and edge letters.
 
-Each view is a pyqtgraph ViewBox with stacked ImageItems (scan, labels, uncertainty, ground-truth
+Each view is a pyqtgraph ViewBox with stacked ImageItems (scan, uncertainty, labels, ground-truth
 outline) drawn in millimetres, so the aspect follows the voxel spacing. The view only displays
 what it is given and reports what the user does (wheel, click, right-drag, hover); the main
 window decides what that means for the other views.
@@ -120,7 +120,8 @@ class SliceView(QWidget):
         self.labels = pg.ImageItem(axisOrder="row-major")
         self.heatmap = pg.ImageItem(axisOrder="row-major")
         self.truth = pg.ImageItem(axisOrder="row-major")
-        for z, item in enumerate((self.image, self.labels, self.heatmap, self.truth)):
+        # outlines above the heatmap, so a thin contour is never hidden under a colour wash
+        for z, item in enumerate((self.image, self.heatmap, self.labels, self.truth)):
             item.setZValue(z)
             self.box.addItem(item)
         self.vline = pg.InfiniteLine(angle=90, movable=False, pen=CROSSHAIR_PEN)
