@@ -224,6 +224,9 @@ def test_analog_run_current_slice_first_and_ui_stays_responsive(qtbot, make_wind
     timer.setInterval(10)
     timer.timeout.connect(lambda: stamps.append(time.perf_counter()))
     window.runner.started.connect(lambda job: timer.start())  # from the moment inference runs
+    statuses: list = []
+    window.runner.status.connect(lambda job, status: statuses.append(status))
+    fresh = pool.programmed_chips(spec, RunSettings(spec.name, "analog", 2)) == 0
     volume = open_scan(qtbot, window)
     wait_complete(qtbot, window)
     timer.stop()
@@ -232,6 +235,8 @@ def test_analog_run_current_slice_first_and_ui_stays_responsive(qtbot, make_wind
     record_property("longest_event_loop_gap_s", longest)
     print(f"longest event-loop gap during analog inference (incl. model build, chip programming): {longest * 1000:.0f} ms"
           f" over {len(stamps)} ticks")
+    if fresh:  # the status bar counted the chips being programmed
+        assert [(st.chips_ready, st.chips_total) for st in statuses if st.chips_total] == [(0, 2), (1, 2)]
     assert indices[0] == volume.shape[2] // 2, "the slice on screen comes first"
     assert sorted(indices) == list(range(20))
     assert window.result.complete and window.run.mode == "analog" and window.run.mc_samples == 2

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QThreadPool, QTimer
 from PySide6.QtWidgets import QApplication
 
 from engine.model_store import ModelError, find_model, list_models
@@ -77,7 +77,13 @@ def main(argv: list[str] | None = None) -> int:
                 window.load_ground_truth(args.truth)
 
             window.scanLoaded.connect(load_truth_once)
-    return app.exec()
+    status = app.exec()
+    # A worker stops within one MC sample or one chip programming (seconds): the window goes at once,
+    # the process when the worker has finished, while the objects its signals reach still exist.
+    window.hide()
+    window.runner.cancel()
+    QThreadPool.globalInstance().waitForDone()
+    return status
 
 
 if __name__ == "__main__":

@@ -32,6 +32,15 @@ class InferenceFailed(Exception):
     """
 
 
+@dataclass(frozen=True)
+class Status:
+    """What the worker is doing; while chips are programmed, how many of how many are ready."""
+
+    text: str
+    chips_ready: int = 0
+    chips_total: int = 0
+
+
 @dataclass
 class Job:
     """One requested run: its settings, the result it fills, and the slices still to do."""
@@ -45,21 +54,22 @@ class Job:
     worker: GeneratorWorker | FunctionWorker | None = None  # held so the worker lives as long as its job
 
 
-def _segment(pool: SegmenterPool, job: Job) -> Iterator[SliceResult | str]:
-    """The worker's body: yields status lines, then one `SliceResult` per slice."""
+def _segment(pool: SegmenterPool, job: Job) -> Iterator[SliceResult | Status]:
+    """The worker's body: yields `Status`es, then one `SliceResult` per slice."""
     try:
         if job.cancel.is_set():
             return
-        yield f"Loading {job.spec.name} ({job.run.mode})…"
+        yield Status(f"Loading {job.spec.name} ({job.run.mode})…")
         segmenter = pool.get(job.spec, job.run)
         if job.run.mode == "analog":
-            for s in range(segmenter.samples):
+            total = segmenter.samples
+            for s in range(total):
                 if job.cancel.is_set():
                     return
                 if s >= len(segmenter.chips):
-                    yield f"Programming analog chip {s + 1} of {segmenter.samples}…"
+                    yield Status(f"Programming analog chip {s + 1} of {total}…", s, total)
                 segmenter.chip(s)
-        yield f"Segmenting {len(job.order)} slices ({job.run.mode})…"
+        yield Status(f"Segmenting {len(job.order)} slices ({job.run.mode})…")
         yield from run_slices(segmenter, job.volume, job.result.axis, cancel=job.cancel, indices=job.order)
     except Cancelled:
         return
@@ -71,7 +81,7 @@ class InferenceRunner(QObject):
     """Starts, supersedes and cancels inference jobs; reports them as Qt signals on the UI thread."""
 
     started = Signal(object)  # Job
-    status = Signal(object, str)  # Job, what the worker is doing
+    status = Signal(object, object)  # Job, Status
     sliceFinished = Signal(object, int)  # Job, slice index (already added to job.result)
     finished = Signal(object, bool)  # Job, True when every slice of the result is done
     failed = Signal(object, str)  # Job, message for the user
@@ -117,8 +127,8 @@ class InferenceRunner(QObject):
         self.started.emit(job)
         worker.start()
 
-    def _on_yielded(self, job: Job, item: SliceResult | str) -> None:
-        if isinstance(item, str):
+    def _on_yielded(self, job: Job, item: SliceResult | Status) -> None:
+        if isinstance(item, Status):
             self.status.emit(job, item)
             return
         job.result.add(item)

@@ -34,12 +34,13 @@ from engine.volume import SCAN_SUFFIXES, ScanError, Volume, load_scan, save_nift
 from viewer.colour_bar import ColourBar
 from viewer.findings_panel import FindingsPanel
 from viewer.help_dialogs import show_about, show_shortcuts
-from viewer.inference_worker import InferenceRunner, Job
+from viewer.inference_worker import InferenceRunner, Job, Status
 from viewer.model_panel import DRIFT_CHOICES, ModelPanel
 from viewer.overlay_panel import MAP_UNITS, OverlayPanel
 from viewer.view_grid import ViewGrid
 
 MAX_RECENT = 8
+SLICE_FORMAT = "%v / %m slices"
 TRUTH_LUT = label_lut({v: (255, 60, 255) for v in range(1, 256)})  # reference outline: magenta
 SCAN_FILTER = "Scans (*.nii *.nii.gz *.mha *.mhd *.nrrd *.nhdr *.dcm);;All files (*)"
 
@@ -166,7 +167,7 @@ class MainWindow(QMainWindow):
 
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(220)
-        self.progress.setFormat("%v / %m slices")
+        self.progress.setFormat(SLICE_FORMAT)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip("Stop inference (Esc); finished slices are kept")
         self.statusBar().addPermanentWidget(self.progress)
@@ -423,12 +424,23 @@ class MainWindow(QMainWindow):
         self._run_started = time.perf_counter()
         if job.result is self.result:
             self._show_progress(True)
+            self.progress.setFormat(SLICE_FORMAT)
             self.progress.setRange(0, int(job.result.finished.size))
             self.progress.setValue(int(job.result.finished.sum()))
 
-    def _on_job_status(self, job: Job, text: str) -> None:
-        if job.result is self.result:
-            self.statusBar().showMessage(text)
+    def _on_job_status(self, job: Job, status: Status) -> None:
+        """Status text; while chips are programmed the progress bar counts chips, then slices."""
+        if job.result is not self.result:
+            return
+        self.statusBar().showMessage(status.text)
+        if status.chips_total:
+            self.progress.setFormat("chip %v / %m")
+            self.progress.setRange(0, status.chips_total)
+            self.progress.setValue(status.chips_ready)
+        else:
+            self.progress.setFormat(SLICE_FORMAT)
+            self.progress.setRange(0, int(job.result.finished.size))
+            self.progress.setValue(int(job.result.finished.sum()))
 
     def _on_slice_finished(self, job: Job, index: int) -> None:
         if job.result is not self.result:
