@@ -5,8 +5,9 @@ checkpoint after every epoch in `runs/NAME/` so an interrupted run resumes where
 
 HWA training follows Rasch et al. (2023, Nat. Commun.): it starts from the digital weights, converts
 them to aihwkit inference tiles and trains with weight noise in the forward pass, output noise,
-DAC/ADC quantisation, learned input ranges and output scales, with clipping and remapping after each
-step (`AnalogOptimizer`).
+DAC/ADC quantisation, learned input ranges (starting from the digital model's calibration) and
+output scales, with clipping and remapping after each step (`AnalogOptimizer`). The tiles' forward
+runs through `training.fast_hwa` (aihwkit's forward and gradients without its im2col).
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from engine import analog
 from engine.architectures import default_arguments
 from engine.device import DeviceSettings, rpu_config
 from engine.metrics import mean_dice
-from engine.model_store import Label, ModelSpec, find_model, load_digital, save_model, tensors_only
+from engine.model_store import (ANALOG_WEIGHTS, Label, ModelSpec, find_model, load_digital, load_tensors, save_model,
+                                tensors_only)
 from engine.preprocessing import Preprocessing
 from training.data import SliceDataset, load_cases, read_dataset, split_by_patient
+from training.fast_hwa import use_fast_hwa
 
 PRESETS = {
     # folder name -> (preprocessing, labels, dataset description)
@@ -52,6 +55,19 @@ def preset_for(data: Path) -> tuple[Preprocessing, list[Label]]:
         if key in data.resolve().name.lower():
             return value
     raise ValueError(f"{data}: no preset for this data set; known: {', '.join(PRESETS)}")
+
+
+def hwa_start(base: ModelSpec, settings: DeviceSettings) -> torch.nn.Module:
+    """The digital model on training tiles, input ranges taken from its calibration, fast forward on."""
+    model = convert_to_analog(load_digital(base), rpu_config(settings, training=True))
+    calibrated = {k: v for k, v in load_tensors(base.folder / ANALOG_WEIGHTS).items() if k.endswith("input_range")}
+    missing = set(calibrated) - set(model.state_dict())
+    if missing:
+        raise ValueError(f"{base.name}: calibration does not fit the network ({sorted(missing)[:2]})")
+    model.load_state_dict(calibrated, strict=False)
+    for _, tile in model.named_analog_tiles():  # ranges are set: no re-initialisation from data
+        tile.input_range_update_idx.data.fill_(tile.rpu_config.pre_post.input_range.init_from_data)
+    return use_fast_hwa(model)
 
 
 def _validate(model: torch.nn.Module, loaded: dict, case_ids: list[str], num_classes: int) -> float:
@@ -98,7 +114,7 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
         base = find_model(init)
         spec = ModelSpec(name, base.architecture, base.arguments, base.preprocessing, base.labels, "hwa", settings,
                          data=dict(base.data))
-        model = convert_to_analog(load_digital(base), rpu_config(settings, training=True))
+        model = hwa_start(base, settings)
         optimizer = AnalogOptimizer(torch.optim.Adam, model.parameters(), lr=lr or 2e-4)
     else:
         raise ValueError(f"kind must be digital or hwa, not {kind!r}")
