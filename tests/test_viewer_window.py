@@ -92,6 +92,15 @@ def wait_complete(qtbot, window: MainWindow, timeout: int = RUN_TIMEOUT_MS) -> N
     qtbot.waitSignal(window.runner.finished, timeout=timeout, check_params_cb=lambda job, complete: complete).wait()
 
 
+def cpu_wait_s() -> float:
+    """Seconds the calling thread has spent runnable but waiting for a CPU (Linux schedstat; else 0)."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def collect_slices(window: MainWindow) -> list[int]:
     indices: list[int] = []
     window.runner.sliceFinished.connect(lambda job, index: indices.append(index))
@@ -219,10 +228,10 @@ def test_help_lists_bound_shortcuts_and_about_names_versions_and_data(make_windo
 def test_analog_run_current_slice_first_and_ui_stays_responsive(qtbot, make_window, spec, pool, record_property) -> None:
     window = make_window([spec], pool, mode="analog", mc=2)
     indices = collect_slices(window)
-    stamps: list[float] = []
+    stamps: list[tuple[float, float]] = []
     timer = QTimer()
     timer.setInterval(10)
-    timer.timeout.connect(lambda: stamps.append(time.perf_counter()))
+    timer.timeout.connect(lambda: stamps.append((time.perf_counter(), cpu_wait_s())))
     window.runner.started.connect(lambda job: timer.start())  # from the moment inference runs
     statuses: list = []
     window.runner.status.connect(lambda job, status: statuses.append(status))
@@ -230,18 +239,23 @@ def test_analog_run_current_slice_first_and_ui_stays_responsive(qtbot, make_wind
     volume = open_scan(qtbot, window)
     wait_complete(qtbot, window)
     timer.stop()
-    gaps = np.diff(stamps)
-    longest = float(gaps.max())
+    gaps = np.diff(np.array(stamps), axis=0)
+    longest = float(gaps[:, 0].max())
+    ours = float((gaps[:, 0] - gaps[:, 1]).max())  # minus time the UI thread was runnable but had no CPU
     record_property("longest_event_loop_gap_s", longest)
-    print(f"longest event-loop gap during analog inference (incl. model build, chip programming): {longest * 1000:.0f} ms"
-          f" over {len(stamps)} ticks")
+    record_property("longest_gap_not_waiting_for_a_cpu_s", ours)
+    print(f"\nlongest event-loop gap during analog inference (model build, chip programming, slices): "
+          f"{longest * 1000:.0f} ms; without waiting for a CPU: {ours * 1000:.0f} ms; {len(stamps)} ticks")
     if fresh:  # the status bar counted the chips being programmed
         assert [(st.chips_ready, st.chips_total) for st in statuses if st.chips_total] == [(0, 2), (1, 2)]
     assert indices[0] == volume.shape[2] // 2, "the slice on screen comes first"
     assert sorted(indices) == list(range(20))
     assert window.result.complete and window.run.mode == "analog" and window.run.mc_samples == 2
     assert window.result.maps["std"].max() > 0, "two chips disagree somewhere"
-    assert longest < 0.5, f"the UI froze for {longest * 1000:.0f} ms"
+    # What the viewer controls (work on the UI thread, the GIL) must stay well under the 100 ms a frame
+    # may take with some margin; time spent waiting for a CPU depends on what else this machine runs.
+    assert ours < 0.2, f"the UI thread was held up for {ours * 1000:.0f} ms"
+    assert longest < 2.0, f"the UI froze for {longest * 1000:.0f} ms"
     assert window.findings.ranked.count() == 20
     assert not window.progress.isVisible()
 

@@ -9,6 +9,8 @@ never compete for the CPU or for the same chips.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -54,8 +56,20 @@ class Job:
     worker: GeneratorWorker | FunctionWorker | None = None  # held so the worker lives as long as its job
 
 
+def _yield_cpu_to_the_ui() -> None:
+    """Run this worker thread, and the pipeline and torch threads it starts, at nice 10.
+
+    On a busy machine with two cores the scheduler otherwise lets inference starve the UI thread
+    for hundreds of milliseconds; the GIL is not the problem (torch releases it in its kernels).
+    Linux applies the nice value per thread and new threads inherit it; elsewhere this does nothing.
+    """
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), max(os.getpriority(os.PRIO_PROCESS, 0), 10))
+
+
 def _segment(pool: SegmenterPool, job: Job) -> Iterator[SliceResult | Status]:
     """The worker's body: yields `Status`es, then one `SliceResult` per slice."""
+    _yield_cpu_to_the_ui()
     try:
         if job.cancel.is_set():
             return

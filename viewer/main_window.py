@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox,
                                QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget)
@@ -313,7 +313,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Opened {name}: {' × '.join(map(str, volume.shape))} voxels, {spacing} mm", 8000)
         self._add_recent(path)
         self.scanLoaded.emit(volume)
-        self.request_run()
+        QTimer.singleShot(0, self.request_run)  # next event-loop turn: no single long UI step
 
     # -- recent files, drag and drop ----------------------------------------------------------
     def recent_files(self) -> list[str]:
@@ -409,8 +409,8 @@ class MainWindow(QMainWindow):
         self._update_run_label()
         for name in VIEWS:
             self._refresh_overlays(name)
-        self._update_findings()
         self._update_readout()
+        QTimer.singleShot(0, self._update_findings)  # its statistics cover the whole volume: a turn of their own
         self.resultShown.emit(result)
 
     def _update_run_label(self) -> None:
