@@ -21,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("analog", "digital"), help="start in this inference mode")
     p.add_argument("--mc", type=int, help="Monte-Carlo samples to start with (1-64)")
     p.add_argument("--truth", metavar="LABELS", help="ground-truth label file to compare with (Dice)")
+    p.add_argument("--slice", type=int, metavar="N", help="start at axial slice N (1-based); it is segmented first")
     p.add_argument("--large", choices=("axial", "coronal", "sagittal"), help="plane shown large")
     p.add_argument("--screenshot", metavar="PNG", help="save the window once inference has finished, then quit")
     p.add_argument("--size", default="1600x1000", help="window size WxH (default 1600x1000)")
@@ -71,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         _save_when_done(window, str(Path(args.screenshot)), app)
     if args.scan:
         QTimer.singleShot(0, lambda: window.open_path(args.scan))
+        if args.slice:
+            def go_to_slice(volume) -> None:
+                window.scanLoaded.disconnect(go_to_slice)
+                window.jump_to_slice("axial", min(max(args.slice, 1), volume.shape[2]) - 1)
+
+            window.scanLoaded.connect(go_to_slice)
         if args.truth:
             def load_truth_once(_volume) -> None:
                 window.scanLoaded.disconnect(load_truth_once)
