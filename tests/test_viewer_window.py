@@ -25,7 +25,7 @@ from engine.inference import RunSettings  # noqa: E402
 from engine.model_store import ModelError, ModelSpec, default_model  # noqa: E402
 from engine.preprocessing import get_slice  # noqa: E402
 from engine.segmenter_pool import SegmenterPool  # noqa: E402
-from engine.volume import Volume, load_scan, save_nifti  # noqa: E402
+from engine.volume import Volume, load_scan  # noqa: E402
 from viewer.help_dialogs import SHORTCUTS, about_html  # noqa: E402
 from viewer.main_window import MainWindow  # noqa: E402
 from viewer.model_panel import DEBOUNCE_MS  # noqa: E402
