@@ -169,9 +169,10 @@ class _FastAnalogLayer(nn.Module):
                 scale = scale * tile.alpha.detach().double()
             if tile.out_scaling_alpha is not None:
                 scale = scale * tile.out_scaling_alpha.detach().double()
-            self.register_buffer(f"scale{k}", scale.float())
-        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+            self.register_buffer(f"scale{k}", self._broadcast(scale.float()))
+        self.register_buffer("bias", None if bias is None else self._broadcast(bias.detach().clone()))
         self.out_starts = sorted({s.start for s in self.out_slices})
+        self._names = [(f"weight{k}", f"abs_weight{k}", f"scale{k}") for k in range(len(tiles))]
 
     def _levels(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """Steps 1-2: clip to the input range, normalise, and return DAC levels.
@@ -200,29 +201,34 @@ class _FastAnalogLayer(nn.Module):
         return y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        buffers = self._buffers  # direct lookups: this loop runs for every tile of every read
+        bias = buffers["bias"]
         parts: dict[int, torch.Tensor] = {}
-        for k, out_slice in enumerate(self.out_slices):
+        for k, (weight, abs_weight, scale) in enumerate(self._names):
             levels = self._levels(self._select(x, k), k)
-            y, pcm_variance = self._mvm(levels, k)
+            y, pcm_variance = self._mvm(levels, buffers[weight], buffers[abs_weight])
             y = self._read(y, k, pcm_variance)
-            scale = self._view(getattr(self, f"scale{k}"))
-            start = out_slice.start
+            start = self.out_slices[k].start
             if start in parts:
-                parts[start].addcmul_(y, scale)
+                parts[start].addcmul_(y, buffers[scale])
+            elif len(self._names) == 1 and bias is not None:
+                return torch.addcmul(bias, y, buffers[scale])
             else:
-                parts[start] = y.mul_(scale)
+                parts[start] = y.mul_(buffers[scale])
         out = parts[0] if len(parts) == 1 else torch.cat([parts[s] for s in self.out_starts], self.feature_dim)
-        return out if self.bias is None else out.add_(self._view(self.bias))
+        return out if bias is None else out.add_(bias)
+
+    def _broadcast(self, t: torch.Tensor) -> torch.Tensor:
+        """A per-feature vector shaped to broadcast against the output."""
+        return t.view(1, -1, 1, 1) if self.feature_dim == 1 else t
 
     def _select(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """The part of the input that tile k reads."""
         raise NotImplementedError
 
-    def _mvm(self, levels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _mvm(self, levels: torch.Tensor, weight: torch.Tensor,
+             abs_weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Step 3 (and the PCM variance sum_j |W_ij| levels_j^2 where enabled)."""
-        raise NotImplementedError
-
-    def _view(self, t: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -239,13 +245,9 @@ class FastAnalogLinear(_FastAnalogLayer):
         s = self.in_slices[k]
         return x if s.start == 0 and s.stop == x.shape[-1] else x[..., s]
 
-    def _mvm(self, levels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        y = F.linear(levels, getattr(self, f"weight{k}"))
-        absw = getattr(self, f"abs_weight{k}")
-        return y, (F.linear(levels.square(), absw) if absw is not None else None)
-
-    def _view(self, t: torch.Tensor) -> torch.Tensor:
-        return t
+    def _mvm(self, levels: torch.Tensor, weight: torch.Tensor,
+             abs_weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return F.linear(levels, weight), (None if abs_weight is None else F.linear(levels.square(), abs_weight))
 
 
 class FastAnalogConv2d(_FastAnalogLayer):
@@ -282,15 +284,12 @@ class FastAnalogConv2d(_FastAnalogLayer):
         c = self.channel_slices[k]
         return x if c.start == 0 and c.stop == x.shape[1] else x[:, c]
 
-    def _mvm(self, levels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        y = F.conv2d(levels, getattr(self, f"weight{k}"), None, self.stride, self.padding, self.dilation)
-        absw = getattr(self, f"abs_weight{k}")
-        pcm = None if absw is None else F.conv2d(levels.square(), absw, None, self.stride, self.padding,
-                                                 self.dilation)
-        return y, pcm
-
-    def _view(self, t: torch.Tensor) -> torch.Tensor:
-        return t.view(1, -1, 1, 1)
+    def _mvm(self, levels: torch.Tensor, weight: torch.Tensor,
+             abs_weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        y = F.conv2d(levels, weight, None, self.stride, self.padding, self.dilation)
+        if abs_weight is None:
+            return y, None
+        return y, F.conv2d(levels.square(), abs_weight, None, self.stride, self.padding, self.dilation)
 
 
 def fast_chip(chip: nn.Module, read_noise: float = 0.0) -> nn.Module:

@@ -49,7 +49,7 @@ def _adc_step(fast: nn.Module) -> torch.Tensor:
     """One ADC level in output units, per output feature (the largest over the tiles)."""
     step = torch.zeros(fast.out_features)
     for k, s in enumerate(fast.out_slices):
-        step[s] = torch.maximum(step[s], getattr(fast, f"scale{k}").abs())
+        step[s] = torch.maximum(step[s], getattr(fast, f"scale{k}").abs().view(-1))
     return step
 
 
