@@ -3,14 +3,15 @@
 Per architecture, at the shipped input size: ms per forward (one Monte-Carlo sample) digital,
 through aihwkit's tile and through `engine.fast_analog`, measured in interleaved rounds so that
 background load hits all three alike; MC-16 ms per slice through the `Segmenter`; the programming
-cost per chip. Then a whole LGG volume at MC 16 with the U-Net through `segment_volume`, and the
-peak memory of the process. An architecture without a shipped model is built with
+cost per chip; after the U-Net, a whole LGG volume at MC 16 through `segment_volume`; the peak
+memory of the process (after the U-Net and the volume, then after each other architecture). An architecture without a shipped model is built with
 `default_arguments(arch, 1, 2, 128)`, randomly initialised and calibrated on random inputs.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 import statistics
@@ -41,9 +42,9 @@ def _peak_rss_mb() -> float:
 
 
 def _training_running() -> bool:
-    """The background training run of this project steals a core; say so next to the numbers."""
+    """A training run of this project steals a core; say so next to the numbers."""
     try:
-        return subprocess.run(["pgrep", "-f", "training.train"], capture_output=True).returncode == 0
+        return subprocess.run(["pgrep", "-f", r"training\.train|aimc train"], capture_output=True).returncode == 0
     except OSError:
         return False
 
@@ -125,32 +126,35 @@ def run_benchmark(json_path: Path, rounds: int = 5, archs: tuple[str, ...] = ARC
                   threads: int | None = None, echo: Callable[[str], None] = print) -> dict:
     if threads is not None:
         torch.set_num_threads(threads)
-    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor() or
-           platform.machine(), "training_running": _training_running()}
-    echo(f"aimc bench: torch {env['torch']}, {env['threads']} threads"
-         f"{', training running in the background (one core busy)' if env['training_running'] else ''}")
+    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+           "machine": platform.processor() or platform.machine(), "training_running": _training_running(),
+           "load_average_1min": os.getloadavg()[0]}
+    echo(f"aimc bench: torch {env['torch']}, {env['threads']} threads on {env['cpus']} CPUs, load average "
+         f"{env['load_average_1min']:.1f}{', a training run is using a core' if env['training_running'] else ''}")
     echo(f"{'arch':10s} {'model':20s} {'input':>8s} {'digital':>8s} {'aihwkit':>8s} {'ours':>7s} "
          f"{'ours/dig':>8s} {'aihw/ours':>9s} {'MC16/slice':>10s} {'prog/chip':>9s} {'chip MB':>7s}")
-    rows, unet = [], None
+    rows, volume = [], {"skipped": "U-Net not benchmarked"}
     with tempfile.TemporaryDirectory(prefix="aimc-bench-") as scratch:
         for arch in archs:
             spec, shipped = bench_spec(arch, Path(scratch))
             row = bench_architecture(spec, shipped, rounds)
             rows.append(row)
-            unet = spec if arch == "unet" else unet
+            if arch == "unet":  # before the others, so that its peak memory is the product's
+                volume = bench_volume(spec)
             echo(f"{arch:10s} {spec.name + ('' if shipped else ' *'):20s} {'x'.join(map(str, row['input'])):>8s} "
                  f"{row['digital_ms']:6.1f}ms {row['aihwkit_ms']:6.1f}ms {row['ours_ms']:5.1f}ms "
                  f"{row['ours_over_digital']:7.2f}x {row['aihwkit_over_ours']:8.1f}x {row[f'mc{MC}_ms_per_slice']:8.0f}ms "
                  f"{row['program_s_per_chip']:8.2f}s {row['fast_chip_mb']:7.1f}")
         if any(not r["shipped"] for r in rows):
             echo("* no shipped model: random weights, input ranges calibrated on random inputs")
-        volume = bench_volume(unet) if unet is not None else {"skipped": "U-Net not benchmarked"}
     if "skipped" not in volume:
         echo(f"volume {volume['volume']} {'x'.join(map(str, volume['shape']))}, {volume['slices']} slices, "
              f"MC {MC}, {volume['model']}: programming {volume['program_s']:.1f}s, segmentation "
-             f"{volume['segment_s']:.1f}s ({volume['s_per_slice']:.2f}s per slice), total {volume['total_s']:.1f}s")
+             f"{volume['segment_s']:.1f}s ({volume['s_per_slice']:.2f}s per slice), total {volume['total_s']:.1f}s; "
+             f"peak memory so far {volume['peak_rss_mb_so_far']:.0f} MB")
+    env["load_average_1min_at_end"] = os.getloadavg()[0]
     report = {"environment": env, "architectures": rows, "volume": volume, "peak_rss_mb": _peak_rss_mb()}
-    echo(f"peak memory (RSS): {report['peak_rss_mb']:.0f} MB")
+    echo(f"peak memory (RSS) of the whole run, with the random models' calibration: {report['peak_rss_mb']:.0f} MB")
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(report, indent=1))
     echo(f"wrote {json_path}")
