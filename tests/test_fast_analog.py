@@ -20,6 +20,15 @@ from engine.device import DeviceSettings, rpu_config
 from engine.fast_analog import FastAnalogConv2d, FastAnalogLinear, fast_chip, gaussian_like
 from engine.inference import RunSettings, Segmenter
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Many small ops: on a shared 2-core machine a second OpenMP thread only waits for its core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 QUIET = DeviceSettings(out_noise=0.0)  # programming noise and drift on, no per-read noise
 SMALL_TILES = 64  # multi-tile layers without the cost of programming large ones
 
