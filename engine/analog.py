@@ -19,9 +19,15 @@ from torch import nn
 from engine.device import DeviceSettings, noise_model, rpu_config
 
 
-def to_analog(digital: nn.Module, settings: DeviceSettings) -> nn.Module:
-    """An analog copy of `digital` on inference tiles configured by `settings`."""
-    return convert_to_analog(copy.deepcopy(digital).eval(), rpu_config(settings)).eval()
+def to_analog(digital: nn.Module, settings: DeviceSettings, exact: bool = False) -> nn.Module:
+    """An analog copy of `digital` on inference tiles configured by `settings`.
+
+    `exact` reads the tiles perfectly (no DAC, ADC or output noise) while keeping the learned
+    input clipping and output scales: the trained network itself, computed in floating point.
+    """
+    cfg = rpu_config(settings)
+    cfg.forward.is_perfect = exact
+    return convert_to_analog(copy.deepcopy(digital).eval(), cfg).eval()
 
 
 def calibrated_analog(digital: nn.Module, settings: DeviceSettings, images: torch.Tensor,
@@ -38,9 +44,10 @@ def calibrated_analog(digital: nn.Module, settings: DeviceSettings, images: torc
     return model.eval()
 
 
-def load_analog(digital_template: nn.Module, state: dict[str, torch.Tensor], settings: DeviceSettings) -> nn.Module:
+def load_analog(digital_template: nn.Module, state: dict[str, torch.Tensor], settings: DeviceSettings,
+                exact: bool = False) -> nn.Module:
     """Rebuild tiles from `settings` and load stored tensors (weights, input ranges, output scales)."""
-    model = to_analog(digital_template, settings)
+    model = to_analog(digital_template, settings, exact)
     missing, unexpected = model.load_state_dict(state, strict=False)
     real_missing = [k for k in missing if not k.endswith(("analog_ctx", "analog_tile_state"))]
     if real_missing or unexpected:

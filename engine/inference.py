@@ -12,7 +12,8 @@ A chip is programmed and drifted by aihwkit, then by default read through `engin
 optional per-read PCM noise `DeviceSettings.read_noise_per_read`); `simulator="aihwkit"` reads it
 through aihwkit's tile instead.
 
-In digital mode the network is exact: every sample agrees, so one forward is made.
+In digital mode the network is exact (floating point, no device): every sample agrees, so one
+forward is made. For a hardware-aware model that is its tiles read perfectly (see `_exact_network`).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class Segmenter:
         self.spec = spec
         self.run = run
         self.simulator = simulator
-        self.digital = load_digital(spec)
+        self.digital = self._exact_network(spec)
         self.chips: list[nn.Module] = []
         self._lock = threading.Lock()
         if run.mode == "analog":
@@ -74,6 +75,15 @@ class Segmenter:
             self._template = load_analog(spec.build(), self._analog_state, self.settings)
         else:
             self.settings = spec.device
+
+    @staticmethod
+    def _exact_network(spec: ModelSpec) -> nn.Module:
+        """Digital mode: the network in floating point. A hardware-aware model learned its input
+        clipping and output scales on the tiles, so its exact form keeps them (perfect tile reads);
+        its plain digital conversion, without the clipping, segments far worse."""
+        if spec.kind == "hwa" and spec.has_analog:
+            return load_analog(spec.build(), load_tensors(spec.folder / ANALOG_WEIGHTS), spec.device, exact=True)
+        return load_digital(spec)
 
     @property
     def samples(self) -> int:

@@ -68,3 +68,17 @@ def test_results_are_reproducible_with_a_seed(small_model):
     c = Segmenter(small_model, RunSettings(small_model.name, "analog", 3, 1.0, 3600.0, seed=8)).predict(x, 4)
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
+
+
+def test_hwa_model_digital_mode_keeps_its_learned_clipping(lgg_case):
+    from engine.model_store import MODELS_DIR, find_model
+
+    if not (MODELS_DIR / "lgg_unet_hwa" / "model.json").exists():
+        pytest.skip("the shipped HWA U-Net is not installed")
+    spec = find_model("lgg_unet_hwa")
+    slices = _tumour_slices(lgg_case, spec)
+    digital = Segmenter(spec, RunSettings(spec.name, "digital", 1))
+    ideal = Segmenter(spec, RunSettings(spec.name, "analog", 2, 0.0))
+    for k, x in slices:
+        d, a = digital.predict(x, k), ideal.predict(x, k)
+        assert (d.argmax(1) == a.argmax(1)).float().mean() > 0.99
