@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from engine.inference import RunSettings, Segmenter
 from engine.pipeline import fan_out_order, run_slices, segment_volume
