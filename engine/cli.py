@@ -85,10 +85,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not specs:
         print("no models installed in resources/models")
         return 0
+    print(f"{'model':28s} {'arch':10s} {'kind':8s} {'data':8s} test Dice: digital, analog (noise 1, 1 day)")
     for s in specs:
-        dice = s.metrics.get("test", {}).get("digital_dice", s.metrics.get("val_dice_model_size"))
-        dice_s = f"{dice:.3f}" if isinstance(dice, (int, float)) else "-"
-        print(f"{s.name:28s} {s.architecture:10s} {s.kind:8s} {s.data.get('dataset', ''):12s} Dice {dice_s}")
+        test = s.metrics.get("test", {})
+        dig = test.get("digital", {}).get("mean_dice")
+        ana = test.get("analog_noise1_drift86400", {})
+        dig_s = f"{dig:.3f}" if dig is not None else "-"
+        ana_s = f"{ana['mean_dice']:.3f} ± {ana['std_dice_over_programmings']:.3f}" if ana else "-"
+        print(f"{s.name:28s} {s.architecture:10s} {s.kind:8s} {s.data.get('dataset', ''):8s} {dig_s}, {ana_s}")
     return 0
 
 
