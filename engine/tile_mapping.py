@@ -60,10 +60,6 @@ class NetworkMapping:
     def mean_reuse(self) -> float:
         return sum(l.reuse for l in self.layers) / len(self.layers) if self.layers else 0.0
 
-    @property
-    def mvms_per_inference(self) -> int:
-        return sum(l.reuse * l.tiles for l in self.layers)
-
 
 def map_network(net: nn.Module, input_shape: tuple[int, ...], tile: int = TILE,
                 keep_kernels_whole: bool = False) -> NetworkMapping:

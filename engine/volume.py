@@ -73,13 +73,6 @@ class Volume:
         inverse = ornt.ornt_transform(_RAS, ornt.io_orientation(self.source_affine))
         return np.ascontiguousarray(ornt.apply_orientation(array, inverse))
 
-    def like(self, data: np.ndarray, modality: str = "derived") -> "Volume":
-        """A volume with this one's geometry and other voxels (a segmentation, a map)."""
-        if tuple(data.shape[:3]) != self.shape:
-            raise ValueError(f"shape {data.shape} does not match the scan's {self.shape}")
-        return Volume(data, self.affine.copy(), self.source, modality, self.source_affine.copy(),
-                      self.source_shape, {})
-
 
 def _canonical(data: np.ndarray, affine: np.ndarray, source: str, modality: str, meta: dict) -> Volume:
     """Reorient voxels to RAS+ by flips and permutations, keeping the source geometry to undo it."""

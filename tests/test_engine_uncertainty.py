@@ -50,12 +50,15 @@ def test_uncertainty_grows_with_noise_on_real_slices(shipped_model, lgg_case):
     assert low < mid < high, (low, mid, high)
 
 
+def _digital_and_ideal_chips(spec, lgg_case):
+    """Digital-mode and noise-0 analog predictions of the same real tumour slices."""
+    digital = Segmenter(spec, RunSettings(spec.name, "digital", 1))
+    ideal = Segmenter(spec, RunSettings(spec.name, "analog", 2, 0.0))
+    return [(digital.predict(x, k), ideal.predict(x, k)) for k, x in _tumour_slices(lgg_case, spec)]
+
+
 def test_analog_at_noise_zero_matches_digital(shipped_model, lgg_case):
-    slices = _tumour_slices(lgg_case, shipped_model)
-    digital = Segmenter(shipped_model, RunSettings(shipped_model.name, "digital", 1))
-    ideal = Segmenter(shipped_model, RunSettings(shipped_model.name, "analog", 2, 0.0))
-    for k, x in slices:
-        d, a = digital.predict(x, k), ideal.predict(x, k)
+    for d, a in _digital_and_ideal_chips(shipped_model, lgg_case):
         assert (d.argmax(1) == a.argmax(1)).float().mean() > 0.99
         assert (d[0] - a.mean(0)).abs().mean() < 0.02
 
@@ -75,10 +78,5 @@ def test_hwa_model_digital_mode_keeps_its_learned_clipping(lgg_case):
 
     if not (MODELS_DIR / "lgg_unet_hwa" / "model.json").exists():
         pytest.skip("the shipped HWA U-Net is not installed")
-    spec = find_model("lgg_unet_hwa")
-    slices = _tumour_slices(lgg_case, spec)
-    digital = Segmenter(spec, RunSettings(spec.name, "digital", 1))
-    ideal = Segmenter(spec, RunSettings(spec.name, "analog", 2, 0.0))
-    for k, x in slices:
-        d, a = digital.predict(x, k), ideal.predict(x, k)
+    for d, a in _digital_and_ideal_chips(find_model("lgg_unet_hwa"), lgg_case):
         assert (d.argmax(1) == a.argmax(1)).float().mean() > 0.99

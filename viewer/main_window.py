@@ -424,9 +424,7 @@ class MainWindow(QMainWindow):
         self._run_started = time.perf_counter()
         if job.result is self.result:
             self._show_progress(True)
-            self.progress.setFormat(SLICE_FORMAT)
-            self.progress.setRange(0, int(job.result.finished.size))
-            self.progress.setValue(int(job.result.finished.sum()))
+            self._count_slices(job)
 
     def _on_job_status(self, job: Job, status: Status) -> None:
         """Status text; while chips are programmed the progress bar counts chips, then slices."""
@@ -438,9 +436,13 @@ class MainWindow(QMainWindow):
             self.progress.setRange(0, status.chips_total)
             self.progress.setValue(status.chips_ready)
         else:
-            self.progress.setFormat(SLICE_FORMAT)
-            self.progress.setRange(0, int(job.result.finished.size))
-            self.progress.setValue(int(job.result.finished.sum()))
+            self._count_slices(job)
+
+    def _count_slices(self, job: Job) -> None:
+        """The progress bar counts the job's finished slices."""
+        self.progress.setFormat(SLICE_FORMAT)
+        self.progress.setRange(0, int(job.result.finished.size))
+        self.progress.setValue(int(job.result.finished.sum()))
 
     def _on_slice_finished(self, job: Job, index: int) -> None:
         if job.result is not self.result:
