@@ -51,7 +51,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     segmenter = Segmenter(spec, run)
     segmenter.program_all()
     axis = spec.preprocessing.slice_axis
-    result = VolumeResult(volume, axis, spec.num_classes)
+    result = VolumeResult(volume, axis, spec.num_classes, tuple(spec.keep_largest))
     bar = tqdm(total=int(result.finished.size), unit="slice", disable=not sys.stderr.isatty() or args.quiet,
                desc=f"{spec.name} {run.mode}")
     for r in run_slices(segmenter, volume, axis):
@@ -101,6 +101,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     train(Path(args.data), args.arch, args.kind, Path(args.out), init=args.init, epochs=args.epochs,
           batch_size=args.batch_size, seed=args.seed, max_minutes=args.max_minutes)
+    return 0
+
+
+def cmd_postprocess(args: argparse.Namespace) -> int:
+    from engine.model_store import find_model
+    from training.postprocessing import choose_postprocessing
+
+    choose_postprocessing(find_model(args.model), Path(args.data), progress=not args.quiet)
     return 0
 
 
@@ -164,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-minutes", type=float, default=120.0)
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("postprocess", help="choose a model's post-processing on its validation split")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, help="the data set folder the model was trained on")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_postprocess)
+
     p = sub.add_parser("evaluate", help="Dice and uncertainty of a model on a split of its data set")
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True, help="the data set folder the model was trained on")
@@ -178,9 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("report", help="measure the paper's claims on the LGG test split (long; resumable)")
+    p = sub.add_parser("report", help="measure the paper's claims on the test splits (long; resumable)")
     p.add_argument("--out", default="reports")
-    p.add_argument("--data", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "lgg"))
+    p.add_argument("--data", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"),
+                   help="folder holding the data sets: lgg/ (required), hippocampus/, nuclei/")
     p.add_argument("--programmings", type=int, default=5, help="chip programmings per noise level")
     p.add_argument("--mc", type=_mc, default=16, help="Monte-Carlo samples for the uncertainty claims")
     p.add_argument("--limit", type=int, default=None, help="only the first N test patients (a quick look)")

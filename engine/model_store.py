@@ -56,6 +56,7 @@ class ModelSpec:
     metrics: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
+    keep_largest: list[int] = field(default_factory=list)  # labels cut to their largest component (chosen on val)
     folder: Path | None = None
 
     @property
@@ -78,6 +79,7 @@ class ModelSpec:
             "metrics": self.metrics,
             "data": self.data,
             "training": self.training,
+            "postprocessing": {"keep_largest_component": self.keep_largest},
         }
 
     @classmethod
@@ -93,6 +95,7 @@ class ModelSpec:
             metrics=d.get("metrics", {}),
             data=d.get("data", {}),
             training=d.get("training", {}),
+            keep_largest=[int(v) for v in d.get("postprocessing", {}).get("keep_largest_component", [])],
             folder=folder,
         )
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from engine.inference import Cancelled, Segmenter
+from engine.postprocessing import keep_largest_component
 from engine.preprocessing import get_slice, normalise_volume, resize_probabilities, set_slice, slice_count, to_model_input
 from engine.uncertainty import MAPS, SliceStats, mc_statistics
 from engine.volume import Volume
@@ -49,11 +50,16 @@ class SliceResult:
 
 @dataclass
 class VolumeResult:
-    """Maps of a whole volume in the scan's canonical voxel order, filled slice by slice."""
+    """Maps of a whole volume in the scan's canonical voxel order, filled slice by slice.
+
+    Once the last slice is in, the labels in `keep_largest` are cut to their largest 3D component
+    (the model's post-processing); until then the label map is the network's, slice by slice.
+    """
 
     volume: Volume
     axis: str
     num_classes: int
+    keep_largest: tuple[int, ...] = ()
     probabilities: np.ndarray = field(init=False)  # (I, J, K, C) mean class probabilities
     segmentation: np.ndarray = field(init=False)  # (I, J, K) uint8
     maps: dict[str, np.ndarray] = field(init=False)  # entropy, mutual_information, std: (I, J, K)
@@ -76,6 +82,8 @@ class VolumeResult:
             set_slice(self.maps[m], self.axis, k, getattr(st, m))
         self.finished[k] = True
         self.seconds.append(result.seconds)
+        if self.keep_largest and self.complete:
+            self.segmentation = keep_largest_component(self.segmentation, self.keep_largest)
 
     @property
     def complete(self) -> bool:
@@ -203,7 +211,7 @@ def run_slices(segmenter: Segmenter, volume: Volume, axis: str | None = None, st
 def segment_volume(segmenter: Segmenter, volume: Volume, axis: str | None = None, **kwargs) -> VolumeResult:
     """Run the pipeline over every slice and collect a `VolumeResult`."""
     axis = axis or segmenter.spec.preprocessing.slice_axis
-    result = VolumeResult(volume, axis, segmenter.spec.num_classes)
+    result = VolumeResult(volume, axis, segmenter.spec.num_classes, tuple(segmenter.spec.keep_largest))
     for r in run_slices(segmenter, volume, axis, **kwargs):
         result.add(r)
     return result

@@ -22,7 +22,7 @@ from engine.volume import ScanError, load_scan
 from training.data import Case, read_dataset, read_nuclei_image
 
 
-def _cases(spec: ModelSpec, data: Path, split: str) -> tuple[str, list[Case]]:
+def cases_of_split(spec: ModelSpec, data: Path, split: str) -> tuple[str, list[Case]]:
     layout, cases = read_dataset(data)
     wanted = spec.data.get("split", {}).get(split)
     if wanted is None:
@@ -74,7 +74,7 @@ def evaluate(model: str, data: Path, split: str = "test", mode: str = "digital",
              progress: bool = True) -> dict:
     """Evaluate; with `record`, store the summary under metrics[split] in the model's model.json."""
     spec = find_model(model)
-    layout, cases = _cases(spec, data, split)
+    layout, cases = cases_of_split(spec, data, split)
     seeds = range(programmings) if mode == "analog" else range(1)
     runs = [evaluate_run(spec, cases, layout, RunSettings(spec.name, mode, mc if mode == "analog" else 1, noise, drift, seed),
                          progress) for seed in seeds]

@@ -35,6 +35,7 @@ from engine.model_store import (ANALOG_WEIGHTS, Label, ModelSpec, find_model, lo
 from engine.preprocessing import Preprocessing
 from training.data import SliceDataset, load_cases, read_dataset, split_by_patient
 from training.fast_hwa import use_fast_hwa
+from training.postprocessing import choose_postprocessing
 
 PRESETS = {
     # folder name -> (preprocessing, labels, dataset description)
@@ -180,6 +181,7 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
         analog_net = model
         digital = convert_to_digital(model)
     save_model(spec, out, digital, analog_net, half=True)
+    choose_postprocessing(spec, data, log=log)
     (run / "model.json").write_text(json.dumps(spec.to_dict(), indent=1))
     log(f"saved {out} (best val Dice {best:.4f})")
     return spec

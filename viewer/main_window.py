@@ -392,7 +392,7 @@ class MainWindow(QMainWindow):
         self._sync_labels()
         axis = spec.preprocessing.slice_axis
         volume = self.volume
-        result = self.cache.get_or_create(run, lambda: VolumeResult(volume, axis, spec.num_classes))
+        result = self.cache.get_or_create(run, lambda: VolumeResult(volume, axis, spec.num_classes, tuple(spec.keep_largest)))
         self._show_result(result, run)
         running = self.runner.job
         if running is not None and running.result is result and not running.cancel.is_set():

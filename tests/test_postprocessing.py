@@ -1,0 +1,75 @@
+"""Post-processing: largest connected component, applied once a volume is complete, chosen on val."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import LGG
+from engine.inference import RunSettings, Segmenter
+from engine.model_store import ModelSpec, read_spec
+from engine.pipeline import VolumeResult, run_slices, segment_volume
+from engine.postprocessing import keep_largest_component
+from engine.volume import load_scan
+
+
+def test_largest_component_kept_per_label_with_full_connectivity():
+    seg = np.zeros((12, 12, 6), np.uint8)
+    seg[1:3, 1:3, 1:3] = 1  # 8 voxels
+    seg[6:9, 6:9, 1:4] = 1  # 27 voxels
+    seg[9, 9, 4] = 1  # touches the big blob only at a corner: full connectivity keeps it
+    seg[0, 11, 0] = 2  # another label is left alone
+    before = seg.copy()
+    out = keep_largest_component(seg, [1])
+    assert np.array_equal(seg, before)  # the input is not edited
+    assert out.dtype == seg.dtype
+    assert (out == 1).sum() == 28
+    assert out[1, 1, 1] == 0 and out[9, 9, 4] == 1
+    assert out[0, 11, 0] == 2
+    assert np.array_equal(keep_largest_component(seg, []), seg)
+    assert np.array_equal(keep_largest_component(np.zeros_like(seg), [1]), np.zeros_like(seg))
+
+
+def test_model_json_round_trip_keeps_the_choice(small_model):
+    spec = dataclasses.replace(small_model, keep_largest=[1])
+    assert ModelSpec.from_dict(spec.to_dict()).keep_largest == [1]
+    assert ModelSpec.from_dict({**small_model.to_dict(), "postprocessing": {}}).keep_largest == []
+
+
+def test_volume_result_cuts_to_the_largest_component_only_when_complete(shipped_model, lgg_case):
+    volume = load_scan(lgg_case[0])
+    plain = dataclasses.replace(shipped_model, keep_largest=[])
+    seg = Segmenter(plain, RunSettings(plain.name, "digital", 1))
+    raw = segment_volume(seg, volume).segmentation
+    assert keep_largest_component(raw, [1]).sum() < raw.sum()  # this patient has stray islands
+    result = VolumeResult(volume, "axial", 2, keep_largest=(1,))
+    slices = list(run_slices(seg, volume, "axial"))
+    for r in slices[:-1]:
+        result.add(r)
+    assert not result.complete
+    done = [r.index for r in slices[:-1]]
+    assert np.array_equal(result.segmentation[..., done], raw[..., done])
+    result.add(slices[-1])
+    assert np.array_equal(result.segmentation, keep_largest_component(raw, [1]))
+    cut = dataclasses.replace(shipped_model, keep_largest=[1])
+    assert np.array_equal(segment_volume(Segmenter(cut, RunSettings(cut.name, "digital", 1)), volume).segmentation,
+                          result.segmentation)
+
+
+def test_choice_made_on_validation_patients_and_recorded(shipped_model, tmp_path):
+    from training.postprocessing import choose_postprocessing
+
+    if not LGG.exists():
+        pytest.skip("real LGG data not found")
+    folder = tmp_path / shipped_model.name
+    shutil.copytree(shipped_model.folder, folder)
+    spec = read_spec(folder)
+    spec.keep_largest = []
+    assert choose_postprocessing(spec, LGG, progress=False, log=lambda _: None) == [1]
+    stored = read_spec(folder)
+    assert stored.keep_largest == [1]
+    numbers = stored.metrics["val"]["postprocessing"]["1"]
+    assert numbers["dice_largest_component"] > numbers["dice_raw"] > 0.5
