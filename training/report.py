@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from scipy.ndimage import distance_transform_edt  # noqa: E402
 from scipy.stats import pearsonr, spearmanr  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -31,19 +32,23 @@ from engine.preprocessing import get_slice, normalise_volume, resize_probabiliti
 from engine.tile_mapping import NetworkMapping, map_network  # noqa: E402
 from engine.uncertainty import mc_statistics  # noqa: E402
 from engine.volume import Volume, load_scan  # noqa: E402
-from training.data import read_dataset  # noqa: E402
+from training.data import Case  # noqa: E402
+from training.evaluate import cases_of_split, evaluate_run  # noqa: E402
 
 NOISE_LEVELS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 DRIFTS = {"1 hour": 3600.0, "1 day": 86400.0}
 KINDS = ("digital", "hwa")
+DATASETS = ("lgg", "hippocampus", "nuclei")  # LGG first: uncertainty and pipelining are measured on it
+DATASET_TITLES = {"lgg": "LGG FLAIR", "hippocampus": "Hippocampus MRI", "nuclei": "Nuclei microscopy"}
 ARCH_TITLES = {"unet": "U-Net", "unetpp": "U-Net++", "swinunetr": "Swin-UNETR"}
 PAPER_DROP = {"unet": 0.15, "unetpp": 0.22, "swinunetr": 0.04}  # Dice drop at nominal noise, brain
 PAPER_TABLE1 = {"unet": (7.42, 6574.7, 7.76e6), "unetpp": (12.53, 8721.0, 19.6e6), "swinunetr": (43.2, 11540.6, 62.19e6)}
 ENTROPY_BINS = np.linspace(0.0, np.log(2.0), 61)
+NEAR_MM = 10.0  # the "near the lesion" region of the error-detection AUROC
 
 
-def lgg_models(dataset: str = "lgg") -> dict[tuple[str, str], ModelSpec]:
-    """Shipped models of one data set, by (architecture, training kind)."""
+def models_of(dataset: str) -> dict[tuple[str, str], ModelSpec]:
+    """Shipped models of one data set (`DATASET_ARCH_KIND`), by (architecture, training kind)."""
     found = {}
     for arch in ARCHITECTURES:
         for kind in KINDS:
@@ -55,13 +60,10 @@ def lgg_models(dataset: str = "lgg") -> dict[tuple[str, str], ModelSpec]:
 
 
 class CaseCache:
-    """Test volumes and their labels, read once per report."""
+    """Test volumes and their labels, read once per report (the uncertainty claims reuse them)."""
 
-    def __init__(self, data: Path, spec: ModelSpec, limit: int | None = None) -> None:
-        _, cases = read_dataset(data)
-        test = set(spec.data["split"]["test"])
-        chosen = [c for c in cases if c.case_id in test][:limit]
-        self.cases = [(c.case_id, load_scan(c.image), np.rint(load_scan(c.label).data).astype(np.int64)) for c in chosen]
+    def __init__(self, cases: list[Case]) -> None:
+        self.cases = [(c.case_id, load_scan(c.image), np.rint(load_scan(c.label).data).astype(np.int64)) for c in cases]
 
 
 class RowCache:
@@ -86,59 +88,56 @@ class RowCache:
             w.writerows(self.rows)
 
 
-def _mean_dice(spec: ModelSpec, cases: CaseCache, run: RunSettings) -> float:
-    segmenter = Segmenter(spec, run)
-    scores = [np.mean(list(dice_per_label(segment_volume(segmenter, vol).segmentation, truth, spec.num_classes).values()))
-              for _, vol, truth in cases.cases]
-    return float(np.mean(scores))
-
-
-# 1. Noise robustness --------------------------------------------------------------------------
-
-def robustness(models: dict, cases: CaseCache, out: Path, programmings: int, bar: Callable) -> list[dict]:
-    cache = RowCache(out / "cache" / "robustness.csv", ("model", "noise", "drift_s", "seed"))
-    jobs = [(spec, "digital", 0.0, 3600.0, 0) for spec in models.values()]
-    jobs += [(spec, "analog", n, d, s) for spec in models.values() for d in DRIFTS.values()
-             for n in NOISE_LEVELS for s in range(programmings)]
-    for spec, mode, noise, drift, seed in bar(jobs, "noise robustness"):
-        key = dict(model=spec.name, noise=noise if mode == "analog" else "digital", drift_s=drift, seed=seed)
+def robustness(sets: dict[str, tuple[dict, str, list[Case]]], out: Path, programmings: int, bar: Callable) -> list[dict]:
+    """Mean test Dice of every model of every data set, digital and on chips over the noise sweep."""
+    cache = RowCache(out / "cache" / "robustness.csv", ("model", "cases", "noise", "drift_s", "seed"))
+    jobs = []
+    for models, layout, cases in sets.values():
+        jobs += [(spec, layout, cases, "digital", 0.0, 3600.0, 0) for spec in models.values()]
+        jobs += [(spec, layout, cases, "analog", n, d, s) for spec in models.values() for d in DRIFTS.values()
+                 for n in NOISE_LEVELS for s in range(programmings)]
+    for spec, layout, cases, mode, noise, drift, seed in bar(jobs, "noise robustness"):
+        key = dict(model=spec.name, cases=len(cases), noise=noise if mode == "analog" else "digital", drift_s=drift, seed=seed)
         if cache.has(**key):
             continue
-        dice = _mean_dice(spec, cases, RunSettings(spec.name, mode, 1, noise, drift, seed))
-        cache.add({**key, "mean_dice": dice})
+        run = evaluate_run(spec, cases, layout, RunSettings(spec.name, mode, 1, noise, drift, seed), progress=False)
+        cache.add({**key, "mean_dice": run["mean_dice"]})
     return cache.rows
 
 
-def robustness_table(rows: list[dict], models: dict) -> tuple[list[dict], dict]:
-    """Mean and std over programmings per (model, drift, noise); the drop at nominal noise."""
+def robustness_table(rows: list[dict], sets: dict[str, tuple[dict, str, list[Case]]]) -> tuple[list[dict], dict]:
+    """Mean and std over programmings per (model, drift, noise); each model's digital Dice."""
     table, digital = [], {}
-    for r in rows:
-        if r["noise"] == "digital":
-            digital[r["model"]] = float(r["mean_dice"])
-    for (arch, kind), spec in models.items():
-        for dname, d in DRIFTS.items():
-            for n in NOISE_LEVELS:
-                vals = [float(r["mean_dice"]) for r in rows if r["model"] == spec.name and r["noise"] != "digital"
-                        and float(r["noise"]) == n and float(r["drift_s"]) == d]
-                if vals:
-                    table.append({"arch": arch, "kind": kind, "model": spec.name, "drift": dname, "noise": n,
-                                  "mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)})
+    for dataset, (models, _, cases) in sets.items():
+        mine = [r for r in rows if int(r["cases"]) == len(cases)]
+        for r in mine:
+            if r["noise"] == "digital":
+                digital[r["model"]] = float(r["mean_dice"])
+        for (arch, kind), spec in models.items():
+            for dname, d in DRIFTS.items():
+                for n in NOISE_LEVELS:
+                    vals = [float(r["mean_dice"]) for r in mine if r["model"] == spec.name and r["noise"] != "digital"
+                            and float(r["noise"]) == n and float(r["drift_s"]) == d]
+                    if vals:
+                        table.append({"dataset": dataset, "arch": arch, "kind": kind, "model": spec.name, "drift": dname,
+                                      "noise": n, "mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)})
     return table, digital
 
 
-def robustness_figure(table: list[dict], path: Path) -> None:
+def robustness_figure(table: list[dict], dataset: str, path: Path) -> None:
     fig, axes = plt.subplots(1, len(DRIFTS), figsize=(11, 4), sharey=True)
     for ax, dname in zip(np.atleast_1d(axes), DRIFTS):
         for arch in ARCHITECTURES:
             for kind, style in (("digital", "--"), ("hwa", "-")):
-                pts = [r for r in table if r["arch"] == arch and r["kind"] == kind and r["drift"] == dname]
+                pts = [r for r in table if r["dataset"] == dataset and r["arch"] == arch and r["kind"] == kind
+                       and r["drift"] == dname]
                 if pts:
                     ax.errorbar([p["noise"] for p in pts], [p["mean"] for p in pts], [p["std"] for p in pts],
-                                linestyle=style, marker="o", capsize=3, label=f"{ARCH_TITLES[arch]} {kind}")
-        ax.set_title(f"LGG test split, drift {dname}")
+                                linestyle=style, marker="o", capsize=3, label=f"{ARCH_TITLES[arch]} {kind}-trained")
+        ax.set_title(f"{DATASET_TITLES.get(dataset, dataset)} test split, drift {dname}")
         ax.set_xlabel("device noise level (1 = nominal PCM)")
         ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("mean per-patient Dice")
+    np.atleast_1d(axes)[0].set_ylabel("mean per-case Dice")
     np.atleast_1d(axes)[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -169,34 +168,41 @@ def uncertainty(models: dict, cases: CaseCache, out: Path, mc: int, noise: float
     cache_dir = out / "cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
     for (arch, kind), spec in bar(list(models.items()), "uncertainty"):
-        path = cache_dir / f"uncertainty_{spec.name}_mc{mc}_n{noise:g}_d{drift:g}.json"
+        path = cache_dir / f"uncertainty_{spec.name}_cases{len(cases.cases)}_mc{mc}_n{noise:g}_d{drift:g}.json"
         if path.exists():
             results[(arch, kind)] = json.loads(path.read_text())
             continue
         segmenter = Segmenter(spec, RunSettings(spec.name, "analog", mc, noise, drift, 0))
         hist = np.zeros(len(ENTROPY_BINS) - 1)
         bins = np.zeros((3, 15))
-        wrong_u, right_u, case_rows = [], [], []
+        scores = {region: ([], []) for region in ("head", "near")}  # (entropy of wrong, of right) pixels
+        case_rows = []
         rng = np.random.default_rng(0)
         for cid, vol, truth in cases.cases:
             res = segment_volume(segmenter, vol)
             head = vol.data > 0
-            ent = res.maps["entropy"][head]
-            pred = res.segmentation[head]
-            gt = truth[head]
-            wrong = pred != gt
-            hist += np.histogram(ent, ENTROPY_BINS)[0]
-            bins += calibration_bins(res.probabilities.max(-1)[head], ~wrong)
-            wrong_u.append(ent[wrong])
-            right_u.append(ent[~wrong][rng.random((~wrong).sum()) < 0.05])  # uniform subsample keeps AUROC
+            # Near the lesion: within NEAR_MM of the true or the predicted lesion, where errors can happen.
+            near = head & (distance_transform_edt((truth == 0) & (res.segmentation == 0), vol.spacing) <= NEAR_MM)
+            wrong = res.segmentation != truth
+            hist += np.histogram(res.maps["entropy"][head], ENTROPY_BINS)[0]
+            bins += calibration_bins(res.probabilities.max(-1)[head], ~wrong[head])
+            for region, mask in (("head", head), ("near", near)):
+                ent, bad = res.maps["entropy"][mask], wrong[mask]
+                scores[region][0].append(ent[bad])
+                scores[region][1].append(ent[~bad][rng.random((~bad).sum()) < 0.05])  # uniform subsample keeps AUROC
             dice = dice_per_label(res.segmentation, truth, spec.num_classes)
-            case_rows.append({"case": cid, "dice": float(np.mean(list(dice.values()))), "mean_entropy": float(ent.mean())})
-        w, r = np.concatenate(wrong_u), np.concatenate(right_u)
-        auroc = error_detection_auroc(np.concatenate([w, r]), np.concatenate([np.ones(len(w), bool), np.zeros(len(r), bool)]))
+            case_rows.append({"case": cid, "dice": float(np.mean(list(dice.values()))),
+                              "mean_entropy": float(res.maps["entropy"][head].mean())})
+        auroc = {}
+        for region, (w, r) in scores.items():
+            w, r = np.concatenate(w), np.concatenate(r)
+            auroc[region] = error_detection_auroc(np.concatenate([w, r]),
+                                                  np.concatenate([np.ones(len(w), bool), np.zeros(len(r), bool)]))
         d = [c["dice"] for c in case_rows]
         u = [c["mean_entropy"] for c in case_rows]
         results[(arch, kind)] = {
-            "model": spec.name, "histogram": hist.tolist(), "auroc": auroc, "ece": ece_from_bins(bins),
+            "model": spec.name, "histogram": hist.tolist(), "auroc": auroc["head"], "auroc_near": auroc["near"],
+            "ece": ece_from_bins(bins),
             "mean_entropy": float(np.average(0.5 * (ENTROPY_BINS[1:] + ENTROPY_BINS[:-1]), weights=hist)),
             "pearson_uncertainty_dice": float(pearsonr(u, d)[0]) if len(d) > 2 else float("nan"),
             "spearman_uncertainty_dice": float(spearmanr(u, d)[0]) if len(d) > 2 else float("nan"),
@@ -280,6 +286,21 @@ def pipelining(spec: ModelSpec, volume: Volume, mc: int, mappings: dict[str, Net
             "t_mvm_ns": 1e9 * mvm_time_s()}
 
 
+def robustness_verdict(drops: list[dict]) -> str:
+    """One sentence on the paper's claim that the isotropic transformer loses least, from our numbers."""
+    lgg = {r["model"].split("_")[1]: r["drop_hour"] for r in drops
+           if r["dataset"] == "lgg" and r["model"].endswith("_digital")}
+    if "swinunetr" not in lgg or len(lgg) < 2:
+        return ("The isotropic-versus-pyramidal comparison needs the digitally trained Swin-UNETR and a U-Net "
+                "measured; not all are shipped yet.")
+    others = {a: d for a, d in lgg.items() if a != "swinunetr"}
+    ok = all(lgg["swinunetr"] < d for d in others.values())
+    return (f"Digitally trained, Swin-UNETR loses {lgg['swinunetr']:.3f} Dice at nominal noise against "
+            + ", ".join(f"{ARCH_TITLES[a]} {d:.3f}" for a, d in others.items())
+            + (": the isotropic model is the most robust here too, as in the paper." if ok else
+               ": unlike the paper, the isotropic model is not the most robust here."))
+
+
 # The report -----------------------------------------------------------------------------------
 
 def _csv(rows: list[dict], path: Path) -> None:
@@ -296,40 +317,59 @@ def _md_table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
                                             for c in cols) + " |\n" for r in rows)
 
 
-def write_report(out: Path, data: Path, programmings: int = 5, mc: int = 16, limit: int | None = None,
+def write_report(out: Path, data_root: Path, programmings: int = 5, mc: int = 16, limit: int | None = None,
                  progress: bool = True) -> Path:
+    """The whole report; `data_root` holds the data sets (lgg/, hippocampus/, nuclei/) as in ../shared/data."""
     out.mkdir(parents=True, exist_ok=True)
-    models = lgg_models()
-    if not models:
-        raise ModelError(f"no LGG models in {MODELS_DIR}")
+    sets: dict[str, tuple[dict, str, list[Case]]] = {}
+    for dataset in DATASETS:
+        models = models_of(dataset)
+        if models and (data_root / dataset).is_dir():
+            layout, cases = cases_of_split(next(iter(models.values())), data_root / dataset, "test")
+            sets[dataset] = (models, layout, cases[:limit])
+    if "lgg" not in sets:
+        raise ModelError(f"the report needs LGG models in {MODELS_DIR} and the LGG data in {data_root / 'lgg'}")
+    models = sets["lgg"][0]
 
     def bar(items, desc):
         return tqdm(items, desc=desc, disable=not progress)
 
-    cases = CaseCache(data, next(iter(models.values())), limit)
+    cases = CaseCache(sets["lgg"][2])
     missing = [f"lgg_{a}_{k}" for a in ARCHITECTURES for k in KINDS if (a, k) not in models]
     text = ["# The paper's claims, measured on real data\n",
             f"Regenerate with `aimc report --out {out}` (cached in `{out}/cache/`; resumable).",
-            f"LGG FLAIR test split: {len(cases.cases)} patients (volume Dice per patient, then the mean).",
-            f"Models measured: {', '.join(s.name for s in models.values())}." + (f" Not shipped yet, so not measured: {', '.join(missing)}." if missing else ""),
+            "Test splits (never seen in training or model selection): "
+            + ", ".join(f"{DATASET_TITLES[d]} {len(c)} {'images' if lay == 'nuclei' else 'patients'}" for d, (_, lay, c) in sets.items())
+            + "; Dice per case (volume Dice per patient), then the mean.",
+            f"Models measured: {', '.join(s.name for m, _, _ in sets.values() for s in m.values())}."
+            + (f" Not shipped yet, so not measured: {', '.join(missing)}." if missing else ""),
             ""]
 
-    rows = robustness(models, cases, out, programmings, bar)
-    table, digital = robustness_table(rows, models)
+    rows = robustness(sets, out, programmings, bar)
+    table, digital = robustness_table(rows, sets)
     _csv(table, out / "robustness.csv")
-    robustness_figure(table, out / "robustness.png")
     drops = []
-    for (arch, kind), spec in models.items():
-        nominal = [r for r in table if r["model"] == spec.name and r["noise"] == 1.0 and r["drift"] == "1 hour"]
-        if nominal and spec.name in digital:
-            drops.append({"model": spec.name, "digital": digital[spec.name], "analog_nominal": nominal[0]["mean"],
-                          "std": nominal[0]["std"], "drop": digital[spec.name] - nominal[0]["mean"],
-                          "paper_drop": PAPER_DROP[arch] if kind == "digital" else "-"})
-    text += ["## 1. Noise robustness (paper Fig. 1)\n", "![robustness](robustness.png)\n",
-             f"Dice at nominal noise (1.0), drift 1 hour, over {programmings} chip programmings, against the "
-             "model run digitally. The paper's drops are for digitally trained models on brain MRI.\n",
-             _md_table(drops, [("model", "model", ""), ("digital", "digital Dice", ".3f"), ("analog_nominal", "analog Dice", ".3f"),
-                               ("std", "std", ".3f"), ("drop", "drop", ".3f"), ("paper_drop", "paper's drop", "")]), ""]
+    for dataset, (dmodels, _, _) in sets.items():
+        robustness_figure(table, dataset, out / f"robustness_{dataset}.png")
+        for (arch, kind), spec in dmodels.items():
+            at = {r["drift"]: r for r in table if r["model"] == spec.name and r["noise"] == 1.0}
+            if spec.name in digital and len(at) == len(DRIFTS):
+                drops.append({"dataset": dataset, "model": spec.name, "digital": digital[spec.name],
+                              "hour": at["1 hour"]["mean"], "hour_std": at["1 hour"]["std"],
+                              "drop_hour": digital[spec.name] - at["1 hour"]["mean"],
+                              "day": at["1 day"]["mean"], "day_std": at["1 day"]["std"],
+                              "drop_day": digital[spec.name] - at["1 day"]["mean"],
+                              "paper_drop": PAPER_DROP[arch] if kind == "digital" and dataset == "lgg" else "-"})
+    _csv(drops, out / "robustness_drops.csv")
+    text += ["## 1. Noise robustness (paper Fig. 1)\n",
+             *[f"![robustness {d}](robustness_{d}.png)\n" for d in sets],
+             f"Dice at nominal noise (1.0) after 1 hour and 1 day of drift, mean ± std over {programmings} chip "
+             "programmings (one read each), against the same model run digitally (an HWA model's digital run "
+             "reads its tiles exactly). The paper's drops are for digitally trained models on brain MRI.\n",
+             _md_table(drops, [("model", "model", ""), ("digital", "digital", ".3f"), ("hour", "analog 1 h", ".3f"),
+                               ("hour_std", "±", ".3f"), ("drop_hour", "drop 1 h", ".3f"), ("day", "analog 1 day", ".3f"),
+                               ("day_std", "±", ".3f"), ("drop_day", "drop 1 day", ".3f"), ("paper_drop", "paper's drop", "")]),
+             robustness_verdict(drops), ""]
 
     mapping, mappings = tile_mapping(models)
     _csv(mapping, out / "tile_mapping.csv")
@@ -345,16 +385,18 @@ def write_report(out: Path, data: Path, programmings: int = 5, mc: int = 16, lim
     unc = uncertainty(models, cases, out, mc, 1.0, 86400.0, bar)
     uncertainty_figure(unc, out / "uncertainty.png")
     examples_figure(models, cases, out / "examples.png", mc, 1.0, 86400.0)
-    urows = [{"model": v["model"], "mean_entropy": v["mean_entropy"], "auroc": v["auroc"], "ece": v["ece"],
+    urows = [{"model": v["model"], "mean_entropy": v["mean_entropy"], "auroc": v["auroc"], "auroc_near": v["auroc_near"],
+              "ece": v["ece"],
               "pearson": v["pearson_uncertainty_dice"], "spearman": v["spearman_uncertainty_dice"]} for v in unc.values()]
     _csv(urows, out / "uncertainty.csv")
     text += ["## 3. Uncertainty (paper Fig. 2 and 3)\n", "![entropy densities](uncertainty.png)\n",
              "![examples](examples.png)\n",
              f"Analog, noise 1.0, drift 1 day, MC {mc}; pixels inside the head. AUROC: per-pixel entropy as a detector "
-             "of wrong pixels; ECE: expected calibration error of the max class probability; correlations: "
+             "of wrong pixels, over the head (inflated by the many trivially right background pixels) and near the "
+             f"lesion (within {NEAR_MM:g} mm of the true or predicted lesion, where the errors are); ECE: expected calibration error of the max class probability; correlations: "
              "a case's mean entropy against its Dice (negative = uncertain cases are the bad ones).\n",
-             _md_table(urows, [("model", "model", ""), ("mean_entropy", "mean entropy", ".4f"), ("auroc", "error AUROC", ".3f"),
-                               ("ece", "ECE", ".4f"), ("pearson", "Pearson r", ".2f"), ("spearman", "Spearman ρ", ".2f")]), ""]
+             _md_table(urows, [("model", "model", ""), ("mean_entropy", "mean entropy", ".4f"), ("auroc", "error AUROC (head)", ".3f"),
+                               ("auroc_near", "error AUROC (near lesion)", ".3f"), ("ece", "ECE", ".4f"), ("pearson", "Pearson r", ".2f"), ("spearman", "Spearman ρ", ".2f")]), ""]
 
     spec = models.get(("unet", "hwa")) or models.get(("unet", "digital")) or next(iter(models.values()))
     pipe = pipelining(spec, cases.cases[0][1], 8, mappings)
