@@ -7,6 +7,7 @@ Every test ends with no worker thread left running.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from engine.segmenter_pool import SegmenterPool  # noqa: E402
 from engine.volume import Volume, load_scan  # noqa: E402
 from viewer.help_dialogs import SHORTCUTS, about_html  # noqa: E402
 from viewer.main_window import MainWindow  # noqa: E402
-from viewer.model_panel import DEBOUNCE_MS  # noqa: E402
+from viewer.model_panel import DEBOUNCE_MS, describe_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 LGG = REPO.parent / "shared" / "data" / "lgg"
@@ -388,3 +389,12 @@ def test_ground_truth_overlay_toggles_and_worker_errors_reach_the_user(qtbot, ma
         window.model_panel.set_mode("analog")
     assert warnings and "simulated failure" in warnings[0]
     assert not window.runner.busy and not window.progress.isVisible()
+
+
+def test_model_line_says_test_dice_and_post_processing(make_window, spec) -> None:
+    window = make_window([spec])
+    text = window.model_panel.info.text()
+    assert f"test Dice {spec.metrics['test']['digital']['mean_dice']:.3f}" in text
+    assert "largest connected FLAIR abnormality" in text
+    plain = describe_model(dataclasses.replace(spec, keep_largest=[], metrics={}))
+    assert "largest" not in plain and "Dice" not in plain

@@ -23,6 +23,16 @@ DRIFT_CHOICES: tuple[tuple[str, float], ...] = (
 DEBOUNCE_MS = 400
 
 
+def describe_model(spec: ModelSpec) -> str:
+    """One line on what the model is, how good it measured, and what is done to its output."""
+    test = spec.metrics.get("test", {}).get("digital", {}).get("mean_dice")
+    names = [l.name for l in spec.labels if l.value in spec.keep_largest]
+    return (f"{spec.architecture}, {'hardware-aware' if spec.kind == 'hwa' else 'digitally'} trained"
+            + (f", test Dice {test:.3f}" if test is not None else "")
+            + (f"; keeps only the largest connected {', '.join(names)}" if names else "")
+            + ("" if spec.has_analog else "; no analog weights: digital only"))
+
+
 class ModelPanel(QGroupBox):
     """Model choice and run settings; `settingsChanged` fires (debounced) when any of them change."""
 
@@ -110,10 +120,7 @@ class ModelPanel(QGroupBox):
     def _on_model_changed(self) -> None:
         spec = self.spec()
         if spec is not None:
-            dice = next((v for k, v in spec.metrics.items() if "dice" in k and isinstance(v, float)), None)
-            self.info.setText(f"{spec.architecture}, {'hardware-aware' if spec.kind == 'hwa' else 'digitally'} trained"
-                              f"{f', validation Dice {dice:.3f}' if dice is not None else ''}"
-                              f"{'' if spec.has_analog else '; no analog weights: digital only'}")
+            self.info.setText(describe_model(spec))
             self.analog_button.setEnabled(spec.has_analog)
             if not spec.has_analog:
                 self.digital_button.setChecked(True)
