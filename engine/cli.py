@@ -85,6 +85,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not specs:
         print("no models installed in resources/models")
         return 0
+    if args.markdown:
+        print(models_markdown(specs))
+        return 0
     print(f"{'model':28s} {'arch':10s} {'kind':8s} {'data':8s} test Dice: digital, analog (noise 1, 1 day)")
     for s in specs:
         test = s.metrics.get("test", {})
@@ -94,6 +97,35 @@ def cmd_models(args: argparse.Namespace) -> int:
         ana_s = f"{ana['mean_dice']:.3f} ± {ana['std_dice_over_programmings']:.3f}" if ana else "-"
         print(f"{s.name:28s} {s.architecture:10s} {s.kind:8s} {s.data.get('dataset', ''):8s} {dig_s}, {ana_s}")
     return 0
+
+
+def models_markdown(specs: list) -> str:
+    """The README's table of shipped models, straight from each model.json (no numbers typed by hand).
+
+    An HWA model's drop is against its digital counterpart (`training.init`) run digitally, as the
+    quality bar reads; a digital model's drop is its own, digital against analog.
+    """
+    by_name = {s.name: s for s in specs}
+
+    def test_dice(s, key: str) -> dict:
+        return s.metrics.get("test", {}).get(key, {})
+
+    lines = ["| model | data | training | test Dice digital | analog (noise 1, 1 day) | drop |",
+             "|---|---|---|---|---|---|"]
+    for s in specs:
+        t = s.training
+        size = "x".join(map(str, s.preprocessing.input_size))
+        how = (f"{t.get('epochs_run', '?')} epochs, {size}, {t.get('wall_time_s', 0) / 60:.0f} min"
+               + (f", from `{t['init']}`" if t.get("init") else ""))
+        dig = test_dice(s, "digital").get("mean_dice")
+        ana = test_dice(s, "analog_noise1_drift86400")
+        base = by_name.get(t.get("init") or s.name)
+        ref = test_dice(base, "digital").get("mean_dice") if base else None
+        drop = ref - ana["mean_dice"] if ana and ref is not None else None
+        lines.append(f"| `{s.name}` | {s.data.get('dataset', '')} | {how} | {'-' if dig is None else f'{dig:.3f}'} | "
+                     + (f"{ana['mean_dice']:.3f} ± {ana['std_dice_over_programmings']:.3f}" if ana else "-")
+                     + f" | {'-' if drop is None else f'{drop:.3f}'} |")
+    return "\n".join(lines)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -158,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the installed models")
     p.add_argument("--detail", metavar="NAME", help="show which layers of NAME run on analog tiles")
+    p.add_argument("--markdown", action="store_true", help="the measured test Dice of every model as a Markdown table")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train", help="train a digital model or adapt one by hardware-aware training")

@@ -42,6 +42,23 @@ def test_models_lists_and_details(shipped_model, capsys):
     assert "analog tiles" in out and "BatchNorm2d" in out
 
 
+def test_models_markdown_compares_an_hwa_model_with_its_digital_start(small_model):
+    import dataclasses
+
+    from engine.cli import models_markdown
+
+    digital = dataclasses.replace(small_model, metrics={"test": {"digital": {"mean_dice": 0.80},
+                                  "analog_noise1_drift86400": {"mean_dice": 0.70, "std_dice_over_programmings": 0.02}}},
+                                  training={"epochs_run": 3, "wall_time_s": 120})
+    hwa = dataclasses.replace(small_model, name="small_hwa", kind="hwa", training={"init": "small_unet", "epochs_run": 2},
+                              metrics={"test": {"digital": {"mean_dice": 0.81},
+                                       "analog_noise1_drift86400": {"mean_dice": 0.78, "std_dice_over_programmings": 0.01}}})
+    lines = models_markdown([digital, hwa]).splitlines()
+    assert lines[2].endswith("| 0.800 | 0.700 ± 0.020 | 0.100 |")  # its own drop
+    assert lines[3].endswith("| 0.810 | 0.780 ± 0.010 | 0.020 |")  # against the digital model it started from
+    assert "from `small_unet`" in lines[3]
+
+
 @pytest.mark.parametrize("args, words", [
     (["predict", "/no/such/scan.nii.gz", "--out", "x"], "no such file"),
     (["predict", "{scan}", "--model", "no_such_model", "--out", "x"], "no model named"),
