@@ -58,6 +58,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         result.add(r)
         bar.update(1)
     bar.close()
+    result.finalise()
     paths = write_results(result, Path(args.out), spec, run)
     if not args.quiet:
         print(f"{len(result.seconds)} slices in {time.perf_counter() - t0:.1f}s; wrote {', '.join(str(p) for p in paths.values())}")

@@ -52,8 +52,9 @@ class SliceResult:
 class VolumeResult:
     """Maps of a whole volume in the scan's canonical voxel order, filled slice by slice.
 
-    Once the last slice is in, the labels in `keep_largest` are cut to their largest 3D component
-    (the model's post-processing); until then the label map is the network's, slice by slice.
+    `finalise()` applies the model's post-processing once the last slice is in: the labels in
+    `keep_largest` are cut to their largest 3D component. Until then the label map is the network's,
+    slice by slice. (The viewer computes the same off its UI thread: `postprocessed_labels`.)
     """
 
     volume: Volume
@@ -82,6 +83,9 @@ class VolumeResult:
             set_slice(self.maps[m], self.axis, k, getattr(st, m))
         self.finished[k] = True
         self.seconds.append(result.seconds)
+
+    def finalise(self) -> None:
+        """Apply the post-processing when every slice is done; calling it again changes nothing."""
         if self.keep_largest and self.complete:
             self.segmentation = keep_largest_component(self.segmentation, self.keep_largest)
 
@@ -214,4 +218,5 @@ def segment_volume(segmenter: Segmenter, volume: Volume, axis: str | None = None
     result = VolumeResult(volume, axis, segmenter.spec.num_classes, tuple(segmenter.spec.keep_largest))
     for r in run_slices(segmenter, volume, axis, **kwargs):
         result.add(r)
+    result.finalise()
     return result

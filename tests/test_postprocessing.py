@@ -39,7 +39,7 @@ def test_model_json_round_trip_keeps_the_choice(small_model):
     assert ModelSpec.from_dict({**small_model.to_dict(), "postprocessing": {}}).keep_largest == []
 
 
-def test_volume_result_cuts_to_the_largest_component_only_when_complete(shipped_model, lgg_case):
+def test_volume_result_post_processes_on_finalise_once_complete(shipped_model, lgg_case):
     volume = load_scan(lgg_case[0])
     plain = dataclasses.replace(shipped_model, keep_largest=[])
     seg = Segmenter(plain, RunSettings(plain.name, "digital", 1))
@@ -49,10 +49,12 @@ def test_volume_result_cuts_to_the_largest_component_only_when_complete(shipped_
     slices = list(run_slices(seg, volume, "axial"))
     for r in slices[:-1]:
         result.add(r)
-    assert not result.complete
+    result.finalise()  # incomplete: nothing to do yet
     done = [r.index for r in slices[:-1]]
     assert np.array_equal(result.segmentation[..., done], raw[..., done])
     result.add(slices[-1])
+    assert np.array_equal(result.segmentation, raw)
+    result.finalise()
     assert np.array_equal(result.segmentation, keep_largest_component(raw, [1]))
     cut = dataclasses.replace(shipped_model, keep_largest=[1])
     assert np.array_equal(segment_volume(Segmenter(cut, RunSettings(cut.name, "digital", 1)), volume).segmentation,

@@ -190,3 +190,31 @@ def test_ground_truth_fit_and_dice_so_far(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(np.full(vol.shape, 0.5, np.float32), vol.affine), tmp_path / "f.nii.gz")
     with pytest.raises(ScanError, match="not a label map"):
         load_ground_truth(tmp_path / "f.nii.gz", load_scan(tmp_path / "f.nii.gz"))
+
+
+def test_worker_post_processes_the_complete_volume_off_the_ui_thread() -> None:
+    pytest.importorskip("PySide6")
+    from viewer.inference_worker import Job, PostProcessed, _postprocessed
+
+    vol = _volume()
+    result = VolumeResult(vol, "axial", 2, keep_largest=(1,))
+    result.add(_slice_result(vol, 0, 1))  # done by an earlier job: a 4x4 block
+    empty = _slice_result(vol, 1, 0)
+    island = _slice_result(vol, 2, 0)
+    island.stats.segmentation[0, 0] = 1  # one voxel, not touching the block
+
+    def run(items, cancel=False):
+        job = Job(None, None, vol, result, [r.index for r in items])
+        if cancel:
+            job.cancel.set()
+        return list(_postprocessed(job, iter(items)))
+
+    out = run([empty, island])
+    assert out[:2] == [empty, island]
+    assert isinstance(out[2], PostProcessed)
+    assert get_slice(out[2].labels, "axial", 0).all() and not get_slice(out[2].labels, "axial", 2).any()
+    assert not get_slice(result.segmentation, "axial", 2).any()  # the result itself is the UI thread's
+    assert run([empty]) == [empty]  # slice 2 missing: no post-processing yet
+    assert run([empty, island], cancel=True) == [empty, island]
+    result.keep_largest = ()
+    assert run([empty, island]) == [empty, island]

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import QMessageBox  # noqa: E402
 from engine.display import display_position, outline  # noqa: E402
 from engine.inference import RunSettings  # noqa: E402
 from engine.model_store import ModelError, ModelSpec, default_model  # noqa: E402
+from engine.postprocessing import keep_largest_component  # noqa: E402
 from engine.preprocessing import get_slice  # noqa: E402
 from engine.segmenter_pool import SegmenterPool  # noqa: E402
 from engine.volume import Volume, load_scan  # noqa: E402
@@ -253,6 +254,9 @@ def test_analog_run_current_slice_first_and_ui_stays_responsive(qtbot, make_wind
     assert sorted(indices) == list(range(20))
     assert window.result.complete and window.run.mode == "analog" and window.run.mc_samples == 2
     assert window.result.maps["std"].max() > 0, "two chips disagree somewhere"
+    if spec.keep_largest:  # the worker's post-processing reached the displayed result
+        labels = window.result.segmentation
+        assert np.array_equal(labels, keep_largest_component(labels, spec.keep_largest))
     # What the viewer controls (work on the UI thread, the GIL) stays near the 100 ms a frame may take
     # (about 50 ms measured on an idle machine). Time spent waiting for a CPU depends on what else
     # this machine runs, and another process's load also lengthens GIL hand-overs, hence the margin;

@@ -1,8 +1,8 @@
 """Inference off the UI thread: a superqt generator worker driving `engine.pipeline.run_slices`.
 
 Everything slow happens in the worker: building the `Segmenter` (loading the network), programming
-the analog chips, and the slices themselves. The UI thread only adds each finished slice to the
-result it displays. At most one inference worker runs: a new request cancels the current one and
+the analog chips, the slices themselves and the model's whole-volume post-processing. The UI thread
+only adds each finished slice to the result it displays, and swaps in the post-processed labels. At most one inference worker runs: a new request cancels the current one and
 starts when it has stopped (within one Monte-Carlo sample or one chip programming), so two runs
 never compete for the CPU or for the same chips.
 """
@@ -15,12 +15,16 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from PySide6.QtCore import QObject, Signal
 from superqt.utils import FunctionWorker, GeneratorWorker, create_worker
 
 from engine.inference import Cancelled, RunSettings
 from engine.model_store import ModelSpec
 from engine.pipeline import SliceResult, VolumeResult, run_slices
+from engine.postprocessing import keep_largest_component
+from engine.preprocessing import set_slice
 from engine.segmenter_pool import SegmenterPool
 from engine.volume import Volume
 
@@ -41,6 +45,13 @@ class Status:
     text: str
     chips_ready: int = 0
     chips_total: int = 0
+
+
+@dataclass(frozen=True)
+class PostProcessed:
+    """The complete volume's label map after the model's post-processing, computed in the worker."""
+
+    labels: np.ndarray
 
 
 @dataclass
@@ -67,8 +78,28 @@ def _yield_cpu_to_the_ui() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), max(os.getpriority(os.PRIO_PROCESS, 0), 10))
 
 
-def _segment(pool: SegmenterPool, job: Job) -> Iterator[SliceResult | Status]:
-    """The worker's body: yields `Status`es, then one `SliceResult` per slice."""
+def _postprocessed(job: Job, slices: Iterator[SliceResult]) -> Iterator[SliceResult | PostProcessed]:
+    """Pass the slices on; when they complete the volume, also the post-processed label map.
+
+    Slices of earlier jobs are already in the result (a job starts after the previous one's slices
+    were added, and never writes them again), so reading them here is safe; this job's own slices
+    are taken from what it yields, as the UI thread may not have added them yet.
+    """
+    result = job.result
+    if not result.keep_largest:
+        yield from slices
+        return
+    labels, done = result.segmentation.copy(), result.finished.copy()
+    for item in slices:
+        set_slice(labels, result.axis, item.index, item.stats.segmentation)
+        done[item.index] = True
+        yield item
+    if done.all() and not job.cancel.is_set():
+        yield PostProcessed(keep_largest_component(labels, result.keep_largest))
+
+
+def _segment(pool: SegmenterPool, job: Job) -> Iterator[SliceResult | Status | PostProcessed]:
+    """The worker's body: yields `Status`es, one `SliceResult` per slice, then `PostProcessed`."""
     _yield_cpu_to_the_ui()
     try:
         if job.cancel.is_set():
@@ -84,7 +115,8 @@ def _segment(pool: SegmenterPool, job: Job) -> Iterator[SliceResult | Status]:
                     yield Status(f"Programming analog chip {s + 1} of {total}…", s, total)
                 segmenter.chip(s)
         yield Status(f"Segmenting {len(job.order)} slices ({job.run.mode})…")
-        yield from run_slices(segmenter, job.volume, job.result.axis, cancel=job.cancel, indices=job.order)
+        yield from _postprocessed(job, run_slices(segmenter, job.volume, job.result.axis, cancel=job.cancel,
+                                                  indices=job.order))
     except Cancelled:
         return
     except Exception as exc:  # noqa: BLE001 (every failure must reach the user as a message)
@@ -141,9 +173,12 @@ class InferenceRunner(QObject):
         self.started.emit(job)
         worker.start()
 
-    def _on_yielded(self, job: Job, item: SliceResult | Status) -> None:
+    def _on_yielded(self, job: Job, item: SliceResult | Status | PostProcessed) -> None:
         if isinstance(item, Status):
             self.status.emit(job, item)
+            return
+        if isinstance(item, PostProcessed):  # comes after every slice of the volume was added
+            job.result.segmentation = item.labels
             return
         job.result.add(item)
         self.sliceFinished.emit(job, item.index)
