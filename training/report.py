@@ -88,6 +88,8 @@ class RowCache:
             w.writerows(self.rows)
 
 
+# 1. Noise robustness --------------------------------------------------------------------------
+
 def robustness(sets: dict[str, tuple[dict, str, list[Case]]], out: Path, programmings: int, bar: Callable) -> list[dict]:
     """Mean test Dice of every model of every data set, digital and on chips over the noise sweep."""
     cache = RowCache(out / "cache" / "robustness.csv", ("model", "cases", "noise", "drift_s", "seed"))
