@@ -91,13 +91,17 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     print(f"{'model':28s} {'arch':10s} {'kind':8s} {'data':8s} test Dice: digital, analog (noise 1, 1 day)")
     for s in specs:
-        test = s.metrics.get("test", {})
-        dig = test.get("digital", {}).get("mean_dice")
-        ana = test.get("analog_noise1_drift86400", {})
+        dig = _test_metrics(s, "digital").get("mean_dice")
+        ana = _test_metrics(s, "analog_noise1_drift86400")
         dig_s = f"{dig:.3f}" if dig is not None else "-"
         ana_s = f"{ana['mean_dice']:.3f} ± {ana['std_dice_over_programmings']:.3f}" if ana else "-"
         print(f"{s.name:28s} {s.architecture:10s} {s.kind:8s} {s.data.get('dataset', ''):8s} {dig_s}, {ana_s}")
     return 0
+
+
+def _test_metrics(spec, key: str) -> dict:
+    """What `aimc evaluate --record` stored for the test split under `key` (empty if never measured)."""
+    return spec.metrics.get("test", {}).get(key, {})
 
 
 def models_markdown(specs: list) -> str:
@@ -108,9 +112,6 @@ def models_markdown(specs: list) -> str:
     """
     by_name = {s.name: s for s in specs}
 
-    def test_dice(s, key: str) -> dict:
-        return s.metrics.get("test", {}).get(key, {})
-
     lines = ["| model | data | training | test Dice digital | analog (noise 1, 1 day) | drop |",
              "|---|---|---|---|---|---|"]
     for s in specs:
@@ -118,10 +119,10 @@ def models_markdown(specs: list) -> str:
         size = "x".join(map(str, s.preprocessing.input_size))
         how = (f"{t.get('epochs_run', '?')} epochs, {size}, {t.get('wall_time_s', 0) / 60:.0f} min"
                + (f", from `{t['init']}`" if t.get("init") else ""))
-        dig = test_dice(s, "digital").get("mean_dice")
-        ana = test_dice(s, "analog_noise1_drift86400")
+        dig = _test_metrics(s, "digital").get("mean_dice")
+        ana = _test_metrics(s, "analog_noise1_drift86400")
         base = by_name.get(t.get("init") or s.name)
-        ref = test_dice(base, "digital").get("mean_dice") if base else None
+        ref = _test_metrics(base, "digital").get("mean_dice") if base else None
         drop = ref - ana["mean_dice"] if ana and ref is not None else None
         lines.append(f"| `{s.name}` | {s.data.get('dataset', '')} | {how} | {'-' if dig is None else f'{dig:.3f}'} | "
                      + (f"{ana['mean_dice']:.3f} ± {ana['std_dice_over_programmings']:.3f}" if ana else "-")

@@ -9,6 +9,7 @@ Microscopy images hold many separate nuclei, so 2D nucleus models are left as th
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from tqdm import tqdm
 from engine.inference import RunSettings, Segmenter
 from engine.metrics import dice_per_label
 from engine.model_store import ModelSpec, write_spec
-from engine.pipeline import VolumeResult, run_slices
+from engine.pipeline import segment_volume
 from engine.postprocessing import keep_largest_component
 from engine.volume import load_scan
 from training.evaluate import cases_of_split
@@ -30,19 +31,18 @@ def choose_postprocessing(spec: ModelSpec, data: Path, progress: bool = True, lo
         spec.keep_largest = []
         return spec.keep_largest
     # The exact (noise-free) read: the choice is about anatomy, not about one noisy chip.
-    segmenter = Segmenter(spec, RunSettings(spec.name, "digital", 1, 0.0, 0.0, 0))
+    raw_spec = dataclasses.replace(spec, keep_largest=[])
+    segmenter = Segmenter(raw_spec, RunSettings(spec.name, "digital", 1, 0.0, 0.0, 0))
     labels = range(1, spec.num_classes)
     raw: dict[int, list[float]] = {c: [] for c in labels}
     cut: dict[int, list[float]] = {c: [] for c in labels}
     for case in tqdm(cases, desc=f"{spec.name} post-processing on val", disable=not progress, leave=False):
-        volume, truth = load_scan(case.image), np.rint(load_scan(case.label).data).astype(np.int64)
-        result = VolumeResult(volume, spec.preprocessing.slice_axis, spec.num_classes)  # no post-processing
-        for r in run_slices(segmenter, volume):
-            result.add(r)
-        before = dice_per_label(result.segmentation, truth, spec.num_classes)
+        truth = np.rint(load_scan(case.label).data).astype(np.int64)
+        labels_map = segment_volume(segmenter, load_scan(case.image)).segmentation  # as predicted
+        before = dice_per_label(labels_map, truth, spec.num_classes)
         for c in labels:
             raw[c].append(before[c])
-            cut[c].append(dice_per_label(keep_largest_component(result.segmentation, [c]), truth, spec.num_classes)[c])
+            cut[c].append(dice_per_label(keep_largest_component(labels_map, [c]), truth, spec.num_classes)[c])
     spec.keep_largest = [c for c in labels if np.mean(cut[c]) > np.mean(raw[c])]
     spec.metrics.setdefault("val", {})["postprocessing"] = {
         str(c): {"dice_raw": float(np.mean(raw[c])), "dice_largest_component": float(np.mean(cut[c]))} for c in labels}
