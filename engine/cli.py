@@ -134,7 +134,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.train import train
 
     train(Path(args.data), args.arch, args.kind, Path(args.out), init=args.init, epochs=args.epochs,
-          batch_size=args.batch_size, seed=args.seed, max_minutes=args.max_minutes)
+          batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_minutes=args.max_minutes)
     return 0
 
 
@@ -168,7 +168,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from training.report import write_report
 
-    path = write_report(Path(args.out), Path(args.data), args.programmings, args.mc, args.limit, not args.quiet)
+    path = write_report(Path(args.out), Path(args.data), args.programmings, args.mc, args.limit, not args.quiet, args.workers)
     print(f"wrote {path}")
     return 0
 
@@ -199,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="MSD folder (dataset.json) or nuclei folder")
     p.add_argument("--arch", choices=["unet", "unetpp", "swinunetr"], default="unet")
     p.add_argument("--kind", choices=["digital", "hwa"], default="digital")
-    p.add_argument("--init", help="digital model to start HWA training from")
+    p.add_argument("--init", help="model to start from: the digital model an HWA model adapts, or, for --kind "
+                   "digital, a shipped digital model trained further (a second round, warm-restarted schedule)")
+    p.add_argument("--lr", type=float, help="initial learning rate (default: 1e-3 digital, 2e-4 HWA)")
     p.add_argument("--out", required=True, help="model folder to write, e.g. resources/models/NAME")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=16)
@@ -234,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--programmings", type=int, default=5, help="chip programmings per noise level")
     p.add_argument("--mc", type=_mc, default=16, help="Monte-Carlo samples for the uncertainty claims")
     p.add_argument("--limit", type=int, default=None, help="only the first N test patients (a quick look)")
+    p.add_argument("--workers", type=int, default=1, help="measurements run at once (one process, one thread each)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_report)
 

@@ -104,10 +104,19 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
                         generator=torch.Generator().manual_seed(seed))
     settings = settings or DeviceSettings()
 
+    earlier: dict = {}
     if kind == "digital":
-        arguments = default_arguments(arch, prep.in_channels, len(labels), prep.input_size[0])
+        if init is None:
+            arguments = default_arguments(arch, prep.in_channels, len(labels), prep.input_size[0])
+            model = None
+        else:  # a further round from a shipped digital model (warm restart of the schedule)
+            base = find_model(init)
+            if base.kind != "digital" or base.architecture != arch or base.data.get("split") != split:
+                raise ValueError(f"{init}: a further digital round needs a digital {arch} trained on this split")
+            arguments, model = base.arguments, load_digital(base).train()
+            earlier = base.training
         spec = ModelSpec(name, arch, arguments, prep, labels, "digital", settings)
-        model = spec.build()
+        model = model or spec.build()
         optimizer = torch.optim.Adam(model.parameters(), lr=lr or 1e-3, weight_decay=1e-5)
     elif kind == "hwa":
         if init is None:
@@ -168,11 +177,14 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
     spec.metrics = {"val_dice_model_size": best}
     spec.data = {"dataset": str(data.name), "layout": layout, "split_seed": seed, "split": split,
                  **{k: v for k, v in spec.data.items() if k not in ("split", "split_seed")}}
-    spec.training = {"kind": kind, "init": init, "epochs_run": len(history), "epochs_planned": epochs,
+    spec.training = {"kind": kind, "init": init if kind == "hwa" else None,
+                     "epochs_run": len(history) + earlier.get("epochs_run", 0), "epochs_planned": epochs,
                      "batch_size": batch_size, "loss": "DiceCE", "optimizer": type(optimizer).__name__,
-                     "wall_time_s": round(sum(h["seconds"] for h in history)),
+                     "learning_rate": optimizer.param_groups[0]["initial_lr"],
+                     "wall_time_s": round(sum(h["seconds"] for h in history)) + earlier.get("wall_time_s", 0),
                      "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU",
-                     "torch": torch.__version__, "best_val_dice": best, "history": history}
+                     "torch": torch.__version__, "best_val_dice": best, "history": history,
+                     **({"earlier_round": earlier} if earlier else {})}
     if kind == "digital":
         digital = model
         calibration = torch.from_numpy(np.concatenate([loaded[c][0] for c in split["train"][:20] if c in loaded]))

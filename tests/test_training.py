@@ -1,0 +1,79 @@
+"""The training loop's mechanics on a tiny MSD folder of real slices: split, log, resume, further rounds."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from engine.model_store import read_spec
+from tests.conftest import REPO
+
+SAMPLE = REPO / "resources" / "samples"
+
+
+@pytest.fixture(scope="module")
+def tiny_lgg(tmp_path_factory) -> Path:
+    """Five 'patients' made of the bundled LGG sample, in MSD layout (the folder name picks the LGG preset)."""
+    root = tmp_path_factory.mktemp("data") / "lgg"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    entries = []
+    for i in range(5):
+        shutil.copy(SAMPLE / "lgg_sample.nii.gz", root / "imagesTr" / f"lgg_{i}.nii.gz")
+        shutil.copy(SAMPLE / "lgg_sample_label.nii.gz", root / "labelsTr" / f"lgg_{i}.nii.gz")
+        entries.append({"image": f"./imagesTr/lgg_{i}.nii.gz", "label": f"./labelsTr/lgg_{i}.nii.gz", "patient": f"P{i}"})
+    (root / "dataset.json").write_text(json.dumps({"training": entries}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_lgg, tmp_path_factory):
+    from training.train import train
+
+    base = tmp_path_factory.mktemp("train")
+    out, runs = base / "models" / "tiny_unet_digital", base / "runs"
+    train(tiny_lgg, "unet", "digital", out, epochs=1, batch_size=8, runs_dir=runs, log=lambda *_: None)
+    return out, runs, tiny_lgg
+
+
+def test_a_digital_run_records_split_log_and_checkpoint(trained):
+    out, runs, _ = trained
+    spec = read_spec(out)
+    split = spec.data["split"]
+    assert sorted(sum(split.values(), [])) == [f"lgg_{i}" for i in range(5)]
+    assert not set(split["train"]) & set(split["test"])
+    assert spec.training["epochs_run"] == 1 and len(spec.training["history"]) == 1
+    assert spec.training["learning_rate"] == pytest.approx(1e-3)
+    with open(runs / out.name / "log.csv") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["1"]
+    assert (runs / out.name / "checkpoint.pt").exists()
+
+
+def test_an_interrupted_run_resumes_after_its_last_epoch(trained):
+    from training.train import train
+
+    out, runs, data = trained
+    said = []
+    train(data, "unet", "digital", out, epochs=2, batch_size=8, runs_dir=runs, log=said.append)
+    assert any("resuming tiny_unet_digital after epoch 1" in s for s in said)
+    assert [h["epoch"] for h in read_spec(out).training["history"]] == [1, 2]
+
+
+def test_a_further_digital_round_starts_from_the_shipped_weights_and_adds_up(trained):
+    from training.train import train
+
+    out, runs, data = trained
+    before = read_spec(out).training
+    again = train(data, "unet", "digital", out.parent / "tiny_unet_round2", init=str(out), epochs=1, batch_size=8,
+                  lr=3e-4, runs_dir=runs, log=lambda *_: None)
+    assert again.training["earlier_round"]["history"] == before["history"]
+    assert again.training["epochs_run"] == before["epochs_run"] + 1
+    assert again.training["learning_rate"] == pytest.approx(3e-4)
+    assert again.training["init"] is None  # not an HWA adaptation
+    with pytest.raises(ValueError, match="further digital round"):
+        train(data, "swinunetr", "digital", out.parent / "wrong", init=str(out), epochs=1, runs_dir=runs,
+              log=lambda *_: None)
