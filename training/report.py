@@ -1,16 +1,21 @@
 """`aimc report`: measure the paper's four claims on real data with the shipped models.
 
-Writes `OUT/README.md` with tables and PNG figures, and a CSV of every number. Slow parts
-(noise sweeps, Monte-Carlo uncertainty) are cached row by row in `OUT/cache/`, so an interrupted run
-resumes where it stopped. Models that are not shipped yet are reported as missing, never invented.
+Writes `OUT/README.md` with tables and PNG figures, and a CSV of every number. The slow
+measurements (one row per noise-sweep run, one JSON per Monte-Carlo uncertainty pass) are appended to
+`OUT/measurements/` as they finish and are kept with the report: an interrupted run, or a later session,
+resumes where it stopped, and every table can be recomputed from them. `workers` runs that many
+measurements at once, one process and one thread each. Models that are not shipped yet are reported as
+missing, never invented.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import matplotlib
@@ -60,14 +65,14 @@ def models_of(dataset: str) -> dict[tuple[str, str], ModelSpec]:
 
 
 class CaseCache:
-    """Test volumes and their labels, read once per report (the uncertainty claims reuse them)."""
+    """Test volumes and their labels, read once (the examples figure and the pipelining claim share them)."""
 
     def __init__(self, cases: list[Case]) -> None:
         self.cases = [(c.case_id, load_scan(c.image), np.rint(load_scan(c.label).data).astype(np.int64)) for c in cases]
 
 
 class RowCache:
-    """CSV rows keyed by some columns; rows already present are not computed again."""
+    """CSV rows keyed by some columns, appended one line per finished measurement (never rewritten)."""
 
     def __init__(self, path: Path, key: tuple[str, ...]) -> None:
         self.path, self.key = path, key
@@ -75,35 +80,79 @@ class RowCache:
         if path.exists():
             with open(path, newline="") as f:
                 self.rows = list(csv.DictReader(f))
+        self._done = {self._key(r) for r in self.rows}
+
+    def _key(self, row: dict) -> tuple[str, ...]:
+        return tuple(str(row[c]) for c in self.key)
 
     def has(self, **k) -> bool:
-        return any(all(str(r[c]) == str(k[c]) for c in self.key) for r in self.rows)
+        return self._key(k) in self._done
 
     def add(self, row: dict) -> None:
-        self.rows.append({k: str(v) for k, v in row.items()})
+        row = {k: str(v) for k, v in row.items()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(self.rows[0]))
-            w.writeheader()
-            w.writerows(self.rows)
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        with open(self.path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        self.rows.append(row)
+        self._done.add(self._key(row))
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_parallel(fn: Callable, jobs: list[tuple], workers: int) -> Iterator[tuple[tuple, object]]:
+    """(job, fn(*job)) as each finishes; in this process when `workers` is 1, else in that many processes."""
+    if workers <= 1:
+        for job in jobs:
+            yield job, fn(*job)
+        return
+    ctx = multiprocessing.get_context("spawn")  # no forked OpenMP state
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_one_thread) as pool:
+        futures = {pool.submit(fn, *job): job for job in jobs}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
 
 
 # 1. Noise robustness --------------------------------------------------------------------------
 
-def robustness(sets: dict[str, tuple[dict, str, list[Case]]], out: Path, programmings: int, bar: Callable) -> list[dict]:
-    """Mean test Dice of every model of every data set, digital and on chips over the noise sweep."""
-    cache = RowCache(out / "cache" / "robustness.csv", ("model", "cases", "noise", "drift_s", "seed"))
+def robustness_jobs(sets: dict[str, tuple[dict, str, list[Case]]], programmings: int) -> list[tuple]:
+    """Every run of the sweep: each model digitally once, then on chips per drift, noise and programming.
+
+    At noise 0 a chip is the ideal device (no programming, drift-variability or read noise), so its
+    programmings agree to the last bit: it is measured once.
+    """
     jobs = []
     for models, layout, cases in sets.values():
         jobs += [(spec, layout, cases, "digital", 0.0, 3600.0, 0) for spec in models.values()]
         jobs += [(spec, layout, cases, "analog", n, d, s) for spec in models.values() for d in DRIFTS.values()
-                 for n in NOISE_LEVELS for s in range(programmings)]
-    for spec, layout, cases, mode, noise, drift, seed in bar(jobs, "noise robustness"):
-        key = dict(model=spec.name, cases=len(cases), noise=noise if mode == "analog" else "digital", drift_s=drift, seed=seed)
-        if cache.has(**key):
-            continue
-        run = evaluate_run(spec, cases, layout, RunSettings(spec.name, mode, 1, noise, drift, seed), progress=False)
-        cache.add({**key, "mean_dice": run["mean_dice"]})
+                 for n in NOISE_LEVELS for s in range(programmings if n > 0 else 1)]
+    return jobs
+
+
+def _robustness_run(spec: ModelSpec, layout: str, cases: list[Case], mode: str, noise: float, drift: float,
+                    seed: int) -> float:
+    return evaluate_run(spec, cases, layout, RunSettings(spec.name, mode, 1, noise, drift, seed), progress=False)["mean_dice"]
+
+
+def _robustness_key(spec: ModelSpec, cases: list[Case], mode: str, noise: float, drift: float, seed: int) -> dict:
+    return dict(model=spec.name, cases=len(cases), noise=noise if mode == "analog" else "digital", drift_s=drift, seed=seed)
+
+
+def robustness(sets: dict[str, tuple[dict, str, list[Case]]], out: Path, programmings: int, bar: Callable,
+               workers: int = 1) -> list[dict]:
+    """Mean test Dice of every model of every data set, digital and on chips over the noise sweep."""
+    cache = RowCache(out / "measurements" / "robustness_runs.csv", ("model", "cases", "noise", "drift_s", "seed"))
+    jobs = robustness_jobs(sets, programmings)
+    todo = [j for j in jobs if not cache.has(**_robustness_key(j[0], *j[2:]))]
+    for job, dice in bar(run_parallel(_robustness_run, todo, workers), "noise robustness", len(jobs), len(jobs) - len(todo)):
+        cache.add({**_robustness_key(job[0], *job[2:]), "mean_dice": dice})
     return cache.rows
 
 
@@ -165,53 +214,59 @@ def tile_mapping(models: dict) -> tuple[list[dict], dict[str, NetworkMapping]]:
 
 # 3. Uncertainty -------------------------------------------------------------------------------
 
-def uncertainty(models: dict, cases: CaseCache, out: Path, mc: int, noise: float, drift: float, bar: Callable) -> dict:
-    results = {}
-    cache_dir = out / "cache"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    for (arch, kind), spec in bar(list(models.items()), "uncertainty"):
-        path = cache_dir / f"uncertainty_{spec.name}_cases{len(cases.cases)}_mc{mc}_n{noise:g}_d{drift:g}.json"
-        if path.exists():
-            results[(arch, kind)] = json.loads(path.read_text())
-            continue
-        segmenter = Segmenter(spec, RunSettings(spec.name, "analog", mc, noise, drift, 0))
-        hist = np.zeros(len(ENTROPY_BINS) - 1)
-        bins = np.zeros((3, 15))
-        scores = {region: ([], []) for region in ("head", "near")}  # (entropy of wrong, of right) pixels
-        case_rows = []
-        rng = np.random.default_rng(0)
-        for cid, vol, truth in cases.cases:
-            res = segment_volume(segmenter, vol)
-            head = vol.data > 0
-            # Near the lesion: within NEAR_MM of the true or the predicted lesion, where errors can happen.
-            near = head & (distance_transform_edt((truth == 0) & (res.segmentation == 0), vol.spacing) <= NEAR_MM)
-            wrong = res.segmentation != truth
-            hist += np.histogram(res.maps["entropy"][head], ENTROPY_BINS)[0]
-            bins += calibration_bins(res.probabilities.max(-1)[head], ~wrong[head])
-            for region, mask in (("head", head), ("near", near)):
-                ent, bad = res.maps["entropy"][mask], wrong[mask]
-                scores[region][0].append(ent[bad])
-                scores[region][1].append(ent[~bad][rng.random((~bad).sum()) < 0.05])  # uniform subsample keeps AUROC
-            dice = dice_per_label(res.segmentation, truth, spec.num_classes)
-            case_rows.append({"case": cid, "dice": float(np.mean(list(dice.values()))),
-                              "mean_entropy": float(res.maps["entropy"][head].mean())})
-        auroc = {}
-        for region, (w, r) in scores.items():
-            w, r = np.concatenate(w), np.concatenate(r)
-            auroc[region] = error_detection_auroc(np.concatenate([w, r]),
-                                                  np.concatenate([np.ones(len(w), bool), np.zeros(len(r), bool)]))
-        d = [c["dice"] for c in case_rows]
-        u = [c["mean_entropy"] for c in case_rows]
-        results[(arch, kind)] = {
-            "model": spec.name, "histogram": hist.tolist(), "auroc": auroc["head"], "auroc_near": auroc["near"],
-            "ece": ece_from_bins(bins),
-            "mean_entropy": float(np.average(0.5 * (ENTROPY_BINS[1:] + ENTROPY_BINS[:-1]), weights=hist)),
-            "pearson_uncertainty_dice": float(pearsonr(u, d)[0]) if len(d) > 2 else float("nan"),
-            "spearman_uncertainty_dice": float(spearmanr(u, d)[0]) if len(d) > 2 else float("nan"),
-            "cases": case_rows,
-        }
-        path.write_text(json.dumps(results[(arch, kind)]))
-    return results
+def _uncertainty_of(spec: ModelSpec, cases: list[Case], mc: int, noise: float, drift: float) -> dict:
+    """One model's Monte-Carlo pass over the LGG test cases: entropy density, error AUROC, ECE, correlations."""
+    segmenter = Segmenter(spec, RunSettings(spec.name, "analog", mc, noise, drift, 0))
+    hist = np.zeros(len(ENTROPY_BINS) - 1)
+    bins = np.zeros((3, 15))
+    scores = {region: ([], []) for region in ("head", "near")}  # (entropy of wrong, of right) pixels
+    case_rows = []
+    rng = np.random.default_rng(0)
+    for cid, vol, truth in CaseCache(cases).cases:
+        res = segment_volume(segmenter, vol)
+        head = vol.data > 0
+        # Near the lesion: within NEAR_MM of the true or the predicted lesion, where errors can happen.
+        near = head & (distance_transform_edt((truth == 0) & (res.segmentation == 0), vol.spacing) <= NEAR_MM)
+        wrong = res.segmentation != truth
+        hist += np.histogram(res.maps["entropy"][head], ENTROPY_BINS)[0]
+        bins += calibration_bins(res.probabilities.max(-1)[head], ~wrong[head])
+        for region, mask in (("head", head), ("near", near)):
+            ent, bad = res.maps["entropy"][mask], wrong[mask]
+            scores[region][0].append(ent[bad])
+            scores[region][1].append(ent[~bad][rng.random((~bad).sum()) < 0.05])  # uniform subsample keeps AUROC
+        dice = dice_per_label(res.segmentation, truth, spec.num_classes)
+        case_rows.append({"case": cid, "dice": float(np.mean(list(dice.values()))),
+                          "mean_entropy": float(res.maps["entropy"][head].mean())})
+    auroc = {}
+    for region, (w, r) in scores.items():
+        w, r = np.concatenate(w), np.concatenate(r)
+        auroc[region] = error_detection_auroc(np.concatenate([w, r]),
+                                              np.concatenate([np.ones(len(w), bool), np.zeros(len(r), bool)]))
+    d = [c["dice"] for c in case_rows]
+    u = [c["mean_entropy"] for c in case_rows]
+    return {
+        "model": spec.name, "histogram": hist.tolist(), "auroc": auroc["head"], "auroc_near": auroc["near"],
+        "ece": ece_from_bins(bins),
+        "mean_entropy": float(np.average(0.5 * (ENTROPY_BINS[1:] + ENTROPY_BINS[:-1]), weights=hist)),
+        "pearson_uncertainty_dice": float(pearsonr(u, d)[0]) if len(d) > 2 else float("nan"),
+        "spearman_uncertainty_dice": float(spearmanr(u, d)[0]) if len(d) > 2 else float("nan"),
+        "cases": case_rows,
+    }
+
+
+def uncertainty(models: dict, cases: list[Case], out: Path, mc: int, noise: float, drift: float, bar: Callable,
+                workers: int = 1) -> dict:
+    """Per model, the uncertainty measurements (read from `OUT/measurements/` when already made)."""
+    folder = out / "measurements"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = {key: folder / f"uncertainty_{spec.name}_cases{len(cases)}_mc{mc}_n{noise:g}_d{drift:g}.json"
+            for key, spec in models.items()}
+    todo = [(key, spec) for key, spec in models.items() if not path[key].exists()]
+    jobs = [(spec, cases, mc, noise, drift) for _, spec in todo]
+    for job, result in bar(run_parallel(_uncertainty_of, jobs, workers), "uncertainty", len(models), len(models) - len(todo)):
+        key = next(k for k, spec in todo if spec.name == job[0].name)
+        path[key].write_text(json.dumps(result))
+    return {key: json.loads(p.read_text()) for key, p in path.items()}
 
 
 def uncertainty_figure(results: dict, path: Path) -> None:
@@ -320,7 +375,7 @@ def _md_table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
 
 
 def write_report(out: Path, data_root: Path, programmings: int = 5, mc: int = 16, limit: int | None = None,
-                 progress: bool = True) -> Path:
+                 progress: bool = True, workers: int = 1) -> Path:
     """The whole report; `data_root` holds the data sets (lgg/, hippocampus/, nuclei/) as in ../shared/data."""
     out.mkdir(parents=True, exist_ok=True)
     sets: dict[str, tuple[dict, str, list[Case]]] = {}
@@ -333,13 +388,14 @@ def write_report(out: Path, data_root: Path, programmings: int = 5, mc: int = 16
         raise ModelError(f"the report needs LGG models in {MODELS_DIR} and the LGG data in {data_root / 'lgg'}")
     models = sets["lgg"][0]
 
-    def bar(items, desc):
-        return tqdm(items, desc=desc, disable=not progress)
+    def bar(items: Iterable, desc: str, total: int | None = None, initial: int = 0) -> Iterable:
+        return tqdm(items, desc=desc, total=total, initial=initial, disable=not progress)
 
     cases = CaseCache(sets["lgg"][2])
     missing = [f"lgg_{a}_{k}" for a in ARCHITECTURES for k in KINDS if (a, k) not in models]
     text = ["# The paper's claims, measured on real data\n",
-            f"Regenerate with `aimc report --out {out}` (cached in `{out}/cache/`; resumable).",
+            f"Regenerate with `aimc report --out {out}`: the measurements behind every table are in "
+            f"`{out}/measurements/` (one row per run); a run resumes from them and only measures what is missing.",
             "Test splits (never seen in training or model selection): "
             + ", ".join(f"{DATASET_TITLES[d]} {len(c)} {'images' if lay == 'nuclei' else 'patients'}" for d, (_, lay, c) in sets.items())
             + "; Dice per case (volume Dice per patient), then the mean.",
@@ -347,7 +403,7 @@ def write_report(out: Path, data_root: Path, programmings: int = 5, mc: int = 16
             + (f" Not shipped yet, so not measured: {', '.join(missing)}." if missing else ""),
             ""]
 
-    rows = robustness(sets, out, programmings, bar)
+    rows = robustness(sets, out, programmings, bar, workers)
     table, digital = robustness_table(rows, sets)
     _csv(table, out / "robustness.csv")
     drops = []
@@ -366,7 +422,7 @@ def write_report(out: Path, data_root: Path, programmings: int = 5, mc: int = 16
     text += ["## 1. Noise robustness (paper Fig. 1)\n",
              *[f"![robustness {d}](robustness_{d}.png)\n" for d in sets],
              f"Dice at nominal noise (1.0) after 1 hour and 1 day of drift, mean ± std over {programmings} chip "
-             "programmings (one read each), against the same model run digitally (an HWA model's digital run "
+             "programmings (one read each; at noise 0 the chip is ideal and measured once), against the same model run digitally (an HWA model's digital run "
              "reads its tiles exactly). The paper's drops are for digitally trained models on brain MRI.\n",
              _md_table(drops, [("model", "model", ""), ("digital", "digital", ".3f"), ("hour", "analog 1 h", ".3f"),
                                ("hour_std", "±", ".3f"), ("drop_hour", "drop 1 h", ".3f"), ("day", "analog 1 day", ".3f"),
@@ -384,7 +440,7 @@ def write_report(out: Path, data_root: Path, programmings: int = 5, mc: int = 16
              "Our networks are narrower than the paper's (trained on two CPU cores) and take 128x128 slices, "
              "so they use fewer, emptier tiles and each layer is reused over fewer output pixels.\n"]
 
-    unc = uncertainty(models, cases, out, mc, 1.0, 86400.0, bar)
+    unc = uncertainty(models, sets["lgg"][2], out, mc, 1.0, 86400.0, bar, workers)
     uncertainty_figure(unc, out / "uncertainty.png")
     examples_figure(models, cases, out / "examples.png", mc, 1.0, 86400.0)
     urows = [{"model": v["model"], "mean_entropy": v["mean_entropy"], "auroc": v["auroc"], "auroc_near": v["auroc_near"],

@@ -1,0 +1,55 @@
+"""The report's bookkeeping: measurements appended and resumed, the sweep's runs, parallel runs."""
+
+from __future__ import annotations
+
+import operator
+from types import SimpleNamespace
+
+import pytest
+
+from training.report import NOISE_LEVELS, RowCache, robustness_jobs, robustness_table, run_parallel
+
+KEY = ("model", "noise", "seed")
+
+
+def test_measurements_are_appended_and_a_new_run_resumes_from_them(tmp_path):
+    path = tmp_path / "measurements" / "runs.csv"
+    first = RowCache(path, KEY)
+    first.add({"model": "m", "noise": 1.0, "seed": 0, "mean_dice": 0.5})
+    first.add({"model": "m", "noise": 1.0, "seed": 1, "mean_dice": 0.6})
+    assert path.read_text().count("model,noise,seed") == 1  # one header, rows appended below it
+    again = RowCache(path, KEY)
+    assert again.has(model="m", noise=1.0, seed=1)
+    assert not again.has(model="m", noise=2.0, seed=1)
+    assert [r["mean_dice"] for r in again.rows] == ["0.5", "0.6"]
+
+
+def test_the_sweep_measures_each_noisy_level_per_programming_and_the_ideal_chip_once():
+    spec = SimpleNamespace(name="m")
+    jobs = robustness_jobs({"lgg": ({("unet", "digital"): spec}, "msd", ["case"])}, programmings=5)
+    digital = [j for j in jobs if j[3] == "digital"]
+    ideal = [j for j in jobs if j[3] == "analog" and j[4] == 0.0]
+    noisy = [j for j in jobs if j[3] == "analog" and j[4] > 0.0]
+    assert len(digital) == 1
+    assert len(ideal) == 2  # one per drift time
+    assert len(noisy) == 2 * (len(NOISE_LEVELS) - 1) * 5
+    assert {j[6] for j in noisy} == set(range(5))
+
+
+def test_the_table_averages_programmings_and_keeps_their_spread():
+    spec = SimpleNamespace(name="m")
+    sets = {"lgg": ({("unet", "digital"): spec}, "msd", ["a", "b"])}
+    rows = [{"model": "m", "cases": "2", "noise": "digital", "drift_s": "3600.0", "seed": "0", "mean_dice": "0.8"}]
+    rows += [{"model": "m", "cases": "2", "noise": "1.0", "drift_s": "86400.0", "seed": str(s), "mean_dice": str(d)}
+             for s, d in enumerate((0.6, 0.7))]
+    rows += [{"model": "m", "cases": "9", "noise": "1.0", "drift_s": "86400.0", "seed": "0", "mean_dice": "0.1"}]  # other split size
+    table, digital = robustness_table(rows, sets)
+    assert digital == {"m": 0.8}
+    (row,) = [r for r in table if r["noise"] == 1.0 and r["drift"] == "1 day"]
+    assert row["mean"] == pytest.approx(0.65) and row["std"] == pytest.approx(0.05) and row["n"] == 2
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_parallel_runs_give_every_result_once(workers):
+    jobs = [(i, 10 * i) for i in range(5)]
+    assert sorted(run_parallel(operator.add, jobs, workers)) == [((i, 10 * i), 11 * i) for i in range(5)]
