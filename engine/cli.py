@@ -168,7 +168,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from training.report import write_report
 
-    path = write_report(Path(args.out), Path(args.data), args.programmings, args.mc, args.limit, not args.quiet, args.workers)
+    path = write_report(Path(args.out), Path(args.data), args.programmings, args.mc, args.limit, not args.quiet, args.workers,
+                        measure=not args.from_measurements)
     print(f"wrote {path}")
     return 0
 
@@ -237,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mc", type=_mc, default=16, help="Monte-Carlo samples for the uncertainty claims")
     p.add_argument("--limit", type=int, default=None, help="only the first N test patients (a quick look)")
     p.add_argument("--workers", type=int, default=1, help="measurements run at once (one process, one thread each)")
+    p.add_argument("--from-measurements", action="store_true",
+                   help="measure nothing slow: write the report from OUT/measurements/ as far as it goes")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_report)
 

@@ -53,3 +53,15 @@ def test_the_table_averages_programmings_and_keeps_their_spread():
 def test_parallel_runs_give_every_result_once(workers):
     jobs = [(i, 10 * i) for i in range(5)]
     assert sorted(run_parallel(operator.add, jobs, workers)) == [((i, 10 * i), 11 * i) for i in range(5)]
+
+
+def test_the_verdict_compares_the_digitally_trained_isotropic_model_with_the_pyramidal_ones():
+    from training.report import robustness_verdict
+
+    def row(arch, kind, drop):
+        return {"dataset": "lgg", "model": f"lgg_{arch}_{kind}", "arch": arch, "kind": kind, "drop_hour": drop}
+
+    hwa_noise = [row("swinunetr", "hwa", 0.5)]  # HWA models are not the paper's comparison
+    assert "most robust here too" in robustness_verdict([row("swinunetr", "digital", 0.04), row("unet", "digital", 0.1)] + hwa_noise)
+    assert "unlike the paper" in robustness_verdict([row("swinunetr", "digital", 0.2), row("unet", "digital", 0.1)])
+    assert "needs" in robustness_verdict([row("unet", "digital", 0.1)])

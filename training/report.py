@@ -146,14 +146,18 @@ def _robustness_key(spec: ModelSpec, cases: list[Case], mode: str, noise: float,
 
 
 def robustness(sets: dict[str, tuple[dict, str, list[Case]]], out: Path, programmings: int, bar: Callable,
-               workers: int = 1) -> list[dict]:
-    """Mean test Dice of every model of every data set, digital and on chips over the noise sweep."""
+               workers: int = 1, measure: bool = True) -> tuple[list[dict], int, int]:
+    """Mean test Dice of every model of every data set, digital and on chips over the noise sweep.
+
+    Returns the measured rows, and how many of the sweep's runs are measured out of how many."""
     cache = RowCache(out / "measurements" / "robustness_runs.csv", ("model", "cases", "noise", "drift_s", "seed"))
     jobs = robustness_jobs(sets, programmings)
     todo = [j for j in jobs if not cache.has(**_robustness_key(j[0], *j[2:]))]
-    for job, dice in bar(run_parallel(_robustness_run, todo, workers), "noise robustness", len(jobs), len(jobs) - len(todo)):
-        cache.add({**_robustness_key(job[0], *job[2:]), "mean_dice": dice})
-    return cache.rows
+    if measure:
+        for job, dice in bar(run_parallel(_robustness_run, todo, workers), "noise robustness", len(jobs), len(jobs) - len(todo)):
+            cache.add({**_robustness_key(job[0], *job[2:]), "mean_dice": dice})
+    done = sum(cache.has(**_robustness_key(j[0], *j[2:])) for j in jobs)
+    return cache.rows, done, len(jobs)
 
 
 def robustness_table(rows: list[dict], sets: dict[str, tuple[dict, str, list[Case]]]) -> tuple[list[dict], dict]:
@@ -255,18 +259,18 @@ def _uncertainty_of(spec: ModelSpec, cases: list[Case], mc: int, noise: float, d
 
 
 def uncertainty(models: dict, cases: list[Case], out: Path, mc: int, noise: float, drift: float, bar: Callable,
-                workers: int = 1) -> dict:
+                workers: int = 1, measure: bool = True) -> dict:
     """Per model, the uncertainty measurements (read from `OUT/measurements/` when already made)."""
     folder = out / "measurements"
     folder.mkdir(parents=True, exist_ok=True)
     path = {key: folder / f"uncertainty_{spec.name}_cases{len(cases)}_mc{mc}_n{noise:g}_d{drift:g}.json"
             for key, spec in models.items()}
     todo = [(key, spec) for key, spec in models.items() if not path[key].exists()]
-    jobs = [(spec, cases, mc, noise, drift) for _, spec in todo]
+    jobs = [(spec, cases, mc, noise, drift) for _, spec in todo] if measure else []
     for job, result in bar(run_parallel(_uncertainty_of, jobs, workers), "uncertainty", len(models), len(models) - len(todo)):
         key = next(k for k, spec in todo if spec.name == job[0].name)
         path[key].write_text(json.dumps(result))
-    return {key: json.loads(p.read_text()) for key, p in path.items()}
+    return {key: json.loads(p.read_text()) for key, p in path.items() if p.exists()}
 
 
 def uncertainty_figure(results: dict, path: Path) -> None:
@@ -345,8 +349,7 @@ def pipelining(spec: ModelSpec, volume: Volume, mc: int, mappings: dict[str, Net
 
 def robustness_verdict(drops: list[dict]) -> str:
     """One sentence on the paper's claim that the isotropic transformer loses least, from our numbers."""
-    lgg = {r["model"].split("_")[1]: r["drop_hour"] for r in drops
-           if r["dataset"] == "lgg" and r["model"].endswith("_digital")}
+    lgg = {r["arch"]: r["drop_hour"] for r in drops if r["dataset"] == "lgg" and r["kind"] == "digital"}
     if "swinunetr" not in lgg or len(lgg) < 2:
         return ("The isotropic-versus-pyramidal comparison needs the digitally trained Swin-UNETR and a U-Net "
                 "measured; not all are shipped yet.")
@@ -375,8 +378,11 @@ def _md_table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
 
 
 def write_report(out: Path, data_root: Path, programmings: int = 5, mc: int = 16, limit: int | None = None,
-                 progress: bool = True, workers: int = 1) -> Path:
-    """The whole report; `data_root` holds the data sets (lgg/, hippocampus/, nuclei/) as in ../shared/data."""
+                 progress: bool = True, workers: int = 1, measure: bool = True) -> Path:
+    """The whole report; `data_root` holds the data sets (lgg/, hippocampus/, nuclei/) as in ../shared/data.
+
+    With `measure` False, nothing slow is measured: the report is written from the measurements made
+    so far, and says how complete they are."""
     out.mkdir(parents=True, exist_ok=True)
     sets: dict[str, tuple[dict, str, list[Case]]] = {}
     for dataset in DATASETS:
@@ -403,7 +409,7 @@ def write_report(out: Path, data_root: Path, programmings: int = 5, mc: int = 16
             + (f" Not shipped yet, so not measured: {', '.join(missing)}." if missing else ""),
             ""]
 
-    rows = robustness(sets, out, programmings, bar, workers)
+    rows, done, planned = robustness(sets, out, programmings, bar, workers, measure)
     table, digital = robustness_table(rows, sets)
     _csv(table, out / "robustness.csv")
     drops = []
@@ -412,7 +418,8 @@ def write_report(out: Path, data_root: Path, programmings: int = 5, mc: int = 16
         for (arch, kind), spec in dmodels.items():
             at = {r["drift"]: r for r in table if r["model"] == spec.name and r["noise"] == 1.0}
             if spec.name in digital and len(at) == len(DRIFTS):
-                drops.append({"dataset": dataset, "model": spec.name, "digital": digital[spec.name],
+                drops.append({"dataset": dataset, "model": spec.name, "arch": arch, "kind": kind,
+                              "programmings": min(r["n"] for r in at.values()), "digital": digital[spec.name],
                               "hour": at["1 hour"]["mean"], "hour_std": at["1 hour"]["std"],
                               "drop_hour": digital[spec.name] - at["1 hour"]["mean"],
                               "day": at["1 day"]["mean"], "day_std": at["1 day"]["std"],
@@ -420,11 +427,14 @@ def write_report(out: Path, data_root: Path, programmings: int = 5, mc: int = 16
                               "paper_drop": PAPER_DROP[arch] if kind == "digital" and dataset == "lgg" else "-"})
     _csv(drops, out / "robustness_drops.csv")
     text += ["## 1. Noise robustness (paper Fig. 1)\n",
+             *([f"**Partial:** {done} of the sweep's {planned} runs are measured so far; a model's row appears "
+                "once it has runs at nominal noise after both drift times, and `n` says over how many programmings.\n"]
+               if done < planned else []),
              *[f"![robustness {d}](robustness_{d}.png)\n" for d in sets],
              f"Dice at nominal noise (1.0) after 1 hour and 1 day of drift, mean ± std over {programmings} chip "
              "programmings (one read each; at noise 0 the chip is ideal and measured once), against the same model run digitally (an HWA model's digital run "
              "reads its tiles exactly). The paper's drops are for digitally trained models on brain MRI.\n",
-             _md_table(drops, [("model", "model", ""), ("digital", "digital", ".3f"), ("hour", "analog 1 h", ".3f"),
+             _md_table(drops, [("model", "model", ""), ("programmings", "n", "d"), ("digital", "digital", ".3f"), ("hour", "analog 1 h", ".3f"),
                                ("hour_std", "±", ".3f"), ("drop_hour", "drop 1 h", ".3f"), ("day", "analog 1 day", ".3f"),
                                ("day_std", "±", ".3f"), ("drop_day", "drop 1 day", ".3f"), ("paper_drop", "paper's drop", "")]),
              robustness_verdict(drops), ""]
@@ -440,14 +450,17 @@ def write_report(out: Path, data_root: Path, programmings: int = 5, mc: int = 16
              "Our networks are narrower than the paper's (trained on two CPU cores) and take 128x128 slices, "
              "so they use fewer, emptier tiles and each layer is reused over fewer output pixels.\n"]
 
-    unc = uncertainty(models, sets["lgg"][2], out, mc, 1.0, 86400.0, bar, workers)
+    unc = uncertainty(models, sets["lgg"][2], out, mc, 1.0, 86400.0, bar, workers, measure)
     uncertainty_figure(unc, out / "uncertainty.png")
     examples_figure(models, cases, out / "examples.png", mc, 1.0, 86400.0)
     urows = [{"model": v["model"], "mean_entropy": v["mean_entropy"], "auroc": v["auroc"], "auroc_near": v["auroc_near"],
               "ece": v["ece"],
               "pearson": v["pearson_uncertainty_dice"], "spearman": v["spearman_uncertainty_dice"]} for v in unc.values()]
     _csv(urows, out / "uncertainty.csv")
-    text += ["## 3. Uncertainty (paper Fig. 2 and 3)\n", "![entropy densities](uncertainty.png)\n",
+    unmeasured = [spec.name for key, spec in models.items() if key not in unc]
+    text += ["## 3. Uncertainty (paper Fig. 2 and 3)\n",
+             *([f"**Partial:** not measured yet: {', '.join(unmeasured)}.\n"] if unmeasured else []),
+             "![entropy densities](uncertainty.png)\n",
              "![examples](examples.png)\n",
              f"Analog, noise 1.0, drift 1 day, MC {mc}; pixels inside the head. AUROC: per-pixel entropy as a detector "
              "of wrong pixels, over the head (inflated by the many trivially right background pixels) and near the "
