@@ -126,14 +126,15 @@ def robustness_jobs(sets: dict[str, tuple[dict, str, list[Case]]], programmings:
     """Every run of the sweep: each model digitally once, then on chips per drift, noise and programming.
 
     At noise 0 a chip is the ideal device (no programming, drift-variability or read noise), so its
-    programmings agree to the last bit: it is measured once.
+    programmings agree to the last bit: it is measured once. Digital runs come first, then nominal
+    noise (1.0), so that a partial sweep already gives the drop table.
     """
     jobs = []
     for models, layout, cases in sets.values():
         jobs += [(spec, layout, cases, "digital", 0.0, 3600.0, 0) for spec in models.values()]
         jobs += [(spec, layout, cases, "analog", n, d, s) for spec in models.values() for d in DRIFTS.values()
                  for n in NOISE_LEVELS for s in range(programmings if n > 0 else 1)]
-    return jobs
+    return sorted(jobs, key=lambda j: 0 if j[3] == "digital" else 1 if j[4] == 1.0 else 2)
 
 
 def _robustness_run(spec: ModelSpec, layout: str, cases: list[Case], mode: str, noise: float, drift: float,
