@@ -66,3 +66,18 @@ def test_the_verdict_compares_the_digitally_trained_isotropic_model_with_the_pyr
     assert "most robust here too" in robustness_verdict([row("swinunetr", "digital", 0.04), row("unet", "digital", 0.1)] + hwa_noise)
     assert "unlike the paper" in robustness_verdict([row("swinunetr", "digital", 0.2), row("unet", "digital", 0.1)])
     assert "needs" in robustness_verdict([row("unet", "digital", 0.1)])
+
+
+def test_a_nominal_first_pass_measures_the_drop_table_and_the_next_pass_the_rest(tmp_path, monkeypatch):
+    import training.report as report
+
+    measured = []
+    monkeypatch.setattr(report, "_robustness_run", lambda spec, layout, cases, mode, noise, drift, seed:
+                        measured.append((mode, noise)) or 0.5)
+    sets = {"lgg": ({("unet", "digital"): SimpleNamespace(name="m")}, "msd", ["case"])}
+    bar = lambda items, *_: items  # noqa: E731
+    _, done, planned = report.robustness(sets, tmp_path, 2, bar, nominal_only=True)
+    assert set(measured) == {("digital", 0.0), ("analog", 1.0)} and done == 1 + 2 * 2 < planned
+    measured.clear()
+    _, done, planned = report.robustness(sets, tmp_path, 2, bar)
+    assert ("analog", 1.0) not in measured and done == planned  # resumed: nominal runs are not measured again
