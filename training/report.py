@@ -154,10 +154,11 @@ def robustness(sets: dict[str, tuple[dict, str, list[Case]]], out: Path, program
     `nominal_only` measures just the digital runs and those at noise 1.0 (the drop table)."""
     cache = RowCache(out / "measurements" / "robustness_runs.csv", ("model", "cases", "noise", "drift_s", "seed"))
     jobs = robustness_jobs(sets, programmings)
-    todo = [j for j in jobs if not cache.has(**_robustness_key(j[0], *j[2:]))
-            and not (nominal_only and j[3] == "analog" and j[4] != 1.0)]
+    wanted = [j for j in jobs if not (nominal_only and j[3] == "analog" and j[4] != 1.0)]
+    todo = [j for j in wanted if not cache.has(**_robustness_key(j[0], *j[2:]))]
     if measure:
-        for job, dice in bar(run_parallel(_robustness_run, todo, workers), "noise robustness", len(jobs), len(jobs) - len(todo)):
+        desc = "noise robustness, nominal noise" if nominal_only else "noise robustness"
+        for job, dice in bar(run_parallel(_robustness_run, todo, workers), desc, len(wanted), len(wanted) - len(todo)):
             cache.add({**_robustness_key(job[0], *job[2:]), "mean_dice": dice})
     done = sum(cache.has(**_robustness_key(j[0], *j[2:])) for j in jobs)
     return cache.rows, done, len(jobs)
