@@ -1,7 +1,9 @@
 """Train a digital model, or adapt one to analog tiles by hardware-aware (HWA) training.
 
 Dice + cross-entropy (MONAI), validation Dice per patient each epoch, the best epoch kept, and a
-checkpoint after every epoch in `runs/NAME/` so an interrupted run resumes where it stopped.
+checkpoint after every epoch in `runs/NAME/` so an interrupted run resumes where it stopped. A digital
+model can be trained further in a second round (`init`, a fresh cosine schedule from a lower learning
+rate); the earlier round's record is kept in `model.json`.
 
 HWA training follows Rasch et al. (2023, Nat. Commun.): it starts from the digital weights, converts
 them to aihwkit inference tiles and trains with weight noise in the forward pass, output noise,
@@ -107,16 +109,15 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
     earlier: dict = {}
     if kind == "digital":
         if init is None:
-            arguments = default_arguments(arch, prep.in_channels, len(labels), prep.input_size[0])
-            model = None
+            spec = ModelSpec(name, arch, default_arguments(arch, prep.in_channels, len(labels), prep.input_size[0]),
+                             prep, labels, "digital", settings)
+            model = spec.build()
         else:  # a further round from a shipped digital model (warm restart of the schedule)
             base = find_model(init)
             if base.kind != "digital" or base.architecture != arch or base.data.get("split") != split:
                 raise ValueError(f"{init}: a further digital round needs a digital {arch} trained on this split")
-            arguments, model = base.arguments, load_digital(base).train()
-            earlier = base.training
-        spec = ModelSpec(name, arch, arguments, prep, labels, "digital", settings)
-        model = model or spec.build()
+            spec = ModelSpec(name, arch, base.arguments, prep, labels, "digital", settings)
+            model, earlier = load_digital(base).train(), base.training
         optimizer = torch.optim.Adam(model.parameters(), lr=lr or 1e-3, weight_decay=1e-5)
     elif kind == "hwa":
         if init is None:
