@@ -220,6 +220,25 @@ def tile_mapping(models: dict) -> tuple[list[dict], dict[str, NetworkMapping]]:
     return rows, mappings
 
 
+def tile_mapping_figure(mappings: dict[str, NetworkMapping], path: Path) -> None:
+    """Per analog layer, in forward order: how full its tiles are, and how often they are read per slice."""
+    fig, (util, reuse) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for arch, m in mappings.items():
+        x = np.arange(1, len(m.layers) + 1)
+        util.plot(x, [100 * l.utilisation for l in m.layers], "o-", ms=3, label=f"{ARCH_TITLES[arch]} ({m.tiles} tiles)")
+        reuse.semilogy(x, [l.reuse for l in m.layers], "o-", ms=3, label=ARCH_TITLES[arch])
+    util.set(xlabel="analog layer, in forward order", ylabel="tile utilisation (%)", ylim=(0, 100),
+             title="How full each layer's 512x512 tiles are")
+    reuse.set(xlabel="analog layer, in forward order", ylabel="MVMs per slice (reuse)",
+              title="How often each layer's tiles are read")
+    for ax in (util, reuse):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 # 3. Uncertainty -------------------------------------------------------------------------------
 
 def _uncertainty_of(spec: ModelSpec, cases: list[Case], mc: int, noise: float, drift: float) -> dict:
@@ -351,6 +370,32 @@ def pipelining(spec: ModelSpec, volume: Volume, mc: int, mappings: dict[str, Net
             "t_mvm_ns": 1e9 * mvm_time_s()}
 
 
+def pipelining_figure(pipe: dict, mappings: dict[str, NetworkMapping], path: Path) -> None:
+    """Modelled chip: each layer's time per slice (the slowest sets the pipelined rate), and volume latency."""
+    t_mvm = pipe["t_mvm_ns"] * 1e-9
+    fig, (stages, volume) = plt.subplots(1, 2, figsize=(11, 3.8))
+    slices = np.arange(1, 2 * pipe["slices"] + 1)
+    for arch, m in mappings.items():
+        stage_us = [1e6 * l.reuse * t_mvm for l in m.layers]
+        line, = stages.plot(np.arange(1, len(stage_us) + 1), stage_us, "o-", ms=3, label=ARCH_TITLES[arch])
+        t = [volume_timing(m, int(n), t_mvm) for n in slices]
+        volume.plot(slices, [1e3 * v.sequential_latency_s for v in t], "--", color=line.get_color(),
+                    label=f"{ARCH_TITLES[arch]}, one slice at a time")
+        volume.plot(slices, [1e3 * v.pipelined_latency_s for v in t], "-", color=line.get_color(),
+                    label=f"{ARCH_TITLES[arch]}, pipelined")
+    stages.set(xlabel="analog layer, in forward order", ylabel="time per slice (µs)", yscale="log",
+               title=f"Per-layer time on the chip (MVM {pipe['t_mvm_ns']:.0f} ns)")
+    volume.axvline(pipe["slices"], color="grey", lw=0.8)
+    volume.set(xlabel="slices in the volume", ylabel="volume latency (ms)",
+               title="Whole volume on the modelled chip")
+    for ax in (stages, volume):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def robustness_verdict(drops: list[dict]) -> str:
     """One sentence on the paper's claim that the isotropic transformer loses least, from our numbers."""
     lgg = {r["arch"]: r["drop_hour"] for r in drops if r["dataset"] == "lgg" and r["kind"] == "digital"}
@@ -448,7 +493,9 @@ def write_report(out: Path, data_root: Path, programmings: int = 5, mc: int = 16
 
     mapping, mappings = tile_mapping(models)
     _csv(mapping, out / "tile_mapping.csv")
+    tile_mapping_figure(mappings, out / "tile_mapping.png")
     text += ["## 2. Tile mapping (paper Table 1)\n",
+             "![tile mapping](tile_mapping.png)\n",
              _md_table(mapping, [("arch", "architecture", ""), ("input", "input", ""), ("parameters", "parameters", "d"),
                                  ("analog_weights", "analog weights", "d"), ("tiles", "tiles 512x512", "d"),
                                  ("utilisation_pct", "utilisation %", ".2f"), ("mean_reuse", "mean reuse", ".1f"),
@@ -484,7 +531,9 @@ def write_report(out: Path, data_root: Path, programmings: int = 5, mc: int = 16
     pipe = pipelining(spec, cases.cases[0][1], 8, mappings)
     _csv(pipe["chip"], out / "pipelining_chip.csv")
     (out / "pipelining.json").write_text(json.dumps(pipe, indent=1))
+    pipelining_figure(pipe, mappings, out / "pipelining.png")
     text += ["## 4. Pipelining across slices\n",
+             "![pipelining](pipelining.png)\n",
              f"Measured on this machine ({pipe['slices']} slices of {cases.cases[0][0]}, {spec.name}, analog, MC {pipe['mc']}): "
              f"one slice at a time {pipe['sequential_slices_per_s']:.2f} slices/s, three overlapping stages "
              f"{pipe['pipelined_slices_per_s']:.2f} slices/s ({pipe['sequential_s'] / pipe['pipelined_s']:.2f}x).\n",
