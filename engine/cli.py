@@ -91,17 +91,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     print(f"{'model':28s} {'arch':10s} {'kind':8s} {'data':8s} test Dice: digital, analog (noise 1, 1 day)")
     for s in specs:
-        dig = _test_metrics(s, "digital").get("mean_dice")
-        ana = _test_metrics(s, "analog_noise1_drift86400")
+        dig = s.test_metrics("digital").get("mean_dice")
+        ana = s.test_metrics("analog_noise1_drift86400")
         dig_s = f"{dig:.3f}" if dig is not None else "-"
         ana_s = f"{ana['mean_dice']:.3f} ± {ana['std_dice_over_programmings']:.3f}" if ana else "-"
         print(f"{s.name:28s} {s.architecture:10s} {s.kind:8s} {s.data.get('dataset', ''):8s} {dig_s}, {ana_s}")
     return 0
-
-
-def _test_metrics(spec, key: str) -> dict:
-    """What `aimc evaluate --record` stored for the test split under `key` (empty if never measured)."""
-    return spec.metrics.get("test", {}).get(key, {})
 
 
 def models_markdown(specs: list) -> str:
@@ -119,10 +114,10 @@ def models_markdown(specs: list) -> str:
         size = "x".join(map(str, s.preprocessing.input_size))
         how = (f"{t.get('epochs_run', '?')} epochs, {size}, {t.get('wall_time_s', 0) / 60:.0f} min"
                + (f", from `{t['init']}`" if t.get("init") else ""))
-        dig = _test_metrics(s, "digital").get("mean_dice")
-        ana = _test_metrics(s, "analog_noise1_drift86400")
+        dig = s.test_metrics("digital").get("mean_dice")
+        ana = s.test_metrics("analog_noise1_drift86400")
         base = by_name.get(t.get("init") or s.name)
-        ref = _test_metrics(base, "digital").get("mean_dice") if base else None
+        ref = base.test_metrics("digital").get("mean_dice") if base else None
         drop = ref - ana["mean_dice"] if ana and ref is not None else None
         lines.append(f"| `{s.name}` | {s.data.get('dataset', '')} | {how} | {'-' if dig is None else f'{dig:.3f}'} | "
                      + (f"{ana['mean_dice']:.3f} ± {ana['std_dice_over_programmings']:.3f}" if ana else "-")

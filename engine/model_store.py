@@ -67,6 +67,11 @@ class ModelSpec:
     def has_analog(self) -> bool:
         return self.folder is not None and (self.folder / ANALOG_WEIGHTS).exists()
 
+    def test_metrics(self, key: str = "digital") -> dict:
+        """What `aimc evaluate --record` stored for the test split under `key` (empty if never measured):
+        "digital", or "analog_noise1_drift86400" for analog chips at nominal noise after one day."""
+        return self.metrics.get("test", {}).get(key, {})
+
     def to_dict(self) -> dict:
         return {
             "name": self.name,

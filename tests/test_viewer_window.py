@@ -398,7 +398,9 @@ def test_ground_truth_overlay_toggles_and_worker_errors_reach_the_user(qtbot, ma
 def test_model_line_says_test_dice_and_post_processing(make_window, spec) -> None:
     window = make_window([spec])
     text = window.model_panel.info.text()
-    assert f"test Dice {spec.metrics['test']['digital']['mean_dice']:.3f}" in text
+    assert f"test Dice {spec.metrics['test']['digital']['mean_dice']:.3f} digital" in text
+    chips = spec.metrics["test"]["analog_noise1_drift86400"]
+    assert f"{chips['mean_dice']:.3f} ± {chips['std_dice_over_programmings']:.3f} on analog chips" in text
     assert "largest connected FLAIR abnormality" in text
     plain = describe_model(dataclasses.replace(spec, keep_largest=[], metrics={}))
     assert "largest" not in plain and "Dice" not in plain

@@ -24,11 +24,15 @@ DEBOUNCE_MS = 400
 
 
 def describe_model(spec: ModelSpec) -> str:
-    """One line on what the model is, how good it measured, and what is done to its output."""
-    test = spec.metrics.get("test", {}).get("digital", {}).get("mean_dice")
+    """One line on what the model is, how good it measured (digitally and on chips: a reader weighs the
+    analog result by the latter), and what is done to its output."""
+    test = spec.test_metrics("digital").get("mean_dice")
+    chips = spec.test_metrics("analog_noise1_drift86400")
     names = [l.name for l in spec.labels if l.value in spec.keep_largest]
     return (f"{spec.architecture}, {'hardware-aware' if spec.kind == 'hwa' else 'digitally'} trained"
             + (f", test Dice {test:.3f}" if test is not None else "")
+            + (f" digital, {chips['mean_dice']:.3f} ± {chips['std_dice_over_programmings']:.3f} on analog chips "
+               "(noise 1, 1 day)" if chips and test is not None else "")
             + (f"; keeps only the largest connected {', '.join(names)}" if names else "")
             + ("" if spec.has_analog else "; no analog weights: digital only"))
 
