@@ -81,3 +81,15 @@ def test_a_nominal_first_pass_measures_the_drop_table_and_the_next_pass_the_rest
     measured.clear()
     _, done, planned = report.robustness(sets, tmp_path, 2, bar)
     assert ("analog", 1.0) not in measured and done == planned  # resumed: nominal runs are not measured again
+
+
+def test_tile_mapping_and_pipelining_figures_are_drawn_from_a_mapping(tmp_path):
+    from engine.tile_mapping import LayerMapping, NetworkMapping
+    from training.report import pipelining_figure, tile_mapping_figure
+
+    layers = [LayerMapping("a", "Conv2d", 9, 16, 1, 4096), LayerMapping("b", "Conv2d", 576, 600, 4, 256)]
+    mappings = {"unet": NetworkMapping(layers, 0, 0, [])}
+    tile_mapping_figure(mappings, tmp_path / "tiles.png")
+    pipelining_figure({"slices": 20, "t_mvm_ns": 133.0}, mappings, tmp_path / "pipe.png")
+    for name in ("tiles.png", "pipe.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
