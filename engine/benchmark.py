@@ -3,7 +3,8 @@
 Per architecture, at the shipped input size: ms per forward (one Monte-Carlo sample) digital,
 through aihwkit's tile and through `engine.fast_analog`, measured in interleaved rounds so that
 background load hits all three alike; MC-16 ms per slice through the `Segmenter`; the programming
-cost per chip; after the U-Net, a whole LGG volume at MC 16 through `segment_volume`; the peak
+cost per chip; the floor under any exact simulation of a read: the digital forward plus drawing the
+read's Gaussian noise numbers (`noise_draws_per_read`), which aihwkit's tile draws too; after the U-Net, a whole LGG volume at MC 16 through `segment_volume`; the peak
 memory of the process (after the U-Net and the volume, then after each other architecture). An architecture without a shipped model is built with
 `default_arguments(arch, 1, 2, 128)`, randomly initialised and calibrated on random inputs.
 """
@@ -26,6 +27,7 @@ import torch
 from engine.analog import calibrated_analog
 from engine.architectures import ARCHITECTURES, default_arguments
 from engine.device import DeviceSettings
+from engine.fast_analog import gaussian_like, noise_draws_per_read
 from engine.inference import RunSettings, Segmenter
 from engine.model_store import RESOURCES, Label, ModelSpec, list_models, read_spec, save_model
 from engine.pipeline import segment_volume
@@ -50,10 +52,13 @@ def _training_running() -> bool:
 
 
 def bench_spec(arch: str, scratch: Path) -> tuple[ModelSpec, bool]:
-    """The shipped model of `arch` (analog weights included) or a calibrated random one; and which."""
+    """The shipped model of `arch` (analog weights included) or a calibrated random one; and which.
+
+    A digitally trained model is preferred: its digital mode is the plain network, the baseline. (An HWA
+    model's digital mode reads its aihwkit tiles exactly, as slow as aihwkit's analog forward.)"""
     shipped = [s for s in list_models() if s.architecture == arch and s.has_analog]
     if shipped:
-        return min(shipped, key=lambda s: ("lgg" not in s.name, s.kind != "hwa", s.name)), True
+        return min(shipped, key=lambda s: ("lgg" not in s.name, s.kind != "digital", s.name)), True
     torch.manual_seed(0)
     spec = ModelSpec(f"random_{arch}", arch, default_arguments(arch, 1, 2, 128), Preprocessing(input_size=(128, 128)),
                      [Label(0, "background", (0, 0, 0)), Label(1, "foreground", (255, 0, 0))], "digital",
@@ -93,13 +98,17 @@ def bench_architecture(spec: ModelSpec, shipped: bool, rounds: int) -> dict:
     fast.program_all()
     program_s = (time.perf_counter() - t0) / MC
     digital, aihwkit_chip, fast_chip = fast.digital, reference.chip(0), fast.chip(0)
+    draws = torch.empty(noise_draws_per_read(fast_chip, x))
     ms = _interleaved_ms({"digital": (lambda: digital(x), 3), "aihwkit": (lambda: aihwkit_chip(x), 1),
-                          "ours": (lambda: fast_chip(x), 3)}, rounds)
+                          "ours": (lambda: fast_chip(x), 3), "noise": (lambda: gaussian_like(draws), 3)}, rounds)
+    floor = ms["digital"] + ms["noise"]
     mc = _interleaved_ms({"mc": (lambda: fast.predict(x, 0), 1)}, 3)["mc"]
     return {
         "arch": spec.architecture, "model": spec.name, "shipped": shipped, "input": [h, w],
         "digital_ms": ms["digital"], "aihwkit_ms": ms["aihwkit"], "ours_ms": ms["ours"],
         "ours_over_digital": ms["ours"] / ms["digital"], "aihwkit_over_ours": ms["aihwkit"] / ms["ours"],
+        "noise_draws_per_read": draws.numel(), "noise_ms": ms["noise"], "floor_ms": floor,
+        "floor_over_digital": floor / ms["digital"], "aihwkit_over_floor": ms["aihwkit"] / floor,
         f"mc{MC}_ms_per_slice": mc, "program_s_per_chip": program_s, "fast_chip_mb": _chip_mb(fast_chip),
         "peak_rss_mb_so_far": _peak_rss_mb(),
     }
@@ -132,7 +141,8 @@ def run_benchmark(json_path: Path, rounds: int = 5, archs: tuple[str, ...] = ARC
     echo(f"aimc bench: torch {env['torch']}, {env['threads']} threads on {env['cpus']} CPUs, load average "
          f"{env['load_average_1min']:.1f}{', a training run is using a core' if env['training_running'] else ''}")
     echo(f"{'arch':10s} {'model':20s} {'input':>8s} {'digital':>8s} {'aihwkit':>8s} {'ours':>7s} "
-         f"{'ours/dig':>8s} {'aihw/ours':>9s} {'MC16/slice':>10s} {'prog/chip':>9s} {'chip MB':>7s}")
+         f"{'ours/dig':>8s} {'aihw/ours':>9s} {'draws':>6s} {'floor':>7s} {'floor/dig':>9s} {'aihw/floor':>10s} "
+         f"{'MC16/slice':>10s} {'prog/chip':>9s} {'chip MB':>7s}")
     rows, volume = [], {"skipped": "U-Net not benchmarked"}
     with tempfile.TemporaryDirectory(prefix="aimc-bench-") as scratch:
         for arch in archs:
@@ -143,8 +153,11 @@ def run_benchmark(json_path: Path, rounds: int = 5, archs: tuple[str, ...] = ARC
                 volume = bench_volume(spec)
             echo(f"{arch:10s} {spec.name + ('' if shipped else ' *'):20s} {'x'.join(map(str, row['input'])):>8s} "
                  f"{row['digital_ms']:6.1f}ms {row['aihwkit_ms']:6.1f}ms {row['ours_ms']:5.1f}ms "
-                 f"{row['ours_over_digital']:7.2f}x {row['aihwkit_over_ours']:8.1f}x {row[f'mc{MC}_ms_per_slice']:8.0f}ms "
+                 f"{row['ours_over_digital']:7.2f}x {row['aihwkit_over_ours']:8.1f}x "
+                 f"{row['noise_draws_per_read'] / 1e6:5.2f}M {row['floor_ms']:5.1f}ms {row['floor_over_digital']:8.2f}x "
+                 f"{row['aihwkit_over_floor']:9.1f}x {row[f'mc{MC}_ms_per_slice']:8.0f}ms "
                  f"{row['program_s_per_chip']:8.2f}s {row['fast_chip_mb']:7.1f}")
+        echo("draws: Gaussian numbers per read; floor: digital + drawing them, under any exact simulator of the read")
         if any(not r["shipped"] for r in rows):
             echo("* no shipped model: random weights, input ranges calibrated on random inputs")
     if "skipped" not in volume:

@@ -292,6 +292,27 @@ class FastAnalogConv2d(_FastAnalogLayer):
         return y, F.conv2d(levels.square(), abs_weight, None, self.stride, self.padding, self.dilation)
 
 
+def noise_draws_per_read(chip: nn.Module, x: torch.Tensor) -> int:
+    """Gaussian numbers one read of a fast chip on `x` draws: each tile's outputs once for the output
+    noise and once more where per-read PCM noise is on. Any exact simulation of the same reads (aihwkit's
+    tile included) draws as many, so their generation time is a floor under every simulator's read."""
+    counts: list[int] = []
+
+    def count(layer: _FastAnalogLayer, _, out: torch.Tensor) -> None:
+        per_feature = out.numel() // layer.out_features
+        counts.append(sum(per_feature * (s.stop - s.start) * ((layer.out_noise[k] > 0) + (layer.read_noise[k] > 0))
+                          for k, s in enumerate(layer.out_slices)))
+
+    handles = [m.register_forward_hook(count) for m in chip.modules() if isinstance(m, _FastAnalogLayer)]
+    try:
+        with torch.no_grad():
+            chip(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return sum(counts)
+
+
 def fast_chip(chip: nn.Module, read_noise: float = 0.0) -> nn.Module:
     """A copy of a programmed aihwkit model with every analog layer replaced by its fast equivalent.
 

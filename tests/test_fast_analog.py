@@ -17,7 +17,7 @@ from torch import nn
 from engine.analog import calibrated_analog, program_chip
 from engine.architectures import build_network, default_arguments
 from engine.device import DeviceSettings, rpu_config
-from engine.fast_analog import FastAnalogConv2d, FastAnalogLinear, fast_chip, gaussian_like
+from engine.fast_analog import FastAnalogConv2d, FastAnalogLinear, fast_chip, gaussian_like, noise_draws_per_read
 from engine.inference import RunSettings, Segmenter
 
 @pytest.fixture(autouse=True, scope="module")
@@ -157,6 +157,20 @@ def test_parallel_noise_is_standard_and_seeded_whatever_the_threads():
     assert abs(a.mean()) < 0.01 and abs(a.std() - 1) < 0.01
     half = a.numel() // 2
     assert abs(torch.corrcoef(torch.stack([a.view(-1)[:half], a.view(-1)[half:]]))[0, 1]) < 0.01
+
+
+@pytest.mark.parametrize("read_noise", [0.0, 0.05])
+def test_noise_draws_per_read_counts_what_a_read_draws(monkeypatch, read_noise):
+    import engine.fast_analog as fa
+
+    layer = _small_tiles(nn.Conv2d(16, 70, 3, padding=1))  # 3 x 2 tiles: each row tile draws for its outputs
+    fast = fast_chip(_chip(layer, DeviceSettings(out_noise=0.1)), read_noise=read_noise)
+    x = _input(layer)
+    drawn = []
+    real = fa.gaussian_like
+    monkeypatch.setattr(fa, "gaussian_like", lambda y: drawn.append(y.numel()) or real(y))
+    counted = noise_draws_per_read(fast, x)
+    assert counted == sum(drawn) == (2 if read_noise else 1) * 3 * 2 * 70 * 17 * 15
 
 
 def test_refuses_what_it_does_not_reproduce():
