@@ -35,6 +35,8 @@ def test_the_sweep_measures_each_noisy_level_per_programming_and_the_ideal_chip_
     assert len(noisy) == 2 * (len(NOISE_LEVELS) - 1) * 5
     assert {j[6] for j in noisy} == set(range(5))
     assert [j[3] for j in jobs[:1]] == ["digital"] and all(j[4] == 1.0 for j in jobs[1:11])  # the drop table first
+    rest = [j[6] for j in jobs[11:]]
+    assert rest == sorted(rest) and rest[:2 * (len(NOISE_LEVELS) - 1)].count(0) == 2 * (len(NOISE_LEVELS) - 1)  # curves first
 
 
 def test_the_table_averages_programmings_and_keeps_their_spread():

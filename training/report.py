@@ -127,14 +127,15 @@ def robustness_jobs(sets: dict[str, tuple[dict, str, list[Case]]], programmings:
 
     At noise 0 a chip is the ideal device (no programming, drift-variability or read noise), so its
     programmings agree to the last bit: it is measured once. Digital runs come first, then nominal
-    noise (1.0), so that a partial sweep already gives the drop table.
+    noise (1.0), so that a partial sweep already gives the drop table; the rest goes programming by
+    programming, so that a partial sweep has every model's whole curve, over fewer programmings.
     """
     jobs = []
     for models, layout, cases in sets.values():
         jobs += [(spec, layout, cases, "digital", 0.0, 3600.0, 0) for spec in models.values()]
         jobs += [(spec, layout, cases, "analog", n, d, s) for spec in models.values() for d in DRIFTS.values()
                  for n in NOISE_LEVELS for s in range(programmings if n > 0 else 1)]
-    return sorted(jobs, key=lambda j: 0 if j[3] == "digital" else 1 if j[4] == 1.0 else 2)
+    return sorted(jobs, key=lambda j: 0 if j[3] == "digital" else 1 if j[4] == 1.0 else 2 + j[6])
 
 
 def _robustness_run(spec: ModelSpec, layout: str, cases: list[Case], mode: str, noise: float, drift: float,
