@@ -95,3 +95,17 @@ def test_tile_mapping_and_pipelining_figures_are_drawn_from_a_mapping(tmp_path):
     pipelining_figure({"slices": 20, "t_mvm_ns": 133.0}, mappings, tmp_path / "pipe.png")
     for name in ("tiles.png", "pipe.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_certainty_verdict_compares_mean_entropy_per_architecture():
+    from training.report import uncertainty_verdict
+
+    def res(u):
+        return {"mean_entropy": u}
+
+    both = {("unet", "digital"): res(0.02), ("unet", "hwa"): res(0.01),
+            ("swinunetr", "digital"): res(0.03), ("swinunetr", "hwa"): res(0.02), ("unetpp", "digital"): res(0.5)}
+    assert uncertainty_verdict(both).endswith("as the paper reports.")  # U-Net++ has no HWA pair: left out
+    both[("unet", "hwa")] = res(0.05)
+    assert "not for U-Net, unlike the paper" in uncertainty_verdict(both)
+    assert "needs" in uncertainty_verdict({("unet", "digital"): res(0.02)})

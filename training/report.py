@@ -297,6 +297,21 @@ def uncertainty(models: dict, cases: list[Case], out: Path, mc: int, noise: floa
     return {key: json.loads(p.read_text()) for key, p in path.items() if p.exists()}
 
 
+def uncertainty_verdict(results: dict) -> str:
+    """One sentence per architecture on the paper's claim that hardware-aware models are more certain."""
+    pairs = [(arch, results[(arch, "digital")]["mean_entropy"], results[(arch, "hwa")]["mean_entropy"])
+             for arch in ARCHITECTURES if (arch, "digital") in results and (arch, "hwa") in results]
+    if not pairs:
+        return "The certainty comparison needs a digitally trained and an HWA model of one architecture measured."
+    more = [a for a, d, h in pairs if h < d]
+    return ("Mean per-pixel entropy on chips, digitally trained against HWA-trained: "
+            + ", ".join(f"{ARCH_TITLES[a]} {d:.4f} against {h:.4f}" for a, d, h in pairs) + ". "
+            + (f"The HWA-trained model is the more certain for {', '.join(ARCH_TITLES[a] for a in more)}"
+               if more else "No HWA-trained model is the more certain")
+            + (", as the paper reports." if len(more) == len(pairs) else
+               f"; not for {', '.join(ARCH_TITLES[a] for a, _, _ in pairs if a not in more)}, unlike the paper."))
+
+
 def uncertainty_figure(results: dict, path: Path) -> None:
     archs = sorted({a for a, _ in results}, key=ARCHITECTURES.index)
     fig, axes = plt.subplots(1, max(1, len(archs)), figsize=(4.5 * max(1, len(archs)), 3.6), squeeze=False)
@@ -526,7 +541,8 @@ def write_report(out: Path, data_root: Path, programmings: int = 5, mc: int = 16
              f"lesion (within {NEAR_MM:g} mm of the true or predicted lesion, where the errors are); ECE: expected calibration error of the max class probability; correlations: "
              "a case's mean entropy against its Dice (negative = uncertain cases are the bad ones).\n",
              _md_table(urows, [("model", "model", ""), ("mean_entropy", "mean entropy", ".4f"), ("auroc", "error AUROC (head)", ".3f"),
-                               ("auroc_near", "error AUROC (near lesion)", ".3f"), ("ece", "ECE", ".4f"), ("pearson", "Pearson r", ".2f"), ("spearman", "Spearman ρ", ".2f")]), ""]
+                               ("auroc_near", "error AUROC (near lesion)", ".3f"), ("ece", "ECE", ".4f"), ("pearson", "Pearson r", ".2f"), ("spearman", "Spearman ρ", ".2f")]),
+             uncertainty_verdict(unc), ""]
 
     spec = models.get(("unet", "hwa")) or models.get(("unet", "digital")) or next(iter(models.values()))
     pipe = pipelining(spec, cases.cases[0][1], 8, mappings)
