@@ -221,6 +221,15 @@ def tile_mapping(models: dict) -> tuple[list[dict], dict[str, NetworkMapping]]:
     return rows, mappings
 
 
+def _save_panels(fig: plt.Figure, axes: Iterable[plt.Axes], path: Path, legend_size: int) -> None:
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def tile_mapping_figure(mappings: dict[str, NetworkMapping], path: Path) -> None:
     """Per analog layer, in forward order: how full its tiles are, and how often they are read per slice."""
     fig, (util, reuse) = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -232,12 +241,7 @@ def tile_mapping_figure(mappings: dict[str, NetworkMapping], path: Path) -> None
              title="How full each layer's 512x512 tiles are")
     reuse.set(xlabel="analog layer, in forward order", ylabel="MVMs per slice (reuse)",
               title="How often each layer's tiles are read")
-    for ax in (util, reuse):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_panels(fig, (util, reuse), path, legend_size=8)
 
 
 # 3. Uncertainty -------------------------------------------------------------------------------
@@ -404,12 +408,7 @@ def pipelining_figure(pipe: dict, mappings: dict[str, NetworkMapping], path: Pat
     volume.axvline(pipe["slices"], color="grey", lw=0.8)
     volume.set(xlabel="slices in the volume", ylabel="volume latency (ms)",
                title="Whole volume on the modelled chip")
-    for ax in (stages, volume):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_panels(fig, (stages, volume), path, legend_size=7)
 
 
 def robustness_verdict(drops: list[dict]) -> str:
