@@ -68,6 +68,13 @@ def test_the_verdict_compares_the_digitally_trained_isotropic_model_with_the_pyr
     assert "most robust here too" in robustness_verdict([row("swinunetr", "digital", 0.04), row("unet", "digital", 0.1)] + hwa_noise)
     assert "unlike the paper" in robustness_verdict([row("swinunetr", "digital", 0.2), row("unet", "digital", 0.1)])
     assert "needs" in robustness_verdict([row("unet", "digital", 0.1)])
+    swin, unet = row("swinunetr", "digital", 0.04), row("unet", "digital", 0.1)
+    swin["ensemble_drop_day"], unet["ensemble_drop_day"] = 0.12, 0.07
+    assert "protocols disagree" in robustness_verdict([swin, unet])
+    swin["ensemble_drop_day"] = 0.05
+    assert "protocols agree" in robustness_verdict([swin, unet])
+    unet["ensemble_drop_day"] = "-"  # no recorded ensemble: only the sweep speaks
+    assert "protocol" not in robustness_verdict([swin, unet])
 
 
 def test_a_nominal_first_pass_measures_the_drop_table_and_the_next_pass_the_rest(tmp_path, monkeypatch):
