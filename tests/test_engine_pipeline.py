@@ -85,3 +85,25 @@ def test_volume_result_collects_every_map(small_model, real_volume):
     ranking = result.slice_ranking()
     assert len(ranking) == real_volume.shape[2]
     assert ranking[0][1] >= ranking[-1][1]
+
+
+def test_stages_run_on_one_torch_thread_each_and_the_callers_count_is_kept(small_model, real_volume, monkeypatch):
+    """Stages on full OpenMP teams oversubscribe the cores (1.7x slower on two)."""
+    import torch
+
+    import engine.pipeline as pipeline
+
+    seen: dict[str, set[int]] = {"infer": set(), "post": set()}
+    seg = Segmenter(small_model, RunSettings(small_model.name, "digital"))
+    predict, statistics = seg.predict, pipeline.mc_statistics
+    monkeypatch.setattr(seg, "predict", lambda *a: seen["infer"].add(torch.get_num_threads()) or predict(*a))
+    monkeypatch.setattr(pipeline, "mc_statistics", lambda p: seen["post"].add(torch.get_num_threads()) or statistics(p))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for _ in run_slices(seg, real_volume, "axial", indices=[0, 1, 2]):
+            pass
+        caller = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == {"infer": {1}, "post": {1}} and caller == 2

@@ -67,6 +67,8 @@ def test_the_verdict_compares_the_digitally_trained_isotropic_model_with_the_pyr
     hwa_noise = [row("swinunetr", "hwa", 0.5)]  # HWA models are not the paper's comparison
     assert "most robust here too" in robustness_verdict([row("swinunetr", "digital", 0.04), row("unet", "digital", 0.1)] + hwa_noise)
     assert "unlike the paper" in robustness_verdict([row("swinunetr", "digital", 0.2), row("unet", "digital", 0.1)])
+    assert "less than U-Net only" in robustness_verdict([row("swinunetr", "digital", 0.05), row("unet", "digital", 0.1),
+                                                         row("unetpp", "digital", 0.0)])
     assert "needs" in robustness_verdict([row("unet", "digital", 0.1)])
     swin, unet = row("swinunetr", "digital", 0.04), row("unet", "digital", 0.1)
     swin["ensemble_drop_day"], unet["ensemble_drop_day"] = 0.12, 0.07
