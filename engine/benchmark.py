@@ -2,9 +2,10 @@
 
 Per architecture, at the shipped input size: ms per forward (one Monte-Carlo sample) digital,
 through aihwkit's tile and through `engine.fast_analog`, measured in interleaved rounds so that
-background load hits all three alike; MC-16 ms per slice through the `Segmenter`; the programming
+background load hits them alike; MC-16 ms per slice through the `Segmenter`; the programming
 cost per chip; the floor under any exact simulation of a read: the digital forward plus drawing the
-read's Gaussian noise numbers (`noise_draws_per_read`), which aihwkit's tile draws too; after the U-Net, a whole LGG volume at MC 16 through `segment_volume`; the peak
+read's Gaussian noise numbers (`noise_draws_per_read`), which aihwkit's tile draws too; after the
+U-Net, a whole LGG volume at MC 16 through `segment_volume`; the peak
 memory of the process (after the U-Net and the volume, then after each other architecture). An architecture without a shipped model is built with
 `default_arguments(arch, 1, 2, 128)`, randomly initialised and calibrated on random inputs.
 """
