@@ -7,7 +7,7 @@ normalised while slice k is inferred and slice k-1 is resized and reduced to sta
 torch releases the GIL inside its kernels, so the stages genuinely overlap. Each stage runs on one
 torch thread (torch's thread count is per thread): with the stages on torch's default OpenMP teams,
 the pipeline ran 1.7x slower than one slice at a time on two cores, and still 1.8x slower with only
-inference on two threads; with one thread each it is as fast as or faster than one slice at a
+inference on two threads; with one thread each it is on par with one slice at a
 time on two threads (lgg_003, HWA U-Net, MC 8: 3.9-4.2 s against 3.8-4.5 s).
 No Qt here: the viewer's worker and the CLI both drive this generator.
 """
