@@ -427,13 +427,14 @@ def robustness_verdict(drops: list[dict]) -> str:
         return ("The isotropic-versus-pyramidal comparison needs the digitally trained Swin-UNETR and a U-Net "
                 "measured at nominal noise after both drift times; not all are measured yet.")
 
-    def beaten(key: str) -> tuple[list[str], str] | None:
-        """The pyramidal models that lose more than Swin-UNETR under this protocol, and the numbers."""
+    def beaten(key: str) -> tuple[list[str], int, str] | None:
+        """The pyramidal models that lose more than Swin-UNETR under this protocol, how many were
+        measured under it, and the numbers."""
         drop = {a: r[key] for a, r in rows.items() if isinstance(r.get(key), float)}
         if "swinunetr" not in drop or len(drop) < 2:
             return None
         others = {a: d for a, d in drop.items() if a != "swinunetr"}
-        return ([a for a, d in others.items() if drop["swinunetr"] < d],
+        return ([a for a, d in others.items() if drop["swinunetr"] < d], len(others),
                 f"Swin-UNETR loses {drop['swinunetr']:.3f} Dice against "
                 + ", ".join(f"{ARCH_TITLES[a]} {d:.3f}" for a, d in others.items()))
 
@@ -445,11 +446,11 @@ def robustness_verdict(drops: list[dict]) -> str:
         return "unlike the paper, the isotropic model loses more than every pyramidal one"
 
     single = beaten("drop_hour")
-    text = f"Digitally trained, at nominal noise after 1 hour, single reads: {single[1]}: {reading(single[0], len(rows) - 1)}."
+    text = f"Digitally trained, at nominal noise after 1 hour, single reads: {single[2]}: {reading(*single[:2])}."
     ensemble = beaten("ensemble_drop_day")
     if ensemble is not None:
-        text += (f" With 4-chip ensembles after 1 day (`aimc evaluate`, MC 4): {ensemble[1]}: "
-                 f"{reading(ensemble[0], len(rows) - 1)}; "
+        text += (f" With 4-chip ensembles after 1 day (`aimc evaluate`, MC 4): {ensemble[2]}: "
+                 f"{reading(*ensemble[:2])}; "
                  + ("the two protocols agree." if set(ensemble[0]) == set(single[0]) else
                     "the protocols disagree, so at this sample size our data do not settle the claim."))
     return text
