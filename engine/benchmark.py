@@ -4,7 +4,7 @@ Per architecture, at the shipped input size: ms per forward (one Monte-Carlo sam
 through aihwkit's tile and through `engine.fast_analog`, measured in interleaved rounds so that
 background load hits them alike; MC-16 ms per slice through the `Segmenter`; the programming
 cost per chip; the floor under any exact simulation of a read: the digital forward plus drawing the
-read's Gaussian noise numbers (`noise_draws_per_read`), which aihwkit's tile draws too; after the
+read's Gaussian noise numbers (`noise_draws_per_read`) and adding them, as aihwkit's tile does too; after the
 U-Net, a whole LGG volume at MC 16 through `segment_volume`; the peak
 memory of the process (after the U-Net and the volume, then after each other architecture). An architecture without a shipped model is built with
 `default_arguments(arch, 1, 2, 128)`, randomly initialised and calibrated on random inputs.
@@ -28,7 +28,7 @@ import torch
 from engine.analog import calibrated_analog
 from engine.architectures import ARCHITECTURES, default_arguments
 from engine.device import DeviceSettings
-from engine.fast_analog import gaussian_like, noise_draws_per_read
+from engine.fast_analog import add_gaussian_, noise_draws_per_read
 from engine.inference import RunSettings, Segmenter
 from engine.model_store import RESOURCES, Label, ModelSpec, list_models, read_spec, save_model
 from engine.pipeline import segment_volume
@@ -101,7 +101,7 @@ def bench_architecture(spec: ModelSpec, shipped: bool, rounds: int) -> dict:
     digital, aihwkit_chip, fast_chip = fast.digital, reference.chip(0), fast.chip(0)
     draws = torch.empty(noise_draws_per_read(fast_chip, x))
     ms = _interleaved_ms({"digital": (lambda: digital(x), 3), "aihwkit": (lambda: aihwkit_chip(x), 1),
-                          "ours": (lambda: fast_chip(x), 3), "noise": (lambda: gaussian_like(draws), 3)}, rounds)
+                          "ours": (lambda: fast_chip(x), 3), "noise": (lambda: add_gaussian_(draws, 1.0), 3)}, rounds)
     floor = ms["digital"] + ms["noise"]
     mc = _interleaved_ms({"mc": (lambda: fast.predict(x, 0), 1)}, 3)["mc"]
     return {

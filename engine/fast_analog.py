@@ -3,8 +3,10 @@
 aihwkit's torch tile runs a convolution on CPU by unfolding it (im2col, about nine times the
 activation) and then clipping, quantising and noising that unfolded tensor element-wise. Input
 clipping and DAC quantisation act element-wise on the input, so they commute with im2col and zero
-padding: we apply them to the activation and run a native `F.conv2d`, one per physical tile
-(where a tile holds only part of a channel's kernel, the rest of that slice is zero). Per tile,
+padding: we apply them to the activation and run native convolutions: one grouped convolution
+over all the physical tiles of a layer, or one per tile on large images (where a tile holds only
+part of a channel's kernel, the rest of that slice is zero). Each step below runs as one op over
+all the tiles of a layer, with each tile's own input range, noise, ADC and scales. Per tile,
 in aihwkit's order (`TorchInferenceTile.forward` -> `AnalogMVM._compute_analog_mv` ->
 `InferenceTileWithPeriphery.post_forward` -> `apply_out_scaling`):
 
@@ -35,7 +37,6 @@ from __future__ import annotations
 
 import copy
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -47,33 +48,19 @@ from torch import nn
 from engine.device import DeviceSettings
 
 
-NOISE_CHUNKS = 2  # fixed, so a seeded read gives the same noise whatever the thread count
-PARALLEL_NOISE_MIN = 1 << 16  # elements; below this a thread hand-off costs more than it saves
-_noise_pool = ThreadPoolExecutor(max_workers=NOISE_CHUNKS, thread_name_prefix="analog-noise")
+GROUPED_MAX_PIXELS = 32 * 32  # see FastAnalogConv2d._grouped: measured on the shipped U-Net, U-Net++ and Swin-UNETR
 
 
-def gaussian_like(y: torch.Tensor) -> torch.Tensor:
-    """N(0, 1) noise shaped like y, drawn in chunks on two threads when torch may use two.
+def add_gaussian_(y: torch.Tensor, std: float, envelope: torch.Tensor | None = None) -> torch.Tensor:
+    """y += std * envelope * N(0, 1) in place, one number per element, from torch's global generator.
 
-    Gaussian draws are most of the remaining cost of a read, and torch draws them on one core:
-    CPU generators are sequential. Each chunk gets its own generator seeded from the global one,
-    so `torch.manual_seed` still fixes every read.
+    The numbers are drawn into a tensor with y's memory layout, filled as flat memory: torch's
+    generator is vectorised only on contiguous memory (about 3 ns a number on one core, twice that
+    on a channels-last view), and adding tensors of the same layout is one pass.
     """
-    if y.numel() < PARALLEL_NOISE_MIN:
-        return torch.randn_like(y)
-    out = torch.empty_like(y, memory_format=torch.contiguous_format)
-    seed = int(torch.randint(0, 2**62, ()))
-    chunks = out.view(-1).chunk(NOISE_CHUNKS)
-
-    def fill(i: int) -> torch.Tensor:
-        return torch.randn(chunks[i].shape, generator=torch.Generator().manual_seed(seed + i), out=chunks[i])
-
-    if torch.get_num_threads() > 1:
-        list(_noise_pool.map(fill, range(len(chunks))))
-    else:
-        for i in range(len(chunks)):
-            fill(i)
-    return out
+    noise = torch.empty_like(y)  # dense: empty_like keeps y's strides only where they are dense
+    noise.as_strided((noise.numel(),), (1,)).normal_(0.0, std)
+    return y.add_(noise) if envelope is None else y.addcmul_(noise, envelope)
 
 
 def per_read_pcm_noise(settings: DeviceSettings) -> float:
@@ -121,7 +108,14 @@ def _tiles(layer: nn.Module) -> tuple[list[tuple[slice, slice, nn.Module]], torc
 
 
 class _FastAnalogLayer(nn.Module):
-    """The periphery shared by conv and linear layers: per-tile DAC, read noise, ADC, scales."""
+    """The periphery shared by conv and linear layers: DAC, read noise, ADC and scales, all tiles at once.
+
+    A layer's T tiles run as one batched product (a grouped convolution, a batched matmul) on their
+    gathered inputs, each clipped and quantised with its tile's own input range; every tile's outputs
+    get their own noise, ADC and scales, as on separate tiles; then the tiles that split the input are
+    summed and those that split the output concatenated. One op per step instead of one per tile:
+    most layers that need several tiles are small, where per-op overhead is the cost.
+    """
 
     feature_dim = -1  # where the output features lie
 
@@ -130,37 +124,41 @@ class _FastAnalogLayer(nn.Module):
         if layer.training:
             raise ValueError("fast analog layers reproduce aihwkit's eval forward; call .eval() first")
         tiles, bias = _tiles(layer)
-        self.in_slices = [t[0] for t in tiles]
+        name = type(layer).__name__
+        io = tiles[0][2].rpu_config.forward
+        _check_supported(io, name)
+        if any(tile.rpu_config.forward != io for _, _, tile in tiles):
+            raise NotImplementedError(f"{name}: tiles of one layer with different forward settings")
+        ranges = [tile.input_range.item() if tile.input_range is not None else None for _, _, tile in tiles]
+        if None in ranges and any(r is not None for r in ranges):
+            raise NotImplementedError(f"{name}: some tiles with a learned input range, some without")
+        self.in_slices = [t[0] for t in tiles]  # row-major: input splits, then output splits within each
         self.out_slices = [t[1] for t in tiles]
         self.out_features = layer.out_features
-        # float32 scalars, so that dividing by them is aihwkit's division without a conversion per call
-        self.input_ranges: list[torch.Tensor | None] = []  # signed, as aihwkit divides and scales by it
-        self.inp_steps: list[torch.Tensor | None] = []  # DAC step, None without DAC
-        self.level_limits: list[float | None] = []  # inp_bound in DAC levels, where it can clip
-        self.out_bounds: list[float | None] = []  # out_bound in ADC levels
-        self.out_noise: list[float] = []  # output noise std in ADC levels
-        self.read_noise: list[float] = []  # PCM_READ w_noise * DAC step in ADC levels
-        self.adc: list[bool] = []
-        self.raw_kernels: list[torch.Tensor] = []  # conductances in aihwkit's (out, in) layout
-        for k, (_, out_slice, tile) in enumerate(tiles):
-            io = tile.rpu_config.forward
-            _check_supported(io, type(layer).__name__)
-            r = tile.input_range.item() if tile.input_range is not None else None
-            inp_step = _step(io.inp_res, io.inp_bound) if io.inp_res > 0 else None
-            out_step = _step(io.out_res, io.out_bound) if io.out_res > 0 else 1.0
-            level_step = inp_step or 1.0
-            max_level = round(1.0 / level_step) if r is not None else math.inf  # |x / r| <= 1
-            self.input_ranges.append(None if r is None else torch.tensor(r, dtype=torch.float32))
-            self.inp_steps.append(None if inp_step is None else torch.tensor(inp_step, dtype=torch.float32))
-            self.level_limits.append(io.inp_bound / level_step
-                                     if io.inp_bound > 0 and max_level * level_step > io.inp_bound else None)
-            self.out_bounds.append(io.out_bound / out_step if io.out_bound > 0 else None)
-            self.out_noise.append(io.out_noise / out_step)
-            self.read_noise.append(read_noise * level_step / out_step)
-            self.adc.append(io.out_res > 0)
-            weight = tile.tile.weight.detach()
-            self.raw_kernels.append(weight)
-            self.register_buffer(f"weight{k}", weight * (level_step / out_step))
+        self.tiles = len(tiles)
+        self.in_splits = len({s.start for s in self.in_slices})
+        self.out_splits = self.tiles // self.in_splits
+        self.out_width = max(s.stop - s.start for s in self.out_slices)  # shorter tiles padded with zeros
+
+        inp_step = _step(io.inp_res, io.inp_bound) if io.inp_res > 0 else None
+        out_step = _step(io.out_res, io.out_bound) if io.out_res > 0 else 1.0
+        level_step = inp_step or 1.0
+        max_level = round(1.0 / level_step) if ranges[0] is not None else math.inf  # |x / r| <= 1
+        # a float32 scalar, so that dividing by it is aihwkit's division without a conversion per call
+        self.inp_step = None if inp_step is None else torch.tensor(inp_step, dtype=torch.float32)
+        self.level_limit = (io.inp_bound / level_step  # inp_bound in DAC levels, where it can clip
+                            if io.inp_bound > 0 and max_level * level_step > io.inp_bound else None)
+        self.out_bound = io.out_bound / out_step if io.out_bound > 0 else None  # in ADC levels
+        self.out_noise = io.out_noise / out_step  # output noise std in ADC levels
+        self.read_noise = read_noise * level_step / out_step  # PCM_READ w_noise * DAC step in ADC levels
+        self.adc = io.out_res > 0
+
+        # per tile: conductances in aihwkit's (out, in) layout, pre-multiplied so the product is in ADC
+        # levels, and the output scale; the subclass lays them out for its batched product
+        self.tile_weights = [tile.tile.weight.detach() * (level_step / out_step) for _, _, tile in tiles]
+        self.tile_abs_weights = [tile.tile.weight.detach().abs() if read_noise > 0 else None for _, _, tile in tiles]
+        scales = torch.zeros(self.tiles, self.out_width, dtype=torch.float64)
+        for k, ((_, out_slice, tile), r) in enumerate(zip(tiles, ranges)):
             scale = torch.full((out_slice.stop - out_slice.start,), out_step * (r if r is not None else 1.0),
                                dtype=torch.float64)
             if tile.mapping_scales is not None:
@@ -169,89 +167,135 @@ class _FastAnalogLayer(nn.Module):
                 scale = scale * tile.alpha.detach().double()
             if tile.out_scaling_alpha is not None:
                 scale = scale * tile.out_scaling_alpha.detach().double()
-            self.register_buffer(f"scale{k}", self._broadcast(scale.float()))
+            scales[k, :len(scale)] = scale
+        self.tile_ranges = None if ranges[0] is None else torch.tensor(ranges, dtype=torch.float32)  # signed
+        self.register_buffer("scale", self._layout_outputs(scales.float()))
         self.register_buffer("bias", None if bias is None else self._broadcast(bias.detach().clone()))
-        self.out_starts = sorted({s.start for s in self.out_slices})
-        self._names = [(f"weight{k}", f"abs_weight{k}", f"scale{k}") for k in range(len(tiles))]
+        real = [k * self.out_width + i for k, s in enumerate(self.out_slices[:self.out_splits])
+                for i in range(s.stop - s.start)]
+        padded = len(real) < self.out_splits * self.out_width
+        self.register_buffer("out_index", torch.tensor(real) if padded else None)
 
-    def _levels(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """Steps 1-2: clip to the input range, normalise, and return DAC levels.
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        buffers = self._buffers  # direct lookups: this runs for every layer of every read
+        levels = self._levels(x, buffers["input_range"])
+        y, pcm_variance = self._mvm(levels, x)
+        y = self._read(y, pcm_variance)
+        bias = buffers["bias"]
+        if self.tiles == 1:
+            return y.mul_(buffers["scale"]) if bias is None else torch.addcmul(bias, y, buffers["scale"])
+        y = self._combine(y.mul_(buffers["scale"]), x)
+        return y if bias is None else y.add_(bias)
+
+    def _levels(self, x: torch.Tensor, input_range: torch.Tensor | None) -> torch.Tensor:
+        """Steps 1-2 for every tile: its part of the input clipped to its range, normalised, in DAC levels.
 
         Bit for bit aihwkit's clamp(x, -|r|, |r|) / r / step: division is monotonic, so clipping
         after dividing by r gives the same floats.
         """
-        r = self.input_ranges[k]
-        x = x.div(r).clamp_(-1.0, 1.0) if r is not None else x.clone()
-        if self.inp_steps[k] is not None:
-            x.div_(self.inp_steps[k]).round_()
-        if self.level_limits[k] is not None:
-            x.clamp_(-self.level_limits[k], self.level_limits[k])
-        return x
+        gathered = self._gather(x)
+        if input_range is not None:
+            levels = (gathered.div_(input_range) if gathered is not x else x.div(input_range)).clamp_(-1.0, 1.0)
+        else:
+            levels = gathered.clone() if gathered is x else gathered
+        if self.inp_step is not None:
+            levels.div_(self.inp_step).round_()
+        if self.level_limit is not None:
+            levels.clamp_(-self.level_limit, self.level_limit)
+        return levels
 
-    def _read(self, y: torch.Tensor, k: int, pcm_variance: torch.Tensor | None) -> torch.Tensor:
-        """Steps 4-5 on the MVM result y in ADC levels, in place."""
+    def _read(self, y: torch.Tensor, pcm_variance: torch.Tensor | None) -> torch.Tensor:
+        """Steps 4-5 on the MVM results y of all tiles, in ADC levels, in place."""
         if pcm_variance is not None:
-            y.addcmul_(pcm_variance.sqrt_(), gaussian_like(y), value=self.read_noise[k])
-        if self.out_noise[k] > 0:
-            y.add_(gaussian_like(y), alpha=self.out_noise[k])
-        if self.adc[k]:
+            add_gaussian_(y, self.read_noise, pcm_variance.sqrt_())
+        if self.out_noise > 0:
+            add_gaussian_(y, self.out_noise)
+        if self.adc:
             y.round_()
-        if self.out_bounds[k] is not None:
-            y.clamp_(-self.out_bounds[k], self.out_bounds[k])
+        if self.out_bound is not None:
+            y.clamp_(-self.out_bound, self.out_bound)
         return y
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        buffers = self._buffers  # direct lookups: this loop runs for every tile of every read
-        bias = buffers["bias"]
-        parts: dict[int, torch.Tensor] = {}
-        for k, (weight, abs_weight, scale) in enumerate(self._names):
-            levels = self._levels(self._select(x, k), k)
-            y, pcm_variance = self._mvm(levels, buffers[weight], buffers[abs_weight])
-            y = self._read(y, k, pcm_variance)
-            start = self.out_slices[k].start
-            if start in parts:
-                parts[start].addcmul_(y, buffers[scale])
-            elif len(self._names) == 1 and bias is not None:
-                return torch.addcmul(bias, y, buffers[scale])
-            else:
-                parts[start] = y.mul_(buffers[scale])
-        out = parts[0] if len(parts) == 1 else torch.cat([parts[s] for s in self.out_starts], self.feature_dim)
-        return out if bias is None else out.add_(bias)
+    def draws_per_position(self) -> int:
+        """Gaussian numbers a read draws per output position (pixel or token): one per tile output
+        for the output noise and one more with per-read PCM noise; aihwkit's tile draws as many
+        (padding a shorter output split adds a few here)."""
+        return sum(s.stop - s.start for s in self.out_slices) * ((self.out_noise > 0) + (self.read_noise > 0))
 
     def _broadcast(self, t: torch.Tensor) -> torch.Tensor:
         """A per-feature vector shaped to broadcast against the output."""
         return t.view(1, -1, 1, 1) if self.feature_dim == 1 else t
 
-    def _select(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """The part of the input that tile k reads."""
+    def _gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Each tile's part of the input, side by side in the layout of `_mvm` (x itself for one full tile)."""
         raise NotImplementedError
 
-    def _mvm(self, levels: torch.Tensor, weight: torch.Tensor,
-             abs_weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Step 3 (and the PCM variance sum_j |W_ij| levels_j^2 where enabled)."""
+    def _mvm(self, levels: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Step 3 for all tiles, on the levels of input x (and the PCM variance sum_j |W_ij| levels_j^2 where enabled)."""
+        raise NotImplementedError
+
+    def _layout_outputs(self, per_tile: torch.Tensor) -> torch.Tensor:
+        """(tiles, out_width) per-output values shaped to broadcast against the MVM result."""
+        raise NotImplementedError
+
+    def _combine(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Scaled tile outputs (of input x) to the layer's output: input splits summed, output splits concatenated."""
         raise NotImplementedError
 
 
 class FastAnalogLinear(_FastAnalogLayer):
-    """A programmed `AnalogLinear`: one `F.linear` per tile."""
+    """A programmed `AnalogLinear`: `F.linear` for one tile, one batched matmul over (tiles, tokens, inputs)."""
 
     def __init__(self, layer: AnalogLinear, read_noise: float = 0.0) -> None:
         super().__init__(layer, read_noise)
-        for k, w in enumerate(self.raw_kernels):
-            self.register_buffer(f"abs_weight{k}", w.abs() if read_noise > 0 else None)
-        del self.raw_kernels
+        if self.tiles == 1:
+            self.register_buffer("weight", self.tile_weights[0])
+            self.register_buffer("abs_weight", self.tile_abs_weights[0])
+            self.register_buffer("gather_index", None)
+            self.register_buffer("input_range", None if self.tile_ranges is None else self.tile_ranges.view(()))
+        else:
+            width = max(s.stop - s.start for s in self.in_slices)
+            index = torch.cat([torch.arange(s.start, s.start + width).clamp_(max=s.stop - 1) for s in self.in_slices])
+            self.register_buffer("gather_index", index)  # past a shorter tile's end: zero weights
+            self.register_buffer("weight", self._stack(self.tile_weights, width))
+            self.register_buffer("abs_weight", None if read_noise == 0 else self._stack(self.tile_abs_weights, width))
+            self.register_buffer("input_range", None if self.tile_ranges is None else self.tile_ranges.view(-1, 1, 1))
+        del self.tile_weights, self.tile_abs_weights, self.tile_ranges
 
-    def _select(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        s = self.in_slices[k]
-        return x if s.start == 0 and s.stop == x.shape[-1] else x[..., s]
+    def _stack(self, weights: list[torch.Tensor], width: int) -> torch.Tensor:
+        """(tiles, in width, out width): each tile's (out, in) matrix transposed, zero-padded."""
+        out = weights[0].new_zeros(self.tiles, width, self.out_width)
+        for k, w in enumerate(weights):
+            out[k, :w.shape[1], :w.shape[0]] = w.t()
+        return out
 
-    def _mvm(self, levels: torch.Tensor, weight: torch.Tensor,
-             abs_weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return F.linear(levels, weight), (None if abs_weight is None else F.linear(levels.square(), abs_weight))
+    def _layout_outputs(self, per_tile: torch.Tensor) -> torch.Tensor:
+        return per_tile.view(-1) if self.tiles == 1 else per_tile.view(self.tiles, 1, self.out_width)
+
+    def _gather(self, x: torch.Tensor) -> torch.Tensor:
+        index = self._buffers["gather_index"]
+        if index is None:
+            return x
+        rows = x.reshape(-1, x.shape[-1]).index_select(1, index)
+        return rows.view(rows.shape[0], self.tiles, -1).transpose(0, 1)
+
+    def _mvm(self, levels: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        weight, abs_weight = self._buffers["weight"], self._buffers["abs_weight"]
+        if self.tiles == 1:
+            return F.linear(levels, weight), (None if abs_weight is None else F.linear(levels.square(), abs_weight))
+        return torch.bmm(levels, weight), (None if abs_weight is None else torch.bmm(levels.square(), abs_weight))
+
+    def _combine(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        tokens = y.shape[1]
+        y = y.view(self.in_splits, self.out_splits, tokens, self.out_width).sum(0)
+        y = y.permute(1, 0, 2).reshape(tokens, -1)
+        if self.out_index is not None:
+            y = y.index_select(1, self.out_index)
+        return y.view(*x.shape[:-1], self.out_features)
 
 
 class FastAnalogConv2d(_FastAnalogLayer):
-    """A programmed `AnalogConv2d`: one native `F.conv2d` per tile instead of im2col.
+    """A programmed `AnalogConv2d`: native convolutions instead of im2col, one group (or one call) per tile.
 
     aihwkit unfolds the input to (C_in * kh * kw) rows, channel-major, and splits them into tiles.
     A tile therefore covers channels c0..c1, possibly only part of the first and last kernel; its
@@ -265,31 +309,75 @@ class FastAnalogConv2d(_FastAnalogLayer):
         self.stride, self.padding, self.dilation = layer.stride, layer.padding, layer.dilation
         kh, kw = layer.kernel_size
         per_channel = kh * kw
-        self.channel_slices: list[slice] = []
-        for k, (in_slice, raw) in enumerate(zip(self.in_slices, self.raw_kernels)):
-            c0, c1 = in_slice.start // per_channel, -(-in_slice.stop // per_channel)
-            offset = in_slice.start - c0 * per_channel
+        channels = [(s.start // per_channel, -(-s.stop // per_channel)) for s in self.in_slices]
+        width = max(c1 - c0 for c0, c1 in channels)  # input channels per group
 
-            def as_kernel(w: torch.Tensor) -> torch.Tensor:
-                full = w.new_zeros(w.shape[0], (c1 - c0) * per_channel)
-                full[:, offset:offset + w.shape[1]] = w
-                return full.view(w.shape[0], c1 - c0, kh, kw)
+        def kernels(weights: list[torch.Tensor]) -> torch.Tensor:
+            out = weights[0].new_zeros(self.tiles * self.out_width, width * per_channel)
+            for k, (w, s, (c0, _)) in enumerate(zip(weights, self.in_slices, channels)):
+                offset = s.start - c0 * per_channel
+                out[k * self.out_width:k * self.out_width + w.shape[0], offset:offset + w.shape[1]] = w
+            return out.view(-1, width, kh, kw)
 
-            self.channel_slices.append(slice(c0, c1))
-            setattr(self, f"weight{k}", as_kernel(getattr(self, f"weight{k}")))
-            self.register_buffer(f"abs_weight{k}", as_kernel(raw.abs()) if read_noise > 0 else None)
-        del self.raw_kernels
+        full = self.tiles == 1 and channels[0] == (0, layer.in_channels)
+        index = torch.cat([torch.arange(c0, c0 + width).clamp_(max=c1 - 1) for c0, c1 in channels])
+        self.register_buffer("gather_index", None if full else index)  # past a tile's channels: zero weights
+        self.register_buffer("weight", kernels(self.tile_weights))
+        self.register_buffer("abs_weight", None if read_noise == 0 else kernels(self.tile_abs_weights))
+        cl = torch.channels_last  # the grouped convolution's layout
+        self.register_buffer("weight_cl", None if full else self.weight.contiguous(memory_format=cl))
+        self.register_buffer("abs_weight_cl", None if full or read_noise == 0 else self.abs_weight.contiguous(memory_format=cl))
+        self.group_width = width
+        ranges = self.tile_ranges
+        if ranges is not None:  # one tile: a scalar, as aihwkit divides by it
+            ranges = ranges.view(()) if full else ranges.repeat_interleave(width).view(1, -1, 1, 1)
+        self.register_buffer("input_range", ranges)
+        del self.tile_weights, self.tile_abs_weights, self.tile_ranges
 
-    def _select(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        c = self.channel_slices[k]
-        return x if c.start == 0 and c.stop == x.shape[1] else x[:, c]
+    def _layout_outputs(self, per_tile: torch.Tensor) -> torch.Tensor:
+        return per_tile.view(1, -1, 1, 1)
 
-    def _mvm(self, levels: torch.Tensor, weight: torch.Tensor,
-             abs_weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        y = F.conv2d(levels, weight, None, self.stride, self.padding, self.dilation)
-        if abs_weight is None:
-            return y, None
-        return y, F.conv2d(levels.square(), abs_weight, None, self.stride, self.padding, self.dilation)
+    def _grouped(self, x: torch.Tensor) -> bool:
+        """Several tiles on a small image: one grouped convolution in channels-last memory, where oneDNN
+        runs it about as fast as one convolution over all channels (in NCHW up to 2x slower). On larger
+        images gathering into channels last costs more than it saves: one convolution per tile."""
+        return self.tiles > 1 and x.shape[-2] * x.shape[-1] <= GROUPED_MAX_PIXELS
+
+    def _gather(self, x: torch.Tensor) -> torch.Tensor:
+        index = self._buffers["gather_index"]
+        if index is None:
+            return x
+        if self._grouped(x):
+            return x.permute(0, 2, 3, 1).index_select(3, index).permute(0, 3, 1, 2)
+        return x.index_select(1, index)
+
+    def _mvm(self, levels: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        b = self._buffers
+        if self.tiles == 1 or self._grouped(x):
+            weight, abs_weight = (b["weight"], b["abs_weight"]) if self.tiles == 1 else (b["weight_cl"], b["abs_weight_cl"])
+            y = F.conv2d(levels, weight, None, self.stride, self.padding, self.dilation, self.tiles)
+            if abs_weight is None:
+                return y, None
+            return y, F.conv2d(levels.square(), abs_weight, None, self.stride, self.padding, self.dilation, self.tiles)
+
+        def per_tile(inputs: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+            return torch.cat([F.conv2d(i, k, None, self.stride, self.padding, self.dilation) for i, k in
+                              zip(inputs.split(self.group_width, 1), kernels.split(self.out_width))], 1)
+
+        return per_tile(levels, b["weight"]), (None if b["abs_weight"] is None else per_tile(levels.square(), b["abs_weight"]))
+
+    def _combine(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = y.shape
+        if not self._grouped(x):
+            if self.in_splits > 1:
+                y = y.view(n, self.in_splits, -1, h, w).sum(1)
+            return y if self.out_index is None else y.index_select(1, self.out_index)
+        y = y.permute(0, 2, 3, 1)  # channels last, as the grouped convolution returns it
+        if self.in_splits > 1:
+            y = y.view(n, h, w, self.in_splits, -1).sum(3)
+        if self.out_index is not None:
+            y = y.index_select(3, self.out_index)
+        return y.permute(0, 3, 1, 2)  # left channels last: the next layers take it as it is, faster than a copy
 
 
 def noise_draws_per_read(chip: nn.Module, x: torch.Tensor) -> int:
@@ -299,9 +387,7 @@ def noise_draws_per_read(chip: nn.Module, x: torch.Tensor) -> int:
     counts: list[int] = []
 
     def count(layer: _FastAnalogLayer, _, out: torch.Tensor) -> None:
-        per_feature = out.numel() // layer.out_features
-        counts.append(sum(per_feature * (s.stop - s.start) * ((layer.out_noise[k] > 0) + (layer.read_noise[k] > 0))
-                          for k, s in enumerate(layer.out_slices)))
+        counts.append(out.numel() // layer.out_features * layer.draws_per_position())
 
     handles = [m.register_forward_hook(count) for m in chip.modules() if isinstance(m, _FastAnalogLayer)]
     try:
