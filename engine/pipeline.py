@@ -81,13 +81,18 @@ class VolumeResult:
         self.finished = np.zeros(slice_count(shape, self.axis), bool)
 
     def add(self, result: SliceResult) -> None:
+        """A finished slice."""
+        self.show(result)
+        self.finished[result.index] = True
+        self.seconds.append(result.seconds)
+
+    def show(self, result: SliceResult) -> None:
+        """Put a slice's maps in without counting it finished: a preview from fewer samples."""
         k, st = result.index, result.stats
         set_slice(self.probabilities, self.axis, k, np.moveaxis(st.probabilities, 0, -1))
         set_slice(self.segmentation, self.axis, k, st.segmentation)
         for m in MAPS:
             set_slice(self.maps[m], self.axis, k, getattr(st, m))
-        self.finished[k] = True
-        self.seconds.append(result.seconds)
 
     def finalise(self) -> None:
         """Apply the post-processing when every slice is done; calling it again changes nothing."""
@@ -225,6 +230,31 @@ def run_slices(segmenter: Segmenter, volume: Volume, axis: str | None = None, st
             t.join(timeout=5)
     if errors:
         raise errors[0]
+
+
+def preview_while_programming(segmenter: Segmenter, volume: Volume, index: int, axis: str | None = None,
+                              cancel: threading.Event | None = None) -> Iterator[tuple[int, SliceResult]]:
+    """Program an analog run's chips one by one, reading slice `index` with each as soon as it is ready.
+
+    Yields (samples read, the slice's statistics over them) after every chip, so the slice on screen
+    shows after the first chip instead of the last (16 chips take seconds to program on a CPU).
+    Reads are seeded per (slice, sample): the last preview is the slice's final result (to float
+    rounding: the pipeline's stages run on one torch thread). Chips already
+    programmed are just read. A preview finishes no slice (its `done` is 0). A cancel ends the
+    generator quietly.
+    """
+    prep = segmenter.spec.preprocessing
+    axis = axis or prep.slice_axis
+    t0 = time.perf_counter()
+    x = to_model_input(get_slice(normalise_volume(volume.data, prep), axis, index)[None], prep)
+    size = get_slice(volume.data, axis, 0).shape
+    samples: list[torch.Tensor] = []
+    for s in range(segmenter.samples):
+        if cancel is not None and cancel.is_set():
+            return
+        samples.append(segmenter.read(x, index, s))
+        stats = mc_statistics(resize_probabilities(torch.cat(samples), size))
+        yield s + 1, SliceResult(index, stats, time.perf_counter() - t0, 0, 1)
 
 
 def segment_volume(segmenter: Segmenter, volume: Volume, axis: str | None = None, **kwargs) -> VolumeResult:

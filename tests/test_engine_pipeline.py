@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from engine.inference import RunSettings, Segmenter
-from engine.pipeline import fan_out_order, run_slices, segment_volume
+from engine.pipeline import fan_out_order, preview_while_programming, run_slices, segment_volume
 from engine.volume import load_scan
 
 
@@ -37,6 +37,25 @@ def test_every_slice_yielded_once_starting_at_the_requested_one(small_model, rea
     assert seen[0] == 7
     assert sorted(seen) == list(range(n))
     assert progress[-1] == (n, n)
+
+
+def test_preview_shows_the_slice_from_each_new_chip_and_ends_at_its_result(small_model, real_volume):
+    seg = Segmenter(small_model, RunSettings(small_model.name, "analog", 3, seed=4))
+    previews = []
+    for read, preview in preview_while_programming(seg, real_volume, 9, "axial"):
+        assert len(seg.chips) == read, "each preview comes as soon as its chip is programmed"
+        assert preview.index == 9 and preview.done == 0
+        previews.append(preview.stats)
+    assert len(previews) == 3
+    assert previews[0].mutual_information.max() == 0 and previews[0].std.max() == 0  # one sample agrees with itself
+    assert previews[2].std.max() > 0
+    final = next(run_slices(seg, real_volume, "axial", indices=[9])).stats
+    for name in ("probabilities", "entropy", "mutual_information", "std"):  # the same reads (the pipeline's
+        np.testing.assert_allclose(getattr(previews[2], name), getattr(final, name), atol=1e-5)  # thread count aside)
+    assert (previews[2].segmentation == final.segmentation).mean() > 0.999
+    cancel = threading.Event()
+    cancel.set()
+    assert list(preview_while_programming(seg, real_volume, 9, "axial", cancel)) == []
 
 
 def test_cancel_stops_the_run(small_model, real_volume):

@@ -269,6 +269,17 @@ def test_whole_unet_without_noise_matches(unet):
     assert (out.argmax(1) == ref.argmax(1)).float().mean() > 0.995
 
 
+def test_a_model_reprogrammed_in_place_gives_the_chips_of_fresh_copies():
+    analog = _chip(nn.Conv2d(64, 8, 3, padding=1), DeviceSettings())  # two tiles, programmed once already
+    for seed in (5, 6, 5):
+        copied = fast_chip(program_chip(analog, DeviceSettings(), seed))
+        in_place = fast_chip(program_chip(analog, DeviceSettings(), seed, in_place=True))
+        assert copied.state_dict().keys() == in_place.state_dict().keys()
+        for key, value in copied.state_dict().items():
+            assert torch.equal(value, in_place.state_dict()[key]), key
+    assert not torch.equal(fast_chip(program_chip(analog, DeviceSettings(), 7)).weight, copied.weight)
+
+
 def test_segmenter_reads_fast_chips_by_default(small_model):
     x = torch.rand(1, 1, 64, 64)
     run = RunSettings(small_model.name, "analog", 2, 0.0, 3600.0)

@@ -238,6 +238,9 @@ def test_analog_run_current_slice_first_and_ui_stays_responsive(qtbot, make_wind
     statuses: list = []
     window.runner.status.connect(lambda job, status: statuses.append(status))
     fresh = pool.programmed_chips(spec, RunSettings(spec.name, "analog", 2)) == 0
+    events: list[tuple[str, int]] = []
+    window.runner.slicePreviewed.connect(lambda job, k: events.append(("preview", k)))
+    window.runner.sliceFinished.connect(lambda job, k: events.append(("finished", k)))
     volume = open_scan(qtbot, window)
     wait_complete(qtbot, window)
     timer.stop()
@@ -250,6 +253,8 @@ def test_analog_run_current_slice_first_and_ui_stays_responsive(qtbot, make_wind
           f"{longest * 1000:.0f} ms; without waiting for a CPU: {ours * 1000:.0f} ms; {len(stamps)} ticks")
     if fresh:  # the status bar counted the chips being programmed
         assert [(st.chips_ready, st.chips_total) for st in statuses if st.chips_total] == [(0, 2), (1, 2)]
+        # the slice on screen showed from the first chip, then both, before any slice was finished
+        assert events[:3] == [("preview", indices[0]), ("preview", indices[0]), ("finished", indices[0])]
     assert indices[0] == volume.shape[2] // 2, "the slice on screen comes first"
     assert sorted(indices) == list(range(20))
     assert window.result.complete and window.run.mode == "analog" and window.run.mc_samples == 2

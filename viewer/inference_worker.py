@@ -22,7 +22,7 @@ from superqt.utils import FunctionWorker, GeneratorWorker, create_worker
 
 from engine.inference import Cancelled, RunSettings
 from engine.model_store import ModelSpec
-from engine.pipeline import SliceResult, VolumeResult, run_slices
+from engine.pipeline import SliceResult, VolumeResult, preview_while_programming, run_slices
 from engine.postprocessing import keep_largest_component
 from engine.preprocessing import set_slice
 from engine.segmenter_pool import SegmenterPool
@@ -45,6 +45,14 @@ class Status:
     text: str
     chips_ready: int = 0
     chips_total: int = 0
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A slice's maps from the first `samples` Monte-Carlo samples, while the other chips are programmed."""
+
+    result: SliceResult
+    samples: int
 
 
 @dataclass(frozen=True)
@@ -98,22 +106,30 @@ def _postprocessed(job: Job, slices: Iterator[SliceResult]) -> Iterator[SliceRes
         yield PostProcessed(keep_largest_component(labels, result.keep_largest))
 
 
-def _segment(pool: SegmenterPool, job: Job) -> Iterator[SliceResult | Status | PostProcessed]:
-    """The worker's body: yields `Status`es, one `SliceResult` per slice, then `PostProcessed`."""
+def _segment(pool: SegmenterPool, job: Job) -> Iterator[SliceResult | Status | Preview | PostProcessed]:
+    """The worker's body: yields `Status`es (and `Preview`s of the slice on screen while chips are
+    programmed), one `SliceResult` per slice, then `PostProcessed`."""
     _yield_cpu_to_the_ui()
     try:
         if job.cancel.is_set():
             return
         yield Status(f"Loading {job.spec.name} ({job.run.mode})…")
         segmenter = pool.get(job.spec, job.run)
-        if job.run.mode == "analog":
-            total = segmenter.samples
-            for s in range(total):
-                if job.cancel.is_set():
-                    return
-                if s >= len(segmenter.chips):
-                    yield Status(f"Programming analog chip {s + 1} of {total}…", s, total)
-                segmenter.chip(s)
+        total = segmenter.samples
+        cached = len(segmenter.chips)
+        if job.run.mode == "analog" and cached < total:
+            first = job.order[0]  # the slice on screen: shown from the chips there are, refined with each new one
+            if cached == 0:
+                yield Status(f"Programming analog chip 1 of {total}…", 0, total)
+            for read, preview in preview_while_programming(segmenter, job.volume, first, job.result.axis, job.cancel):
+                if read < cached:
+                    continue
+                yield Preview(preview, read)
+                if read < total:
+                    yield Status(f"Programming analog chip {read + 1} of {total}; slice {first + 1} shows "
+                                 f"{read} sample{'s' if read > 1 else ''}…", read, total)
+            if job.cancel.is_set():
+                return
         yield Status(f"Segmenting {len(job.order)} slices ({job.run.mode})…")
         yield from _postprocessed(job, run_slices(segmenter, job.volume, job.result.axis, cancel=job.cancel,
                                                   indices=job.order))
@@ -129,6 +145,7 @@ class InferenceRunner(QObject):
     started = Signal(object)  # Job
     status = Signal(object, object)  # Job, Status
     sliceFinished = Signal(object, int)  # Job, slice index (already added to job.result)
+    slicePreviewed = Signal(object, int)  # Job, slice index (shown in job.result, not finished)
     finished = Signal(object, bool)  # Job, True when every slice of the result is done
     failed = Signal(object, str)  # Job, message for the user
 
@@ -173,12 +190,16 @@ class InferenceRunner(QObject):
         self.started.emit(job)
         worker.start()
 
-    def _on_yielded(self, job: Job, item: SliceResult | Status | PostProcessed) -> None:
+    def _on_yielded(self, job: Job, item: SliceResult | Status | Preview | PostProcessed) -> None:
         if isinstance(item, Status):
             self.status.emit(job, item)
             return
         if isinstance(item, PostProcessed):  # comes after every slice of the volume was added
             job.result.segmentation = item.labels
+            return
+        if isinstance(item, Preview):
+            job.result.show(item.result)
+            self.slicePreviewed.emit(job, item.result.index)
             return
         job.result.add(item)
         self.sliceFinished.emit(job, item.index)

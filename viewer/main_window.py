@@ -251,6 +251,7 @@ class MainWindow(QMainWindow):
         self.runner.started.connect(self._on_job_started)
         self.runner.status.connect(self._on_job_status)
         self.runner.sliceFinished.connect(self._on_slice_finished)
+        self.runner.slicePreviewed.connect(self._on_slice_previewed)
         self.runner.finished.connect(self._on_job_finished)
         self.runner.failed.connect(self._on_job_failed)
 
@@ -448,12 +449,20 @@ class MainWindow(QMainWindow):
         if job.result is not self.result:
             return
         self.progress.setValue(int(job.result.finished.sum()))
+        self._show_slice(job, index)
+        self._update_run_label()
+        self._refresh_findings()
+
+    def _on_slice_previewed(self, job: Job, index: int) -> None:
+        """The slice on screen from the chips programmed so far; counted done when all have read it."""
+        if job.result is self.result:
+            self._show_slice(job, index)
+
+    def _show_slice(self, job: Job, index: int) -> None:
         for name in VIEWS:
             if name != job.result.axis or self.crosshair[AXES[name]] == index:
                 self._refresh_overlays(name)
-        self._update_run_label()
         self._update_readout()
-        self._refresh_findings()
 
     def _on_job_finished(self, job: Job, complete: bool) -> None:
         if not self.runner.busy:
