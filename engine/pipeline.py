@@ -71,6 +71,7 @@ class VolumeResult:
     maps: dict[str, np.ndarray] = field(init=False)  # entropy, mutual_information, std: (I, J, K)
     finished: np.ndarray = field(init=False)  # bool per slice along `axis`
     seconds: list[float] = field(default_factory=list)
+    previews: dict[int, int] = field(default_factory=dict)  # unfinished slices shown from so many samples
 
     def __post_init__(self) -> None:
         shape = self.volume.shape
@@ -82,12 +83,17 @@ class VolumeResult:
 
     def add(self, result: SliceResult) -> None:
         """A finished slice."""
-        self.show(result)
+        self._put(result)
+        self.previews.pop(result.index, None)
         self.finished[result.index] = True
         self.seconds.append(result.seconds)
 
-    def show(self, result: SliceResult) -> None:
-        """Put a slice's maps in without counting it finished: a preview from fewer samples."""
+    def show(self, result: SliceResult, samples: int) -> None:
+        """A preview of an unfinished slice from its first `samples` Monte-Carlo samples."""
+        self._put(result)
+        self.previews[result.index] = samples
+
+    def _put(self, result: SliceResult) -> None:
         k, st = result.index, result.stats
         set_slice(self.probabilities, self.axis, k, np.moveaxis(st.probabilities, 0, -1))
         set_slice(self.segmentation, self.axis, k, st.segmentation)

@@ -239,7 +239,10 @@ def test_analog_run_current_slice_first_and_ui_stays_responsive(qtbot, make_wind
     window.runner.status.connect(lambda job, status: statuses.append(status))
     fresh = pool.programmed_chips(spec, RunSettings(spec.name, "analog", 2)) == 0
     events: list[tuple[str, int]] = []
+    shown: list[tuple[str, str]] = []  # what the axial title and the readout say at each preview
     window.runner.slicePreviewed.connect(lambda job, k: events.append(("preview", k)))
+    window.runner.slicePreviewed.connect(
+        lambda job, k: shown.append((window.grid.views["axial"].title.text(), window.readout.text())))
     window.runner.sliceFinished.connect(lambda job, k: events.append(("finished", k)))
     volume = open_scan(qtbot, window)
     wait_complete(qtbot, window)
@@ -255,6 +258,8 @@ def test_analog_run_current_slice_first_and_ui_stays_responsive(qtbot, make_wind
         assert [(st.chips_ready, st.chips_total) for st in statuses if st.chips_total] == [(0, 2), (1, 2)]
         # the slice on screen showed from the first chip, then both, before any slice was finished
         assert events[:3] == [("preview", indices[0]), ("preview", indices[0]), ("finished", indices[0])]
+        assert "(preview: 1 of 2 samples)" in shown[0][0] and "(preview from 1 sample)" in shown[0][1]
+        assert "(preview: 2 of 2 samples)" in shown[1][0]
     assert indices[0] == volume.shape[2] // 2, "the slice on screen comes first"
     assert sorted(indices) == list(range(20))
     assert window.result.complete and window.run.mode == "analog" and window.run.mc_samples == 2

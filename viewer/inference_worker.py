@@ -198,7 +198,7 @@ class InferenceRunner(QObject):
             job.result.segmentation = item.labels
             return
         if isinstance(item, Preview):
-            job.result.show(item.result)
+            job.result.show(item.result, item.samples)
             self.slicePreviewed.emit(job, item.result.index)
             return
         job.result.add(item)

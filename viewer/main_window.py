@@ -579,7 +579,9 @@ class MainWindow(QMainWindow):
             lut = heatmap_lut(panel.colormap_colors(), panel.threshold_fraction)
             view.set_heatmap(get_slice(result.maps[panel.map_name], name, index), lut, panel.map_levels,
                              panel.heatmap_opacity)
-            if name == result.axis and not result.finished[index]:
+            if name == result.axis and index in result.previews:
+                note = f"(preview: {result.previews[index]} of {self.run.mc_samples} samples)"
+            elif name == result.axis and not result.finished[index]:
                 note = "(not segmented yet)"
         else:
             view.set_labels(None, panel.label_lut(), 0.0)
@@ -632,12 +634,15 @@ class MainWindow(QMainWindow):
         result = self.result
         if result is None:
             return text
-        if not result.finished[ijk[AXES[result.axis]]]:
+        index = ijk[AXES[result.axis]]
+        if not result.finished[index] and index not in result.previews:
             return text + "   label: not segmented yet"
         panel = self.overlay_panel
         label = panel.label_name(int(result.segmentation[ijk]))
         value = float(result.maps[panel.map_name][ijk])
-        return text + f"   label {label}   {MAP_TITLES[panel.map_name]} {value:.4f} {MAP_UNITS[panel.map_name]}"
+        samples = result.previews.get(index, 0)
+        preview = "" if result.finished[index] else f"   (preview from {samples} sample{'s' if samples > 1 else ''})"
+        return text + f"   label {label}   {MAP_TITLES[panel.map_name]} {value:.4f} {MAP_UNITS[panel.map_name]}{preview}"
 
     # -- export -------------------------------------------------------------------------------
     def export_results(self) -> None:
