@@ -322,11 +322,8 @@ class FastAnalogConv2d(_FastAnalogLayer):
         full = self.tiles == 1 and channels[0] == (0, layer.in_channels)
         index = torch.cat([torch.arange(c0, c0 + width).clamp_(max=c1 - 1) for c0, c1 in channels])
         self.register_buffer("gather_index", None if full else index)  # past a tile's channels: zero weights
-        self.register_buffer("weight", kernels(self.tile_weights))
+        self.register_buffer("weight", kernels(self.tile_weights))  # in the layout of the last read
         self.register_buffer("abs_weight", None if read_noise == 0 else kernels(self.tile_abs_weights))
-        cl = torch.channels_last  # the grouped convolution's layout
-        self.register_buffer("weight_cl", None if full else self.weight.contiguous(memory_format=cl))
-        self.register_buffer("abs_weight_cl", None if full or read_noise == 0 else self.abs_weight.contiguous(memory_format=cl))
         self.group_width = width
         ranges = self.tile_ranges
         if ranges is not None:  # one tile: a scalar, as aihwkit divides by it
@@ -351,10 +348,21 @@ class FastAnalogConv2d(_FastAnalogLayer):
             return x.permute(0, 2, 3, 1).index_select(3, index).permute(0, 3, 1, 2)
         return x.index_select(1, index)
 
-    def _mvm(self, levels: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _kernels(self, grouped: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Weights (and |weights|) in the layout the convolution wants: channels last when grouped.
+        One copy is kept, converted when the image size changes the path (a chip reads one size)."""
         b = self._buffers
-        if self.tiles == 1 or self._grouped(x):
-            weight, abs_weight = (b["weight"], b["abs_weight"]) if self.tiles == 1 else (b["weight_cl"], b["abs_weight_cl"])
+        layout = torch.channels_last if grouped else torch.contiguous_format
+        if not b["weight"].is_contiguous(memory_format=layout):
+            for name in ("weight", "abs_weight"):
+                if b[name] is not None:
+                    b[name] = b[name].contiguous(memory_format=layout)
+        return b["weight"], b["abs_weight"]
+
+    def _mvm(self, levels: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        grouped = self._grouped(x)
+        weight, abs_weight = self._kernels(grouped)
+        if self.tiles == 1 or grouped:
             y = F.conv2d(levels, weight, None, self.stride, self.padding, self.dilation, self.tiles)
             if abs_weight is None:
                 return y, None
@@ -364,7 +372,7 @@ class FastAnalogConv2d(_FastAnalogLayer):
             return torch.cat([F.conv2d(i, k, None, self.stride, self.padding, self.dilation) for i, k in
                               zip(inputs.split(self.group_width, 1), kernels.split(self.out_width))], 1)
 
-        return per_tile(levels, b["weight"]), (None if b["abs_weight"] is None else per_tile(levels.square(), b["abs_weight"]))
+        return per_tile(levels, weight), (None if abs_weight is None else per_tile(levels.square(), abs_weight))
 
     def _combine(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = y.shape

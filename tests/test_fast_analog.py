@@ -117,6 +117,22 @@ def test_with_adc_at_most_one_level_apart(layer, conv_path):
     assert (diff <= 1e-5 + 1e-5 * ref.abs()).float().mean() > 0.999
 
 
+def test_one_chip_read_by_either_path_keeps_one_weight_copy(monkeypatch):
+    import engine.fast_analog as fa
+
+    fast = fast_chip(_chip(nn.Conv2d(128, 16, 3, padding=1)))
+    x = _input(nn.Conv2d(128, 16, 3))
+    reads = []
+    for pixels in (10**9, 0, 10**9):  # grouped, per tile, grouped again
+        monkeypatch.setattr(fa, "GROUPED_MAX_PIXELS", pixels)
+        with torch.no_grad():
+            reads.append(fast(x))
+        assert fast.weight.is_contiguous(memory_format=torch.channels_last if pixels else torch.contiguous_format)
+    assert ((reads[1] - reads[0]).abs() <= _adc_step(fast).view(-1, 1, 1) * 1.001 + 1e-5).all()
+    assert torch.equal(reads[0], reads[2])
+    assert sorted(name for name, b in fast.named_buffers()) == ["bias", "gather_index", "input_range", "scale", "weight"]
+
+
 @pytest.mark.parametrize("layer", [nn.Conv2d(128, 16, 3, padding=1), _small_tiles(nn.Linear(100, 90))],
                          ids=["conv", "linear"])
 def test_same_read_noise_spread(layer, conv_path):
