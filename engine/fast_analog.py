@@ -35,8 +35,11 @@ Variance, as the Monte-Carlo sampler uses it:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import threading
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -48,19 +51,34 @@ from torch import nn
 from engine.device import DeviceSettings
 
 
+_reads = threading.local()  # the generator `seeded_reads` set for this thread's reads, if any
 GROUPED_MAX_PIXELS = 32 * 32  # see FastAnalogConv2d._grouped: measured on the shipped U-Net, U-Net++ and Swin-UNETR
 
 
 def add_gaussian_(y: torch.Tensor, std: float, envelope: torch.Tensor | None = None) -> torch.Tensor:
-    """y += std * envelope * N(0, 1) in place, one number per element, from torch's global generator.
+    """y += std * envelope * N(0, 1) in place, one number per element, from torch's global generator
+    or the one `seeded_reads` set for this thread.
 
     The numbers are drawn into a tensor with y's memory layout, filled as flat memory: torch's
     generator is vectorised only on contiguous memory (about 3 ns a number on one core, twice that
     on a channels-last view), and adding tensors of the same layout is one pass.
     """
     noise = torch.empty_like(y)  # dense: empty_like keeps y's strides only where they are dense
-    noise.as_strided((noise.numel(),), (1,)).normal_(0.0, std)
+    noise.as_strided((noise.numel(),), (1,)).normal_(0.0, std, generator=getattr(_reads, "generator", None))
     return y.add_(noise) if envelope is None else y.addcmul_(noise, envelope)
+
+
+@contextlib.contextmanager
+def seeded_reads(seed: int) -> Iterator[None]:
+    """Within the block, reads of fast chips on this thread draw their noise from a generator seeded
+    with `seed` instead of torch's global one, so reads on several threads at once stay reproducible
+    (the same numbers as after `torch.manual_seed(seed)`)."""
+    previous = getattr(_reads, "generator", None)
+    _reads.generator = torch.Generator().manual_seed(seed)
+    try:
+        yield
+    finally:
+        _reads.generator = previous
 
 
 def per_read_pcm_noise(settings: DeviceSettings) -> float:

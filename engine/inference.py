@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from engine.analog import load_analog, program_chip
-from engine.fast_analog import fast_chip, per_read_pcm_noise
+from engine.fast_analog import fast_chip, per_read_pcm_noise, seeded_reads
 from engine.model_store import ANALOG_WEIGHTS, ModelError, ModelSpec, load_digital, load_tensors
 
 MAX_MC = 64
@@ -124,6 +124,17 @@ class Segmenter:
     @torch.no_grad()
     def read(self, x: torch.Tensor, slice_index: int, s: int) -> torch.Tensor:
         """Sample s of a slice: softmax of one read of chip s (programmed first if need be), seeded by
-        (run seed, slice, sample), so a slice's samples are the same in whatever order they are read."""
-        torch.manual_seed(hash((self.run.seed, slice_index, s)) & 0x7FFF_FFFF)
-        return torch.softmax(self.chip(s)(x), 1)
+        (run seed, slice, sample), so a slice's samples are the same in whatever order, and on
+        whatever thread, they are read."""
+        seed = hash((self.run.seed, slice_index, s)) & 0x7FFF_FFFF
+        chip = self.chip(s)
+        if self.simulator == "fast":
+            with seeded_reads(seed):
+                return torch.softmax(chip(x), 1)
+        torch.manual_seed(seed)  # aihwkit's tile draws from torch's global generator
+        return torch.softmax(chip(x), 1)
+
+    @property
+    def concurrent_reads(self) -> bool:
+        """Whether threads may read slices at once (aihwkit's tile draws from the global generator)."""
+        return self.run.mode == "digital" or self.simulator == "fast"

@@ -126,3 +126,39 @@ def test_stages_run_on_one_torch_thread_each_and_the_callers_count_is_kept(small
     finally:
         torch.set_num_threads(threads)
     assert seen == {"infer": {1}, "post": {1}} and caller == 2
+
+
+def test_two_inference_workers_read_at_once_and_the_slice_on_screen_still_comes_first(small_model, real_volume,
+                                                                                       monkeypatch):
+    seg = Segmenter(small_model, RunSettings(small_model.name, "analog", 2, seed=1))
+    readers: set[str] = set()
+    predict = seg.predict
+
+    def slow_on_the_first(x, k, cancel=None):
+        readers.add(threading.current_thread().name + str(threading.get_ident()))
+        if k == 5:
+            time.sleep(0.5)  # the other worker finishes slices meanwhile
+        return predict(x, k, cancel)
+
+    monkeypatch.setattr(seg, "predict", slow_on_the_first)
+    seen = [r for r in run_slices(seg, real_volume, "axial", start=5)]
+    assert len(readers) == 2
+    assert seen[0].index == 5 and [r.done for r in seen] == list(range(1, len(seen) + 1))
+    assert sorted(r.index for r in seen) == list(range(real_volume.shape[2]))
+    # the reads do not depend on which worker made them, nor on what the other read meanwhile
+    monkeypatch.setattr(seg, "predict", predict)
+    alone = {k: next(run_slices(seg, real_volume, "axial", indices=[k])).stats for k in (5, 6, 4)}
+    for r in seen:
+        if r.index in alone:
+            np.testing.assert_allclose(r.stats.probabilities, alone[r.index].probabilities, atol=1e-6)
+
+
+def test_aihwkit_chips_are_read_by_one_worker(small_model, real_volume, monkeypatch):
+    """aihwkit's tile draws its noise from torch's global generator: one reader at a time."""
+    seg = Segmenter(small_model, RunSettings(small_model.name, "analog", 1), simulator="aihwkit")
+    assert not seg.concurrent_reads
+    readers: set[int] = set()
+    predict = seg.predict
+    monkeypatch.setattr(seg, "predict", lambda *a: readers.add(threading.get_ident()) or predict(*a))
+    assert len(list(run_slices(seg, real_volume, "axial", indices=[0, 1, 2, 3]))) == 4
+    assert len(readers) == 1

@@ -7,6 +7,8 @@ many reads agrees.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,7 +19,8 @@ from torch import nn
 from engine.analog import calibrated_analog, program_chip
 from engine.architectures import ARCHITECTURES, build_network, default_arguments
 from engine.device import DeviceSettings, rpu_config
-from engine.fast_analog import FastAnalogConv2d, FastAnalogLinear, add_gaussian_, fast_chip, noise_draws_per_read
+from engine.fast_analog import (FastAnalogConv2d, FastAnalogLinear, add_gaussian_, fast_chip, noise_draws_per_read,
+                                seeded_reads)
 from engine.inference import RunSettings, Segmenter
 
 @pytest.fixture(autouse=True, scope="module")
@@ -184,6 +187,31 @@ def test_added_noise_is_gaussian_independent_seeded_and_scaled(layout):
     for lag in (1, 3, 200, flat.numel() // 2):
         assert abs(torch.corrcoef(torch.stack([flat[:-lag], flat[lag:]]))[0, 1]) < 0.01
     assert abs(((add_gaussian_(base.clone(), 0.5, envelope) - base) / envelope).std() - 0.5) < 0.005
+
+
+def test_seeded_reads_repeat_torch_manual_seed_and_ignore_other_threads():
+    fast = fast_chip(_chip(nn.Conv2d(16, 8, 3, padding=1), DeviceSettings(out_noise=0.1)))
+    x = _input(nn.Conv2d(16, 8, 3))
+    with torch.no_grad():
+        torch.manual_seed(11)
+        globally = fast(x)
+        with seeded_reads(11):
+            torch.manual_seed(0)  # the global generator is not the one read
+            local = fast(x)
+        results: dict[int, torch.Tensor] = {}
+
+        def read(seed: int) -> None:
+            for _ in range(20):
+                with seeded_reads(seed), torch.no_grad():
+                    results[seed] = fast(x)
+
+        threads = [threading.Thread(target=read, args=(seed,)) for seed in (11, 12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert torch.equal(globally, local) and torch.equal(results[11], local)
+    assert not torch.equal(results[12], local)
 
 
 @pytest.mark.parametrize("read_noise", [0.0, 0.05])
