@@ -373,7 +373,7 @@ def examples_figure(models: dict, cases: CaseCache, path: Path, mc: int, noise: 
 # 4. Pipelining --------------------------------------------------------------------------------
 
 def pipelining(spec: ModelSpec, volume: Volume, mc: int, mappings: dict[str, NetworkMapping]) -> dict:
-    """Measured: the three-stage pipeline against one slice at a time; modelled: an AIMC chip."""
+    """Measured: the pipeline (`segment_volume`) against one slice at a time; modelled: an AIMC chip."""
     segmenter = Segmenter(spec, RunSettings(spec.name, "analog", mc, 1.0, 3600.0, 0))
     segmenter.program_all()
     prep = spec.preprocessing
@@ -585,7 +585,8 @@ def write_report(out: Path, data_root: Path, programmings: int = 5, mc: int = 16
     text += ["## 4. Pipelining across slices\n",
              "![pipelining](pipelining.png)\n",
              f"Measured on this machine ({pipe['slices']} slices of {cases.cases[0][0]}, {spec.name}, analog, MC {pipe['mc']}): "
-             f"one slice at a time {pipe['sequential_slices_per_s']:.2f} slices/s, three overlapping stages "
+             f"one slice at a time {pipe['sequential_slices_per_s']:.2f} slices/s, the pipeline (overlapping stages, "
+             f"one inference worker per core) "
              f"{pipe['pipelined_slices_per_s']:.2f} slices/s ({pipe['sequential_s'] / pipe['pipelined_s']:.2f}x).\n",
              f"Modelled AIMC chip (each layer on its own tiles; MVM {pipe['t_mvm_ns']:.0f} ns from Le Gallo et al. 2023, "
              f"{LE_GALLO_2023['tops_one_phase']} TOPS over {LE_GALLO_2023['cores']} cores):\n",
