@@ -96,6 +96,18 @@ class VolumeResult:
         self._put(result)
         self.previews[result.index] = samples
 
+    def drop_previews(self) -> None:
+        """Clear the previewed slices that were not finished (a stopped run): only finished slices count."""
+        for k in self.previews:
+            empty = np.zeros_like(get_slice(self.segmentation, self.axis, k))
+            set_slice(self.segmentation, self.axis, k, empty)
+            for m in MAPS:
+                set_slice(self.maps[m], self.axis, k, empty.astype(np.float32))
+            background = np.zeros((*empty.shape, self.num_classes), np.float32)
+            background[..., 0] = 1.0
+            set_slice(self.probabilities, self.axis, k, background)
+        self.previews.clear()
+
     def _put(self, result: SliceResult) -> None:
         k, st = result.index, result.stats
         set_slice(self.probabilities, self.axis, k, np.moveaxis(st.probabilities, 0, -1))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from engine.inference import RunSettings, Segmenter
-from engine.pipeline import fan_out_order, preview_while_programming, run_slices, segment_volume
+from engine.pipeline import VolumeResult, fan_out_order, preview_while_programming, run_slices, segment_volume
+from engine.preprocessing import get_slice
 from engine.volume import load_scan
 
 
@@ -56,6 +57,23 @@ def test_preview_shows_the_slice_from_each_new_chip_and_ends_at_its_result(small
     cancel = threading.Event()
     cancel.set()
     assert list(preview_while_programming(seg, real_volume, 9, "axial", cancel)) == []
+
+
+def test_a_preview_shows_until_finished_or_dropped(small_model, real_volume):
+    seg = Segmenter(small_model, RunSettings(small_model.name, "analog", 2, seed=2))
+    result = VolumeResult(real_volume, "axial", 2)
+    (_, first), (_, second) = list(preview_while_programming(seg, real_volume, 9, "axial"))
+    result.show(first, 1)
+    assert result.previews == {9: 1} and not result.finished.any()
+    assert np.array_equal(get_slice(result.maps["entropy"], "axial", 9), first.stats.entropy)
+    result.drop_previews()  # the run stopped: nothing of it counts
+    assert result.previews == {} and result.maps["entropy"][..., 9].max() == 0
+    assert (result.probabilities[..., 9, 0] == 1).all() and result.segmentation[..., 9].max() == 0
+    result.show(first, 1)
+    result.add(second)
+    assert result.previews == {} and result.finished[9]
+    result.drop_previews()  # a finished slice stays
+    assert np.array_equal(get_slice(result.maps["std"], "axial", 9), second.stats.std)
 
 
 def test_cancel_stops_the_run(small_model, real_volume):

@@ -332,6 +332,22 @@ def test_cancel_keeps_finished_slices_and_resume_does_the_rest(qtbot, make_windo
 
 
 @needs_scan
+def test_cancel_while_chips_are_programmed_leaves_no_preview(qtbot, make_window, spec) -> None:
+    window = make_window([spec], SegmenterPool(capacity=1), mode="analog", mc=3)  # chips to program
+    previews: list[str] = []
+    window.runner.slicePreviewed.connect(lambda job, index: previews.append(window.grid.views["axial"].title.text()))
+    window.runner.slicePreviewed.connect(lambda job, index: window.cancel_button.click())
+    with qtbot.waitSignal(window.runner.finished, timeout=RUN_TIMEOUT_MS) as blocker:
+        open_scan(qtbot, window)
+    assert blocker.args[1] is False
+    assert previews and "(preview: 1 of 3 samples)" in previews[0]
+    assert not window.result.finished.any() and window.result.previews == {}
+    assert window.result.segmentation.max() == 0 and window.result.maps["entropy"].max() == 0
+    assert "(not segmented yet)" in window.grid.views["axial"].title.text()
+    assert "not segmented yet" in window.readout.text()
+
+
+@needs_scan
 def test_export_reloads_aligned_and_a_failing_disk_loses_nothing(qtbot, make_window, spec, tmp_path, monkeypatch) -> None:
     window = make_window([spec], mode="digital")
     volume = open_scan(qtbot, window)

@@ -205,6 +205,7 @@ class InferenceRunner(QObject):
         self.sliceFinished.emit(job, item.index)
 
     def _on_finished(self, job: Job) -> None:
+        job.result.drop_previews()  # a stopped run's preview is not a result
         self.job = None
         self.finished.emit(job, job.result.complete)
         pending, self._pending = self._pending, None

@@ -470,10 +470,10 @@ class MainWindow(QMainWindow):
         if job.result is not self.result:
             return
         self._update_run_label()
-        if complete:  # the label map may have been post-processed as a whole
-            for name in VIEWS:
-                self._refresh_overlays(name)
-            self._update_readout()
+        # a complete label map may have been post-processed as a whole; a stopped run's preview is gone
+        for name in VIEWS:
+            self._refresh_overlays(name)
+        self._update_readout()
         self._update_findings()
         done, total = int(job.result.finished.sum()), int(job.result.finished.size)
         if complete:
