@@ -32,7 +32,7 @@ from engine.fast_analog import add_gaussian_, noise_draws_per_read
 from engine.inference import RunSettings, Segmenter
 from engine.model_store import RESOURCES, Label, ModelSpec, list_models, read_spec, save_model
 from engine.pipeline import preview_while_programming, segment_volume
-from engine.preprocessing import Preprocessing, slice_count
+from engine.preprocessing import Preprocessing, normalise_volume, slice_count
 from engine.volume import load_scan
 
 MC = 16
@@ -125,12 +125,13 @@ def bench_volume(spec: ModelSpec) -> dict:
     segmenter = Segmenter(spec, RunSettings(spec.name, "analog", MC))
     middle = slice_count(volume.shape, spec.preprocessing.slice_axis) // 2
     t0 = time.perf_counter()
+    normalised = normalise_volume(volume.data, spec.preprocessing)
     first_sight = 0.0
-    for read, _ in preview_while_programming(segmenter, volume, middle):
+    for read, _ in preview_while_programming(segmenter, volume, middle, normalised=normalised):
         if read == 1:
             first_sight = time.perf_counter() - t0
     t1 = time.perf_counter()
-    result = segment_volume(segmenter, volume)
+    result = segment_volume(segmenter, volume, normalised=normalised)
     t2 = time.perf_counter()
     slices = len(result.seconds)
     return {"volume": path.name, "shape": list(volume.shape), "model": spec.name, "slices": slices, "mc": MC,

@@ -337,7 +337,7 @@ class FastAnalogConv2d(_FastAnalogLayer):
                 out[k * self.out_width:k * self.out_width + w.shape[0], offset:offset + w.shape[1]] = w
             return out.view(-1, width, kh, kw)
 
-        full = self.tiles == 1 and channels[0] == (0, layer.in_channels)
+        full = self.tiles == 1  # one tile holds every channel
         index = torch.cat([torch.arange(c0, c0 + width).clamp_(max=c1 - 1) for c0, c1 in channels])
         self.register_buffer("gather_index", None if full else index)  # past a tile's channels: zero weights
         self.register_buffer("weight", kernels(self.tile_weights))  # in the layout of the last read

@@ -47,6 +47,11 @@ def fan_out_order(n: int, start: int | None) -> list[int]:
     return order
 
 
+def slice_statistics(samples: torch.Tensor, size: tuple[int, int]) -> SliceStats:
+    """A slice's Monte-Carlo statistics from its (S, C, h, w) samples, at the slice's own size."""
+    return mc_statistics(resize_probabilities(samples, size))
+
+
 @dataclass
 class SliceResult:
     index: int
@@ -147,8 +152,11 @@ class VolumeResult:
 
 def run_slices(segmenter: Segmenter, volume: Volume, axis: str | None = None, start: int | None = None,
                cancel: threading.Event | None = None, indices: list[int] | None = None,
-               progress: Callable[[int, int], None] | None = None) -> Iterator[SliceResult]:
+               progress: Callable[[int, int], None] | None = None,
+               normalised: np.ndarray | None = None) -> Iterator[SliceResult]:
     """Yield one `SliceResult` per slice, in fan-out order from `start`.
+
+    `normalised`: the volume after `normalise_volume`, where the caller has it already.
 
     Closing the generator early or setting `cancel` stops all stages; a cancel raises nothing
     here, the generator just ends.
@@ -202,7 +210,7 @@ def run_slices(segmenter: Segmenter, volume: Volume, axis: str | None = None, st
         return body
 
     def preprocess() -> None:
-        data = normalise_volume(volume.data, prep)
+        data = normalise_volume(volume.data, prep) if normalised is None else normalised
         for k in order:
             x = to_model_input(get_slice(data, axis, k)[None], prep)
             if not put(to_infer, (k, x, time.perf_counter())):
@@ -226,7 +234,7 @@ def run_slices(segmenter: Segmenter, volume: Volume, axis: str | None = None, st
                 ended += 1
                 continue
             k, samples, t0 = item
-            held.append((k, mc_statistics(resize_probabilities(samples, size)), time.perf_counter() - t0))
+            held.append((k, slice_statistics(samples, size), time.perf_counter() - t0))
             if emitted == 0 and all(h[0] != order[0] for h in held):
                 continue  # the slice on screen comes out first
             for k, stats, seconds in sorted(held, key=lambda h: h[0] != order[0]):
@@ -268,28 +276,31 @@ def run_slices(segmenter: Segmenter, volume: Volume, axis: str | None = None, st
 
 
 def preview_while_programming(segmenter: Segmenter, volume: Volume, index: int, axis: str | None = None,
-                              cancel: threading.Event | None = None) -> Iterator[tuple[int, SliceResult]]:
+                              cancel: threading.Event | None = None,
+                              normalised: np.ndarray | None = None) -> Iterator[tuple[int, SliceResult]]:
     """Program an analog run's chips one by one, reading slice `index` with each as soon as it is ready.
 
-    Yields (samples read, the slice's statistics over them) after every chip, so the slice on screen
-    shows after the first chip instead of the last (16 chips take seconds to program on a CPU).
-    Reads are seeded per (slice, sample): the last preview is the slice's final result (to float
-    rounding: the pipeline's stages run on one torch thread). Chips already
-    programmed are just read. A preview finishes no slice (its `done` is 0). A cancel ends the
-    generator quietly.
+    Yields (samples read, the slice's statistics over them) after every newly programmed chip, and
+    once after the chips already programmed (read without waiting), so the slice on screen shows
+    after the first chip instead of the last (16 chips take seconds to program on a CPU). Reads are
+    seeded per (slice, sample): the last preview is the slice's final result (to float rounding:
+    the pipeline's stages run on one torch thread). A preview finishes no slice (its `done` is 0).
+    A cancel ends the generator quietly. `normalised` as for `run_slices`.
     """
     prep = segmenter.spec.preprocessing
     axis = axis or prep.slice_axis
     t0 = time.perf_counter()
-    x = to_model_input(get_slice(normalise_volume(volume.data, prep), axis, index)[None], prep)
+    data = normalise_volume(volume.data, prep) if normalised is None else normalised
+    x = to_model_input(get_slice(data, axis, index)[None], prep)
     size = get_slice(volume.data, axis, 0).shape
+    programmed = len(segmenter.chips)
     samples: list[torch.Tensor] = []
     for s in range(segmenter.samples):
         if cancel is not None and cancel.is_set():
             return
         samples.append(segmenter.read(x, index, s))
-        stats = mc_statistics(resize_probabilities(torch.cat(samples), size))
-        yield s + 1, SliceResult(index, stats, time.perf_counter() - t0, 0, 1)
+        if s + 1 >= programmed:
+            yield s + 1, SliceResult(index, slice_statistics(torch.cat(samples), size), time.perf_counter() - t0, 0, 1)
 
 
 def segment_volume(segmenter: Segmenter, volume: Volume, axis: str | None = None, **kwargs) -> VolumeResult:

@@ -15,9 +15,8 @@ from tqdm import tqdm
 from engine.inference import RunSettings, Segmenter
 from engine.metrics import dice_per_label
 from engine.model_store import ModelSpec, find_model, write_spec
-from engine.pipeline import segment_volume
-from engine.preprocessing import resize_probabilities, to_model_input
-from engine.uncertainty import mc_statistics
+from engine.pipeline import segment_volume, slice_statistics
+from engine.preprocessing import to_model_input
 from engine.volume import ScanError, load_scan
 from training.data import Case, read_dataset, read_nuclei_image
 
@@ -38,7 +37,7 @@ def _segment_case(segmenter: Segmenter, case: Case, layout: str) -> tuple[np.nda
     if layout == "nuclei":  # 2D microscopy: one image, no volume pipeline
         prep = segmenter.spec.preprocessing
         grey, truth = read_nuclei_image(case, prep)
-        stats = mc_statistics(resize_probabilities(segmenter.predict(to_model_input(grey[None], prep)), grey.shape))
+        stats = slice_statistics(segmenter.predict(to_model_input(grey[None], prep)), grey.shape)
         return stats.segmentation, stats.entropy, truth
     volume, truth = load_scan(case.image), load_scan(case.label)
     result = segment_volume(segmenter, volume)

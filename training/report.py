@@ -32,10 +32,9 @@ from engine.chip_timing import LE_GALLO_2023, mvm_time_s, volume_timing  # noqa:
 from engine.inference import RunSettings, Segmenter  # noqa: E402
 from engine.metrics import calibration_bins, dice_per_label, ece_from_bins, error_detection_auroc  # noqa: E402
 from engine.model_store import MODELS_DIR, ModelError, ModelSpec, find_model  # noqa: E402
-from engine.pipeline import segment_volume  # noqa: E402
-from engine.preprocessing import get_slice, normalise_volume, resize_probabilities, to_model_input  # noqa: E402
+from engine.pipeline import segment_volume, slice_statistics  # noqa: E402
+from engine.preprocessing import get_slice, normalise_volume, to_model_input  # noqa: E402
 from engine.tile_mapping import NetworkMapping, map_network  # noqa: E402
-from engine.uncertainty import mc_statistics  # noqa: E402
 from engine.volume import Volume, load_scan  # noqa: E402
 from training.data import Case  # noqa: E402
 from training.evaluate import cases_of_split, evaluate_run  # noqa: E402
@@ -353,7 +352,7 @@ def examples_figure(models: dict, cases: CaseCache, path: Path, mc: int, noise: 
         data = normalise_volume(vol.data, spec.preprocessing)
         image = get_slice(data, "axial", k)
         samples = seg.predict(to_model_input(image[None], spec.preprocessing), k)
-        st = mc_statistics(resize_probabilities(samples, image.shape))
+        st = slice_statistics(samples, image.shape)
         row[0].imshow(image, cmap="gray")
         row[1].imshow(image, cmap="gray")
         row[1].contour(get_slice(truth, "axial", k), levels=[0.5], colors="lime")
@@ -382,7 +381,7 @@ def pipelining(spec: ModelSpec, volume: Volume, mc: int, mappings: dict[str, Net
     data = normalise_volume(volume.data, prep)
     for k in range(n):
         image = get_slice(data, "axial", k)
-        mc_statistics(resize_probabilities(segmenter.predict(to_model_input(image[None], prep), k), image.shape))
+        slice_statistics(segmenter.predict(to_model_input(image[None], prep), k), image.shape)
     sequential = time.perf_counter() - t0
     t0 = time.perf_counter()
     segment_volume(segmenter, volume)

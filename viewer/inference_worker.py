@@ -24,7 +24,7 @@ from engine.inference import Cancelled, RunSettings
 from engine.model_store import ModelSpec
 from engine.pipeline import SliceResult, VolumeResult, preview_while_programming, run_slices
 from engine.postprocessing import keep_largest_component
-from engine.preprocessing import set_slice
+from engine.preprocessing import normalise_volume, set_slice
 from engine.segmenter_pool import SegmenterPool
 from engine.volume import Volume
 
@@ -116,14 +116,13 @@ def _segment(pool: SegmenterPool, job: Job) -> Iterator[SliceResult | Status | P
         yield Status(f"Loading {job.spec.name} ({job.run.mode})…")
         segmenter = pool.get(job.spec, job.run)
         total = segmenter.samples
-        cached = len(segmenter.chips)
-        if job.run.mode == "analog" and cached < total:
+        normalised = normalise_volume(job.volume.data, job.spec.preprocessing)  # once, for preview and pipeline
+        if job.run.mode == "analog" and len(segmenter.chips) < total:
             first = job.order[0]  # the slice on screen: shown from the chips there are, refined with each new one
-            if cached == 0:
+            if not segmenter.chips:
                 yield Status(f"Programming analog chip 1 of {total}…", 0, total)
-            for read, preview in preview_while_programming(segmenter, job.volume, first, job.result.axis, job.cancel):
-                if read < cached:
-                    continue
+            for read, preview in preview_while_programming(segmenter, job.volume, first, job.result.axis, job.cancel,
+                                                           normalised):
                 yield Preview(preview, read)
                 if read < total:
                     yield Status(f"Programming analog chip {read + 1} of {total}; slice {first + 1} shows "
@@ -132,7 +131,7 @@ def _segment(pool: SegmenterPool, job: Job) -> Iterator[SliceResult | Status | P
                 return
         yield Status(f"Segmenting {len(job.order)} slices ({job.run.mode})…")
         yield from _postprocessed(job, run_slices(segmenter, job.volume, job.result.axis, cancel=job.cancel,
-                                                  indices=job.order))
+                                                  indices=job.order, normalised=normalised))
     except Cancelled:
         return
     except Exception as exc:  # noqa: BLE001 (every failure must reach the user as a message)
