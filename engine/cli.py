@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.device import MAX_DRIFT_S, MIN_DRIFT_S
+from engine.run_settings import MAX_DRIFT_S, MAX_MC, MAX_NOISE_LEVEL, MIN_DRIFT_S
 
 
 def _positive_drift(text: str) -> float:
@@ -23,15 +23,15 @@ def _positive_drift(text: str) -> float:
 
 def _noise(text: str) -> float:
     value = float(text)
-    if not 0.0 <= value <= 3.0:
-        raise argparse.ArgumentTypeError("noise level must be within 0..3")
+    if not 0.0 <= value <= MAX_NOISE_LEVEL:
+        raise argparse.ArgumentTypeError(f"noise level must be within 0..{MAX_NOISE_LEVEL:g}")
     return value
 
 
 def _mc(text: str) -> int:
     value = int(text)
-    if not 1 <= value <= 64:
-        raise argparse.ArgumentTypeError("MC samples must be within 1..64")
+    if not 1 <= value <= MAX_MC:
+        raise argparse.ArgumentTypeError(f"MC samples must be within 1..{MAX_MC}")
     return value
 
 
@@ -39,22 +39,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from engine.export import write_results
-    from engine.inference import RunSettings, Segmenter
+    from engine.inference import Segmenter
+    from engine.run_settings import RunSettings
     from engine.model_store import default_model, find_model
     from engine.pipeline import VolumeResult, run_slices
     from engine.volume import load_scan
 
     volume = load_scan(args.scan, channel=args.channel)
     spec = find_model(args.model) if args.model else default_model()
-    run = RunSettings(spec.name, args.mode, args.mc, args.noise, args.drift, args.seed)
+    run = RunSettings(model=spec.name, mode=args.mode, mc_samples=args.mc, noise_level=args.noise, drift_s=args.drift, seed=args.seed)
     t0 = time.perf_counter()
     segmenter = Segmenter(spec, run)
     segmenter.program_all()
-    axis = spec.preprocessing.slice_axis
-    result = VolumeResult(volume, axis, spec.num_classes, tuple(spec.keep_largest))
+    result = VolumeResult.for_model(volume, spec)
     bar = tqdm(total=int(result.finished.size), unit="slice", disable=not sys.stderr.isatty() or args.quiet,
                desc=f"{spec.name} {run.mode}")
-    for r in run_slices(segmenter, volume, axis):
+    for r in run_slices(segmenter, volume, result.axis):
         result.add(r)
         bar.update(1)
     bar.close()
@@ -66,7 +66,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from engine.model_store import find_model, list_models
+    from engine.model_store import NOMINAL_CHIPS, find_model, list_models
 
     if args.detail:
         from engine.analog import layer_report, to_analog
@@ -92,7 +92,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"{'model':28s} {'arch':10s} {'kind':8s} {'data':8s} test Dice: digital, analog (noise 1, 1 day)")
     for s in specs:
         dig = s.test_metrics("digital").get("mean_dice")
-        ana = s.test_metrics("analog_noise1_drift86400")
+        ana = s.test_metrics(NOMINAL_CHIPS)
         dig_s = f"{dig:.3f}" if dig is not None else "-"
         ana_s = f"{ana['mean_dice']:.3f} ± {ana['std_dice_over_programmings']:.3f}" if ana else "-"
         print(f"{s.name:28s} {s.architecture:10s} {s.kind:8s} {s.data.get('dataset', ''):8s} {dig_s}, {ana_s}")
@@ -105,6 +105,8 @@ def models_markdown(specs: list) -> str:
     An HWA model's drop is against its digital counterpart (`training.init`) run digitally, as the
     quality bar reads; a digital model's drop is its own, digital against analog.
     """
+    from engine.model_store import NOMINAL_CHIPS
+
     by_name = {s.name: s for s in specs}
 
     lines = ["| model | data | training | test Dice digital | analog (noise 1, 1 day) | drop |",
@@ -115,7 +117,7 @@ def models_markdown(specs: list) -> str:
         how = (f"{t.get('epochs_run', '?')} epochs, {size}, {t.get('wall_time_s', 0) / 60:.0f} min"
                + (f", from `{t['init']}`" if t.get("init") else ""))
         dig = s.test_metrics("digital").get("mean_dice")
-        ana = s.test_metrics("analog_noise1_drift86400")
+        ana = s.test_metrics(NOMINAL_CHIPS)
         base = by_name.get(t.get("init") or s.name)
         ref = base.test_metrics("digital").get("mean_dice") if base else None
         drop = ref - ana["mean_dice"] if ana and ref is not None else None

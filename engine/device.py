@@ -25,10 +25,9 @@ from aihwkit.simulator.parameters.enums import (
     WeightRemapType,
 )
 
+from engine.run_settings import MAX_DRIFT_S, MAX_NOISE_LEVEL, MIN_DRIFT_S
+
 TILE_SIZE = 512
-MIN_DRIFT_S = 1.0
-MAX_DRIFT_S = 365.0 * 24 * 3600
-MAX_NOISE_LEVEL = 3.0
 
 
 @dataclass(frozen=True)

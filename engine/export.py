@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from engine.inference import RunSettings
+from engine.files import atomic_write_json
+from engine.run_settings import RunSettings
 from engine.model_store import ModelSpec
 from engine.pipeline import VolumeResult
 from engine.volume import ScanError, save_nifti
@@ -26,7 +24,7 @@ def probability_map(result: VolumeResult) -> np.ndarray:
 
 
 def summary(result: VolumeResult, spec: ModelSpec, run: RunSettings) -> dict:
-    names = {l.value: l.name for l in spec.labels}
+    names = spec.label_names
     volumes = result.label_volumes_ml()
     inside = result.mean_uncertainty_in_labels("entropy")
     return {
@@ -48,19 +46,11 @@ def summary(result: VolumeResult, spec: ModelSpec, run: RunSettings) -> dict:
 
 
 def write_json(data: dict, path: Path) -> None:
-    """Atomic JSON write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    """Atomic JSON write; a refused write is a `ScanError` for the user."""
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        atomic_write_json(data, path)
     except OSError as exc:
         raise ScanError(f"{path}: could not write ({exc.strerror or exc})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_results(result: VolumeResult, out_dir: Path, spec: ModelSpec, run: RunSettings,

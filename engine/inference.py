@@ -19,7 +19,6 @@ forward is made. For a hardware-aware model that is its tiles read perfectly (se
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -27,47 +26,28 @@ from torch import nn
 from engine.analog import load_analog, program_chip
 from engine.fast_analog import fast_chip, per_read_pcm_noise, seeded_reads
 from engine.model_store import ANALOG_WEIGHTS, ModelError, ModelSpec, load_digital, load_tensors
+from engine.run_settings import Mode, RunSettings, Simulator
 
-MAX_MC = 64
-MODES = ("digital", "analog")
-SIMULATORS = ("fast", "aihwkit")
 
 
 class Cancelled(Exception):
     """The run was cancelled; raised between Monte-Carlo samples."""
 
 
-@dataclass(frozen=True)
-class RunSettings:
-    """Everything that determines a result; the viewer caches results under this key."""
-
-    model: str
-    mode: str = "analog"
-    mc_samples: int = 8
-    noise_level: float = 1.0
-    drift_s: float = 3600.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be digital or analog, not {self.mode!r}")
-        if not 1 <= self.mc_samples <= MAX_MC:
-            raise ValueError(f"Monte-Carlo samples must be 1..{MAX_MC}, got {self.mc_samples}")
-
-
 class Segmenter:
     """A model ready to segment slices under one `RunSettings`. Build once, call per slice."""
 
-    def __init__(self, spec: ModelSpec, run: RunSettings, simulator: str = "fast") -> None:
-        if simulator not in SIMULATORS:
-            raise ValueError(f"simulator must be fast or aihwkit, not {simulator!r}")
+    def __init__(self, spec: ModelSpec, run: RunSettings, simulator: Simulator | str = Simulator.FAST) -> None:
+        try:
+            self.simulator = Simulator(simulator)
+        except ValueError:
+            raise ValueError(f"simulator must be fast or aihwkit, not {simulator!r}") from None
         self.spec = spec
         self.run = run
-        self.simulator = simulator
         self.digital = self._exact_network(spec)
         self.chips: list[nn.Module] = []
         self._lock = threading.Lock()
-        if run.mode == "analog":
+        if run.mode is Mode.ANALOG:
             if not spec.has_analog:
                 raise ModelError(f"model {spec.name} has no {ANALOG_WEIGHTS}; it cannot run in analog mode")
             self.settings = spec.device.with_(noise_level=run.noise_level, drift_s=run.drift_s)
@@ -87,7 +67,7 @@ class Segmenter:
 
     @property
     def samples(self) -> int:
-        return self.run.mc_samples if self.run.mode == "analog" else 1
+        return self.run.mc_samples if self.run.mode is Mode.ANALOG else 1
 
     def chip(self, s: int) -> nn.Module:
         """Chip s, programmed on first use (about a quarter of a second for a U-Net)."""
@@ -95,7 +75,7 @@ class Segmenter:
             while len(self.chips) <= s:
                 k = len(self.chips)
                 seed = self.run.seed * 100_003 + k
-                if self.simulator == "fast":  # the template is programmed in place, the fast chip is a copy
+                if self.simulator is Simulator.FAST:  # the template is programmed in place, the fast chip is a copy
                     chip = fast_chip(program_chip(self._template, self.settings, seed, in_place=True),
                                      per_read_pcm_noise(self.settings))
                 else:
@@ -104,7 +84,7 @@ class Segmenter:
             return self.chips[s]
 
     def program_all(self, cancel: threading.Event | None = None) -> None:
-        for s in range(self.samples if self.run.mode == "analog" else 0):
+        for s in range(self.samples if self.run.mode is Mode.ANALOG else 0):
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
             self.chip(s)
@@ -112,7 +92,7 @@ class Segmenter:
     @torch.no_grad()
     def predict(self, x: torch.Tensor, slice_index: int = 0, cancel: threading.Event | None = None) -> torch.Tensor:
         """(1, C_in, h, w) input -> (S, C, h, w) softmax samples."""
-        if self.run.mode == "digital":
+        if self.run.mode is Mode.DIGITAL:
             return torch.softmax(self.digital(x), 1)
         out = []
         for s in range(self.samples):
@@ -128,7 +108,7 @@ class Segmenter:
         whatever thread, they are read."""
         seed = hash((self.run.seed, slice_index, s)) & 0x7FFF_FFFF
         chip = self.chip(s)
-        if self.simulator == "fast":
+        if self.simulator is Simulator.FAST:
             with seeded_reads(seed):
                 return torch.softmax(chip(x), 1)
         torch.manual_seed(seed)  # aihwkit's tile draws from torch's global generator
@@ -137,4 +117,4 @@ class Segmenter:
     @property
     def concurrent_reads(self) -> bool:
         """Whether threads may read slices at once (aihwkit's tile draws from the global generator)."""
-        return self.run.mode == "digital" or self.simulator == "fast"
+        return self.run.mode is Mode.DIGITAL or self.simulator is Simulator.FAST

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,12 +22,22 @@ from torch import nn
 
 from engine.architectures import build_network
 from engine.device import DeviceSettings
+from engine.files import atomic_write, atomic_write_json
 from engine.preprocessing import Preprocessing
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 MODELS_DIR = RESOURCES / "models"
 WEIGHTS = "weights.safetensors"
 ANALOG_WEIGHTS = "analog.safetensors"
+DIGITAL = "digital"  # metrics key of the exact floating-point network
+
+
+def metrics_key(mode: str, noise_level: float = 1.0, drift_s: float = 86400.0) -> str:
+    """Where `aimc evaluate --record` keeps a measurement in model.json's metrics."""
+    return DIGITAL if mode == DIGITAL else f"analog_noise{noise_level:g}_drift{drift_s:g}"
+
+
+NOMINAL_CHIPS = metrics_key("analog", 1.0, 86400.0)  # analog chips at nominal noise, one day after programming
 
 
 class ModelError(Exception):
@@ -64,12 +73,16 @@ class ModelSpec:
         return len(self.labels)
 
     @property
+    def label_names(self) -> dict[int, str]:
+        return {label.value: label.name for label in self.labels}
+
+    @property
     def has_analog(self) -> bool:
         return self.folder is not None and (self.folder / ANALOG_WEIGHTS).exists()
 
-    def test_metrics(self, key: str = "digital") -> dict:
-        """What `aimc evaluate --record` stored for the test split under `key` (empty if never measured):
-        "digital", or "analog_noise1_drift86400" for analog chips at nominal noise after one day."""
+    def test_metrics(self, key: str = DIGITAL) -> dict:
+        """What `aimc evaluate --record` stored for the test split under `key` (`DIGITAL` or
+        `NOMINAL_CHIPS`; empty if never measured)."""
         return self.metrics.get("test", {}).get(key, {})
 
     def to_dict(self) -> dict:
@@ -108,22 +121,8 @@ class ModelSpec:
         return build_network(self.architecture, self.arguments)
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_spec(spec: ModelSpec, folder: Path) -> None:
-    _atomic_write_bytes(folder / "model.json",
-                        lambda p: Path(p).write_text(json.dumps(spec.to_dict(), indent=1) + "\n"))
+    atomic_write_json(spec.to_dict(), folder / "model.json")
 
 
 def tensors_only(state: dict) -> dict[str, torch.Tensor]:
@@ -141,9 +140,9 @@ def save_model(spec: ModelSpec, folder: Path, digital: nn.Module, analog: nn.Mod
             t = {k: (v.half() if v.is_floating_point() and v.numel() > 64 else v) for k, v in t.items()}
         return t
 
-    _atomic_write_bytes(folder / WEIGHTS, lambda p: save_file(prep(digital.state_dict()), p))
+    atomic_write(folder / WEIGHTS, lambda p: save_file(prep(digital.state_dict()), p))
     if analog is not None:
-        _atomic_write_bytes(folder / ANALOG_WEIGHTS, lambda p: save_file(prep(analog.state_dict()), p))
+        atomic_write(folder / ANALOG_WEIGHTS, lambda p: save_file(prep(analog.state_dict()), p))
     spec.folder = folder
     write_spec(spec, folder)
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from engine.inference import Cancelled, Segmenter
+from engine.model_store import ModelSpec
 from engine.postprocessing import keep_largest_component
 from engine.preprocessing import get_slice, normalise_volume, resize_probabilities, set_slice, slice_count, to_model_input
 from engine.uncertainty import MAPS, SliceStats, mc_statistics
@@ -50,6 +51,15 @@ def fan_out_order(n: int, start: int | None) -> list[int]:
 def slice_statistics(samples: torch.Tensor, size: tuple[int, int]) -> SliceStats:
     """A slice's Monte-Carlo statistics from its (S, C, h, w) samples, at the slice's own size."""
     return mc_statistics(resize_probabilities(samples, size))
+
+
+def segment_slice(segmenter: Segmenter, image: np.ndarray, index: int = 0) -> SliceStats:
+    """One normalised 2D slice (or image) through the model: its statistics at its own size.
+
+    `index` seeds the analog reads as the pipeline does for slice `index` of a volume.
+    """
+    x = to_model_input(image[None], segmenter.spec.preprocessing)
+    return slice_statistics(segmenter.predict(x, index), image.shape)
 
 
 @dataclass
@@ -80,6 +90,11 @@ class VolumeResult:
     finished: np.ndarray = field(init=False)  # bool per slice along `axis`
     seconds: list[float] = field(default_factory=list)
     previews: dict[int, int] = field(default_factory=dict)  # unfinished slices shown from so many samples
+
+    @classmethod
+    def for_model(cls, volume: Volume, spec: ModelSpec) -> VolumeResult:
+        """An empty result for `spec` on `volume`: the model's slice axis, classes and post-processing."""
+        return cls(volume, spec.preprocessing.slice_axis, spec.num_classes, tuple(spec.keep_largest))
 
     def __post_init__(self) -> None:
         shape = self.volume.shape
@@ -303,11 +318,10 @@ def preview_while_programming(segmenter: Segmenter, volume: Volume, index: int, 
             yield s + 1, SliceResult(index, slice_statistics(torch.cat(samples), size), time.perf_counter() - t0, 0, 1)
 
 
-def segment_volume(segmenter: Segmenter, volume: Volume, axis: str | None = None, **kwargs) -> VolumeResult:
-    """Run the pipeline over every slice and collect a `VolumeResult`."""
-    axis = axis or segmenter.spec.preprocessing.slice_axis
-    result = VolumeResult(volume, axis, segmenter.spec.num_classes, tuple(segmenter.spec.keep_largest))
-    for r in run_slices(segmenter, volume, axis, **kwargs):
+def segment_volume(segmenter: Segmenter, volume: Volume, **kwargs) -> VolumeResult:
+    """Run the pipeline over every slice and collect a finalised `VolumeResult`."""
+    result = VolumeResult.for_model(volume, segmenter.spec)
+    for r in run_slices(segmenter, volume, result.axis, **kwargs):
         result.add(r)
     result.finalise()
     return result

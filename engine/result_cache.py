@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from engine.inference import RunSettings
+from engine.run_settings import RunSettings
 from engine.pipeline import VolumeResult, fan_out_order
 
 
@@ -19,7 +19,7 @@ def result_key(run: RunSettings) -> RunSettings:
     reset to fixed values so that moving those sliders in digital mode finds the cached result.
     """
     if run.mode == "digital":
-        return RunSettings(run.model, "digital", 1, 0.0, 1.0, run.seed)
+        return RunSettings(model=run.model, mode="digital", mc_samples=1, noise_level=0.0, drift_s=1.0, seed=run.seed)
     return run
 
 

@@ -12,7 +12,9 @@ import copy
 import threading
 from collections import OrderedDict
 
-from engine.inference import RunSettings, Segmenter
+from engine.inference import Segmenter
+
+from engine.run_settings import RunSettings
 from engine.model_store import ModelSpec
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from nibabel import orientations as ornt
+
+from engine.files import atomic_write
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
@@ -256,15 +257,7 @@ def save_nifti(volume: Volume, array: np.ndarray, path: str | os.PathLike, dtype
     if np.issubdtype(data.dtype, np.integer):
         img.header.set_intent("label")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".nii.gz" if name.endswith(".gz") else ".nii", dir=out.parent)
-        os.close(fd)
-        try:
-            nib.save(img, tmp)
-            os.replace(tmp, out)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(out, lambda tmp: nib.save(img, tmp), ".nii.gz" if name.endswith(".gz") else ".nii")
     except OSError as exc:
         raise ScanError(f"{out}: could not write ({exc.strerror or exc})") from None
     return out

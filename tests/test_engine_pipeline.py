@@ -8,7 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from engine.inference import RunSettings, Segmenter
+from engine.inference import Segmenter
+
+from engine.run_settings import RunSettings
 from engine.pipeline import VolumeResult, fan_out_order, preview_while_programming, run_slices, segment_volume
 from engine.preprocessing import get_slice
 from engine.volume import load_scan
@@ -29,7 +31,7 @@ def real_volume(lgg_case):
 
 
 def test_every_slice_yielded_once_starting_at_the_requested_one(small_model, real_volume):
-    seg = Segmenter(small_model, RunSettings(small_model.name, "analog", 2))
+    seg = Segmenter(small_model, RunSettings(model=small_model.name, mode="analog", mc_samples=2))
     seen, progress = [], []
     for r in run_slices(seg, real_volume, "axial", start=7, progress=lambda d, t: progress.append((d, t))):
         seen.append(r.index)
@@ -41,7 +43,7 @@ def test_every_slice_yielded_once_starting_at_the_requested_one(small_model, rea
 
 
 def test_preview_shows_the_slice_from_each_new_chip_and_ends_at_its_result(small_model, real_volume):
-    seg = Segmenter(small_model, RunSettings(small_model.name, "analog", 3, seed=4))
+    seg = Segmenter(small_model, RunSettings(model=small_model.name, mode="analog", mc_samples=3, seed=4))
     previews = []
     for read, preview in preview_while_programming(seg, real_volume, 9, "axial"):
         assert len(seg.chips) == read, "each preview comes as soon as its chip is programmed"
@@ -60,7 +62,7 @@ def test_preview_shows_the_slice_from_each_new_chip_and_ends_at_its_result(small
 
 
 def test_a_preview_shows_until_finished_or_dropped(small_model, real_volume):
-    seg = Segmenter(small_model, RunSettings(small_model.name, "analog", 2, seed=2))
+    seg = Segmenter(small_model, RunSettings(model=small_model.name, mode="analog", mc_samples=2, seed=2))
     result = VolumeResult(real_volume, "axial", 2)
     (_, first), (_, second) = list(preview_while_programming(seg, real_volume, 9, "axial"))
     result.show(first, 1)
@@ -77,7 +79,7 @@ def test_a_preview_shows_until_finished_or_dropped(small_model, real_volume):
 
 
 def test_cancel_stops_the_run(small_model, real_volume):
-    seg = Segmenter(small_model, RunSettings(small_model.name, "analog", 2))
+    seg = Segmenter(small_model, RunSettings(model=small_model.name, mode="analog", mc_samples=2))
     cancel = threading.Event()
     seen = []
     for r in run_slices(seg, real_volume, "axial", cancel=cancel):
@@ -88,7 +90,7 @@ def test_cancel_stops_the_run(small_model, real_volume):
 
 
 def test_cancel_acts_within_one_slice(small_model, real_volume):
-    seg = Segmenter(small_model, RunSettings(small_model.name, "analog", 64))
+    seg = Segmenter(small_model, RunSettings(model=small_model.name, mode="analog", mc_samples=64))
     cancel = threading.Event()
     timer = threading.Timer(0.5, cancel.set)
     timer.start()
@@ -102,7 +104,7 @@ def test_cancel_acts_within_one_slice(small_model, real_volume):
 
 
 def test_errors_in_a_stage_reach_the_caller(small_model, real_volume, monkeypatch):
-    seg = Segmenter(small_model, RunSettings(small_model.name, "digital", 1))
+    seg = Segmenter(small_model, RunSettings(model=small_model.name, mode="digital", mc_samples=1))
 
     def broken(x, k, cancel=None):
         raise RuntimeError("tile exploded")
@@ -113,7 +115,7 @@ def test_errors_in_a_stage_reach_the_caller(small_model, real_volume, monkeypatc
 
 
 def test_volume_result_collects_every_map(small_model, real_volume):
-    seg = Segmenter(small_model, RunSettings(small_model.name, "analog", 2))
+    seg = Segmenter(small_model, RunSettings(model=small_model.name, mode="analog", mc_samples=2))
     result = segment_volume(seg, real_volume)
     assert result.complete
     assert result.segmentation.shape == real_volume.shape
@@ -131,7 +133,7 @@ def test_stages_run_on_one_torch_thread_each_and_the_callers_count_is_kept(small
     import engine.pipeline as pipeline
 
     seen: dict[str, set[int]] = {"infer": set(), "post": set()}
-    seg = Segmenter(small_model, RunSettings(small_model.name, "digital"))
+    seg = Segmenter(small_model, RunSettings(model=small_model.name, mode="digital"))
     predict, statistics = seg.predict, pipeline.mc_statistics
     monkeypatch.setattr(seg, "predict", lambda *a: seen["infer"].add(torch.get_num_threads()) or predict(*a))
     monkeypatch.setattr(pipeline, "mc_statistics", lambda p: seen["post"].add(torch.get_num_threads()) or statistics(p))
@@ -148,7 +150,7 @@ def test_stages_run_on_one_torch_thread_each_and_the_callers_count_is_kept(small
 
 def test_two_inference_workers_read_at_once_and_the_slice_on_screen_still_comes_first(small_model, real_volume,
                                                                                        monkeypatch):
-    seg = Segmenter(small_model, RunSettings(small_model.name, "analog", 2, seed=1))
+    seg = Segmenter(small_model, RunSettings(model=small_model.name, mode="analog", mc_samples=2, seed=1))
     readers: set[str] = set()
     predict = seg.predict
 
@@ -173,7 +175,7 @@ def test_two_inference_workers_read_at_once_and_the_slice_on_screen_still_comes_
 
 def test_aihwkit_chips_are_read_by_one_worker(small_model, real_volume, monkeypatch):
     """aihwkit's tile draws its noise from torch's global generator: one reader at a time."""
-    seg = Segmenter(small_model, RunSettings(small_model.name, "analog", 1), simulator="aihwkit")
+    seg = Segmenter(small_model, RunSettings(model=small_model.name, mode="analog", mc_samples=1), simulator="aihwkit")
     assert not seg.concurrent_reads
     readers: set[int] = set()
     predict = seg.predict

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.inference import RunSettings, Segmenter
+from engine.inference import Segmenter
+
+from engine.run_settings import RunSettings
 from engine.preprocessing import get_slice, normalise_volume, to_model_input
 from engine.uncertainty import mc_statistics
 from engine.volume import load_scan
@@ -40,7 +42,7 @@ def _tumour_slices(lgg_case, spec, n=3):
 
 
 def _mean_mi(spec, slices, noise, mc=6):
-    seg = Segmenter(spec, RunSettings(spec.name, "analog", mc, noise, 3600.0, seed=0))
+    seg = Segmenter(spec, RunSettings(model=spec.name, mode="analog", mc_samples=mc, noise_level=noise, drift_s=3600.0, seed=0))
     return float(np.mean([mc_statistics(seg.predict(x, k)).mutual_information.mean() for k, x in slices]))
 
 
@@ -52,8 +54,8 @@ def test_uncertainty_grows_with_noise_on_real_slices(shipped_model, lgg_case):
 
 def _digital_and_ideal_chips(spec, lgg_case):
     """Digital-mode and noise-0 analog predictions of the same real tumour slices."""
-    digital = Segmenter(spec, RunSettings(spec.name, "digital", 1))
-    ideal = Segmenter(spec, RunSettings(spec.name, "analog", 2, 0.0))
+    digital = Segmenter(spec, RunSettings(model=spec.name, mode="digital", mc_samples=1))
+    ideal = Segmenter(spec, RunSettings(model=spec.name, mode="analog", mc_samples=2, noise_level=0.0))
     return [(digital.predict(x, k), ideal.predict(x, k)) for k, x in _tumour_slices(lgg_case, spec)]
 
 
@@ -65,10 +67,10 @@ def test_analog_at_noise_zero_matches_digital(shipped_model, lgg_case):
 
 def test_results_are_reproducible_with_a_seed(small_model):
     x = torch.rand(1, 1, 64, 64)
-    run = RunSettings(small_model.name, "analog", 3, 1.0, 3600.0, seed=7)
+    run = RunSettings(model=small_model.name, mode="analog", mc_samples=3, noise_level=1.0, drift_s=3600.0, seed=7)
     a = Segmenter(small_model, run).predict(x, 4)
     b = Segmenter(small_model, run).predict(x, 4)
-    c = Segmenter(small_model, RunSettings(small_model.name, "analog", 3, 1.0, 3600.0, seed=8)).predict(x, 4)
+    c = Segmenter(small_model, RunSettings(model=small_model.name, mode="analog", mc_samples=3, noise_level=1.0, drift_s=3600.0, seed=8)).predict(x, 4)
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
 

@@ -21,7 +21,8 @@ from engine.architectures import ARCHITECTURES, build_network, default_arguments
 from engine.device import DeviceSettings, rpu_config
 from engine.fast_analog import (FastAnalogConv2d, FastAnalogLinear, add_gaussian_, fast_chip, noise_draws_per_read,
                                 seeded_reads)
-from engine.inference import RunSettings, Segmenter
+from engine.inference import Segmenter
+from engine.run_settings import RunSettings
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -326,7 +327,7 @@ def test_a_model_reprogrammed_in_place_gives_the_chips_of_fresh_copies():
 
 def test_segmenter_reads_fast_chips_by_default(small_model):
     x = torch.rand(1, 1, 64, 64)
-    run = RunSettings(small_model.name, "analog", 2, 0.0, 3600.0)
+    run = RunSettings(model=small_model.name, mode="analog", mc_samples=2, noise_level=0.0, drift_s=3600.0)
     fast, ref = Segmenter(small_model, run), Segmenter(small_model, run, simulator="aihwkit")
     assert any(isinstance(m, FastAnalogConv2d) for m in fast.chip(0).modules())
     assert not any(isinstance(m, FastAnalogConv2d) for m in ref.chip(0).modules())

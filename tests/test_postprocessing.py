@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import LGG
-from engine.inference import RunSettings, Segmenter
+from engine.inference import Segmenter
+from engine.run_settings import RunSettings
 from engine.model_store import ModelSpec, read_spec
 from engine.pipeline import VolumeResult, run_slices, segment_volume
 from engine.postprocessing import keep_largest_component
@@ -42,7 +43,7 @@ def test_model_json_round_trip_keeps_the_choice(small_model):
 def test_volume_result_post_processes_on_finalise_once_complete(shipped_model, lgg_case):
     volume = load_scan(lgg_case[0])
     plain = dataclasses.replace(shipped_model, keep_largest=[])
-    seg = Segmenter(plain, RunSettings(plain.name, "digital", 1))
+    seg = Segmenter(plain, RunSettings(model=plain.name, mode="digital", mc_samples=1))
     raw = segment_volume(seg, volume).segmentation
     assert keep_largest_component(raw, [1]).sum() < raw.sum()  # this patient has stray islands
     result = VolumeResult(volume, "axial", 2, keep_largest=(1,))
@@ -57,7 +58,7 @@ def test_volume_result_post_processes_on_finalise_once_complete(shipped_model, l
     result.finalise()
     assert np.array_equal(result.segmentation, keep_largest_component(raw, [1]))
     cut = dataclasses.replace(shipped_model, keep_largest=[1])
-    assert np.array_equal(segment_volume(Segmenter(cut, RunSettings(cut.name, "digital", 1)), volume).segmentation,
+    assert np.array_equal(segment_volume(Segmenter(cut, RunSettings(model=cut.name, mode="digital", mc_samples=1)), volume).segmentation,
                           result.segmentation)
 
 

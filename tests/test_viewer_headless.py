@@ -11,7 +11,7 @@ import pytest
 
 from engine import display
 from engine.ground_truth import dice_so_far, load_ground_truth
-from engine.inference import RunSettings
+from engine.run_settings import RunSettings
 from engine.pipeline import SliceResult, VolumeResult
 from engine.preprocessing import get_slice
 from engine.result_cache import ResultCache, missing_slices, result_key
@@ -108,17 +108,17 @@ def _slice_result(volume: Volume, k: int, seg_value: int = 1) -> SliceResult:
 def test_result_cache_keys_and_resume_order() -> None:
     vol = _volume()
     cache = ResultCache()
-    analog = RunSettings("m", "analog", 4, 1.0, 3600.0)
-    digital = RunSettings("m", "digital", 4, 1.0, 3600.0)
-    assert result_key(digital) == result_key(RunSettings("m", "digital", 9, 2.0, 60.0))
+    analog = RunSettings(model="m", mode="analog", mc_samples=4, noise_level=1.0, drift_s=3600.0)
+    digital = RunSettings(model="m", mode="digital", mc_samples=4, noise_level=1.0, drift_s=3600.0)
+    assert result_key(digital) == result_key(RunSettings(model="m", mode="digital", mc_samples=9, noise_level=2.0, drift_s=60.0))
     assert result_key(analog) == analog
     result = cache.get_or_create(analog, lambda: VolumeResult(vol, "axial", 2))
-    assert cache.get(RunSettings("m", "analog", 4, 1.0, 3600.0)) is result
-    assert RunSettings("m", "analog", 5, 1.0, 3600.0) not in cache
+    assert cache.get(RunSettings(model="m", mode="analog", mc_samples=4, noise_level=1.0, drift_s=3600.0)) is result
+    assert RunSettings(model="m", mode="analog", mc_samples=5, noise_level=1.0, drift_s=3600.0) not in cache
     result.add(_slice_result(vol, 1))
     assert missing_slices(result, 1) == [2, 0]
     digital_result = cache.get_or_create(digital, lambda: VolumeResult(vol, "axial", 2))
-    assert cache.get(RunSettings("m", "digital", 2, 0.5, 10.0)) is digital_result
+    assert cache.get(RunSettings(model="m", mode="digital", mc_samples=2, noise_level=0.5, drift_s=10.0)) is digital_result
     small = ResultCache(max_bytes=1)
     small.put(analog, result)
     small.put(digital, digital_result)
@@ -147,16 +147,16 @@ def test_segmenter_pool_shares_chips_across_mc_counts(monkeypatch) -> None:
     monkeypatch.setattr(pool_module, "Segmenter", fake)
     spec = type("Spec", (), {"folder": Path("/models/m"), "name": "m"})()
     pool = SegmenterPool(capacity=2)
-    two = pool.get(spec, RunSettings("m", "analog", 2, 1.0, 3600.0))
+    two = pool.get(spec, RunSettings(model="m", mode="analog", mc_samples=2, noise_level=1.0, drift_s=3600.0))
     two.chip(1)
-    four = pool.get(spec, RunSettings("m", "analog", 4, 1.0, 3600.0))
+    four = pool.get(spec, RunSettings(model="m", mode="analog", mc_samples=4, noise_level=1.0, drift_s=3600.0))
     assert four.run.mc_samples == 4 and four.chips is two.chips and len(built) == 1
     four.chip(3)
-    assert pool.programmed_chips(spec, RunSettings("m", "analog", 1, 1.0, 3600.0)) == 4
-    pool.get(spec, RunSettings("m", "analog", 2, 2.0, 3600.0))  # other noise: other chips
-    pool.get(spec, RunSettings("m", "digital"))
+    assert pool.programmed_chips(spec, RunSettings(model="m", mode="analog", mc_samples=1, noise_level=1.0, drift_s=3600.0)) == 4
+    pool.get(spec, RunSettings(model="m", mode="analog", mc_samples=2, noise_level=2.0, drift_s=3600.0))  # other noise: other chips
+    pool.get(spec, RunSettings(model="m", mode="digital"))
     assert len(built) == 3 and len(pool) == 2
-    assert chip_key(spec, RunSettings("m", "digital", 3)) == chip_key(spec, RunSettings("m", "digital", 9, 2.0))
+    assert chip_key(spec, RunSettings(model="m", mode="digital", mc_samples=3)) == chip_key(spec, RunSettings(model="m", mode="digital", mc_samples=9, noise_level=2.0))
 
 
 def test_with_settings_shares_the_real_segmenters_chips() -> None:
@@ -164,8 +164,8 @@ def test_with_settings_shares_the_real_segmenters_chips() -> None:
     from engine.inference import Segmenter
 
     base = Segmenter.__new__(Segmenter)
-    base.run, base.chips = RunSettings("m", "analog", 2), ["c0"]
-    view = with_settings(base, RunSettings("m", "analog", 5))
+    base.run, base.chips = RunSettings(model="m", mode="analog", mc_samples=2), ["c0"]
+    view = with_settings(base, RunSettings(model="m", mode="analog", mc_samples=5))
     assert view.chips is base.chips and view.samples == 5 and base.samples == 2
 
 

@@ -22,7 +22,7 @@ from PySide6.QtGui import QDropEvent, QKeySequence  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
 from engine.display import display_position, outline  # noqa: E402
-from engine.inference import RunSettings  # noqa: E402
+from engine.run_settings import RunSettings  # noqa: E402
 from engine.model_store import ModelError, ModelSpec, default_model  # noqa: E402
 from engine.postprocessing import keep_largest_component  # noqa: E402
 from engine.preprocessing import get_slice  # noqa: E402
@@ -237,7 +237,7 @@ def test_analog_run_current_slice_first_and_ui_stays_responsive(qtbot, make_wind
     window.runner.started.connect(lambda job: timer.start())  # from the moment inference runs
     statuses: list = []
     window.runner.status.connect(lambda job, status: statuses.append(status))
-    fresh = pool.programmed_chips(spec, RunSettings(spec.name, "analog", 2)) == 0
+    fresh = pool.programmed_chips(spec, RunSettings(model=spec.name, mode="analog", mc_samples=2)) == 0
     events: list[tuple[str, int]] = []
     shown: list[tuple[str, str]] = []  # what the axial title and the readout say at each preview
     window.runner.slicePreviewed.connect(lambda job, k: events.append(("preview", k)))
@@ -289,7 +289,7 @@ def test_settings_changes_rerun_and_toggling_back_is_instant(qtbot, make_window,
     with qtbot.waitSignal(window.runner.started, timeout=5_000):
         panel.mc_slider.setValue(1)  # debounced: one run after the slider stops
     wait_complete(qtbot, window)
-    assert window.run == RunSettings(spec.name, "analog", 1, 1.0, 3600.0)
+    assert window.run == RunSettings(model=spec.name, mode="analog", mc_samples=1, noise_level=1.0, drift_s=3600.0)
     assert window.result is not two and len(indices) == 20
     assert pool.programmed_chips(spec, window.run) >= 2  # MC 1 reused the chips programmed for MC 2
 

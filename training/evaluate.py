@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from engine.inference import RunSettings, Segmenter
+from engine.inference import Segmenter
+
+from engine.run_settings import RunSettings
 from engine.metrics import dice_per_label
-from engine.model_store import ModelSpec, find_model, write_spec
-from engine.pipeline import segment_volume, slice_statistics
-from engine.preprocessing import to_model_input
+from engine.model_store import ModelSpec, find_model, metrics_key, write_spec
+from engine.pipeline import segment_slice, segment_volume
 from engine.volume import ScanError, load_scan
 from training.data import Case, read_dataset, read_nuclei_image
 
@@ -35,9 +36,8 @@ def cases_of_split(spec: ModelSpec, data: Path, split: str) -> tuple[str, list[C
 def _segment_case(segmenter: Segmenter, case: Case, layout: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Prediction, entropy map and ground truth of one case at its own resolution."""
     if layout == "nuclei":  # 2D microscopy: one image, no volume pipeline
-        prep = segmenter.spec.preprocessing
-        grey, truth = read_nuclei_image(case, prep)
-        stats = slice_statistics(segmenter.predict(to_model_input(grey[None], prep)), grey.shape)
+        grey, truth = read_nuclei_image(case, segmenter.spec.preprocessing)
+        stats = segment_slice(segmenter, grey)
         return stats.segmentation, stats.entropy, truth
     volume, truth = load_scan(case.image), load_scan(case.label)
     result = segment_volume(segmenter, volume)
@@ -47,7 +47,7 @@ def _segment_case(segmenter: Segmenter, case: Case, layout: str) -> tuple[np.nda
 def evaluate_run(spec: ModelSpec, cases: list[Case], layout: str, run: RunSettings, progress: bool = True) -> dict:
     """One pass over the cases with one set of chips: per-case Dice per label and uncertainty."""
     segmenter = Segmenter(spec, run)
-    names = {l.value: l.name for l in spec.labels}
+    names = spec.label_names
     rows = []
     for case in tqdm(cases, desc=f"{spec.name} {run.mode} seed {run.seed}", disable=not progress, leave=False):
         try:
@@ -75,7 +75,7 @@ def evaluate(model: str, data: Path, split: str = "test", mode: str = "digital",
     spec = find_model(model)
     layout, cases = cases_of_split(spec, data, split)
     seeds = range(programmings) if mode == "analog" else range(1)
-    runs = [evaluate_run(spec, cases, layout, RunSettings(spec.name, mode, mc if mode == "analog" else 1, noise, drift, seed),
+    runs = [evaluate_run(spec, cases, layout, RunSettings(model=spec.name, mode=mode, mc_samples=mc if mode == "analog" else 1, noise_level=noise, drift_s=drift, seed=seed),
                          progress) for seed in seeds]
     means = [r["mean_dice"] for r in runs]
     report = {
@@ -87,8 +87,7 @@ def evaluate(model: str, data: Path, split: str = "test", mode: str = "digital",
         "per_case": runs[0]["cases"],
     }
     if record:
-        key = "digital" if mode == "digital" else f"analog_noise{noise:g}_drift{drift:g}"
-        spec.metrics.setdefault(split, {})[key] = {k: v for k, v in report.items() if k != "per_case"}
+        spec.metrics.setdefault(split, {})[metrics_key(mode, noise, drift)] = {k: v for k, v in report.items() if k != "per_case"}
         write_spec(spec, spec.folder)
     return report
 

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from engine.inference import RunSettings, Segmenter
+from engine.inference import Segmenter
+
+from engine.run_settings import RunSettings
 from engine.metrics import dice_per_label
 from engine.model_store import ModelSpec, write_spec
 from engine.pipeline import segment_volume
@@ -32,7 +34,7 @@ def choose_postprocessing(spec: ModelSpec, data: Path, progress: bool = True, lo
         return spec.keep_largest
     # The exact (noise-free) read: the choice is about anatomy, not about one noisy chip.
     raw_spec = dataclasses.replace(spec, keep_largest=[])
-    segmenter = Segmenter(raw_spec, RunSettings(spec.name, "digital", 1, 0.0, 0.0, 0))
+    segmenter = Segmenter(raw_spec, RunSettings(model=spec.name, mode="digital", mc_samples=1, noise_level=0.0, drift_s=0.0, seed=0))
     labels = range(1, spec.num_classes)
     raw: dict[int, list[float]] = {c: [] for c in labels}
     cut: dict[int, list[float]] = {c: [] for c in labels}

@@ -29,11 +29,12 @@ from tqdm import tqdm  # noqa: E402
 
 from engine.architectures import ARCHITECTURES  # noqa: E402
 from engine.chip_timing import LE_GALLO_2023, mvm_time_s, volume_timing  # noqa: E402
-from engine.inference import RunSettings, Segmenter  # noqa: E402
+from engine.inference import Segmenter  # noqa: E402
+from engine.run_settings import RunSettings  # noqa: E402
 from engine.metrics import calibration_bins, dice_per_label, ece_from_bins, error_detection_auroc  # noqa: E402
-from engine.model_store import MODELS_DIR, ModelError, ModelSpec, find_model  # noqa: E402
-from engine.pipeline import segment_volume, slice_statistics  # noqa: E402
-from engine.preprocessing import get_slice, normalise_volume, to_model_input  # noqa: E402
+from engine.model_store import MODELS_DIR, NOMINAL_CHIPS, ModelError, ModelSpec, find_model  # noqa: E402
+from engine.pipeline import segment_slice, segment_volume  # noqa: E402
+from engine.preprocessing import get_slice, normalise_volume  # noqa: E402
 from engine.tile_mapping import NetworkMapping, map_network  # noqa: E402
 from engine.volume import Volume, load_scan  # noqa: E402
 from training.data import Case  # noqa: E402
@@ -139,7 +140,7 @@ def robustness_jobs(sets: dict[str, tuple[dict, str, list[Case]]], programmings:
 
 def _robustness_run(spec: ModelSpec, layout: str, cases: list[Case], mode: str, noise: float, drift: float,
                     seed: int) -> float:
-    return evaluate_run(spec, cases, layout, RunSettings(spec.name, mode, 1, noise, drift, seed), progress=False)["mean_dice"]
+    return evaluate_run(spec, cases, layout, RunSettings(model=spec.name, mode=mode, mc_samples=1, noise_level=noise, drift_s=drift, seed=seed), progress=False)["mean_dice"]
 
 
 def _robustness_key(spec: ModelSpec, cases: list[Case], mode: str, noise: float, drift: float, seed: int) -> dict:
@@ -185,7 +186,7 @@ def robustness_table(rows: list[dict], sets: dict[str, tuple[dict, str, list[Cas
 
 def ensemble_columns(spec: ModelSpec, digital: float) -> dict:
     """The model's recorded 4-chip ensemble Dice at nominal noise after 1 day, and its drop ("-" if none)."""
-    recorded = spec.test_metrics("analog_noise1_drift86400")
+    recorded = spec.test_metrics(NOMINAL_CHIPS)
     if not recorded:
         return {"ensemble_day": "-", "ensemble_drop_day": "-"}
     return {"ensemble_day": recorded["mean_dice"], "ensemble_drop_day": digital - recorded["mean_dice"]}
@@ -255,7 +256,7 @@ def tile_mapping_figure(mappings: dict[str, NetworkMapping], path: Path) -> None
 
 def _uncertainty_of(spec: ModelSpec, cases: list[Case], mc: int, noise: float, drift: float) -> dict:
     """One model's Monte-Carlo pass over the LGG test cases: entropy density, error AUROC, ECE, correlations."""
-    segmenter = Segmenter(spec, RunSettings(spec.name, "analog", mc, noise, drift, 0))
+    segmenter = Segmenter(spec, RunSettings(model=spec.name, mode="analog", mc_samples=mc, noise_level=noise, drift_s=drift, seed=0))
     hist = np.zeros(len(ENTROPY_BINS) - 1)
     bins = np.zeros((3, 15))
     scores = {region: ([], []) for region in ("head", "near")}  # (entropy of wrong, of right) pixels
@@ -348,11 +349,10 @@ def examples_figure(models: dict, cases: CaseCache, path: Path, mc: int, noise: 
     items = list(models.items())
     fig, axes = plt.subplots(len(items), 4, figsize=(11, 2.8 * len(items)), squeeze=False)
     for row, ((arch, kind), spec) in zip(axes, items):
-        seg = Segmenter(spec, RunSettings(spec.name, "analog", mc, noise, drift, 0))
+        seg = Segmenter(spec, RunSettings(model=spec.name, mode="analog", mc_samples=mc, noise_level=noise, drift_s=drift, seed=0))
         data = normalise_volume(vol.data, spec.preprocessing)
         image = get_slice(data, "axial", k)
-        samples = seg.predict(to_model_input(image[None], spec.preprocessing), k)
-        st = slice_statistics(samples, image.shape)
+        st = segment_slice(seg, image, k)
         row[0].imshow(image, cmap="gray")
         row[1].imshow(image, cmap="gray")
         row[1].contour(get_slice(truth, "axial", k), levels=[0.5], colors="lime")
@@ -373,7 +373,7 @@ def examples_figure(models: dict, cases: CaseCache, path: Path, mc: int, noise: 
 
 def pipelining(spec: ModelSpec, volume: Volume, mc: int, mappings: dict[str, NetworkMapping]) -> dict:
     """Measured: the pipeline (`segment_volume`) against one slice at a time; modelled: an AIMC chip."""
-    segmenter = Segmenter(spec, RunSettings(spec.name, "analog", mc, 1.0, 3600.0, 0))
+    segmenter = Segmenter(spec, RunSettings(model=spec.name, mode="analog", mc_samples=mc, noise_level=1.0, drift_s=3600.0, seed=0))
     segmenter.program_all()
     prep = spec.preprocessing
     n = volume.shape[2]
@@ -381,7 +381,7 @@ def pipelining(spec: ModelSpec, volume: Volume, mc: int, mappings: dict[str, Net
     data = normalise_volume(volume.data, prep)
     for k in range(n):
         image = get_slice(data, "axial", k)
-        slice_statistics(segmenter.predict(to_model_input(image[None], prep), k), image.shape)
+        segment_slice(segmenter, image, k)
     sequential = time.perf_counter() - t0
     t0 = time.perf_counter()
     segment_volume(segmenter, volume)

@@ -20,7 +20,8 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 from superqt.utils import FunctionWorker, GeneratorWorker, create_worker
 
-from engine.inference import Cancelled, RunSettings
+from engine.inference import Cancelled
+from engine.run_settings import RunSettings
 from engine.model_store import ModelSpec
 from engine.pipeline import SliceResult, VolumeResult, preview_while_programming, run_slices
 from engine.postprocessing import keep_largest_component

@@ -23,7 +23,7 @@ from engine.display import (CT_PRESETS, MR_AUTO, VIEWS, WindowLevel, clamp_voxel
                             inside, label_lut, outline, voxel_at, window_for)
 from engine.export import probability_map, summary, write_json
 from engine.ground_truth import load_ground_truth
-from engine.inference import RunSettings
+from engine.run_settings import RunSettings
 from engine.model_store import ModelSpec, default_model, list_models
 from engine.pipeline import VolumeResult
 from engine.preprocessing import AXES, get_slice, slice_count
@@ -391,9 +391,8 @@ class MainWindow(QMainWindow):
         if self.volume is None or spec is None or run is None:
             return
         self._sync_labels()
-        axis = spec.preprocessing.slice_axis
         volume = self.volume
-        result = self.cache.get_or_create(run, lambda: VolumeResult(volume, axis, spec.num_classes, tuple(spec.keep_largest)))
+        result = self.cache.get_or_create(run, lambda: VolumeResult.for_model(volume, spec))
         self._show_result(result, run)
         running = self.runner.job
         if running is not None and running.result is result and not running.cancel.is_set():
@@ -603,7 +602,7 @@ class MainWindow(QMainWindow):
     def _update_findings(self) -> None:
         if self.result is None or self.spec is None:
             return
-        names = {l.value: l.name for l in self.spec.labels}
+        names = self.spec.label_names
         panel = self.overlay_panel
         self.findings.show_result(self.result, names, panel.map_name, MAP_TITLES[panel.map_name], self.truth)
 

@@ -12,9 +12,8 @@ from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFormLayout, QGroupBox, 
 from superqt import QLabeledDoubleSlider, QLabeledSlider
 from superqt.utils import qdebounced
 
-from engine.device import MAX_NOISE_LEVEL
-from engine.inference import MAX_MC, RunSettings
-from engine.model_store import ModelSpec
+from engine.run_settings import MAX_MC, MAX_NOISE_LEVEL, RunSettings
+from engine.model_store import NOMINAL_CHIPS, ModelSpec
 
 DRIFT_CHOICES: tuple[tuple[str, float], ...] = (
     ("1 second", 1.0), ("1 minute", 60.0), ("1 hour", 3600.0), ("1 day", 86400.0),
@@ -27,7 +26,7 @@ def describe_model(spec: ModelSpec) -> str:
     """One line on what the model is, how good it measured (digitally and on chips: a reader weighs the
     analog result by the latter), and what is done to its output."""
     test = spec.test_metrics("digital").get("mean_dice")
-    chips = spec.test_metrics("analog_noise1_drift86400")
+    chips = spec.test_metrics(NOMINAL_CHIPS)
     names = [l.name for l in spec.labels if l.value in spec.keep_largest]
     return (f"{spec.architecture}, {'hardware-aware' if spec.kind == 'hwa' else 'digitally'} trained"
             + (f", test Dice {test:.3f}" if test is not None else "")
@@ -112,8 +111,7 @@ class ModelPanel(QGroupBox):
         spec = self.spec()
         if spec is None:
             return None
-        return RunSettings(spec.name, self.mode, int(self.mc_slider.value()), round(float(self.noise_slider.value()), 2),
-                           float(self.drift_combo.currentData()))
+        return RunSettings(model=spec.name, mode=self.mode, mc_samples=int(self.mc_slider.value()), noise_level=round(float(self.noise_slider.value()), 2), drift_s=float(self.drift_combo.currentData()))
 
     def set_mode(self, mode: str) -> None:
         (self.analog_button if mode == "analog" and self.analog_button.isEnabled() else self.digital_button).setChecked(True)
