@@ -25,6 +25,7 @@ from torch import nn
 from engine.architectures import build_network, check_arguments
 from engine.device import DeviceSettings
 from engine.files import atomic_write, atomic_write_json
+from engine.model_card import ModelCard
 from engine.preprocessing import Preprocessing
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
@@ -69,6 +70,7 @@ class ModelSpec:
     data: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     keep_largest: list[int] = field(default_factory=list)  # labels cut to their largest component (chosen on val)
+    card: ModelCard | None = None  # what the model is for (modality, body part, training domain)
     folder: Path | None = None
 
     @property
@@ -101,6 +103,7 @@ class ModelSpec:
             "data": self.data,
             "training": self.training,
             "postprocessing": {"keep_largest_component": self.keep_largest},
+            **({"card": self.card.to_dict()} if self.card is not None else {}),
         }
 
     @classmethod
@@ -117,6 +120,7 @@ class ModelSpec:
             data=d.get("data", {}),
             training=d.get("training", {}),
             keep_largest=[int(v) for v in d.get("postprocessing", {}).get("keep_largest_component", [])],
+            card=ModelCard.from_dict(d["card"]) if "card" in d else None,
             folder=folder,
         )
 

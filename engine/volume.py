@@ -31,6 +31,9 @@ _RAS = ornt.axcodes2ornt(("R", "A", "S"))
 # The largest scan we read: 2^28 voxels (e.g. 512 x 512 x 1024), about 1 GiB as float32 before the
 # result maps (several times that) are allocated. A header declaring more is refused before any read.
 MAX_VOXELS = 2**28
+# What a DICOM series says about itself, kept in `Volume.meta` (the model gate reads them).
+DICOM_DESCRIPTORS = {"body_part": "0018|0015", "series_description": "0008|103e", "patient_id": "0010|0020",
+                     "study_date": "0008|0020"}
 
 
 class ScanError(Exception):
@@ -300,11 +303,19 @@ def _read_dicom_series(folder: Path, channel: int | None) -> Volume:
             raise ScanError(f"{folder}: the series does not fit in memory") from None
         _check_even_spacing(reader, list(files), folder)
     volume = _itk_to_volume(image, str(folder), channel, "DICOM")
-    try:
-        volume.modality = reader.GetMetaData(0, "0008|0060").strip() or "unknown"
-    except RuntimeError:
-        pass
+    volume.modality = _dicom_tag(reader, "0008|0060") or "unknown"
+    for key, tag in DICOM_DESCRIPTORS.items():
+        if value := _dicom_tag(reader, tag):
+            volume.meta[key] = value
     return volume
+
+
+def _dicom_tag(reader, tag: str) -> str:
+    """A tag of the series' first file, "" where it is absent."""
+    try:
+        return reader.GetMetaData(0, tag).strip() if reader.HasMetaDataKey(0, tag) else ""
+    except RuntimeError:
+        return ""
 
 
 def load_scan(path: str | os.PathLike, channel: int | None = None) -> Volume:
