@@ -71,6 +71,7 @@ class ModelSpec:
     training: dict = field(default_factory=dict)
     keep_largest: list[int] = field(default_factory=list)  # labels cut to their largest component (chosen on val)
     card: ModelCard | None = None  # what the model is for (modality, body part, training domain)
+    trust: dict = field(default_factory=dict)  # per mode: the trust calibration fitted on validation (engine.trust)
     folder: Path | None = None
 
     @property
@@ -104,6 +105,7 @@ class ModelSpec:
             "training": self.training,
             "postprocessing": {"keep_largest_component": self.keep_largest},
             **({"card": self.card.to_dict()} if self.card is not None else {}),
+            **({"trust": self.trust} if self.trust else {}),
         }
 
     @classmethod
@@ -121,6 +123,7 @@ class ModelSpec:
             training=d.get("training", {}),
             keep_largest=[int(v) for v in d.get("postprocessing", {}).get("keep_largest_component", [])],
             card=ModelCard.from_dict(d["card"]) if "card" in d else None,
+            trust=d.get("trust", {}),
             folder=folder,
         )
 
