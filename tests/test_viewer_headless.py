@@ -9,15 +9,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from engine import display
-from engine.ground_truth import dice_so_far, load_ground_truth
-from engine.run_settings import RunSettings
 from engine.pipeline import SliceResult, VolumeResult
 from engine.preprocessing import get_slice
-from engine.result_cache import ResultCache, missing_slices, result_key
+from engine.run_settings import RunSettings
 from engine.segmenter_pool import SegmenterPool, chip_key, with_settings
 from engine.uncertainty import SliceStats
 from engine.volume import ScanError, Volume, load_scan, save_nifti
+from viewer.session import display
+from viewer.session.ground_truth import dice_so_far, load_ground_truth
+from viewer.session.result_cache import ResultCache, missing_slices, result_key
 
 SHAPE = (5, 6, 7)
 
@@ -194,7 +194,7 @@ def test_ground_truth_fit_and_dice_so_far(tmp_path: Path) -> None:
 
 def test_worker_post_processes_the_complete_volume_off_the_ui_thread() -> None:
     pytest.importorskip("PySide6")
-    from viewer.inference_worker import Job, PostProcessed, _postprocessed
+    from viewer.widgets.inference_worker import Job, PostProcessed, _postprocessed
 
     vol = _volume()
     result = VolumeResult(vol, "axial", 2, keep_largest=(1,))

@@ -21,16 +21,16 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QThreadPoo
 from PySide6.QtGui import QDropEvent, QKeySequence  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
-from engine.display import display_position, outline  # noqa: E402
-from engine.run_settings import RunSettings  # noqa: E402
 from engine.model_store import ModelError, ModelSpec, default_model  # noqa: E402
 from engine.postprocessing import keep_largest_component  # noqa: E402
 from engine.preprocessing import get_slice  # noqa: E402
+from engine.run_settings import RunSettings  # noqa: E402
 from engine.segmenter_pool import SegmenterPool  # noqa: E402
 from engine.volume import Volume, load_scan  # noqa: E402
-from viewer.help_dialogs import SHORTCUTS, about_html  # noqa: E402
-from viewer.main_window import MainWindow  # noqa: E402
-from viewer.model_panel import DEBOUNCE_MS, describe_model  # noqa: E402
+from viewer.session.display import display_position, outline  # noqa: E402
+from viewer.widgets.help_dialogs import SHORTCUTS, about_html  # noqa: E402
+from viewer.widgets.main_window import MainWindow  # noqa: E402
+from viewer.widgets.model_panel import DEBOUNCE_MS, describe_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 LGG = REPO.parent / "shared" / "data" / "lgg"
@@ -354,7 +354,7 @@ def test_export_reloads_aligned_and_a_failing_disk_loses_nothing(qtbot, make_win
     wait_complete(qtbot, window)
     window.export_probability.setChecked(True)
     target = tmp_path / "out" / "lgg_002_seg.nii.gz"
-    monkeypatch.setattr("viewer.main_window.QFileDialog.getSaveFileName", lambda *a, **k: (str(target), ""))
+    monkeypatch.setattr("viewer.widgets.main_window.QFileDialog.getSaveFileName", lambda *a, **k: (str(target), ""))
     with qtbot.waitSignal(window.exported) as blocker:
         window.export_results()
     names = sorted(p.name for p in blocker.args[0])

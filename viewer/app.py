@@ -10,8 +10,8 @@ from PySide6.QtCore import QThreadPool, QTimer
 from PySide6.QtWidgets import QApplication
 
 from engine.model_store import ModelError, find_model, list_models
-from viewer.main_window import MainWindow
-from viewer.theme import apply_dark_theme
+from viewer.widgets.main_window import MainWindow
+from viewer.widgets.theme import apply_dark_theme
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -10,14 +10,24 @@ import numpy as np
 from cmap import Colormap
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import (QCheckBox, QColorDialog, QComboBox, QFormLayout, QGridLayout, QGroupBox,
-                               QLabel, QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QColorDialog,
+    QComboBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 from superqt import QLabeledDoubleSlider, QLabeledSlider
 from superqt.cmap import QColormapComboBox
 
-from engine.display import PRESET_NAMES, label_lut, map_range
 from engine.model_store import Label
 from engine.uncertainty import MAP_TITLES, MAPS
+from viewer.session.display import PRESET_NAMES, label_lut, map_range
 
 # viridis first: no reds or oranges, so it never looks like a label outline
 HEATMAP_COLORMAPS = ("viridis", "inferno", "magma", "plasma", "hot", "turbo")

@@ -7,13 +7,21 @@ slider from 1 to 64 asks for one run, not sixty-four.
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QPushButton, QWidget)
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QWidget,
+)
 from superqt import QLabeledDoubleSlider, QLabeledSlider
 from superqt.utils import qdebounced
 
-from engine.run_settings import MAX_MC, MAX_NOISE_LEVEL, RunSettings
 from engine.model_store import NOMINAL_CHIPS, ModelSpec
+from engine.run_settings import MAX_MC, MAX_NOISE_LEVEL, RunSettings
 
 DRIFT_CHOICES: tuple[tuple[str, float], ...] = (
     ("1 second", 1.0), ("1 minute", 60.0), ("1 hour", 3600.0), ("1 day", 86400.0),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QGridLayout, QWidget
 
-from engine.display import VIEWS
-from viewer.slice_view import SliceView
+from viewer.session.display import VIEWS
+from viewer.widgets.slice_view import SliceView
 
 
 class ViewGrid(QWidget):

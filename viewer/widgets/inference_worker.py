@@ -16,16 +16,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from PySide6.QtCore import QObject, Signal
 from superqt.utils import FunctionWorker, GeneratorWorker, create_worker
 
 from engine.inference import Cancelled
-from engine.run_settings import RunSettings
 from engine.model_store import ModelSpec
 from engine.pipeline import SliceResult, VolumeResult, preview_while_programming, run_slices
 from engine.postprocessing import keep_largest_component
 from engine.preprocessing import normalise_volume, set_slice
+from engine.run_settings import RunSettings
 from engine.segmenter_pool import SegmenterPool
 from engine.volume import Volume
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from engine.run_settings import RunSettings
 from engine.pipeline import VolumeResult, fan_out_order
+from engine.run_settings import RunSettings
 
 
 def result_key(run: RunSettings) -> RunSettings:

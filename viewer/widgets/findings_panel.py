@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QListWidget, QListWidgetItem,
-                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
-from engine.ground_truth import dice_so_far
 from engine.pipeline import VolumeResult
+from viewer.session.ground_truth import dice_so_far
 
 COLUMNS = ("Label", "mL", "Mean unc.", "Dice")
 COLUMN_TIPS = ("Label of the model", "Segmented volume in millilitres",

@@ -14,30 +14,53 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox,
-                               QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 from superqt import QElidingLabel
 from superqt.utils import create_worker, qthrottled
 
-from engine.display import (CT_PRESETS, MR_AUTO, VIEWS, WindowLevel, clamp_voxel, display_position, heatmap_lut,
-                            inside, label_lut, outline, voxel_at, window_for)
 from engine.export import probability_map, summary, write_json
-from engine.ground_truth import load_ground_truth
-from engine.run_settings import RunSettings
 from engine.model_store import ModelSpec, default_model, list_models
 from engine.pipeline import VolumeResult
 from engine.preprocessing import AXES, get_slice, slice_count
-from engine.result_cache import ResultCache, missing_slices
+from engine.run_settings import RunSettings
 from engine.segmenter_pool import SegmenterPool
 from engine.uncertainty import MAP_TITLES
 from engine.volume import SCAN_SUFFIXES, ScanError, Volume, load_scan, save_nifti
-from viewer.colour_bar import ColourBar
-from viewer.findings_panel import FindingsPanel
-from viewer.help_dialogs import show_about, show_shortcuts
-from viewer.inference_worker import InferenceRunner, Job, Status
-from viewer.model_panel import DRIFT_CHOICES, ModelPanel
-from viewer.overlay_panel import MAP_UNITS, OverlayPanel
-from viewer.view_grid import ViewGrid
+from viewer.session.display import (
+    CT_PRESETS,
+    MR_AUTO,
+    VIEWS,
+    WindowLevel,
+    clamp_voxel,
+    display_position,
+    heatmap_lut,
+    inside,
+    label_lut,
+    outline,
+    voxel_at,
+    window_for,
+)
+from viewer.session.ground_truth import load_ground_truth
+from viewer.session.result_cache import ResultCache, missing_slices
+from viewer.widgets.colour_bar import ColourBar
+from viewer.widgets.findings_panel import FindingsPanel
+from viewer.widgets.help_dialogs import show_about, show_shortcuts
+from viewer.widgets.inference_worker import InferenceRunner, Job, Status
+from viewer.widgets.model_panel import DRIFT_CHOICES, ModelPanel
+from viewer.widgets.overlay_panel import MAP_UNITS, OverlayPanel
+from viewer.widgets.view_grid import ViewGrid
 
 MAX_RECENT = 8
 SLICE_FORMAT = "%v / %m slices"

@@ -17,7 +17,7 @@ from PySide6.QtGui import QFont, QKeyEvent
 from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 from superqt import QLabeledSlider
 
-from engine.display import ORIENTATION_LETTERS, display_shape, pixel_size_mm
+from viewer.session.display import ORIENTATION_LETTERS, display_shape, pixel_size_mm
 
 # Arrays are (row, column) like numpy and like `get_slice`, not pyqtgraph's default (x, y).
 pg.setConfigOptions(imageAxisOrder="row-major", background="k", foreground="#d0d0d0")
