@@ -71,17 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot:
         _save_when_done(window, str(Path(args.screenshot)), app)
     if args.scan:
-        QTimer.singleShot(0, lambda: window.open_path(args.scan))
+        QTimer.singleShot(0, lambda: window.files.open_path(args.scan))
         if args.slice:
             def go_to_slice(volume) -> None:
                 window.scanLoaded.disconnect(go_to_slice)
-                window.jump_to_slice("axial", min(max(args.slice, 1), volume.shape[2]) - 1)
+                window.session.move_slice("axial", min(max(args.slice, 1), volume.shape[2]) - 1)
 
             window.scanLoaded.connect(go_to_slice)
         if args.truth:
             def load_truth_once(_volume) -> None:
                 window.scanLoaded.disconnect(load_truth_once)
-                window.load_ground_truth(args.truth)
+                window.files.load_ground_truth(args.truth)
 
             window.scanLoaded.connect(load_truth_once)
     status = app.exec()

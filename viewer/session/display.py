@@ -143,6 +143,9 @@ def label_lut(colors: dict[int, tuple[int, int, int]], visible: dict[int, bool] 
     return lut
 
 
+TRUTH_LUT = label_lut({v: (255, 60, 255) for v in range(1, 256)})  # the reference's outline: magenta
+
+
 def outline(labels: np.ndarray) -> np.ndarray:
     """The boundary pixels of each label of a 2D uint8 map (label xor its 4-neighbour erosion)."""
     lab = np.asarray(labels)

@@ -12,7 +12,7 @@ SHORTCUTS: tuple[tuple[str, str], ...] = (
     ("Ctrl+O", "Open a scan (NIfTI, MHA, NRRD, a DICOM file of a series)"),
     ("Ctrl+Shift+O", "Open a DICOM folder"),
     ("Ctrl+G", "Load a ground-truth label file"),
-    ("Ctrl+E", "Export segmentation (and chosen maps) as NIfTI"),
+    ("Ctrl+E", "Export segmentation (and chosen maps) as NIfTI into a folder"),
     ("Ctrl+R", "Run or resume inference with the current settings"),
     ("PgUp / PgDown", "Next / previous slice in the active view"),
     ("1 / 2 / 3", "Large view: axial / coronal / sagittal"),

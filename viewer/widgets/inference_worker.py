@@ -158,6 +158,10 @@ class InferenceRunner(QObject):
     def busy(self) -> bool:
         return self.job is not None
 
+    def is_computing(self, result: VolumeResult) -> bool:
+        """Whether the running job fills `result` and has not been told to stop."""
+        return self.job is not None and self.job.result is result and not self.job.cancel.is_set()
+
     def start(self, spec: ModelSpec, run: RunSettings, volume: Volume, result: VolumeResult,
               order: list[int]) -> Job:
         """Run `order`'s slices into `result`; a running job is cancelled and this one follows it."""

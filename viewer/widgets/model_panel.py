@@ -22,11 +22,8 @@ from superqt.utils import qdebounced
 
 from engine.model_store import NOMINAL_CHIPS, ModelSpec
 from engine.run_settings import MAX_MC, MAX_NOISE_LEVEL, RunSettings
+from viewer.session.readout import DRIFT_CHOICES
 
-DRIFT_CHOICES: tuple[tuple[str, float], ...] = (
-    ("1 second", 1.0), ("1 minute", 60.0), ("1 hour", 3600.0), ("1 day", 86400.0),
-    ("1 week", 604800.0), ("1 month", 2592000.0), ("1 year", 31536000.0),
-)
 DEBOUNCE_MS = 400
 
 

@@ -1,10 +1,12 @@
 """Display controls: window/level preset, segmentation overlay, uncertainty heatmap, ground truth.
 
 The panel holds the reader's display choices and says when one changes (`changed`); the main
-window reads them back and redraws. Nothing here touches results or inference.
+window reads them back (`style()`) and redraws. Nothing here touches results or inference.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from cmap import Colormap
@@ -26,12 +28,22 @@ from superqt import QLabeledDoubleSlider, QLabeledSlider
 from superqt.cmap import QColormapComboBox
 
 from engine.model_store import Label
-from engine.uncertainty import MAP_TITLES, MAPS
-from viewer.session.display import PRESET_NAMES, label_lut, map_range
+from engine.uncertainty import MAP_TITLES, MAP_UNITS, MAPS
+from viewer.session.display import PRESET_NAMES, heatmap_lut, label_lut, map_range
 
 # viridis first: no reds or oranges, so it never looks like a label outline
 HEATMAP_COLORMAPS = ("viridis", "inferno", "magma", "plasma", "hot", "turbo")
-MAP_UNITS = {"entropy": "nats", "mutual_information": "nats", "std": "probability"}
+
+
+@dataclass(frozen=True)
+class OverlayStyle:
+    """How the label and heatmap layers are drawn: 256-entry RGBA tables, the heatmap's range, opacities."""
+
+    label_lut: np.ndarray
+    label_opacity: float
+    heatmap_lut: np.ndarray
+    heatmap_levels: tuple[float, float]
+    heatmap_opacity: float
 
 
 def _percent_slider(value: int) -> QLabeledSlider:
@@ -172,8 +184,12 @@ class OverlayPanel(QWidget):
     def label_lut(self) -> np.ndarray:
         return label_lut(self._colors, {v: c.isChecked() for v, c in self._visible.items()})
 
-    def label_name(self, value: int) -> str:
-        return self._names.get(int(value), str(int(value)))
+    def heatmap_lut(self) -> np.ndarray:
+        return heatmap_lut(self.colormap_colors(), self.threshold_fraction)
+
+    def style(self) -> OverlayStyle:
+        return OverlayStyle(self.label_lut(), self.segmentation_opacity, self.heatmap_lut(), self.map_levels,
+                            self.heatmap_opacity)
 
     # -- state read by the main window --------------------------------------------------------
     @property

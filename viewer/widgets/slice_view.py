@@ -3,7 +3,7 @@
 Each view is a pyqtgraph ViewBox with stacked ImageItems (scan, uncertainty, labels, ground-truth
 outline) drawn in millimetres, so the aspect follows the voxel spacing. The view only displays
 what it is given and reports what the user does (wheel, click, right-drag, hover); the main
-window decides what that means for the other views.
+window tells the session, which decides what that means for the other views.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from PySide6.QtGui import QFont, QKeyEvent
 from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 from superqt import QLabeledSlider
 
-from viewer.session.display import ORIENTATION_LETTERS, display_shape, pixel_size_mm
+from viewer.session.display import ORIENTATION_LETTERS, TRUTH_LUT, display_shape, pixel_size_mm
+from viewer.session.session import SliceLayers
+from viewer.widgets.overlay_panel import OverlayStyle
 
 # Arrays are (row, column) like numpy and like `get_slice`, not pyqtgraph's default (x, y).
 pg.setConfigOptions(imageAxisOrder="row-major", background="k", foreground="#d0d0d0")
@@ -208,6 +210,14 @@ class SliceView(QWidget):
         item.setRect(self._rect)
         item.setOpacity(opacity)
         item.setVisible(True)
+
+    def show_layers(self, layers: SliceLayers, style: OverlayStyle, crosshair: tuple[int, int]) -> None:
+        """The session's overlays of the slice on screen, drawn in the panel's style, and the crosshair."""
+        self.set_labels(layers.labels, style.label_lut, style.label_opacity)
+        self.set_heatmap(layers.heatmap, style.heatmap_lut, style.heatmap_levels, style.heatmap_opacity)
+        self.set_truth(layers.truth, TRUTH_LUT)
+        self.set_slice_number(layers.index, layers.count, layers.note)
+        self.set_crosshair(*crosshair)
 
     def set_crosshair(self, row: int, col: int) -> None:
         self.vline.setPos((col + 0.5) * self._pixel[1])
