@@ -25,7 +25,9 @@ def probability_map(result: VolumeResult) -> np.ndarray:
     return result.foreground_probability() if result.num_classes == 2 else result.probabilities
 
 
-def summary(result: VolumeResult, spec: ModelSpec, run: RunSettings, uncertainty_map: str = "entropy") -> dict:
+def summary(
+    result: VolumeResult, spec: ModelSpec, run: RunSettings, uncertainty_map: str = "entropy"
+) -> dict:
     names = spec.label_names
     volumes = result.label_volumes_ml()
     inside = result.mean_uncertainty_in_labels("entropy")
@@ -34,13 +36,26 @@ def summary(result: VolumeResult, spec: ModelSpec, run: RunSettings, uncertainty
         "model": spec.name,
         "model_kind": spec.kind,
         "architecture": spec.architecture,
-        "settings": {"mode": run.mode, "mc_samples": run.mc_samples, "noise_level": run.noise_level,
-                     "drift_s": run.drift_s, "seed": run.seed},
+        "settings": {
+            "mode": run.mode,
+            "mc_samples": run.mc_samples,
+            "noise_level": run.noise_level,
+            "drift_s": run.drift_s,
+            "seed": run.seed,
+        },
         "slice_axis": result.axis,
         "slices": int(result.finished.sum()),
-        "labels": {names.get(c, str(c)): {"value": c, "volume_ml": round(volumes[c], 4),
-                                          "mean_entropy_inside": round(inside[c], 6)} for c in volumes},
-        "mean_uncertainty_in_segmentation": round(float(np.mean(list(inside.values()))) if inside else 0.0, 6),
+        "labels": {
+            names.get(c, str(c)): {
+                "value": c,
+                "volume_ml": round(volumes[c], 4),
+                "mean_entropy_inside": round(inside[c], 6),
+            }
+            for c in volumes
+        },
+        "mean_uncertainty_in_segmentation": round(
+            float(np.mean(list(inside.values()))) if inside else 0.0, 6
+        ),
         "uncertainty_map": f"{MAP_TITLES[uncertainty_map]} ({MAP_UNITS[uncertainty_map]})",
         "seconds_per_slice": round(float(np.mean(result.seconds)), 4) if result.seconds else None,
         "voxel_volume_ml": result.volume.voxel_volume_ml,
@@ -55,16 +70,25 @@ def write_json(data: dict, path: Path) -> None:
         raise ScanError(f"{path}: could not write ({exc.strerror or exc})") from None
 
 
-def write_results(result: VolumeResult, out_dir: Path, spec: ModelSpec, run: RunSettings,
-                  uncertainty_map: str = "entropy", *, uncertainty: bool = True,
-                  probability: bool = True) -> dict[str, Path]:
+def write_results(
+    result: VolumeResult,
+    out_dir: Path,
+    spec: ModelSpec,
+    run: RunSettings,
+    uncertainty_map: str = "entropy",
+    *,
+    uncertainty: bool = True,
+    probability: bool = True,
+) -> dict[str, Path]:
     """seg (uint8), the `uncertainty_map` and the probability map (float32) as NIfTI, and summary.json, in
     `out_dir`; the viewer may leave out either map. A refused write is a `ScanError`."""
     out_dir = Path(out_dir)
     vol = result.volume
     paths = {"segmentation": save_nifti(vol, result.segmentation, out_dir / SEGMENTATION, np.uint8)}
     if uncertainty:
-        paths["uncertainty"] = save_nifti(vol, result.maps[uncertainty_map], out_dir / UNCERTAINTY, np.float32)
+        paths["uncertainty"] = save_nifti(
+            vol, result.maps[uncertainty_map], out_dir / UNCERTAINTY, np.float32
+        )
     if probability:
         paths["probability"] = save_nifti(vol, probability_map(result), out_dir / PROBABILITY, np.float32)
     write_json(summary(result, spec, run, uncertainty_map), out_dir / SUMMARY)

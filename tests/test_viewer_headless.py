@@ -32,14 +32,25 @@ def test_segmenter_pool_shares_chips_across_mc_counts(monkeypatch) -> None:
     pool = SegmenterPool(capacity=2)
     two = pool.get(spec, RunSettings(model="m", mode="analog", mc_samples=2, noise_level=1.0, drift_s=3600.0))
     two.chip(1)
-    four = pool.get(spec, RunSettings(model="m", mode="analog", mc_samples=4, noise_level=1.0, drift_s=3600.0))
+    four = pool.get(
+        spec, RunSettings(model="m", mode="analog", mc_samples=4, noise_level=1.0, drift_s=3600.0)
+    )
     assert four.run.mc_samples == 4 and four.chips is two.chips and len(built) == 1
     four.chip(3)
-    assert pool.programmed_chips(spec, RunSettings(model="m", mode="analog", mc_samples=1, noise_level=1.0, drift_s=3600.0)) == 4
-    pool.get(spec, RunSettings(model="m", mode="analog", mc_samples=2, noise_level=2.0, drift_s=3600.0))  # other noise: other chips
+    assert (
+        pool.programmed_chips(
+            spec, RunSettings(model="m", mode="analog", mc_samples=1, noise_level=1.0, drift_s=3600.0)
+        )
+        == 4
+    )
+    pool.get(
+        spec, RunSettings(model="m", mode="analog", mc_samples=2, noise_level=2.0, drift_s=3600.0)
+    )  # other noise: other chips
     pool.get(spec, RunSettings(model="m", mode="digital"))
     assert len(built) == 3 and len(pool) == 2
-    assert chip_key(spec, RunSettings(model="m", mode="digital", mc_samples=3)) == chip_key(spec, RunSettings(model="m", mode="digital", mc_samples=9, noise_level=2.0))
+    assert chip_key(spec, RunSettings(model="m", mode="digital", mc_samples=3)) == chip_key(
+        spec, RunSettings(model="m", mode="digital", mc_samples=9, noise_level=2.0)
+    )
 
 
 def test_with_settings_shares_the_real_segmenters_chips() -> None:

@@ -118,15 +118,23 @@ def test_result_cache_keys_and_resume_order() -> None:
     cache = ResultCache()
     analog = RunSettings(model="m", mode="analog", mc_samples=4, noise_level=1.0, drift_s=3600.0)
     digital = RunSettings(model="m", mode="digital", mc_samples=4, noise_level=1.0, drift_s=3600.0)
-    assert result_key(digital) == result_key(RunSettings(model="m", mode="digital", mc_samples=9, noise_level=2.0, drift_s=60.0))
+    assert result_key(digital) == result_key(
+        RunSettings(model="m", mode="digital", mc_samples=9, noise_level=2.0, drift_s=60.0)
+    )
     assert result_key(analog) == analog
     result = cache.get_or_create(analog, lambda: VolumeResult(vol, "axial", 2))
-    assert cache.get(RunSettings(model="m", mode="analog", mc_samples=4, noise_level=1.0, drift_s=3600.0)) is result
+    assert (
+        cache.get(RunSettings(model="m", mode="analog", mc_samples=4, noise_level=1.0, drift_s=3600.0))
+        is result
+    )
     assert RunSettings(model="m", mode="analog", mc_samples=5, noise_level=1.0, drift_s=3600.0) not in cache
     result.add(_slice_result(vol, 1))
     assert missing_slices(result, 1) == [2, 0]
     digital_result = cache.get_or_create(digital, lambda: VolumeResult(vol, "axial", 2))
-    assert cache.get(RunSettings(model="m", mode="digital", mc_samples=2, noise_level=0.5, drift_s=10.0)) is digital_result
+    assert (
+        cache.get(RunSettings(model="m", mode="digital", mc_samples=2, noise_level=0.5, drift_s=10.0))
+        is digital_result
+    )
     small = ResultCache(max_bytes=1)
     small.put(analog, result)
     small.put(digital, digital_result)
@@ -148,13 +156,14 @@ def test_ground_truth_fit_and_dice_so_far(tmp_path: Path) -> None:
     assert n == 1 and dice[1] == pytest.approx(1.0)
     result.add(_slice_result(vol, 1, 1))  # wrongly segmented slice halves the overlap
     assert dice_so_far(result, loaded)[0][1] == pytest.approx(2 * 16 / (32 + 16))
-    other = save_nifti(Volume(np.zeros((4, 4, 2), np.float32), np.eye(4)), np.zeros((4, 4, 2)), tmp_path / "o.nii.gz")
+    other = save_nifti(
+        Volume(np.zeros((4, 4, 2), np.float32), np.eye(4)), np.zeros((4, 4, 2)), tmp_path / "o.nii.gz"
+    )
     with pytest.raises(ScanError, match="does not match"):
         load_ground_truth(other, vol)
     nib.save(nib.Nifti1Image(np.full(vol.shape, 0.5, np.float32), vol.affine), tmp_path / "f.nii.gz")
     with pytest.raises(ScanError, match="not a label map"):
         load_ground_truth(tmp_path / "f.nii.gz", load_scan(tmp_path / "f.nii.gz"))
-
 
 
 # -- the session ----------------------------------------------------------------------------------
@@ -191,8 +200,13 @@ class FakeRunner:
         return result is self.computing
 
 
-SPEC = ModelSpec("m", "unet", {}, Preprocessing(input_size=(64, 64)),
-                 [Label(0, "background", (0, 0, 0)), Label(1, "lesion", (255, 0, 0))])
+SPEC = ModelSpec(
+    "m",
+    "unet",
+    {},
+    Preprocessing(input_size=(64, 64)),
+    [Label(0, "background", (0, 0, 0)), Label(1, "lesion", (255, 0, 0))],
+)
 ANALOG = RunSettings(model="m", mode="analog", mc_samples=2, noise_level=1.0, drift_s=3600.0)
 DIGITAL = RunSettings(model="m", mode="digital")
 
@@ -236,7 +250,9 @@ def test_opening_a_scan_resets_the_reading_and_remembers_the_file() -> None:
     ct = Volume(np.full((4, 4, 3), -1000.0, np.float32), np.eye(4))
     ct.data[1, 1, 1] = 40.0
     session.open(ct, "/data/ct.nii.gz")
-    assert session.result is None and session.run is None and session.truth is None and len(session.cache) == 0
+    assert (
+        session.result is None and session.run is None and session.truth is None and len(session.cache) == 0
+    )
     assert session.preset == "CT abdomen" and session.window_level == display.CT_PRESETS["CT abdomen"]
     assert session.recent.paths() == ["/data/ct.nii.gz", "/data/scan.nii.gz"]
 
@@ -336,7 +352,9 @@ def test_slice_layers_and_readout_say_preview_and_not_segmented() -> None:
     assert session.slice_layers("coronal", "entropy", False, True).note == ""  # across the slices: no note
     text = session.describe_voxel((1, 1, 0), "std")
     assert "voxel (1, 1, 0)" in text and "RAS (1.0, 1.0, 0.0) mm" in text
-    assert "label lesion" in text and "std of foreground p 0.0000 probability" in text and "preview" not in text
+    assert (
+        "label lesion" in text and "std of foreground p 0.0000 probability" in text and "preview" not in text
+    )
     assert session.describe_voxel((9, 9, 9), "entropy") == ""
     truth = np.zeros(vol.shape, np.uint8)
     truth[..., 0] = 1
@@ -363,7 +381,9 @@ def test_findings_and_dice_against_a_reference_for_this_scan_only() -> None:
     assert found.progress == "1 of 3 axial slices segmented; Dice over those 1"
     assert [(f.name, f.dice) for f in found.labels] == [("lesion", pytest.approx(1.0))]
     assert found.labels[0].volume_ml == pytest.approx(16 * 2.0 / 1000)  # 16 voxels of 2 mm3
-    assert found.ranking == [(0, 0.0)] and found.ranking_title.startswith("Slices by mean std of foreground p")
+    assert found.ranking == [(0, 0.0)] and found.ranking_title.startswith(
+        "Slices by mean std of foreground p"
+    )
 
 
 def test_export_writes_the_clis_file_names_and_remembers_the_folder(tmp_path: Path) -> None:
@@ -382,7 +402,10 @@ def test_export_writes_the_clis_file_names_and_remembers_the_folder(tmp_path: Pa
     assert [p.name for p in written] == ["seg.nii.gz", "uncertainty.nii.gz", "summary.json"]
     assert np.allclose(load_scan(out / "uncertainty.nii.gz").data, session.result.maps["std"])
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["uncertainty_map"] == "std of foreground p (probability)" and summary["settings"]["mc_samples"] == 2
+    assert (
+        summary["uncertainty_map"] == "std of foreground p (probability)"
+        and summary["settings"]["mc_samples"] == 2
+    )
     assert session.export_would_replace(out) == ["seg.nii.gz", "uncertainty.nii.gz", "summary.json"]
     assert session.export_folder() == str(out)
     blocked = tmp_path / "file"

@@ -59,8 +59,9 @@ def pool() -> SegmenterPool:
 def make_window(qtbot, tmp_path):
     windows: list[MainWindow] = []
 
-    def make(specs: list[ModelSpec] | None, pool: SegmenterPool | None = None, mode: str = "analog",
-             mc: int = 2) -> MainWindow:
+    def make(
+        specs: list[ModelSpec] | None, pool: SegmenterPool | None = None, mode: str = "analog", mc: int = 2
+    ) -> MainWindow:
         settings = QSettings(str(tmp_path / "viewer.ini"), QSettings.Format.IniFormat)
         window = MainWindow(specs if specs is not None else [], settings, InferenceRunner(pool))
         window.model_panel.set_mode(mode)
@@ -91,7 +92,9 @@ def open_scan(qtbot, window: MainWindow, path: Path = SCAN) -> Volume:
 def wait_complete(qtbot, window: MainWindow, timeout: int = RUN_TIMEOUT_MS) -> None:
     if window.session.result is not None and window.session.result.complete and not window.runner.busy:
         return
-    qtbot.waitSignal(window.runner.finished, timeout=timeout, check_params_cb=lambda job, complete: complete).wait()
+    qtbot.waitSignal(
+        window.runner.finished, timeout=timeout, check_params_cb=lambda job, complete: complete
+    ).wait()
 
 
 def collect_slices(window: MainWindow) -> list[int]:
@@ -172,7 +175,9 @@ def test_views_orientation_aspect_and_navigation(qtbot, make_window, tmp_path) -
     assert window.session.recent.paths()[0] == str((tmp_path / "aniso.nii.gz").resolve())
 
 
-def test_broken_file_shows_a_message_and_the_app_keeps_running(qtbot, make_window, tmp_path, monkeypatch) -> None:
+def test_broken_file_shows_a_message_and_the_app_keeps_running(
+    qtbot, make_window, tmp_path, monkeypatch
+) -> None:
     shown: list[tuple[str, str]] = []
     monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a: shown.append((title, text)))
     good = _anisotropic_scan(tmp_path)
@@ -196,11 +201,18 @@ def test_drag_and_drop_opens_an_nrrd_and_recent_files_remember_it(qtbot, make_wi
     window = make_window(None)
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(path))])
-    event = QDropEvent(QPointF(20, 20), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                       Qt.KeyboardModifier.NoModifier)
+    event = QDropEvent(
+        QPointF(20, 20),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
     with qtbot.waitSignal(window.scanLoaded, timeout=30_000) as blocker:
         window.dropEvent(event)
-    assert np.array_equal(blocker.args[0].data, nifti.data) and np.allclose(blocker.args[0].affine, nifti.affine)
+    assert np.array_equal(blocker.args[0].data, nifti.data) and np.allclose(
+        blocker.args[0].affine, nifti.affine
+    )
     window.menus.recent.aboutToShow.emit()
     assert [a.text() for a in window.menus.recent.actions()] == [str(path.resolve())]
 
@@ -217,7 +229,9 @@ def test_help_lists_bound_shortcuts_and_about_names_versions_and_data(make_windo
 
 
 # -- inference with the installed model ---------------------------------------------------------
-def test_analog_run_current_slice_first_and_ui_stays_responsive(qtbot, make_window, spec, pool, record_property) -> None:
+def test_analog_run_current_slice_first_and_ui_stays_responsive(
+    qtbot, make_window, spec, pool, record_property
+) -> None:
     window = make_window([spec], pool, mode="analog", mc=2)
     indices = collect_slices(window)
     stamps: list[float] = []  # event-loop turns while inference runs
@@ -232,7 +246,8 @@ def test_analog_run_current_slice_first_and_ui_stays_responsive(qtbot, make_wind
     shown: list[tuple[str, str]] = []  # what the axial title and the readout say at each preview
     window.runner.slicePreviewed.connect(lambda job, k: events.append(("preview", k)))
     window.runner.slicePreviewed.connect(
-        lambda job, k: shown.append((window.grid.views["axial"].title.text(), window.readout.text())))
+        lambda job, k: shown.append((window.grid.views["axial"].title.text(), window.readout.text()))
+    )
     window.runner.sliceFinished.connect(lambda job, k: events.append(("finished", k)))
     volume = open_scan(qtbot, window)
     wait_complete(qtbot, window)
@@ -246,7 +261,11 @@ def test_analog_run_current_slice_first_and_ui_stays_responsive(qtbot, make_wind
         assert "(preview: 2 of 2 samples)" in shown[1][0]
     assert indices[0] == volume.shape[2] // 2, "the slice on screen comes first"
     assert sorted(indices) == list(range(SLICES))
-    assert window.session.result.complete and window.session.run.mode == "analog" and window.session.run.mc_samples == 2
+    assert (
+        window.session.result.complete
+        and window.session.run.mode == "analog"
+        and window.session.run.mc_samples == 2
+    )
     assert window.session.result.maps["std"].max() > 0, "two chips disagree somewhere"
     if spec.keep_largest:  # the worker's post-processing reached the displayed result
         labels = window.session.result.segmentation
@@ -268,7 +287,9 @@ def test_settings_changes_rerun_and_toggling_back_is_instant(qtbot, make_window,
     with qtbot.waitSignal(window.runner.started, timeout=5_000):
         panel.mc_slider.setValue(1)  # debounced: one run after the slider stops
     wait_complete(qtbot, window)
-    assert window.session.run == RunSettings(model=spec.name, mode="analog", mc_samples=1, noise_level=1.0, drift_s=3600.0)
+    assert window.session.run == RunSettings(
+        model=spec.name, mode="analog", mc_samples=1, noise_level=1.0, drift_s=3600.0
+    )
     assert window.session.result is not two and len(indices) == SLICES
     assert pool.programmed_chips(spec, window.session.run) >= 2  # MC 1 reused the chips programmed for MC 2
 
@@ -312,7 +333,9 @@ def test_cancel_keeps_finished_slices_and_resume_does_the_rest(qtbot, make_windo
 def test_cancel_while_chips_are_programmed_leaves_no_preview(qtbot, make_window, spec) -> None:
     window = make_window([spec], SegmenterPool(capacity=1), mode="analog", mc=3)  # chips to program
     previews: list[str] = []
-    window.runner.slicePreviewed.connect(lambda job, index: previews.append(window.grid.views["axial"].title.text()))
+    window.runner.slicePreviewed.connect(
+        lambda job, index: previews.append(window.grid.views["axial"].title.text())
+    )
     window.runner.slicePreviewed.connect(lambda job, index: window.progress.cancel_button.click())
     with qtbot.waitSignal(window.runner.finished, timeout=RUN_TIMEOUT_MS) as blocker:
         open_scan(qtbot, window)
@@ -324,18 +347,27 @@ def test_cancel_while_chips_are_programmed_leaves_no_preview(qtbot, make_window,
     assert "not segmented yet" in window.readout.text()
 
 
-def test_export_reloads_aligned_and_a_failing_disk_loses_nothing(qtbot, make_window, spec, tmp_path, monkeypatch) -> None:
+def test_export_reloads_aligned_and_a_failing_disk_loses_nothing(
+    qtbot, make_window, spec, tmp_path, monkeypatch
+) -> None:
     window = make_window([spec], mode="digital")
     volume = open_scan(qtbot, window)
     wait_complete(qtbot, window)
     window.menus.export_probability.setChecked(True)
     folder = tmp_path / "out"
     folder.mkdir()
-    monkeypatch.setattr("viewer.widgets.export_dialog.QFileDialog.getExistingDirectory", lambda *a, **k: str(folder))
+    monkeypatch.setattr(
+        "viewer.widgets.export_dialog.QFileDialog.getExistingDirectory", lambda *a, **k: str(folder)
+    )
     with qtbot.waitSignal(window.exported) as blocker:
         window.export_results()
     names = sorted(p.name for p in blocker.args[0])
-    assert names == ["probability.nii.gz", "seg.nii.gz", "summary.json", "uncertainty.nii.gz"]  # as `aimc predict`
+    assert names == [
+        "probability.nii.gz",
+        "seg.nii.gz",
+        "summary.json",
+        "uncertainty.nii.gz",
+    ]  # as `aimc predict`
     target = folder / "seg.nii.gz"
     source = nib.load(SCAN)
     seg = nib.load(target)
@@ -345,11 +377,16 @@ def test_export_reloads_aligned_and_a_failing_disk_loses_nothing(qtbot, make_win
     entropy = nib.load(folder / "uncertainty.nii.gz").get_fdata()
     assert np.allclose(entropy, volume.to_source_order(window.session.result.maps["entropy"]), atol=1e-6)
     assert json.loads((folder / "summary.json").read_text())["uncertainty_map"] == "predictive entropy (nats)"
-    assert np.array_equal(load_scan(target).data, window.session.result.segmentation)  # round trip through our reader
+    assert np.array_equal(
+        load_scan(target).data, window.session.result.segmentation
+    )  # round trip through our reader
 
     asked: list[str] = []  # exporting there again asks before replacing the files
-    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text, *a: asked.append(text)
-                        or QMessageBox.StandardButton.No)
+    monkeypatch.setattr(
+        QMessageBox,
+        "question",
+        lambda parent, title, text, *a: asked.append(text) or QMessageBox.StandardButton.No,
+    )
     written: list = []
     window.exported.connect(written.append)
     window.export_results()
@@ -364,7 +401,9 @@ def test_export_reloads_aligned_and_a_failing_disk_loses_nothing(qtbot, make_win
     assert window.session.result.complete and window.session.result.segmentation is not None
 
 
-def test_ground_truth_overlay_toggles_and_worker_errors_reach_the_user(qtbot, make_window, spec, monkeypatch) -> None:
+def test_ground_truth_overlay_toggles_and_worker_errors_reach_the_user(
+    qtbot, make_window, spec, monkeypatch
+) -> None:
     window = make_window([spec], mode="digital")
     open_scan(qtbot, window)
     wait_complete(qtbot, window)
@@ -372,7 +411,10 @@ def test_ground_truth_overlay_toggles_and_worker_errors_reach_the_user(qtbot, ma
     qtbot.waitUntil(lambda: window.session.truth is not None, timeout=10_000)
     dice = window.findings.table.item(0, 3).text()
     assert dice != "–" and 0.0 <= float(dice) <= 1.0
-    assert window.grid.views["axial"].truth.isVisible() or not window.session.truth[..., window.session.crosshair[2]].any()
+    assert (
+        window.grid.views["axial"].truth.isVisible()
+        or not window.session.truth[..., window.session.crosshair[2]].any()
+    )
 
     # the ranked slice list jumps to a slice; keyboard toggles drive the overlays
     first = window.findings.ranked.item(0)

@@ -29,16 +29,25 @@ class Findings:
     ranking: list[tuple[int, float]]  # (slice index, mean of the map), most uncertain first
 
 
-def findings(result: VolumeResult, label_names: dict[int, str], map_name: str,
-             truth: np.ndarray | None = None) -> Findings:
+def findings(
+    result: VolumeResult, label_names: dict[int, str], map_name: str, truth: np.ndarray | None = None
+) -> Findings:
     """The findings of `result` so far under `map_name`; `truth` adds Dice over the finished slices."""
     done, total = int(result.finished.sum()), int(result.finished.size)
     volumes = result.label_volumes_ml()
     inside = result.mean_uncertainty_in_labels(map_name)
     dice, compared = dice_so_far(result, truth) if truth is not None else ({}, 0)
-    progress = (f"{done} of {total} {result.axis} slices segmented"
-                + (f"; Dice over those {compared}" if truth is not None else ""))
-    labels = [LabelFinding(label_names.get(value, str(value)), volumes[value], inside[value], dice.get(value))
-              for value in sorted(volumes)]
-    return Findings(result.axis, progress, labels, f"Slices by mean {MAP_TITLES[map_name]} (click to jump)",
-                    result.slice_ranking(map_name))
+    progress = f"{done} of {total} {result.axis} slices segmented" + (
+        f"; Dice over those {compared}" if truth is not None else ""
+    )
+    labels = [
+        LabelFinding(label_names.get(value, str(value)), volumes[value], inside[value], dice.get(value))
+        for value in sorted(volumes)
+    ]
+    return Findings(
+        result.axis,
+        progress,
+        labels,
+        f"Slices by mean {MAP_TITLES[map_name]} (click to jump)",
+        result.slice_ranking(map_name),
+    )

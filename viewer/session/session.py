@@ -22,8 +22,16 @@ from engine.pipeline import VolumeResult
 from engine.preprocessing import AXES, get_slice, slice_count
 from engine.run_settings import RunSettings
 from engine.volume import ScanError, Volume, load_scan
-from viewer.session.display import (MR_AUTO, VIEWS, WindowLevel, clamp_voxel, display_position, outline,
-                                    voxel_at, window_for)
+from viewer.session.display import (
+    MR_AUTO,
+    VIEWS,
+    WindowLevel,
+    clamp_voxel,
+    display_position,
+    outline,
+    voxel_at,
+    window_for,
+)
 from viewer.session.events import SessionEvents
 from viewer.session.findings import Findings, findings
 from viewer.session.readout import describe_voxel, slice_note
@@ -34,7 +42,7 @@ CT_DEFAULT = "CT abdomen"
 
 
 def read_scan(path: str) -> Volume:
-    """`load_scan` with every failure turned into a `ScanError` the user can read (slow: off the UI thread)."""
+    """`load_scan` with every failure as a `ScanError` the user can read (slow: call it off the UI thread)."""
     try:
         return load_scan(path)
     except ScanError:
@@ -46,8 +54,9 @@ def read_scan(path: str) -> Volume:
 class Runner(Protocol):
     """Runs inference off the UI thread: fills `result` with `order`'s slices, one request at a time."""
 
-    def start(self, spec: ModelSpec, run: RunSettings, volume: Volume, result: VolumeResult,
-              order: list[int]) -> object: ...
+    def start(
+        self, spec: ModelSpec, run: RunSettings, volume: Volume, result: VolumeResult, order: list[int]
+    ) -> object: ...
 
     def cancel(self) -> None: ...
 
@@ -96,7 +105,7 @@ class ReadingSession:
 
     # -- scan ---------------------------------------------------------------------------------
     def open(self, volume: Volume, path: str | Path) -> None:
-        """Show `volume` (read by `read_scan`): results, reference and run of the previous scan are dropped."""
+        """Show `volume` (from `read_scan`); the previous scan's results, reference and run are dropped."""
         self.runner.cancel()
         self.cache.clear()
         self.result = self.run = None
@@ -203,7 +212,9 @@ class ReadingSession:
         if result.complete:
             self.runner.cancel()
             return RunOutcome.CACHED
-        self.runner.start(spec, run, volume, result, missing_slices(result, self.crosshair[AXES[result.axis]]))
+        self.runner.start(
+            spec, run, volume, result, missing_slices(result, self.crosshair[AXES[result.axis]])
+        )
         return RunOutcome.STARTED
 
     def is_shown(self, result: VolumeResult) -> bool:
@@ -228,7 +239,7 @@ class ReadingSession:
 
     # -- reference segmentation ---------------------------------------------------------------
     def set_truth(self, truth: np.ndarray, name: str, scan: Volume) -> None:
-        """The reference loaded for `scan` (by `ground_truth.load_ground_truth`); dropped if another scan is open."""
+        """The reference read for `scan` by `load_ground_truth`; dropped if another scan is open by now."""
         if scan is self.volume:
             self.truth = truth
             self.events.truth_loaded.emit(name)
@@ -241,7 +252,11 @@ class ReadingSession:
 
     def export_would_replace(self, folder: str | Path) -> list[str]:
         """The names of files an export to `folder` would replace."""
-        return [name for name in (SEGMENTATION, UNCERTAINTY, PROBABILITY, SUMMARY) if (Path(folder) / name).exists()]
+        return [
+            name
+            for name in (SEGMENTATION, UNCERTAINTY, PROBABILITY, SUMMARY)
+            if (Path(folder) / name).exists()
+        ]
 
     def export(self, folder: str | Path, map_name: str, uncertainty: bool, probability: bool) -> list[Path]:
         """The result on screen as `engine.export` writes it (the CLI's file names) in `folder`.
@@ -250,7 +265,14 @@ class ReadingSession:
         """
         if self.result is None or self.run is None or self.spec is None:
             return []
-        paths = write_results(self.result, Path(folder), self.spec, self.run, map_name, uncertainty=uncertainty,
-                              probability=probability)
+        paths = write_results(
+            self.result,
+            Path(folder),
+            self.spec,
+            self.run,
+            map_name,
+            uncertainty=uncertainty,
+            probability=probability,
+        )
         self.store.setValue("export_dir", str(folder))
         return list(paths.values())

@@ -15,15 +15,26 @@ def ask_export_folder(parent: QWidget, session: ReadingSession) -> str | None:
         QMessageBox.information(parent, "Export", "There is no segmentation to export yet.")
         return None
     yes = QMessageBox.StandardButton.Yes
-    if done < total and QMessageBox.question(
-            parent, "Export a partial result?",
-            f"Only {done} of {total} slices are segmented; the others would be exported as background.") != yes:
+    if (
+        done < total
+        and QMessageBox.question(
+            parent,
+            "Export a partial result?",
+            f"Only {done} of {total} slices are segmented; the others would be exported as background.",
+        )
+        != yes
+    ):
         return None
     folder = QFileDialog.getExistingDirectory(parent, "Export results to a folder", session.export_folder())
     if not folder:
         return None
     replaced = session.export_would_replace(folder)
-    if replaced and QMessageBox.question(parent, "Replace the files?",
-                                         f"{folder} already holds {', '.join(replaced)}; replace them?") != yes:
+    if (
+        replaced
+        and QMessageBox.question(
+            parent, "Replace the files?", f"{folder} already holds {', '.join(replaced)}; replace them?"
+        )
+        != yes
+    ):
         return None
     return folder

@@ -19,8 +19,12 @@ from PySide6.QtWidgets import (
 from viewer.session.findings import Findings
 
 COLUMNS = ("Label", "mL", "Mean unc.", "Dice")
-COLUMN_TIPS = ("Label of the model", "Segmented volume in millilitres",
-               "Mean of the chosen uncertainty map inside the label", "Dice against the ground truth, slices so far")
+COLUMN_TIPS = (
+    "Label of the model",
+    "Segmented volume in millilitres",
+    "Mean of the chosen uncertainty map inside the label",
+    "Dice against the ground truth, slices so far",
+)
 MAX_RANKED = 50
 
 
@@ -60,14 +64,18 @@ class FindingsPanel(QWidget):
         self.table.setRowCount(0)
         self.ranked.clear()
 
-    def show(self, findings: Findings) -> None:
+    def show_findings(self, findings: Findings) -> None:
         """Refresh from the session's findings of the result on screen (possibly partial)."""
         self._axis = findings.axis
         self.progress.setText(findings.progress)
         self.table.setRowCount(len(findings.labels))
         for row, label in enumerate(findings.labels):
-            cells = (label.name, f"{label.volume_ml:.2f}", f"{label.mean_uncertainty:.4f}",
-                     f"{label.dice:.3f}" if label.dice is not None else "–")
+            cells = (
+                label.name,
+                f"{label.volume_ml:.2f}",
+                f"{label.mean_uncertainty:.4f}",
+                f"{label.dice:.3f}" if label.dice is not None else "–",
+            )
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if col:

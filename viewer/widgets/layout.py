@@ -4,8 +4,7 @@ below, the model and display controls and the findings docked on the right."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QLabel, QMainWindow, QScrollArea, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import QDockWidget, QHBoxLayout, QLabel, QMainWindow, QScrollArea, QVBoxLayout, QWidget
 from superqt import QElidingLabel
 
 
@@ -54,7 +53,10 @@ def add_docks(window: QMainWindow, model_panel: QWidget, overlay_panel: QWidget,
     scroll.setWidget(controls)
     scroll.setMinimumWidth(340)
     docks = []
-    for title, name, widget in (("Model and display", "controls", scroll), ("Findings", "findings", findings)):
+    for title, name, widget in (
+        ("Model and display", "controls", scroll),
+        ("Findings", "findings", findings),
+    ):
         dock = QDockWidget(title, window)
         dock.setObjectName(name)
         dock.setWidget(widget)

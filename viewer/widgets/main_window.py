@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QSettings, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QMainWindow, QMessageBox, QWidget
 from superqt.utils import qthrottled
@@ -31,6 +31,7 @@ from viewer.widgets.overlay_panel import OverlayPanel
 from viewer.widgets.run_status import RunStatus
 from viewer.widgets.view_grid import ViewGrid
 
+
 class MainWindow(QMainWindow):
     """`aimc-viewer`'s window. Signals let tests and scripts wait for what happens in the background.
 
@@ -42,21 +43,36 @@ class MainWindow(QMainWindow):
     resultShown = Signal(object)  # VolumeResult now on screen
     exported = Signal(list)  # paths written
 
-    def __init__(self, specs: list[ModelSpec] | None = None, settings: QSettings | None = None,
-                 runner: InferenceRunner | None = None, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        specs: list[ModelSpec] | None = None,
+        settings: QSettings | None = None,
+        runner: InferenceRunner | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("AIMC viewer")
         self.setAcceptDrops(True)
         self.runner = runner if runner is not None else InferenceRunner()
         self.runner.setParent(self)
-        self.session = ReadingSession(settings if settings is not None else QSettings("aimc", "aimc-viewer"),
-                                      self.runner)
+        self.session = ReadingSession(
+            settings if settings is not None else QSettings("aimc", "aimc-viewer"), self.runner
+        )
         self.active_view = "axial"
         self._hovering = False  # the readout follows the mouse over an image, else the crosshair
         installed = specs is None
         specs = list_models() if installed else specs
-        self.grid, self.colour_bar, self.run_label, self.readout = ViewGrid(), ColourBar(), run_line(), readout_line()
-        self.model_panel, self.overlay_panel, self.findings = ModelPanel(specs or []), OverlayPanel(), FindingsPanel()
+        self.grid, self.colour_bar, self.run_label, self.readout = (
+            ViewGrid(),
+            ColourBar(),
+            run_line(),
+            readout_line(),
+        )
+        self.model_panel, self.overlay_panel, self.findings = (
+            ModelPanel(specs or []),
+            OverlayPanel(),
+            FindingsPanel(),
+        )
         self.setCentralWidget(central_area(self.run_label, self.grid, self.colour_bar, self.readout))
         add_docks(self, self.model_panel, self.overlay_panel, self.findings)
         self.progress = RunStatus(self, self.runner, self.session)
@@ -68,8 +84,11 @@ class MainWindow(QMainWindow):
         self._refresh_findings = qthrottled(self._update_findings, timeout=300, parent=self)
         self._connect()
         self.session.choose_model(self.model_panel.spec())
-        self.statusBar().showMessage("Open a scan: File > Open, drag and drop, or a recent file."
-                                     if specs else "No model installed in resources/models: viewing only.")
+        self.statusBar().showMessage(
+            "Open a scan: File > Open, drag and drop, or a recent file."
+            if specs
+            else "No model installed in resources/models: viewing only."
+        )
 
     def _connect(self) -> None:
         session, events = self.session, self.session.events
@@ -109,7 +128,9 @@ class MainWindow(QMainWindow):
         name = Path(path).name
         self.setWindowTitle(f"{name} — AIMC viewer")
         spacing = " × ".join(f"{s:.2f}" for s in volume.spacing)
-        self.statusBar().showMessage(f"Opened {name}: {' × '.join(map(str, volume.shape))} voxels, {spacing} mm", 8000)
+        self.statusBar().showMessage(
+            f"Opened {name}: {' × '.join(map(str, volume.shape))} voxels, {spacing} mm", 8000
+        )
         self.scanLoaded.emit(volume)
         QTimer.singleShot(0, self.request_run)  # next event-loop turn: no single long UI step
 
@@ -137,13 +158,17 @@ class MainWindow(QMainWindow):
 
     def _on_result_shown(self, result: VolumeResult) -> None:
         self._redraw_result(findings=False)
-        QTimer.singleShot(0, self._update_findings)  # its statistics cover the whole volume: a turn of their own
+        QTimer.singleShot(
+            0, self._update_findings
+        )  # its statistics cover the whole volume: a turn of their own
         self.resultShown.emit(result)
 
     def _update_run_label(self) -> None:
         run = self.session.run
         done, total = self.session.segmented()
-        self.run_label.setText(f"{describe_run(run)}   ·   {done}/{total} slices segmented" if run else "No result")
+        self.run_label.setText(
+            f"{describe_run(run)}   ·   {done}/{total} slices segmented" if run else "No result"
+        )
 
     def _on_slice_updated(self, views: list[str], finished: bool) -> None:
         for name in views:
@@ -192,10 +217,12 @@ class MainWindow(QMainWindow):
             return
         panel = self.overlay_panel
         layers = self.session.slice_layers(name, panel.map_name, panel.outline, panel.show_truth)
-        self.grid.views[name].show_layers(layers, panel.style(), self.session.crosshair_position(name))
+        self.grid.views[name].show_layers(
+            layers, panel.overlay_style(), self.session.crosshair_position(name)
+        )
 
     def _redraw_result(self, findings: bool = True) -> None:
-        """Everything that shows the result: the run line, every view's overlays, the readout, the findings."""
+        """All that shows the result: the run line, every view's overlays, the readout, the findings."""
         self._update_run_label()
         for name in VIEWS:
             self._refresh_overlays(name)
@@ -214,7 +241,7 @@ class MainWindow(QMainWindow):
     def _update_findings(self) -> None:
         findings = self.session.findings(self.overlay_panel.map_name)
         if findings is not None:
-            self.findings.show(findings)
+            self.findings.show_findings(findings)
 
     # -- cursor readout -----------------------------------------------------------------------
     def _on_hovered(self, view: str, row: int, col: int) -> None:
@@ -224,7 +251,9 @@ class MainWindow(QMainWindow):
         self._hovering = row >= 0
         if self._hovering:
             ijk = self.session.voxel_shown(view, row, col)
-            self.readout.setText("mouse      " + self.session.describe_voxel(ijk, self.overlay_panel.map_name))
+            self.readout.setText(
+                "mouse      " + self.session.describe_voxel(ijk, self.overlay_panel.map_name)
+            )
         else:
             self._update_readout()
 
@@ -244,11 +273,18 @@ class MainWindow(QMainWindow):
         """Write the files; on failure say why. The result stays open either way, nothing is lost."""
         menus = self.menus
         try:
-            written = self.session.export(folder, self.overlay_panel.map_name, menus.export_uncertainty.isChecked(),
-                                          menus.export_probability.isChecked())
+            written = self.session.export(
+                folder,
+                self.overlay_panel.map_name,
+                menus.export_uncertainty.isChecked(),
+                menus.export_probability.isChecked(),
+            )
         except (ScanError, OSError) as exc:
-            QMessageBox.critical(self, "Export failed",
-                                 f"{exc}\n\nThe results are still open; nothing was lost. Choose another place.")
+            QMessageBox.critical(
+                self,
+                "Export failed",
+                f"{exc}\n\nThe results are still open; nothing was lost. Choose another place.",
+            )
             return []
         if written:
             self.statusBar().showMessage(f"Exported {', '.join(p.name for p in written)} to {folder}", 10000)

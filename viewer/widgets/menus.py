@@ -30,8 +30,14 @@ class Menus:
     large_views: dict[str, QAction]
 
 
-def _action(window: MainWindow, text: str, slot: Callable[[], object], shortcut: str | None = None,
-            menu: QMenu | None = None, checkable: bool = False) -> QAction:
+def _action(
+    window: MainWindow,
+    text: str,
+    slot: Callable[[], object],
+    shortcut: str | None = None,
+    menu: QMenu | None = None,
+    checkable: bool = False,
+) -> QAction:
     action = QAction(text, window)
     if shortcut:
         action.setShortcut(QKeySequence(shortcut))
@@ -55,8 +61,12 @@ def build_menus(window: MainWindow) -> Menus:
     _action(window, "Load &ground truth…", window.files.choose_ground_truth, "Ctrl+G", file)
     file.addSeparator()
     _action(window, "&Export results…", window.export_results, "Ctrl+E", file)
-    export_uncertainty = _action(window, "Export includes the uncertainty map", lambda: None, None, file, True)
-    export_probability = _action(window, "Export includes the probability map", lambda: None, None, file, True)
+    export_uncertainty = _action(
+        window, "Export includes the uncertainty map", lambda: None, None, file, True
+    )
+    export_probability = _action(
+        window, "Export includes the probability map", lambda: None, None, file, True
+    )
     export_uncertainty.setChecked(True)
     file.addSeparator()
     _action(window, "&Quit", window.close, "Ctrl+Q", file)
@@ -65,8 +75,9 @@ def build_menus(window: MainWindow) -> Menus:
     group = QActionGroup(window)
     large_views = {}
     for number, name in enumerate(VIEWS, start=1):
-        action = _action(window, f"Large view: {name}", lambda n=name: window.set_large_view(n), str(number), view,
-                         True)
+        action = _action(
+            window, f"Large view: {name}", lambda n=name: window.set_large_view(n), str(number), view, True
+        )
         group.addAction(action)
         large_views[name] = action
     large_views[window.grid.large].setChecked(True)

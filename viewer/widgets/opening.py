@@ -28,7 +28,9 @@ class Opener:
         self.window, self.session = window, session
         self._workers: set = set()  # kept alive until they report
 
-    def _in_background(self, func: Callable, arg: str, done: Callable, failed: Callable[[str], None]) -> None:
+    def _in_background(
+        self, func: Callable, arg: str, done: Callable, failed: Callable[[str], object]
+    ) -> None:
         """Run `func(arg)` in a worker thread; `done(result)` or `failed(message)` on the UI thread."""
         worker = create_worker(func, arg, _start_thread=False, _ignore_errors=True)
         self._workers.add(worker)
@@ -39,21 +41,26 @@ class Opener:
 
     # -- scans --------------------------------------------------------------------------------
     def choose_scan(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self.window, "Open scan", self.session.recent.last_folder(),
-                                              SCAN_FILTER)
+        path, _ = QFileDialog.getOpenFileName(
+            self.window, "Open scan", self.session.recent.last_folder(), SCAN_FILTER
+        )
         if path:
             self.open_path(path)
 
     def choose_dicom_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self.window, "Open DICOM folder", self.session.recent.last_folder())
+        path = QFileDialog.getExistingDirectory(
+            self.window, "Open DICOM folder", self.session.recent.last_folder()
+        )
         if path:
             self.open_path(path)
 
     def open_path(self, path: str | Path) -> None:
-        """Read a scan in the background; the session opens it, or a message box (and `openFailed`) says why not."""
+        """Read a scan in the background; the session opens it, or a message box and `openFailed` say why."""
         path = str(path)
         self.window.statusBar().showMessage(f"Opening {path}…")
-        self._in_background(read_scan, path, lambda volume: self.session.open(volume, path), self._open_failed)
+        self._in_background(
+            read_scan, path, lambda volume: self.session.open(volume, path), self._open_failed
+        )
 
     def _open_failed(self, message: str) -> None:
         self.window.statusBar().showMessage("Could not open the scan", 5000)
@@ -69,7 +76,7 @@ class Opener:
             menu.addAction(path, lambda p=path: self.open_path(p))
 
     def drop(self, event: QDropEvent) -> None:
-        """Open the first scan (or folder) dropped, else the first file, which then says why it cannot be read."""
+        """Open the first scan or folder dropped, else the first file (it will say why it cannot be read)."""
         paths = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
         if paths:
             event.acceptProposedAction()
@@ -81,8 +88,9 @@ class Opener:
         if self.session.volume is None:
             QMessageBox.information(self.window, "Ground truth", "Open a scan first.")
             return
-        path, _ = QFileDialog.getOpenFileName(self.window, "Load ground-truth labels",
-                                              self.session.recent.last_folder(), SCAN_FILTER)
+        path, _ = QFileDialog.getOpenFileName(
+            self.window, "Load ground-truth labels", self.session.recent.last_folder(), SCAN_FILTER
+        )
         if path:
             self.load_ground_truth(path)
 
@@ -91,6 +99,9 @@ class Opener:
         volume = self.session.volume
         if volume is None:
             return
-        self._in_background(lambda p: load_ground_truth(p, volume), str(path),
-                            lambda truth: self.session.set_truth(truth, Path(path).name, volume),
-                            lambda message: QMessageBox.warning(self.window, "Cannot load ground truth", message))
+        self._in_background(
+            lambda p: load_ground_truth(p, volume),
+            str(path),
+            lambda truth: self.session.set_truth(truth, Path(path).name, volume),
+            lambda message: QMessageBox.warning(self.window, "Cannot load ground truth", message),
+        )

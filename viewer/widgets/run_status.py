@@ -78,10 +78,15 @@ class RunStatus:
             return
         done, total = int(job.result.finished.sum()), int(job.result.finished.size)
         if complete:
-            self.window.statusBar().showMessage(f"Segmented {total} slices in {time.perf_counter() - self._started:.1f}"
-                                                f" s ({describe_run(job.run)})", 10000)
+            self.window.statusBar().showMessage(
+                f"Segmented {total} slices in {time.perf_counter() - self._started:.1f}"
+                f" s ({describe_run(job.run)})",
+                10000,
+            )
         elif not self.runner.busy:
-            self.window.statusBar().showMessage(f"Stopped with {done} of {total} slices segmented; Ctrl+R resumes")
+            self.window.statusBar().showMessage(
+                f"Stopped with {done} of {total} slices segmented; Ctrl+R resumes"
+            )
 
     def _on_failed(self, job: Job, message: str) -> None:
         self.window.statusBar().showMessage("Inference failed", 5000)

@@ -12,9 +12,10 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
+from pyqtgraph.GraphicsScene.mouseEvents import MouseClickEvent, MouseDragEvent
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QFont, QKeyEvent
-from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGraphicsSceneWheelEvent, QLabel, QSizePolicy, QVBoxLayout, QWidget
 from superqt import QLabeledSlider
 
 from viewer.session.display import ORIENTATION_LETTERS, TRUTH_LUT, display_shape, pixel_size_mm
@@ -44,7 +45,7 @@ class SliceViewBox(pg.ViewBox):
         super().__init__(lockAspect=True, invertY=True, enableMenu=False)
         self._wheel_rest = 0.0
 
-    def wheelEvent(self, ev, axis=None) -> None:  # noqa: N802 (Qt naming)
+    def wheelEvent(self, ev: QGraphicsSceneWheelEvent, axis: int | None = None) -> None:  # noqa: N802 (Qt naming)
         if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
             super().wheelEvent(ev, axis)
             return
@@ -55,7 +56,7 @@ class SliceViewBox(pg.ViewBox):
             self.sigWheelSteps.emit(steps)
         ev.accept()
 
-    def mouseClickEvent(self, ev) -> None:  # noqa: N802
+    def mouseClickEvent(self, ev: MouseClickEvent) -> None:  # noqa: N802
         if ev.button() == Qt.MouseButton.LeftButton:
             ev.accept()
             if ev.double():
@@ -65,7 +66,7 @@ class SliceViewBox(pg.ViewBox):
         else:
             ev.ignore()
 
-    def mouseDragEvent(self, ev, axis=None) -> None:  # noqa: N802
+    def mouseDragEvent(self, ev: MouseDragEvent, axis: int | None = None) -> None:  # noqa: N802
         button = ev.button()
         shift = ev.modifiers() & Qt.KeyboardModifier.ShiftModifier
         if button == Qt.MouseButton.RightButton:
@@ -110,8 +111,10 @@ class SliceView(QWidget):
         self.canvas.ci.setSpacing(0)
         self.box = SliceViewBox()
         left, right, top, bottom = ORIENTATION_LETTERS[view]
-        self.letters = {edge: self._letter(text) for edge, text in
-                        (("left", left), ("right", right), ("top", top), ("bottom", bottom))}
+        self.letters = {
+            edge: self._letter(text)
+            for edge, text in (("left", left), ("right", right), ("top", top), ("bottom", bottom))
+        }
         self.canvas.addItem(self.letters["top"], row=0, col=1)
         self.canvas.addItem(self.letters["left"], row=1, col=0)
         self.canvas.addItem(self.box, row=1, col=1)
@@ -156,7 +159,9 @@ class SliceView(QWidget):
         return item
 
     # -- geometry ---------------------------------------------------------------------------
-    def set_geometry(self, shape: tuple[int, int, int], spacing: tuple[float, float, float], slices: int) -> None:
+    def set_geometry(
+        self, shape: tuple[int, int, int], spacing: tuple[float, float, float], slices: int
+    ) -> None:
         """A new scan: pixel size in mm from the spacing, slider range, zoom to fit."""
         self._shape = shape
         self._pixel = pixel_size_mm(spacing, self.view)
@@ -194,15 +199,22 @@ class SliceView(QWidget):
         """uint8 labels with a 256x4 RGBA table: pyqtgraph's indexed fast path."""
         self._set_layer(self.labels, labels, lut, (0, 255), opacity)
 
-    def set_heatmap(self, values: np.ndarray | None, lut: np.ndarray, levels: tuple[float, float],
-                    opacity: float) -> None:
+    def set_heatmap(
+        self, values: np.ndarray | None, lut: np.ndarray, levels: tuple[float, float], opacity: float
+    ) -> None:
         self._set_layer(self.heatmap, values, lut, levels, opacity)
 
     def set_truth(self, outline: np.ndarray | None, lut: np.ndarray) -> None:
         self._set_layer(self.truth, outline, lut, (0, 255), 1.0)
 
-    def _set_layer(self, item: pg.ImageItem, data: np.ndarray | None, lut: np.ndarray,
-                   levels: tuple[float, float], opacity: float) -> None:
+    def _set_layer(
+        self,
+        item: pg.ImageItem,
+        data: np.ndarray | None,
+        lut: np.ndarray,
+        levels: tuple[float, float],
+        opacity: float,
+    ) -> None:
         if data is None or opacity <= 0:
             item.setVisible(False)
             return
