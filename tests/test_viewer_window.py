@@ -32,7 +32,7 @@ from viewer.session.display import display_position, outline  # noqa: E402
 from viewer.widgets.help_dialogs import SHORTCUTS, about_html  # noqa: E402
 from viewer.widgets.inference_worker import InferenceRunner  # noqa: E402
 from viewer.widgets.main_window import MainWindow  # noqa: E402
-from viewer.widgets.model_panel import DEBOUNCE_MS, describe_model  # noqa: E402
+from viewer.widgets.model_panel import describe_model  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parent.parent / "resources" / "samples"
 SCAN = SAMPLES / "lgg_sample.nii.gz"  # 27 axial slices: small enough for analog runs here
@@ -64,14 +64,15 @@ def make_window(qtbot, tmp_path):
     ) -> MainWindow:
         settings = QSettings(str(tmp_path / "viewer.ini"), QSettings.Format.IniFormat)
         window = MainWindow(specs if specs is not None else [], settings, InferenceRunner(pool))
-        window.model_panel.set_mode(mode)
-        window.model_panel.mc_slider.setValue(mc)
-        qtbot.addWidget(window)
-        window.resize(1400, 900)
-        window.show()
-        qtbot.waitExposed(window)
-        window.activateWindow()
-        qtbot.wait(DEBOUNCE_MS + 50)  # the settings above have been reported before a scan opens
+        # the panel reports its settings once, debounced, after the last change: before a scan opens
+        with qtbot.waitSignal(window.model_panel.settingsChanged, timeout=10_000):
+            window.model_panel.set_mode(mode)
+            window.model_panel.mc_slider.setValue(mc)
+            qtbot.addWidget(window)
+            window.resize(1400, 900)
+            window.show()
+            qtbot.waitExposed(window)
+            window.activateWindow()
         windows.append(window)
         return window
 
@@ -79,7 +80,7 @@ def make_window(qtbot, tmp_path):
     for window in windows:
         window.runner.cancel()
     assert QThreadPool.globalInstance().waitForDone(120_000), "a worker thread is still running"
-    qtbot.wait(20)  # deliver the workers' last queued signals
+    qtbot.waitUntil(lambda: not any(w.runner.busy for w in windows))  # the workers' last signals delivered
     assert not [t for t in threading.enumerate() if t.name.startswith("pipeline-")], "pipeline threads left"
 
 
@@ -148,7 +149,8 @@ def test_views_orientation_aspect_and_navigation(qtbot, make_window, tmp_path) -
     assert window.session.crosshair[2] == 7
     qtbot.keyClick(window, Qt.Key.Key_2)
     assert window.grid.large == "coronal"
-    qtbot.wait(50)  # let the new layout settle before aiming the mouse
+    # aim the mouse once the axial view has moved to its small cell
+    qtbot.waitUntil(lambda: axial.box.sceneBoundingRect().width() < coronal.box.sceneBoundingRect().width())
 
     # a left click in the axial view moves the crosshair; the other views change slice
     target = (10, 12, 7)
