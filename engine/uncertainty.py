@@ -17,6 +17,7 @@ import torch
 
 MAPS = ("entropy", "mutual_information", "std")
 MAP_TITLES = {"entropy": "predictive entropy", "mutual_information": "mutual information", "std": "std of foreground p"}
+MAP_UNITS = {"entropy": "nats", "mutual_information": "nats", "std": "probability"}
 _EPS = 1e-12
 
 

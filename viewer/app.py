@@ -10,31 +10,40 @@ from PySide6.QtCore import QThreadPool, QTimer
 from PySide6.QtWidgets import QApplication
 
 from engine.model_store import ModelError, find_model, list_models
-from viewer.main_window import MainWindow
-from viewer.theme import apply_dark_theme
+from engine.volume import Volume
+from viewer.widgets.inference_worker import Job
+from viewer.widgets.main_window import MainWindow
+from viewer.widgets.theme import apply_dark_theme
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="aimc-viewer", description="Read AI segmentations with their uncertainty.")
+    p = argparse.ArgumentParser(
+        prog="aimc-viewer", description="Read AI segmentations with their uncertainty."
+    )
     p.add_argument("scan", nargs="?", help="NIfTI, MHA, NRRD file or DICOM folder to open")
     p.add_argument("--model", help="model name in resources/models, or a model folder")
     p.add_argument("--mode", choices=("analog", "digital"), help="start in this inference mode")
     p.add_argument("--mc", type=int, help="Monte-Carlo samples to start with (1-64)")
     p.add_argument("--truth", metavar="LABELS", help="ground-truth label file to compare with (Dice)")
-    p.add_argument("--slice", type=int, metavar="N", help="start at axial slice N (1-based); it is segmented first")
+    p.add_argument(
+        "--slice", type=int, metavar="N", help="start at axial slice N (1-based); it is segmented first"
+    )
     p.add_argument("--large", choices=("axial", "coronal", "sagittal"), help="plane shown large")
-    p.add_argument("--screenshot", metavar="PNG", help="save the window once inference has finished, then quit")
+    p.add_argument(
+        "--screenshot", metavar="PNG", help="save the window once inference has finished, then quit"
+    )
     p.add_argument("--size", default="1600x1000", help="window size WxH (default 1600x1000)")
     return p
 
 
 def _save_when_done(window: MainWindow, path: str, app: QApplication) -> None:
     """For documentation: grab the window after the first complete result (or after 15 minutes)."""
+
     def grab() -> None:
         window.grab().save(path)
         app.quit()
 
-    def on_finished(_job, complete: bool) -> None:
+    def on_finished(_job: Job, complete: bool) -> None:
         if complete:
             QTimer.singleShot(800, grab)
 
@@ -71,17 +80,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot:
         _save_when_done(window, str(Path(args.screenshot)), app)
     if args.scan:
-        QTimer.singleShot(0, lambda: window.open_path(args.scan))
+        QTimer.singleShot(0, lambda: window.files.open_path(args.scan))
         if args.slice:
-            def go_to_slice(volume) -> None:
+
+            def go_to_slice(volume: Volume) -> None:
                 window.scanLoaded.disconnect(go_to_slice)
-                window.jump_to_slice("axial", min(max(args.slice, 1), volume.shape[2]) - 1)
+                window.session.move_slice("axial", min(max(args.slice, 1), volume.shape[2]) - 1)
 
             window.scanLoaded.connect(go_to_slice)
         if args.truth:
-            def load_truth_once(_volume) -> None:
+
+            def load_truth_once(_volume: Volume) -> None:
                 window.scanLoaded.disconnect(load_truth_once)
-                window.load_ground_truth(args.truth)
+                window.files.load_ground_truth(args.truth)
 
             window.scanLoaded.connect(load_truth_once)
     status = app.exec()

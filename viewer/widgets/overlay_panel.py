@@ -1,27 +1,49 @@
 """Display controls: window/level preset, segmentation overlay, uncertainty heatmap, ground truth.
 
 The panel holds the reader's display choices and says when one changes (`changed`); the main
-window reads them back and redraws. Nothing here touches results or inference.
+window reads them back (`overlay_style()`) and redraws. Nothing here touches results or inference.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from cmap import Colormap
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import (QCheckBox, QColorDialog, QComboBox, QFormLayout, QGridLayout, QGroupBox,
-                               QLabel, QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QColorDialog,
+    QComboBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 from superqt import QLabeledDoubleSlider, QLabeledSlider
 from superqt.cmap import QColormapComboBox
 
-from engine.display import PRESET_NAMES, label_lut, map_range
 from engine.model_store import Label
-from engine.uncertainty import MAP_TITLES, MAPS
+from engine.uncertainty import MAP_TITLES, MAP_UNITS, MAPS
+from viewer.session.display import PRESET_NAMES, heatmap_lut, label_lut, map_range
 
 # viridis first: no reds or oranges, so it never looks like a label outline
 HEATMAP_COLORMAPS = ("viridis", "inferno", "magma", "plasma", "hot", "turbo")
-MAP_UNITS = {"entropy": "nats", "mutual_information": "nats", "std": "probability"}
+
+
+@dataclass(frozen=True)
+class OverlayStyle:
+    """How the label and heatmap layers are drawn: 256-entry RGBA tables, the heatmap's range, opacities."""
+
+    label_lut: np.ndarray
+    label_opacity: float
+    heatmap_lut: np.ndarray
+    heatmap_levels: tuple[float, float]
+    heatmap_opacity: float
 
 
 def _percent_slider(value: int) -> QLabeledSlider:
@@ -108,9 +130,16 @@ class OverlayPanel(QWidget):
             layout.addWidget(box)
 
         self.preset_combo.activated.connect(lambda _: self.presetChosen.emit(self.preset_combo.currentText()))
-        for signal in (self.seg_check.toggled, self.seg_opacity.valueChanged, self.seg_style.currentIndexChanged,
-                       self.heat_check.toggled, self.heat_opacity.valueChanged, self.threshold.valueChanged,
-                       self.cmap_combo.currentColormapChanged, self.truth_check.toggled):
+        for signal in (
+            self.seg_check.toggled,
+            self.seg_opacity.valueChanged,
+            self.seg_style.currentIndexChanged,
+            self.heat_check.toggled,
+            self.heat_opacity.valueChanged,
+            self.threshold.valueChanged,
+            self.cmap_combo.currentColormapChanged,
+            self.truth_check.toggled,
+        ):
             signal.connect(lambda *_: self.changed.emit())
         self.map_combo.currentIndexChanged.connect(lambda *_: self._on_map_changed())
         self._on_map_changed()
@@ -123,11 +152,13 @@ class OverlayPanel(QWidget):
             widget = item.widget() if item is not None else None
             if widget is not None:
                 widget.deleteLater()
-        self._colors = {l.value: (int(l.color[0]), int(l.color[1]), int(l.color[2])) for l in labels}
-        self._names = {l.value: l.name for l in labels}
+        self._colors = {
+            lab.value: (int(lab.color[0]), int(lab.color[1]), int(lab.color[2])) for lab in labels
+        }
+        self._names = {lab.value: lab.name for lab in labels}
         self._visible = {}
         self._num_classes = max(len(labels), 2)
-        for row, label in enumerate(l for l in labels if l.value != 0):
+        for row, label in enumerate(lab for lab in labels if lab.value != 0):
             check = QCheckBox(label.name)
             check.setChecked(True)
             check.toggled.connect(lambda *_: self.changed.emit())
@@ -162,8 +193,17 @@ class OverlayPanel(QWidget):
     def label_lut(self) -> np.ndarray:
         return label_lut(self._colors, {v: c.isChecked() for v, c in self._visible.items()})
 
-    def label_name(self, value: int) -> str:
-        return self._names.get(int(value), str(int(value)))
+    def heatmap_lut(self) -> np.ndarray:
+        return heatmap_lut(self.colormap_colors(), self.threshold_fraction)
+
+    def overlay_style(self) -> OverlayStyle:
+        return OverlayStyle(
+            self.label_lut(),
+            self.segmentation_opacity,
+            self.heatmap_lut(),
+            self.map_levels,
+            self.heatmap_opacity,
+        )
 
     # -- state read by the main window --------------------------------------------------------
     @property

@@ -18,8 +18,14 @@ class ColourBar(pg.GraphicsLayoutWidget):
         super().__init__(parent)
         self.setFixedWidth(92)
         self.ci.setContentsMargins(0, 6, 0, 6)
-        self.bar = pg.ColorBarItem(values=(0.0, 1.0), width=16, interactive=False, colorMapMenu=False,
-                                   orientation="vertical", rounding=0.001)
+        self.bar = pg.ColorBarItem(
+            values=(0.0, 1.0),
+            width=16,
+            interactive=False,
+            colorMapMenu=False,
+            orientation="vertical",
+            rounding=0.001,
+        )
         self.bar.getAxis("right").enableAutoSIPrefix(False)  # show nats as nats, not "x0.001"
         self.addItem(self.bar)
 

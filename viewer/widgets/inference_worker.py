@@ -2,9 +2,10 @@
 
 Everything slow happens in the worker: building the `Segmenter` (loading the network), programming
 the analog chips, the slices themselves and the model's whole-volume post-processing. The UI thread
-only adds each finished slice to the result it displays, and swaps in the post-processed labels. At most one inference worker runs: a new request cancels the current one and
-starts when it has stopped (within one Monte-Carlo sample or one chip programming), so two runs
-never compete for the CPU or for the same chips.
+only adds each finished slice to the result it displays, and swaps in the post-processed labels.
+At most one inference worker runs: a new request cancels the current one and starts when it has
+stopped (within one Monte-Carlo sample or one chip programming), so two runs never compete for the
+CPU or for the same chips. This module is the viewer's one user of the segmenter pool (the chips).
 """
 
 from __future__ import annotations
@@ -16,16 +17,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from PySide6.QtCore import QObject, Signal
 from superqt.utils import FunctionWorker, GeneratorWorker, create_worker
 
 from engine.inference import Cancelled
-from engine.run_settings import RunSettings
 from engine.model_store import ModelSpec
 from engine.pipeline import SliceResult, VolumeResult, preview_while_programming, run_slices
 from engine.postprocessing import keep_largest_component
 from engine.preprocessing import normalise_volume, set_slice
+from engine.run_settings import RunSettings
 from engine.segmenter_pool import SegmenterPool
 from engine.volume import Volume
 
@@ -84,7 +84,9 @@ def _yield_cpu_to_the_ui() -> None:
     Linux applies the nice value per thread and new threads inherit it; elsewhere this does nothing.
     """
     with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), max(os.getpriority(os.PRIO_PROCESS, 0), 10))
+        os.setpriority(
+            os.PRIO_PROCESS, threading.get_native_id(), max(os.getpriority(os.PRIO_PROCESS, 0), 10)
+        )
 
 
 def _postprocessed(job: Job, slices: Iterator[SliceResult]) -> Iterator[SliceResult | PostProcessed]:
@@ -117,22 +119,40 @@ def _segment(pool: SegmenterPool, job: Job) -> Iterator[SliceResult | Status | P
         yield Status(f"Loading {job.spec.name} ({job.run.mode})…")
         segmenter = pool.get(job.spec, job.run)
         total = segmenter.samples
-        normalised = normalise_volume(job.volume.data, job.spec.preprocessing)  # once, for preview and pipeline
+        normalised = normalise_volume(
+            job.volume.data, job.spec.preprocessing
+        )  # once, for preview and pipeline
         if job.run.mode == "analog" and len(segmenter.chips) < total:
-            first = job.order[0]  # the slice on screen: shown from the chips there are, refined with each new one
+            first = job.order[
+                0
+            ]  # the slice on screen: shown from the chips there are, refined with each new one
             if not segmenter.chips:
                 yield Status(f"Programming analog chip 1 of {total}…", 0, total)
-            for read, preview in preview_while_programming(segmenter, job.volume, first, job.result.axis, job.cancel,
-                                                           normalised):
+            for read, preview in preview_while_programming(
+                segmenter, job.volume, first, job.result.axis, job.cancel, normalised
+            ):
                 yield Preview(preview, read)
                 if read < total:
-                    yield Status(f"Programming analog chip {read + 1} of {total}; slice {first + 1} shows "
-                                 f"{read} sample{'s' if read > 1 else ''}…", read, total)
+                    yield Status(
+                        f"Programming analog chip {read + 1} of {total}; slice {first + 1} shows "
+                        f"{read} sample{'s' if read > 1 else ''}…",
+                        read,
+                        total,
+                    )
             if job.cancel.is_set():
                 return
         yield Status(f"Segmenting {len(job.order)} slices ({job.run.mode})…")
-        yield from _postprocessed(job, run_slices(segmenter, job.volume, job.result.axis, cancel=job.cancel,
-                                                  indices=job.order, normalised=normalised))
+        yield from _postprocessed(
+            job,
+            run_slices(
+                segmenter,
+                job.volume,
+                job.result.axis,
+                cancel=job.cancel,
+                indices=job.order,
+                normalised=normalised,
+            ),
+        )
     except Cancelled:
         return
     except Exception as exc:  # noqa: BLE001 (every failure must reach the user as a message)
@@ -159,8 +179,13 @@ class InferenceRunner(QObject):
     def busy(self) -> bool:
         return self.job is not None
 
-    def start(self, spec: ModelSpec, run: RunSettings, volume: Volume, result: VolumeResult,
-              order: list[int]) -> Job:
+    def is_computing(self, result: VolumeResult) -> bool:
+        """Whether the running job fills `result` and has not been told to stop."""
+        return self.job is not None and self.job.result is result and not self.job.cancel.is_set()
+
+    def start(
+        self, spec: ModelSpec, run: RunSettings, volume: Volume, result: VolumeResult, order: list[int]
+    ) -> Job:
         """Run `order`'s slices into `result`; a running job is cancelled and this one follows it."""
         job = Job(spec, run, volume, result, order)
         if self.job is None:
@@ -177,7 +202,9 @@ class InferenceRunner(QObject):
             self.job.cancel.set()
 
     def _launch(self, job: Job) -> None:
-        job.order = [k for k in job.order if not job.result.finished[k]]  # a superseded run may have done some
+        job.order = [
+            k for k in job.order if not job.result.finished[k]
+        ]  # a superseded run may have done some
         if not job.order:
             self.finished.emit(job, job.result.complete)
             return

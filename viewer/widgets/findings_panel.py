@@ -1,19 +1,30 @@
-"""What the reader reports: volume per label, uncertainty inside it, Dice against a reference,
-and the slices ranked by uncertainty so the least certain ones are looked at first."""
+"""The Findings dock: the session's findings (volume and uncertainty per label, Dice against a reference)
+as a table, and the slices ranked by uncertainty as a list that jumps to a slice when clicked."""
 
 from __future__ import annotations
 
-import numpy as np
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QListWidget, QListWidgetItem,
-                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
-from engine.ground_truth import dice_so_far
-from engine.pipeline import VolumeResult
+from viewer.session.findings import Findings
 
 COLUMNS = ("Label", "mL", "Mean unc.", "Dice")
-COLUMN_TIPS = ("Label of the model", "Segmented volume in millilitres",
-               "Mean of the chosen uncertainty map inside the label", "Dice against the ground truth, slices so far")
+COLUMN_TIPS = (
+    "Label of the model",
+    "Segmented volume in millilitres",
+    "Mean of the chosen uncertainty map inside the label",
+    "Dice against the ground truth, slices so far",
+)
 MAX_RANKED = 50
 
 
@@ -53,29 +64,27 @@ class FindingsPanel(QWidget):
         self.table.setRowCount(0)
         self.ranked.clear()
 
-    def show_result(self, result: VolumeResult, label_names: dict[int, str], map_name: str, map_title: str,
-                    truth: np.ndarray | None = None) -> None:
-        """Refresh from `result` (possibly partial); `truth` adds Dice over the finished slices."""
-        self._axis = result.axis
-        done, total = int(result.finished.sum()), int(result.finished.size)
-        volumes = result.label_volumes_ml()
-        inside = result.mean_uncertainty_in_labels(map_name)
-        dice, compared = dice_so_far(result, truth) if truth is not None else ({}, 0)
-        self.progress.setText(f"{done} of {total} {result.axis} slices segmented"
-                              + (f"; Dice over those {compared}" if truth is not None else ""))
-        self.table.setRowCount(len(volumes))
-        for row, value in enumerate(sorted(volumes)):
-            cells = (label_names.get(value, str(value)), f"{volumes[value]:.2f}", f"{inside[value]:.4f}",
-                     f"{dice[value]:.3f}" if value in dice else "–")
+    def show_findings(self, findings: Findings) -> None:
+        """Refresh from the session's findings of the result on screen (possibly partial)."""
+        self._axis = findings.axis
+        self.progress.setText(findings.progress)
+        self.table.setRowCount(len(findings.labels))
+        for row, label in enumerate(findings.labels):
+            cells = (
+                label.name,
+                f"{label.volume_ml:.2f}",
+                f"{label.mean_uncertainty:.4f}",
+                f"{label.dice:.3f}" if label.dice is not None else "–",
+            )
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if col:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, col, item)
-        self.ranked_title.setText(f"Slices by mean {map_title} (click to jump)")
+        self.ranked_title.setText(findings.ranking_title)
         self.ranked.clear()
-        for index, mean in result.slice_ranking(map_name)[:MAX_RANKED]:
-            entry = QListWidgetItem(f"{result.axis} {index + 1:>4}    {mean:.4f}")
+        for index, mean in findings.ranking[:MAX_RANKED]:
+            entry = QListWidgetItem(f"{findings.axis} {index + 1:>4}    {mean:.4f}")
             entry.setData(Qt.ItemDataRole.UserRole, index)
             self.ranked.addItem(entry)
 

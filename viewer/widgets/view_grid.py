@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QGridLayout, QWidget
 
-from engine.display import VIEWS
-from viewer.slice_view import SliceView
+from viewer.session.display import VIEWS
+from viewer.widgets.slice_view import SliceView
 
 
 class ViewGrid(QWidget):
@@ -35,3 +35,7 @@ class ViewGrid(QWidget):
         small = [v for v in VIEWS if v != view]
         self._layout.addWidget(self.views[small[0]], 0, 1)
         self._layout.addWidget(self.views[small[1]], 1, 1)
+
+    def reset_zoom(self) -> None:
+        for view in self.views.values():
+            view.reset_zoom()

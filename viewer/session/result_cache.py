@@ -7,9 +7,10 @@ only segments the slices still missing, current slice first.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
-from engine.run_settings import RunSettings
 from engine.pipeline import VolumeResult, fan_out_order
+from engine.run_settings import Mode, RunSettings
 
 
 def result_key(run: RunSettings) -> RunSettings:
@@ -18,14 +19,17 @@ def result_key(run: RunSettings) -> RunSettings:
     Digital inference is exact, so MC count, noise and drift do not change its output; they are
     reset to fixed values so that moving those sliders in digital mode finds the cached result.
     """
-    if run.mode == "digital":
-        return RunSettings(model=run.model, mode="digital", mc_samples=1, noise_level=0.0, drift_s=1.0, seed=run.seed)
+    if run.mode == Mode.DIGITAL:
+        return RunSettings(
+            model=run.model, mode=Mode.DIGITAL, mc_samples=1, noise_level=0.0, drift_s=1.0, seed=run.seed
+        )
     return run
 
 
 def result_nbytes(result: VolumeResult) -> int:
-    return int(result.probabilities.nbytes + result.segmentation.nbytes
-               + sum(m.nbytes for m in result.maps.values()))
+    return int(
+        result.probabilities.nbytes + result.segmentation.nbytes + sum(m.nbytes for m in result.maps.values())
+    )
 
 
 class ResultCache:
@@ -55,7 +59,7 @@ class ResultCache:
         while len(self._results) > 1 and sum(map(result_nbytes, self._results.values())) > self.max_bytes:
             self._results.popitem(last=False)
 
-    def get_or_create(self, run: RunSettings, create) -> VolumeResult:
+    def get_or_create(self, run: RunSettings, create: Callable[[], VolumeResult]) -> VolumeResult:
         """The cached result of `run`, or a new empty one from `create()` stored under it."""
         result = self.get(run)
         if result is None:

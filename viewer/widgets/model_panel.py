@@ -7,18 +7,23 @@ slider from 1 to 64 asks for one run, not sixty-four.
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QPushButton, QWidget)
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QWidget,
+)
 from superqt import QLabeledDoubleSlider, QLabeledSlider
 from superqt.utils import qdebounced
 
-from engine.run_settings import MAX_MC, MAX_NOISE_LEVEL, RunSettings
 from engine.model_store import NOMINAL_CHIPS, ModelSpec
+from engine.run_settings import MAX_MC, MAX_NOISE_LEVEL, Mode, RunSettings
+from viewer.session.readout import DRIFT_CHOICES
 
-DRIFT_CHOICES: tuple[tuple[str, float], ...] = (
-    ("1 second", 1.0), ("1 minute", 60.0), ("1 hour", 3600.0), ("1 day", 86400.0),
-    ("1 week", 604800.0), ("1 month", 2592000.0), ("1 year", 31536000.0),
-)
 DEBOUNCE_MS = 400
 
 
@@ -27,13 +32,19 @@ def describe_model(spec: ModelSpec) -> str:
     analog result by the latter), and what is done to its output."""
     test = spec.test_metrics("digital").get("mean_dice")
     chips = spec.test_metrics(NOMINAL_CHIPS)
-    names = [l.name for l in spec.labels if l.value in spec.keep_largest]
-    return (f"{spec.architecture}, {'hardware-aware' if spec.kind == 'hwa' else 'digitally'} trained"
-            + (f", test Dice {test:.3f}" if test is not None else "")
-            + (f" digital, {chips['mean_dice']:.3f} ± {chips['std_dice_over_programmings']:.3f} on analog chips "
-               "(noise 1, 1 day)" if chips and test is not None else "")
-            + (f"; keeps only the largest connected {', '.join(names)}" if names else "")
-            + ("" if spec.has_analog else "; no analog weights: digital only"))
+    names = [label.name for label in spec.labels if label.value in spec.keep_largest]
+    return (
+        f"{spec.architecture}, {'hardware-aware' if spec.kind == 'hwa' else 'digitally'} trained"
+        + (f", test Dice {test:.3f}" if test is not None else "")
+        + (
+            f" digital, {chips['mean_dice']:.3f} ± {chips['std_dice_over_programmings']:.3f} on analog chips "
+            "(noise 1, 1 day)"
+            if chips and test is not None
+            else ""
+        )
+        + (f"; keeps only the largest connected {', '.join(names)}" if names else "")
+        + ("" if spec.has_analog else "; no analog weights: digital only")
+    )
 
 
 class ModelPanel(QGroupBox):
@@ -58,11 +69,15 @@ class ModelPanel(QGroupBox):
         self.mode_group = QButtonGroup(self)
         for button in (self.digital_button, self.analog_button):
             button.setCheckable(True)
-            button.setStyleSheet("QPushButton:checked { background-color: #2f6ea5; color: white; font-weight: bold; }")
+            button.setStyleSheet(
+                "QPushButton:checked { background-color: #2f6ea5; color: white; font-weight: bold; }"
+            )
             self.mode_group.addButton(button)
         self.analog_button.setChecked(True)
         self.digital_button.setToolTip("Exact floating-point network (one pass, no device uncertainty)")
-        self.analog_button.setToolTip("Simulated analog in-memory computing chips; each MC sample is another chip (M)")
+        self.analog_button.setToolTip(
+            "Simulated analog in-memory computing chips; each MC sample is another chip (M)"
+        )
         modes = QHBoxLayout()
         modes.setSpacing(0)
         modes.addWidget(self.digital_button)
@@ -104,17 +119,25 @@ class ModelPanel(QGroupBox):
         return self.specs.get(name) if name is not None else None
 
     @property
-    def mode(self) -> str:
-        return "analog" if self.analog_button.isChecked() else "digital"
+    def mode(self) -> Mode:
+        return Mode.ANALOG if self.analog_button.isChecked() else Mode.DIGITAL
 
     def run_settings(self) -> RunSettings | None:
         spec = self.spec()
         if spec is None:
             return None
-        return RunSettings(model=spec.name, mode=self.mode, mc_samples=int(self.mc_slider.value()), noise_level=round(float(self.noise_slider.value()), 2), drift_s=float(self.drift_combo.currentData()))
+        return RunSettings(
+            model=spec.name,
+            mode=self.mode,
+            mc_samples=int(self.mc_slider.value()),
+            noise_level=round(float(self.noise_slider.value()), 2),
+            drift_s=float(self.drift_combo.currentData()),
+        )
 
     def set_mode(self, mode: str) -> None:
-        (self.analog_button if mode == "analog" and self.analog_button.isEnabled() else self.digital_button).setChecked(True)
+        (
+            self.analog_button if mode == "analog" and self.analog_button.isEnabled() else self.digital_button
+        ).setChecked(True)
 
     def toggle_mode(self) -> None:
         self.set_mode("digital" if self.mode == "analog" else "analog")

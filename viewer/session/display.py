@@ -65,11 +65,11 @@ def display_position(shape: tuple[int, ...], view: str, ijk: tuple[int, int, int
 
 
 def clamp_voxel(shape: tuple[int, ...], ijk: tuple[int, int, int]) -> tuple[int, int, int]:
-    return tuple(min(max(int(v), 0), int(n) - 1) for v, n in zip(ijk, shape[:3]))  # type: ignore[return-value]
+    return tuple(min(max(int(v), 0), int(n) - 1) for v, n in zip(ijk, shape[:3], strict=True))  # type: ignore[return-value]
 
 
 def inside(shape: tuple[int, ...], ijk: tuple[int, int, int]) -> bool:
-    return all(0 <= int(v) < int(n) for v, n in zip(ijk, shape[:3]))
+    return all(0 <= int(v) < int(n) for v, n in zip(ijk, shape[:3], strict=True))
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class WindowLevel:
     def high(self) -> float:
         return self.level + self.width / 2
 
-    def dragged(self, dx: float, dy: float, data_range: float) -> "WindowLevel":
+    def dragged(self, dx: float, dy: float, data_range: float) -> WindowLevel:
         """Window after a right-drag of (dx, dy) pixels: right widens, up brightens (lowers the level).
 
         One pixel moves the window by 0.5 % of the data range, as in ITK-SNAP and 3D Slicer.
@@ -107,7 +107,9 @@ MR_AUTO = "MR auto (1-99 %)"
 PRESET_NAMES = (MR_AUTO, *CT_PRESETS)
 
 
-def auto_window(data: np.ndarray, lower: float = 1.0, upper: float = 99.0, max_samples: int = 1_000_000) -> WindowLevel:
+def auto_window(
+    data: np.ndarray, lower: float = 1.0, upper: float = 99.0, max_samples: int = 1_000_000
+) -> WindowLevel:
     """Percentile window over the non-background voxels (MR has no absolute scale).
 
     Background (the minimum value, usually air at 0) would otherwise drag the lower percentile
@@ -143,13 +145,20 @@ def label_lut(colors: dict[int, tuple[int, int, int]], visible: dict[int, bool] 
     return lut
 
 
+TRUTH_LUT = label_lut({v: (255, 60, 255) for v in range(1, 256)})  # the reference's outline: magenta
+
+
 def outline(labels: np.ndarray) -> np.ndarray:
     """The boundary pixels of each label of a 2D uint8 map (label xor its 4-neighbour erosion)."""
     lab = np.asarray(labels)
     padded = np.pad(lab, 1, mode="edge")
     centre = padded[1:-1, 1:-1]
-    edge = ((padded[:-2, 1:-1] != centre) | (padded[2:, 1:-1] != centre)
-            | (padded[1:-1, :-2] != centre) | (padded[1:-1, 2:] != centre))
+    edge = (
+        (padded[:-2, 1:-1] != centre)
+        | (padded[2:, 1:-1] != centre)
+        | (padded[1:-1, :-2] != centre)
+        | (padded[1:-1, 2:] != centre)
+    )
     return np.where(edge & (lab > 0), lab, 0).astype(np.uint8)
 
 

@@ -3,7 +3,7 @@
 Each view is a pyqtgraph ViewBox with stacked ImageItems (scan, uncertainty, labels, ground-truth
 outline) drawn in millimetres, so the aspect follows the voxel spacing. The view only displays
 what it is given and reports what the user does (wheel, click, right-drag, hover); the main
-window decides what that means for the other views.
+window tells the session, which decides what that means for the other views.
 """
 
 from __future__ import annotations
@@ -12,12 +12,15 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
+from pyqtgraph.GraphicsScene.mouseEvents import MouseClickEvent, MouseDragEvent
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QFont, QKeyEvent
-from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGraphicsSceneWheelEvent, QLabel, QSizePolicy, QVBoxLayout, QWidget
 from superqt import QLabeledSlider
 
-from engine.display import ORIENTATION_LETTERS, display_shape, pixel_size_mm
+from viewer.session.display import ORIENTATION_LETTERS, TRUTH_LUT, display_shape, pixel_size_mm
+from viewer.session.session import SliceLayers
+from viewer.widgets.overlay_panel import OverlayStyle
 
 # Arrays are (row, column) like numpy and like `get_slice`, not pyqtgraph's default (x, y).
 pg.setConfigOptions(imageAxisOrder="row-major", background="k", foreground="#d0d0d0")
@@ -42,7 +45,7 @@ class SliceViewBox(pg.ViewBox):
         super().__init__(lockAspect=True, invertY=True, enableMenu=False)
         self._wheel_rest = 0.0
 
-    def wheelEvent(self, ev, axis=None) -> None:  # noqa: N802 (Qt naming)
+    def wheelEvent(self, ev: QGraphicsSceneWheelEvent, axis: int | None = None) -> None:  # noqa: N802 (Qt naming)
         if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
             super().wheelEvent(ev, axis)
             return
@@ -53,7 +56,7 @@ class SliceViewBox(pg.ViewBox):
             self.sigWheelSteps.emit(steps)
         ev.accept()
 
-    def mouseClickEvent(self, ev) -> None:  # noqa: N802
+    def mouseClickEvent(self, ev: MouseClickEvent) -> None:  # noqa: N802
         if ev.button() == Qt.MouseButton.LeftButton:
             ev.accept()
             if ev.double():
@@ -63,7 +66,7 @@ class SliceViewBox(pg.ViewBox):
         else:
             ev.ignore()
 
-    def mouseDragEvent(self, ev, axis=None) -> None:  # noqa: N802
+    def mouseDragEvent(self, ev: MouseDragEvent, axis: int | None = None) -> None:  # noqa: N802
         button = ev.button()
         shift = ev.modifiers() & Qt.KeyboardModifier.ShiftModifier
         if button == Qt.MouseButton.RightButton:
@@ -108,8 +111,10 @@ class SliceView(QWidget):
         self.canvas.ci.setSpacing(0)
         self.box = SliceViewBox()
         left, right, top, bottom = ORIENTATION_LETTERS[view]
-        self.letters = {edge: self._letter(text) for edge, text in
-                        (("left", left), ("right", right), ("top", top), ("bottom", bottom))}
+        self.letters = {
+            edge: self._letter(text)
+            for edge, text in (("left", left), ("right", right), ("top", top), ("bottom", bottom))
+        }
         self.canvas.addItem(self.letters["top"], row=0, col=1)
         self.canvas.addItem(self.letters["left"], row=1, col=0)
         self.canvas.addItem(self.box, row=1, col=1)
@@ -154,7 +159,9 @@ class SliceView(QWidget):
         return item
 
     # -- geometry ---------------------------------------------------------------------------
-    def set_geometry(self, shape: tuple[int, int, int], spacing: tuple[float, float, float], slices: int) -> None:
+    def set_geometry(
+        self, shape: tuple[int, int, int], spacing: tuple[float, float, float], slices: int
+    ) -> None:
         """A new scan: pixel size in mm from the spacing, slider range, zoom to fit."""
         self._shape = shape
         self._pixel = pixel_size_mm(spacing, self.view)
@@ -192,15 +199,22 @@ class SliceView(QWidget):
         """uint8 labels with a 256x4 RGBA table: pyqtgraph's indexed fast path."""
         self._set_layer(self.labels, labels, lut, (0, 255), opacity)
 
-    def set_heatmap(self, values: np.ndarray | None, lut: np.ndarray, levels: tuple[float, float],
-                    opacity: float) -> None:
+    def set_heatmap(
+        self, values: np.ndarray | None, lut: np.ndarray, levels: tuple[float, float], opacity: float
+    ) -> None:
         self._set_layer(self.heatmap, values, lut, levels, opacity)
 
     def set_truth(self, outline: np.ndarray | None, lut: np.ndarray) -> None:
         self._set_layer(self.truth, outline, lut, (0, 255), 1.0)
 
-    def _set_layer(self, item: pg.ImageItem, data: np.ndarray | None, lut: np.ndarray,
-                   levels: tuple[float, float], opacity: float) -> None:
+    def _set_layer(
+        self,
+        item: pg.ImageItem,
+        data: np.ndarray | None,
+        lut: np.ndarray,
+        levels: tuple[float, float],
+        opacity: float,
+    ) -> None:
         if data is None or opacity <= 0:
             item.setVisible(False)
             return
@@ -208,6 +222,14 @@ class SliceView(QWidget):
         item.setRect(self._rect)
         item.setOpacity(opacity)
         item.setVisible(True)
+
+    def show_layers(self, layers: SliceLayers, style: OverlayStyle, crosshair: tuple[int, int]) -> None:
+        """The session's overlays of the slice on screen, drawn in the panel's style, and the crosshair."""
+        self.set_labels(layers.labels, style.label_lut, style.label_opacity)
+        self.set_heatmap(layers.heatmap, style.heatmap_lut, style.heatmap_levels, style.heatmap_opacity)
+        self.set_truth(layers.truth, TRUTH_LUT)
+        self.set_slice_number(layers.index, layers.count, layers.note)
+        self.set_crosshair(*crosshair)
 
     def set_crosshair(self, row: int, col: int) -> None:
         self.vline.setPos((col + 0.5) * self._pixel[1])

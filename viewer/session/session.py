@@ -1,0 +1,278 @@
+"""`ReadingSession`: the state of one reading, free of Qt, as 3D Slicer's logic is free of its widgets.
+
+It holds the open scan, the crosshair, the window/level, the model, the result on screen and the
+results cached per settings, and the reference segmentation. It decides what a run has to do
+(`request_run`) and hands the slow part to a `Runner` (the Qt worker in the app, a fake in tests).
+Widgets change it through its methods and redraw when its `events` say so; they keep no reading
+state of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from engine.export import PROBABILITY, SEGMENTATION, SUMMARY, UNCERTAINTY, write_results
+from engine.model_store import ModelSpec
+from engine.pipeline import VolumeResult
+from engine.preprocessing import AXES, get_slice, slice_count
+from engine.run_settings import RunSettings
+from engine.volume import ScanError, Volume, load_scan
+from viewer.session.display import (
+    MR_AUTO,
+    VIEWS,
+    WindowLevel,
+    clamp_voxel,
+    display_position,
+    outline,
+    voxel_at,
+    window_for,
+)
+from viewer.session.events import SessionEvents
+from viewer.session.findings import Findings, findings
+from viewer.session.readout import describe_voxel, slice_note
+from viewer.session.recent_files import RecentFiles, SettingsStore
+from viewer.session.result_cache import ResultCache, missing_slices
+
+CT_DEFAULT = "CT abdomen"
+
+
+def read_scan(path: str) -> Volume:
+    """`load_scan` with every failure as a `ScanError` the user can read (slow: call it off the UI thread)."""
+    try:
+        return load_scan(path)
+    except ScanError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (a reader bug must not pass silently or kill the app)
+        raise ScanError(f"{path}: could not be read ({type(exc).__name__}: {exc})") from exc
+
+
+class Runner(Protocol):
+    """Runs inference off the UI thread: fills `result` with `order`'s slices, one request at a time."""
+
+    def start(
+        self, spec: ModelSpec, run: RunSettings, volume: Volume, result: VolumeResult, order: list[int]
+    ) -> object: ...
+
+    def cancel(self) -> None: ...
+
+    def is_computing(self, result: VolumeResult) -> bool: ...
+
+
+class RunOutcome(StrEnum):
+    """What `request_run` did, for the status line."""
+
+    NOTHING = "nothing"  # no scan or no model
+    RUNNING = "running"  # this result is already being computed
+    CACHED = "cached"  # complete from the cache: nothing to compute
+    STARTED = "started"  # the missing slices were handed to the runner
+
+
+@dataclass(frozen=True)
+class SliceLayers:
+    """What one view draws over its slice of the scan (None: that layer is not shown)."""
+
+    index: int
+    count: int
+    labels: np.ndarray | None
+    heatmap: np.ndarray | None
+    truth: np.ndarray | None
+    note: str
+
+
+class ReadingSession:
+    """One reader's scan, crosshair, window/level, results, reference and exports."""
+
+    def __init__(self, store: SettingsStore, runner: Runner) -> None:
+        self.store = store
+        self.runner = runner
+        self.events = SessionEvents()
+        self.recent = RecentFiles(store)
+        self.volume: Volume | None = None
+        self.crosshair: tuple[int, int, int] = (0, 0, 0)
+        self.window_level = WindowLevel(1.0, 0.5)
+        self.preset = MR_AUTO
+        self.data_range = 1.0
+        self.cache = ResultCache()
+        self.spec: ModelSpec | None = None
+        self.result: VolumeResult | None = None
+        self.run: RunSettings | None = None
+        self.truth: np.ndarray | None = None
+
+    # -- scan ---------------------------------------------------------------------------------
+    def open(self, volume: Volume, path: str | Path) -> None:
+        """Show `volume` (from `read_scan`); the previous scan's results, reference and run are dropped."""
+        self.runner.cancel()
+        self.cache.clear()
+        self.result = self.run = None
+        self.truth = None
+        self.volume = volume
+        low, high = float(volume.data.min()), float(volume.data.max())
+        self.data_range = (high - low) or 1.0
+        is_ct = volume.modality.upper() == "CT" or low < -500  # air in Hounsfield units
+        self.crosshair = (volume.shape[0] // 2, volume.shape[1] // 2, volume.shape[2] // 2)
+        self.apply_preset(CT_DEFAULT if is_ct else MR_AUTO)
+        self.recent.add(path)
+        self.events.scan_opened.emit(volume, str(path))
+
+    # -- navigation ---------------------------------------------------------------------------
+    def set_cursor(self, ijk: tuple[int, int, int]) -> None:
+        """Move the crosshair to voxel `ijk` (clamped into the scan)."""
+        if self.volume is None:
+            return
+        old, self.crosshair = self.crosshair, clamp_voxel(self.volume.shape, ijk)
+        self.events.cursor_moved.emit([v for v in VIEWS if old[AXES[v]] != self.crosshair[AXES[v]]])
+
+    def move_slice(self, view: str, index: int) -> None:
+        """Show slice `index` in `view`; the crosshair keeps its place in that plane."""
+        ijk = list(self.crosshair)
+        ijk[AXES[view]] = index
+        self.set_cursor((ijk[0], ijk[1], ijk[2]))
+
+    def point(self, view: str, row: int, col: int) -> None:
+        """The reader clicked pixel (row, col) of `view`: the crosshair goes there."""
+        if self.volume is not None:
+            self.set_cursor(self.voxel_shown(view, row, col))
+
+    def voxel_shown(self, view: str, row: int, col: int) -> tuple[int, int, int]:
+        assert self.volume is not None
+        return voxel_at(self.volume.shape, view, self.crosshair[AXES[view]], row, col)
+
+    def crosshair_position(self, view: str) -> tuple[int, int]:
+        """(row, col) of the crosshair in `view`."""
+        assert self.volume is not None
+        return display_position(self.volume.shape, view, self.crosshair)
+
+    # -- window / level -----------------------------------------------------------------------
+    def apply_preset(self, name: str) -> None:
+        if self.volume is not None:
+            self.preset = name
+            self._set_window(window_for(name, self.volume.data))
+
+    def drag_window(self, dx: float, dy: float) -> None:
+        self._set_window(self.window_level.dragged(dx, dy, self.data_range))
+
+    def _set_window(self, wl: WindowLevel) -> None:
+        self.window_level = wl
+        self.events.window_changed.emit(wl)
+
+    # -- what the views draw ------------------------------------------------------------------
+    def image(self, view: str) -> np.ndarray:
+        assert self.volume is not None
+        return get_slice(self.volume.data, view, self.crosshair[AXES[view]])
+
+    def slice_layers(self, view: str, map_name: str, outlined: bool, show_truth: bool) -> SliceLayers:
+        """Labels (filled or `outlined`), the uncertainty map, the reference outline and the title note."""
+        assert self.volume is not None
+        index = self.crosshair[AXES[view]]
+        result, run = self.result, self.run
+        labels = heatmap = None
+        note = ""
+        if result is not None and run is not None:
+            labels = get_slice(result.segmentation, view, index)
+            labels = outline(labels) if outlined else labels
+            heatmap = get_slice(result.maps[map_name], view, index)
+            note = slice_note(result, run, view, index)
+        truth = outline(get_slice(self.truth, view, index)) if self.truth is not None and show_truth else None
+        return SliceLayers(index, slice_count(self.volume.shape, view), labels, heatmap, truth, note)
+
+    def describe_voxel(self, ijk: tuple[int, int, int], map_name: str) -> str:
+        return describe_voxel(self.volume, self.result, ijk, map_name, self.label_names())
+
+    def label_names(self) -> dict[int, str]:
+        return self.spec.label_names if self.spec is not None else {}
+
+    def findings(self, map_name: str) -> Findings | None:
+        if self.result is None or self.spec is None:
+            return None
+        return findings(self.result, self.spec.label_names, map_name, self.truth)
+
+    # -- model and runs -----------------------------------------------------------------------
+    def choose_model(self, spec: ModelSpec | None) -> None:
+        if spec is not None and spec is not self.spec:
+            self.spec = spec
+            self.events.model_changed.emit(spec)
+
+    def request_run(self, spec: ModelSpec | None, run: RunSettings | None) -> RunOutcome:
+        """Show the result of `run` (cached, partial or new) and have the runner segment what is missing,
+        the slice on screen first."""
+        if self.volume is None or spec is None or run is None:
+            return RunOutcome.NOTHING
+        self.choose_model(spec)
+        volume = self.volume
+        result = self.cache.get_or_create(run, lambda: VolumeResult.for_model(volume, spec))
+        self.result, self.run = result, run
+        self.events.result_shown.emit(result)
+        if self.runner.is_computing(result):
+            return RunOutcome.RUNNING
+        if result.complete:
+            self.runner.cancel()
+            return RunOutcome.CACHED
+        self.runner.start(
+            spec, run, volume, result, missing_slices(result, self.crosshair[AXES[result.axis]])
+        )
+        return RunOutcome.STARTED
+
+    def is_shown(self, result: VolumeResult) -> bool:
+        return result is self.result
+
+    def segmented(self) -> tuple[int, int]:
+        """(finished, total) slices of the result on screen; (0, 0) without one."""
+        if self.result is None:
+            return 0, 0
+        return int(self.result.finished.sum()), int(self.result.finished.size)
+
+    def slice_done(self, result: VolumeResult, index: int, finished: bool) -> None:
+        """The runner put slice `index` into `result` (`finished`, or a preview from the chips so far)."""
+        if result is self.result:
+            views = [v for v in VIEWS if v != result.axis or self.crosshair[AXES[v]] == index]
+            self.events.slice_updated.emit(views, finished)
+
+    def run_ended(self, result: VolumeResult) -> None:
+        """A run into `result` stopped: its labels may have been post-processed, its previews dropped."""
+        if result is self.result:
+            self.events.run_ended.emit(result)
+
+    # -- reference segmentation ---------------------------------------------------------------
+    def set_truth(self, truth: np.ndarray, name: str, scan: Volume) -> None:
+        """The reference read for `scan` by `load_ground_truth`; dropped if another scan is open by now."""
+        if scan is self.volume:
+            self.truth = truth
+            self.events.truth_loaded.emit(name)
+
+    # -- export -------------------------------------------------------------------------------
+    def export_folder(self) -> str:
+        """Where the export dialog starts: the last export folder, else the scan's folder."""
+        default = str(Path(self.volume.source).parent) if self.volume is not None else str(Path.home())
+        return str(self.store.value("export_dir", default))
+
+    def export_would_replace(self, folder: str | Path) -> list[str]:
+        """The names of files an export to `folder` would replace."""
+        return [
+            name
+            for name in (SEGMENTATION, UNCERTAINTY, PROBABILITY, SUMMARY)
+            if (Path(folder) / name).exists()
+        ]
+
+    def export(self, folder: str | Path, map_name: str, uncertainty: bool, probability: bool) -> list[Path]:
+        """The result on screen as `engine.export` writes it (the CLI's file names) in `folder`.
+
+        `map_name` is the uncertainty map written; raises `ScanError` if the disk refuses.
+        """
+        if self.result is None or self.run is None or self.spec is None:
+            return []
+        paths = write_results(
+            self.result,
+            Path(folder),
+            self.spec,
+            self.run,
+            map_name,
+            uncertainty=uncertainty,
+            probability=probability,
+        )
+        self.store.setValue("export_dir", str(folder))
+        return list(paths.values())

@@ -1,0 +1,298 @@
+"""The main window: wiring only. It lays out the widgets, turns the user's intent into calls on the
+`ReadingSession`, redraws what the session's events say has changed, and reports the inference
+runner's progress. Slow work (reading a file, inference) always runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QMainWindow, QMessageBox, QWidget
+from superqt.utils import qthrottled
+
+from engine.model_store import ModelSpec, default_model, list_models
+from engine.pipeline import VolumeResult
+from engine.preprocessing import slice_count
+from engine.volume import ScanError, Volume
+from viewer.session.display import VIEWS, WindowLevel
+from viewer.session.readout import describe_run, map_label
+from viewer.session.session import ReadingSession, RunOutcome
+from viewer.widgets.colour_bar import ColourBar
+from viewer.widgets.export_dialog import ask_export_folder
+from viewer.widgets.findings_panel import FindingsPanel
+from viewer.widgets.inference_worker import InferenceRunner
+from viewer.widgets.layout import add_docks, central_area, readout_line, run_line
+from viewer.widgets.menus import build_menus
+from viewer.widgets.model_panel import ModelPanel
+from viewer.widgets.opening import Opener
+from viewer.widgets.overlay_panel import OverlayPanel
+from viewer.widgets.run_status import RunStatus
+from viewer.widgets.view_grid import ViewGrid
+
+
+class MainWindow(QMainWindow):
+    """`aimc-viewer`'s window. Signals let tests and scripts wait for what happens in the background.
+
+    `specs` defaults to the installed models; `runner` lets several windows share programmed chips.
+    """
+
+    scanLoaded = Signal(object)  # Volume
+    openFailed = Signal(str)  # message shown to the user
+    resultShown = Signal(object)  # VolumeResult now on screen
+    exported = Signal(list)  # paths written
+
+    def __init__(
+        self,
+        specs: list[ModelSpec] | None = None,
+        settings: QSettings | None = None,
+        runner: InferenceRunner | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("AIMC viewer")
+        self.setAcceptDrops(True)
+        self.runner = runner if runner is not None else InferenceRunner()
+        self.runner.setParent(self)
+        self.session = ReadingSession(
+            settings if settings is not None else QSettings("aimc", "aimc-viewer"), self.runner
+        )
+        self.active_view = "axial"
+        self._hovering = False  # the readout follows the mouse over an image, else the crosshair
+        installed = specs is None
+        specs = list_models() if installed else specs
+        self.grid, self.colour_bar, self.run_label, self.readout = (
+            ViewGrid(),
+            ColourBar(),
+            run_line(),
+            readout_line(),
+        )
+        self.model_panel, self.overlay_panel, self.findings = (
+            ModelPanel(specs or []),
+            OverlayPanel(),
+            FindingsPanel(),
+        )
+        self.setCentralWidget(central_area(self.run_label, self.grid, self.colour_bar, self.readout))
+        add_docks(self, self.model_panel, self.overlay_panel, self.findings)
+        self.progress = RunStatus(self, self.runner, self.session)
+        self.files = Opener(self, self.session)
+        if installed and specs:
+            index = self.model_panel.model_combo.findData(default_model().name)
+            self.model_panel.model_combo.setCurrentIndex(max(index, 0))
+        self.menus = build_menus(self)
+        self._refresh_findings = qthrottled(self._update_findings, timeout=300, parent=self)
+        self._connect()
+        self.session.choose_model(self.model_panel.spec())
+        self.statusBar().showMessage(
+            "Open a scan: File > Open, drag and drop, or a recent file."
+            if specs
+            else "No model installed in resources/models: viewing only."
+        )
+
+    def _connect(self) -> None:
+        session, events = self.session, self.session.events
+        for view in self.grid.views.values():
+            view.sliceChanged.connect(session.move_slice)
+            view.pointed.connect(session.point)
+            view.hovered.connect(self._on_hovered)
+            view.windowDragged.connect(session.drag_window)
+            view.activated.connect(self._set_active_view)
+            view.enlargeRequested.connect(self.set_large_view)
+        self.model_panel.settingsChanged.connect(self._on_model_settings_changed)
+        self.overlay_panel.changed.connect(self._on_overlay_changed)
+        self.overlay_panel.presetChosen.connect(session.apply_preset)
+        self.findings.sliceRequested.connect(session.move_slice)
+        self.menus.recent.aboutToShow.connect(lambda: self.files.fill_recent_menu(self.menus.recent))
+        self.runner.sliceFinished.connect(lambda job, index: session.slice_done(job.result, index, True))
+        self.runner.slicePreviewed.connect(lambda job, index: session.slice_done(job.result, index, False))
+        self.runner.finished.connect(lambda job, complete: session.run_ended(job.result))
+        events.model_changed.connect(lambda spec: self.overlay_panel.set_labels(spec.labels))
+        events.scan_opened.connect(self._on_scan_opened)
+        events.cursor_moved.connect(self._on_cursor_moved)
+        events.window_changed.connect(self._on_window_changed)
+        events.result_shown.connect(self._on_result_shown)
+        events.slice_updated.connect(self._on_slice_updated)
+        events.run_ended.connect(lambda result: self._redraw_result())
+        events.truth_loaded.connect(self._on_truth_loaded)
+
+    # -- opening ------------------------------------------------------------------------------
+    def _on_scan_opened(self, volume: Volume, path: str) -> None:
+        for name, view in self.grid.views.items():
+            view.set_geometry(volume.shape, volume.spacing, slice_count(volume.shape, name))
+        self.overlay_panel.set_truth_loaded(None)
+        self.findings.clear()
+        for name in VIEWS:
+            self._refresh_view(name)
+        self._update_readout()
+        name = Path(path).name
+        self.setWindowTitle(f"{name} — AIMC viewer")
+        spacing = " × ".join(f"{s:.2f}" for s in volume.spacing)
+        self.statusBar().showMessage(
+            f"Opened {name}: {' × '.join(map(str, volume.shape))} voxels, {spacing} mm", 8000
+        )
+        self.scanLoaded.emit(volume)
+        QTimer.singleShot(0, self.request_run)  # next event-loop turn: no single long UI step
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+        if any(url.isLocalFile() for url in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
+        self.files.drop(event)
+
+    def _on_truth_loaded(self, name: str) -> None:
+        self.overlay_panel.set_truth_loaded(name)
+        self._update_findings()
+
+    # -- inference ----------------------------------------------------------------------------
+    def _on_model_settings_changed(self) -> None:
+        self.session.choose_model(self.model_panel.spec())
+        self.request_run()
+
+    def request_run(self) -> None:
+        """Show the result of the current settings (cached or partial) and segment what is missing."""
+        outcome = self.session.request_run(self.model_panel.spec(), self.model_panel.run_settings())
+        if outcome is RunOutcome.CACHED and self.session.run is not None:
+            self.statusBar().showMessage(f"Cached result: {describe_run(self.session.run)}", 5000)
+
+    def _on_result_shown(self, result: VolumeResult) -> None:
+        self._redraw_result(findings=False)
+        QTimer.singleShot(
+            0, self._update_findings
+        )  # its statistics cover the whole volume: a turn of their own
+        self.resultShown.emit(result)
+
+    def _update_run_label(self) -> None:
+        run = self.session.run
+        done, total = self.session.segmented()
+        self.run_label.setText(
+            f"{describe_run(run)}   ·   {done}/{total} slices segmented" if run else "No result"
+        )
+
+    def _on_slice_updated(self, views: list[str], finished: bool) -> None:
+        for name in views:
+            self._refresh_overlays(name)
+        self._update_readout()
+        if finished:
+            self._update_run_label()
+            self._refresh_findings()
+
+    # -- navigation ---------------------------------------------------------------------------
+    def _set_active_view(self, view: str) -> None:
+        self.active_view = view
+
+    def set_large_view(self, view: str) -> None:
+        self.grid.set_large(view)
+        self.menus.large_views[view].setChecked(True)
+        self.active_view = view
+
+    def step_slice(self, delta: int) -> None:
+        self.grid.views[self.active_view].step(delta)
+
+    def _on_cursor_moved(self, moved: list[str]) -> None:
+        """Views whose slice changed are redrawn; the others only move their crosshair."""
+        for name in VIEWS:
+            if name in moved:
+                self._refresh_view(name)
+            else:
+                self.grid.views[name].set_crosshair(*self.session.crosshair_position(name))
+        self._update_readout()
+
+    def _on_window_changed(self, wl: WindowLevel) -> None:
+        self.overlay_panel.preset_combo.setCurrentText(self.session.preset)
+        for view in self.grid.views.values():
+            view.set_levels((wl.low, wl.high))
+        self.overlay_panel.window_label.setText(f"W {wl.width:.4g}   L {wl.level:.4g}")
+
+    # -- drawing ------------------------------------------------------------------------------
+    def _refresh_view(self, name: str) -> None:
+        wl = self.session.window_level
+        self.grid.views[name].set_image(self.session.image(name), (wl.low, wl.high))
+        self._refresh_overlays(name)
+
+    def _refresh_overlays(self, name: str) -> None:
+        """Labels, heatmap, reference outline, crosshair and title of one view."""
+        if self.session.volume is None:
+            return
+        panel = self.overlay_panel
+        layers = self.session.slice_layers(name, panel.map_name, panel.outline, panel.show_truth)
+        self.grid.views[name].show_layers(
+            layers, panel.overlay_style(), self.session.crosshair_position(name)
+        )
+
+    def _redraw_result(self, findings: bool = True) -> None:
+        """All that shows the result: the run line, every view's overlays, the readout, the findings."""
+        self._update_run_label()
+        for name in VIEWS:
+            self._refresh_overlays(name)
+        self._update_readout()
+        if findings:
+            self._update_findings()
+
+    def _on_overlay_changed(self) -> None:
+        panel = self.overlay_panel
+        self.colour_bar.show_map(map_label(panel.map_name), panel.map_levels, panel.heatmap_lut())
+        self.colour_bar.setVisible(panel.heatmap_opacity > 0)
+        for name in VIEWS:
+            self._refresh_overlays(name)
+        self._refresh_findings()
+
+    def _update_findings(self) -> None:
+        findings = self.session.findings(self.overlay_panel.map_name)
+        if findings is not None:
+            self.findings.show_findings(findings)
+
+    # -- cursor readout -----------------------------------------------------------------------
+    def _on_hovered(self, view: str, row: int, col: int) -> None:
+        """Under the mouse when it is over an image, else at the crosshair."""
+        if self.session.volume is None:
+            return
+        self._hovering = row >= 0
+        if self._hovering:
+            ijk = self.session.voxel_shown(view, row, col)
+            self.readout.setText(
+                "mouse      " + self.session.describe_voxel(ijk, self.overlay_panel.map_name)
+            )
+        else:
+            self._update_readout()
+
+    def _update_readout(self) -> None:
+        if not self._hovering and self.session.volume is not None:
+            text = self.session.describe_voxel(self.session.crosshair, self.overlay_panel.map_name)
+            self.readout.setText("crosshair  " + text)
+
+    # -- export -------------------------------------------------------------------------------
+    def export_results(self) -> None:
+        """Ask for a folder, then write the segmentation (and the chosen maps) aligned with the scan."""
+        folder = ask_export_folder(self, self.session)
+        if folder:
+            self.export_to(folder)
+
+    def export_to(self, folder: str | Path) -> list[Path]:
+        """Write the files; on failure say why. The result stays open either way, nothing is lost."""
+        menus = self.menus
+        try:
+            written = self.session.export(
+                folder,
+                self.overlay_panel.map_name,
+                menus.export_uncertainty.isChecked(),
+                menus.export_probability.isChecked(),
+            )
+        except (ScanError, OSError) as exc:
+            QMessageBox.critical(
+                self,
+                "Export failed",
+                f"{exc}\n\nThe results are still open; nothing was lost. Choose another place.",
+            )
+            return []
+        if written:
+            self.statusBar().showMessage(f"Exported {', '.join(p.name for p in written)} to {folder}", 10000)
+            self.exported.emit(written)
+        return written
+
+    # -- closing ------------------------------------------------------------------------------
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        """Stop inference; the worker ends on its own within one MC sample."""
+        self.runner.cancel()
+        super().closeEvent(event)
