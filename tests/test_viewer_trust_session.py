@@ -20,14 +20,14 @@ from engine.inference import Segmenter
 from engine.model_store import ModelSpec, find_model, list_models
 from engine.pipeline import VolumeResult, run_slices
 from engine.run_settings import RunSettings
-from engine.trust import calibration_for, verdict
+from engine.trust import TrustCalibration, Verdict, calibration_for, verdict
 from engine.volume import Volume, load_scan
 from tests.conftest import SHARED_DATA
 from tests.test_viewer_session import DictStore, FakeRunner
 from viewer.session.background import Immediate, Latest
-from viewer.session.notices import OUTSIDE, RUN_ANYWAY, Level, title_mark
+from viewer.session.notices import OUTSIDE, RUN_ANYWAY, Level, title_mark, verdict_notice
 from viewer.session.session import ReadingSession, RunOutcome
-from viewer.session.verdicts import VerdictState
+from viewer.session.verdicts import CaseVerdict, VerdictState
 
 SAMPLE = Path(__file__).resolve().parent.parent / "resources" / "samples" / "lgg_sample.nii.gz"
 CT = SHARED_DATA / "ct_example" / "example_ct_sm.nii.gz"
@@ -138,7 +138,9 @@ def test_a_scan_no_model_fits_runs_nothing_until_the_reader_asks_and_then_carrie
     assert runner.started == [] and session.result is None and seen["result_shown"][-1] == (None,)
     banner = session.gate_notice()
     assert banner.level is Level.DANGER and banner.headline == "No installed model fits this scan"
-    assert "negative (CT-like)" in banner.detail and "Nothing was run" in banner.detail
+    assert "negative (CT-like)" in banner.detail and banner.detail.startswith(
+        "nothing was run. lgg_unet_hwa: "
+    )
     assert banner.action == RUN_ANYWAY and not session.outside_domain
     assert session.case_verdict().state is VerdictState.NO_RESULT
 
@@ -219,7 +221,7 @@ def test_no_verdict_for_a_partial_result_then_the_verdict_once_complete(sample_r
     range_text = f"{expected.expected_dice:.2f} ({expected.low:.2f}–{expected.high:.2f})"
     if expected.review:
         assert notice.level is Level.REVIEW and notice.headline == "Review carefully"
-        assert f"expected Dice {range_text}" in notice.detail
+        assert f"Expected Dice {range_text}" in notice.detail
     else:
         assert notice.level is Level.GOOD and notice.headline == f"Expected Dice {range_text}"
     assert ("out of distribution" if expected.out_of_distribution else "in distribution") in notice.detail
@@ -237,7 +239,11 @@ def test_lesions_appear_for_the_complete_result_ranked_and_a_click_centres_the_v
     found = seen["findings_ready"][-1][0]
     threshold = calibration_for(session.spec, "digital").lesion_review_above
     assert found.lesions == lesions(session.result, "entropy", review_above=threshold) and found.lesions
-    assert found.lesion_note.startswith(f"Flagged for review: mean entropy above {threshold:.3f}")
+    flagged = sum(lesion.review for lesion in found.lesions)
+    rule = f"mean entropy above {threshold:.3f}, the model's calibrated threshold"
+    assert found.lesion_note == (
+        f"{flagged} flagged for review: {rule}." if flagged else f"None flagged ({rule})."
+    )
     uncertainties = [lesion.mean_uncertainty for lesion in found.lesions]
     assert uncertainties == sorted(uncertainties, reverse=True)
     top = found.lesions[0]
@@ -333,3 +339,31 @@ def test_latest_runs_one_piece_of_work_at_a_time_and_only_the_newest_waiting_one
     manual.run_all()
     manual.run_all()
     assert answers == [0, 3] and manual.queued == []
+
+
+def test_verdict_banner_words_and_colour_follow_the_verdict() -> None:
+    cal = TrustCalibration(
+        "pairwise_dice", (0.5, 1.0), (0.5, 0.9), -0.1, 0.05, 0.7, 0.3, 3.0, (0.0, 1.0), "val: 9"
+    )
+
+    def notice(expected: float, ood: float):
+        review = ood > cal.ood_threshold or expected < cal.review_below
+        v = Verdict(
+            review, expected, expected - 0.1, expected + 0.05, ood > 3.0, ood, "pairwise_dice", 0.8, ""
+        )
+        return verdict_notice(CaseVerdict(VerdictState.READY, v, cal))
+
+    good = notice(0.85, 1.0)
+    assert good.level is Level.GOOD and good.headline == "Expected Dice 0.85 (0.75–0.90)"
+    assert (
+        "in distribution (OOD score 1.0, limit 3.0)" in good.detail
+        and "agreement between chips" in good.detail
+    )
+    low = notice(0.55, 1.0)
+    assert low.level is Level.REVIEW and low.headline == "Review carefully"
+    assert low.detail.startswith("the expected Dice is below 0.70. Expected Dice 0.55 (0.45–0.60)")
+    ood = notice(0.85, 5.0)
+    assert ood.level is Level.REVIEW and ood.detail.startswith("out of distribution")
+    empty = notice(float("nan"), 1.0)
+    assert empty.level is Level.INFO and empty.headline == "Nothing segmented"
+    assert verdict_notice(CaseVerdict(VerdictState.FAILED, note="boom")).level is Level.REVIEW

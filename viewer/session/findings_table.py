@@ -61,7 +61,8 @@ def findings(
 ) -> Findings:
     """The findings of `result` so far under `map_name`; `truth` adds Dice over the finished slices.
 
-    `review`: the lesion review threshold for `map_name` (None: no flags) and what the flags mean.
+    `review`: the lesion review threshold for `map_name` and its rule in words, or None and why there
+    are no flags (`verdicts.lesion_review`).
     """
     done, total = int(result.finished.sum()), int(result.finished.size)
     volumes = result.label_volumes_ml()
@@ -79,7 +80,15 @@ def findings(
         note = f"Lesions are listed once all {total} slices are segmented."
     else:
         found = lesions(result, map_name, review_above=review[0])
-        note = review[1] if found else "No lesion segmented."
+        flagged = sum(lesion.review for lesion in found)
+        if not found:
+            note = "No lesion segmented."
+        elif review[0] is None:
+            note = review[1]
+        else:
+            note = (
+                f"{flagged} flagged for review: {review[1]}." if flagged else f"None flagged ({review[1]})."
+            )
     return Findings(
         axis=result.axis,
         map_name=map_name,

@@ -75,15 +75,15 @@ def gate_notice(gate: Gate | None, model: str | None, blocked: bool, forced: boo
         return Notice(
             Level.DANGER,
             "No installed model fits this scan",
-            f"{model}: {fit.explain()}. None of the other {others} models fits either (their reasons are "
-            "in the model list). Nothing was run.",
+            f"nothing was run. {model}: {fit.explain()}. None of the other {others} models fits either "
+            "(their reasons are in the model list).",
             RUN_ANYWAY,
         )
     if blocked:
         return Notice(
             Level.DANGER,
             f"{model} does not fit this scan",
-            f"{fit.explain()}. {gate.chosen} fits it. Nothing was run.",
+            f"nothing was run. {fit.explain()}; {gate.chosen} fits it.",
             RUN_ANYWAY,
         )
     previous = gate.fit(gate.previous) if gate.previous is not None else None
@@ -140,7 +140,11 @@ def verdict_notice(case: CaseVerdict, slices: str = "") -> Notice:
     reasons = [ood] if v.out_of_distribution else []
     if v.expected_dice < cal.review_below:
         reasons.insert(0, f"the expected Dice is below {cal.review_below:.2f}")
-    return Notice(Level.REVIEW, "Review carefully", f"{expected}; {'; '.join(reasons)}; {source}")
+    return Notice(
+        Level.REVIEW,
+        "Review carefully",
+        f"{'; '.join(reasons)}. {expected[0].upper()}{expected[1:]}, {source}",
+    )
 
 
 def title_mark(outside: bool) -> str:

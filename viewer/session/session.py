@@ -40,7 +40,7 @@ from viewer.session.events import SessionEvents
 from viewer.session.findings_table import findings
 from viewer.session.gate import Gate, check_scan
 from viewer.session.notices import Notice, fit_line, gate_notice, verdict_notice
-from viewer.session.readout import describe_voxel, slice_note
+from viewer.session.readout import describe_voxel, run_line, slice_note
 from viewer.session.recent_files import RecentFiles, SettingsStore
 from viewer.session.result_cache import ResultCache, missing_slices
 from viewer.session.verdicts import CaseVerdict, Verdicts, VerdictState, lesion_review
@@ -267,6 +267,12 @@ class ReadingSession:
         if model is None and self.spec is not None:
             model = self.spec.name
         return gate_notice(self.gate, model, self.blocked is not None, self.outside_domain)
+
+    def run_line(self) -> str:
+        if self.blocked is not None:
+            return f"{self.blocked} was not run: it does not fit this scan"
+        done, total = self.segmented()
+        return run_line(self.run, done, total, self.outside_domain)
 
     def fit_line(self, model: str) -> tuple[bool | None, str]:
         """Whether `model` fits the open scan, and why, for the model panel."""

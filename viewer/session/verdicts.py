@@ -42,14 +42,15 @@ class CaseVerdict:
 
 
 def lesion_review(spec: ModelSpec, mode: str, map_name: str) -> tuple[float | None, str]:
-    """The uncertainty above which a lesion is flagged under `map_name`, and what the flags mean."""
+    """The uncertainty above which a lesion is flagged under `map_name` and the rule in words; without
+    one (None), the sentence that says why there are no flags."""
     calibration = calibration_for(spec, mode)
     if calibration is None:
         return None, f"No review flags: {NO_CALIBRATION}."
     if map_name != LESION_MAP or not calibration.lesion_review_above:
         return None, "Review flags are calibrated on the predictive entropy map: choose it to see them."
     threshold = calibration.lesion_review_above
-    return threshold, f"Flagged for review: mean entropy above {threshold:.3f} (the model's calibration)."
+    return threshold, f"mean entropy above {threshold:.3f}, the model's calibrated threshold"
 
 
 class Verdicts:
