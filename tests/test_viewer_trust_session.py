@@ -291,11 +291,12 @@ def test_export_records_the_verdict_the_gate_and_the_lesions(sample_run, tmp_pat
 def test_a_model_without_calibration_says_so_and_exports_why(specs, tmp_path) -> None:
     spec = find_model("lgg_unet_digital")
     assert not spec.trust, "this test needs a model without a trust calibration"
-    session, _, _ = _session(specs)
+    session, runner, _ = _session(specs)
     volume = _scan(SAMPLE)
     session.open(volume, SAMPLE)
     session.request_run(spec, RunSettings(model=spec.name, mode="digital"))
     session.result.finished[:] = True  # complete, nothing segmented
+    runner.computing = None  # the run ended
     session.run_ended(session.result)
     assert session.case_verdict().state is VerdictState.UNCALIBRATED
     assert session.verdict_notice().headline == "No trust calibration for this model"
@@ -306,10 +307,11 @@ def test_a_model_without_calibration_says_so_and_exports_why(specs, tmp_path) ->
 
 
 def test_a_forced_run_outside_the_domain_exports_the_gates_reasons_and_no_nan(specs, tmp_path) -> None:
-    session, _, _ = _session(specs)
+    session, runner, _ = _session(specs)
     session.open(_scan(CT), CT)
     session.request_run(session.spec, _digital(session), deliberate=True)
     session.result.finished[:] = True  # complete: nothing segmented, so no expected Dice
+    runner.computing = None  # the run ended
     session.run_ended(session.result)
     notice = session.verdict_notice()
     assert notice.headline in ("Review carefully: nothing segmented", "Nothing segmented")
@@ -367,3 +369,24 @@ def test_verdict_banner_words_and_colour_follow_the_verdict() -> None:
     empty = notice(float("nan"), 1.0)
     assert empty.level is Level.INFO and empty.headline == "Nothing segmented"
     assert verdict_notice(CaseVerdict(VerdictState.FAILED, note="boom")).level is Level.REVIEW
+
+
+def test_lesions_and_verdict_wait_for_the_end_of_the_run_not_only_the_last_slice(specs) -> None:
+    """Between the last slice and the end of its run the labels are not post-processed yet."""
+    session, runner, seen = _session(specs)
+    session.open(_scan(SAMPLE), SAMPLE)
+    session.request_run(session.spec, _digital(session))
+    result = session.result
+    result.finished[:] = True
+    result.segmentation[100:110, 100:110, 10:12] = 1  # a lesion the post-processing could still remove
+    assert runner.is_computing(result) and not session.settled(result)
+    session.refresh_findings("entropy")
+    assert seen["findings_ready"][-1][0].lesions is None
+    assert seen["findings_ready"][-1][0].lesion_note == "Lesions are listed once the run has finished."
+    session.slice_done(result, 26, True)
+    assert session.verdicts.get(result) is None  # not started on raw labels
+    runner.computing = None  # the run ends
+    session.run_ended(result)
+    assert session.case_verdict().state is VerdictState.READY
+    session.refresh_findings("entropy")
+    assert len(seen["findings_ready"][-1][0].lesions) == 1

@@ -51,8 +51,9 @@ def window(qtbot, tmp_path, specs):
     qtbot.waitExposed(win)
     yield win
     win.runner.cancel()
+    win.background.stop()  # answers still to come would reach widgets about to be deleted
     assert QThreadPool.globalInstance().waitForDone(120_000), "a worker thread is still running"
-    qtbot.waitUntil(lambda: not win.runner.busy and not win.background.busy)
+    qtbot.waitUntil(lambda: not win.runner.busy and not win.background.busy, timeout=30_000)
 
 
 def _open(qtbot, window: MainWindow, path: Path) -> Volume:
@@ -122,7 +123,9 @@ def test_lgg_sample_gets_its_model_then_the_verdict_only_once_complete_and_lesio
     row, col = window.session.crosshair_position("axial")
     height, width = pixel_size_mm(volume.spacing, "axial")
     x, y = (col + 0.5) * width, (row + 0.5) * height
-    assert x1 - x0 < 128 and abs(x - (x0 + x1) / 2) < 1 and abs(y - (y0 + y1) / 2) < 1  # centred, still zoomed
+    assert (
+        x1 - x0 < 128 and abs(x - (x0 + x1) / 2) < 1 and abs(y - (y0 + y1) / 2) < 1
+    )  # centred, still zoomed
 
     written = window.exporter.export_to(tmp_path / "out")
     assert written
@@ -178,4 +181,5 @@ def test_hippocampus_gets_its_model_without_calibration_and_the_lgg_sample_switc
     assert window.trust.gate_banner.notice.headline == "Model switched to lgg_unet_hwa"
     qtbot.waitUntil(lambda: len(started) == 2, timeout=10_000)
     assert started[1].spec.name == "lgg_unet_hwa"
-    window.runner.cancel()
+    window.runner.cancel()  # and wait: pytest-qt deletes the window before the fixture's teardown runs
+    qtbot.waitUntil(lambda: not window.runner.busy, timeout=60_000)

@@ -58,11 +58,13 @@ def findings(
     map_name: str,
     truth: np.ndarray | None = None,
     review: tuple[float | None, str] = (None, ""),
+    final: bool = True,
 ) -> Findings:
     """The findings of `result` so far under `map_name`; `truth` adds Dice over the finished slices.
 
     `review`: the lesion review threshold for `map_name` and its rule in words, or None and why there
-    are no flags (`verdicts.lesion_review`).
+    are no flags (`verdicts.lesion_review`). `final`: the run has ended (post-processing applied); lesions
+    are listed only then.
     """
     done, total = int(result.finished.sum()), int(result.finished.size)
     volumes = result.label_volumes_ml()
@@ -78,6 +80,8 @@ def findings(
     found: list[Lesion] | None = None
     if not result.complete:
         note = f"Lesions are listed once all {total} slices are segmented."
+    elif not final:
+        note = "Lesions are listed once the run has finished."
     else:
         found = lesions(result, map_name, review_above=review[0])
         flagged = sum(lesion.review for lesion in found)

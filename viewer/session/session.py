@@ -18,8 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from engine.export import PROBABILITY, SEGMENTATION, SUMMARY, UNCERTAINTY, write_results
-from engine.findings import lesions
+from engine.export import write_results
 from engine.model_store import ModelSpec
 from engine.pipeline import VolumeResult
 from engine.preprocessing import AXES, get_slice, slice_count
@@ -37,6 +36,7 @@ from viewer.session.display import (
     window_for,
 )
 from viewer.session.events import SessionEvents
+from viewer.session.exporting import trust_record, would_replace
 from viewer.session.findings_table import findings
 from viewer.session.gate import Gate, check_scan
 from viewer.session.notices import Notice, fit_line, gate_notice, verdict_notice
@@ -236,12 +236,17 @@ class ReadingSession:
         result, spec, run, truth = self.result, self.spec, self.run, self.truth
         if result is None or spec is None or run is None:
             return
-        review = lesion_review(spec, run.mode, map_name)
+        review, final = lesion_review(spec, run.mode, map_name), self.settled(result)
         self._findings.submit(
-            lambda: findings(result, spec.label_names, map_name, truth, review),
+            lambda: findings(result, spec.label_names, map_name, truth, review, final),
             lambda found: self.events.findings_ready.emit(found) if result is self.result else None,
             lambda message: None,  # a partial result read while it was written: the next refresh redoes it
         )
+
+    def settled(self, result: VolumeResult) -> bool:
+        """Every slice is in and its run has ended, the model's post-processing applied: its lesions and
+        verdict may be read (between the last slice and the end of the run, the labels are still raw)."""
+        return result.complete and not self.runner.is_computing(result)
 
     # -- trust --------------------------------------------------------------------------------
     @property
@@ -283,8 +288,9 @@ class ReadingSession:
             self.events.trust_changed.emit()
 
     def _assess(self) -> None:
-        if self.result is not None and self.spec is not None and self.run is not None:
-            self.verdicts.assess(self.result, self.spec, self.run.mode)
+        result, spec, run = self.result, self.spec, self.run
+        if result is not None and spec is not None and run is not None and self.settled(result):
+            self.verdicts.assess(result, spec, run.mode)
 
     # -- model and runs -----------------------------------------------------------------------
     def choose_model(self, spec: ModelSpec | None) -> None:
@@ -366,12 +372,7 @@ class ReadingSession:
         return str(self.store.value("export_dir", default))
 
     def export_would_replace(self, folder: str | Path) -> list[str]:
-        """The names of files an export to `folder` would replace."""
-        return [
-            name
-            for name in (SEGMENTATION, UNCERTAINTY, PROBABILITY, SUMMARY)
-            if (Path(folder) / name).exists()
-        ]
+        return would_replace(folder)
 
     def export(self, folder: str | Path, map_name: str, uncertainty: bool, probability: bool) -> list[Path]:
         """The result on screen as `engine.export` writes it (the CLI's file names) in `folder`, with the
@@ -382,9 +383,7 @@ class ReadingSession:
         result, run, spec = self.result, self.run, self.spec
         if result is None or run is None or spec is None:
             return []
-        found = None
-        if result.complete:
-            found = lesions(result, map_name, review_above=lesion_review(spec, run.mode, map_name)[0])
+        trust = trust_record(result, spec, run, map_name, self.gate, self.verdicts, self.settled(result))
         paths = write_results(
             result,
             Path(folder),
@@ -393,9 +392,7 @@ class ReadingSession:
             map_name,
             uncertainty=uncertainty,
             probability=probability,
-            verdict=self.verdicts.now(result, spec, run.mode),
-            fit=self.gate.fit(spec.name) if self.gate is not None else None,
-            lesions=found,
+            **trust,
         )
         self.store.setValue("export_dir", str(folder))
         return list(paths.values())

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 
 from viewer.session.findings_table import Findings
 
-COLUMNS = ("Label", "mL", "Mean unc.", "Dice")
+COLUMNS = ("Label", "mL", "Unc.", "Dice")
 COLUMN_TIPS = (
     "Label of the model",
     "Segmented volume in millilitres",
@@ -52,6 +52,7 @@ def _table(columns: tuple[str, ...], tips: tuple[str, ...], numbers_fit: bool = 
         if item is not None:
             item.setToolTip(tip)
     table.verticalHeader().setVisible(False)
+    table.setWordWrap(False)  # a long label name is elided (full in its tooltip), rows keep one line
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
     fit, stretch = QHeaderView.ResizeMode.ResizeToContents, QHeaderView.ResizeMode.Stretch
     table.horizontalHeader().setSectionResizeMode(stretch if numbers_fit else fit)
@@ -62,6 +63,7 @@ def _table(columns: tuple[str, ...], tips: tuple[str, ...], numbers_fit: bool = 
 def _fill_row(table: QTableWidget, row: int, cells: tuple[str, ...]) -> None:
     for col, text in enumerate(cells):
         item = QTableWidgetItem(text)
+        item.setToolTip(text)
         if col:
             item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         table.setItem(row, col, item)
@@ -159,9 +161,9 @@ class FindingsPanel(QWidget):
         found = findings.lesions or []
         flagged = sum(lesion.review for lesion in found)
         self.lesion_title.setText(
-            f"{len(found)} lesion{'s' if len(found) != 1 else ''}, most uncertain first"
+            "Most uncertain first"
             + (f", {flagged} to review" if flagged else "")
-            + "; click one to centre the views"
+            + "; click to centre the views"
             if found
             else ""
         )

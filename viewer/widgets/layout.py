@@ -17,8 +17,12 @@ def run_line() -> QElidingLabel:
 
 
 def readout_line() -> QLabel:
-    """What is at the crosshair or under the mouse; selectable, so a reader can copy a position."""
-    label = QLabel(" ")
+    """What is at the crosshair or under the mouse; selectable, so a reader can copy a position.
+
+    Elided rather than as wide as its text: a long readout must not widen the window past a small
+    screen, nor (wrapped) change the views' height as the mouse moves.
+    """
+    label = QElidingLabel(" ")
     label.setStyleSheet("font-family: monospace; padding: 2px;")
     label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
     return label
