@@ -7,7 +7,7 @@ noise accumulated up to the drift time, which differ from chip to chip) and the 
 output noise of the ADC path, redrawn on every forward). Reads are seeded by (seed, slice, sample),
 so a slice gives the same result whichever order the slices are processed in.
 
-A chip is programmed and drifted by aihwkit, then by default read through `engine.fast_analog`
+A chip is programmed and drifted by aihwkit, then by default read through `engine.analog.fast_layers`
 (the same forward as aihwkit's torch tile without its im2col, several times faster; it adds the
 optional per-read PCM noise `DeviceSettings.read_noise_per_read`); `simulator="aihwkit"` reads it
 through aihwkit's tile instead.
@@ -23,8 +23,8 @@ import threading
 import torch
 from torch import nn
 
-from engine.analog import load_analog, program_chip
-from engine.fast_analog import fast_chip, per_read_pcm_noise, seeded_reads
+from engine.analog.conversion import load_analog, program_chip
+from engine.analog.fast_layers import fast_chip, per_read_pcm_noise, seeded_reads
 from engine.model_store import ANALOG_WEIGHTS, ModelError, ModelSpec, load_digital, load_tensors
 from engine.run_settings import Mode, RunSettings, Simulator
 

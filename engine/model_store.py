@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from engine.architectures import build_network
-from engine.device import DeviceSettings
+from engine.analog.device import DeviceSettings
 from engine.files import atomic_write, atomic_write_json
 from engine.preprocessing import Preprocessing
 

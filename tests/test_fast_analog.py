@@ -16,10 +16,10 @@ from aihwkit.nn.conversion import convert_to_analog
 from aihwkit.simulator.parameters.enums import NoiseManagementType
 from torch import nn
 
-from engine.analog import calibrated_analog, program_chip
+from engine.analog.conversion import calibrated_analog, program_chip
 from engine.architectures import ARCHITECTURES, build_network, default_arguments
-from engine.device import DeviceSettings, rpu_config
-from engine.fast_analog import (FastAnalogConv2d, FastAnalogLinear, add_gaussian_, fast_chip, noise_draws_per_read,
+from engine.analog.device import DeviceSettings, rpu_config
+from engine.analog.fast_layers import (FastAnalogConv2d, FastAnalogLinear, add_gaussian_, fast_chip, noise_draws_per_read,
                                 seeded_reads)
 from engine.inference import Segmenter
 from engine.run_settings import RunSettings
@@ -89,7 +89,7 @@ MULTI = [nn.Conv2d(128, 16, 3, stride=2, padding=1),  # 1152 inputs: 3 tiles of 
 @pytest.fixture(params=["grouped", "per tile"])
 def conv_path(request, monkeypatch):
     """Both ways the fast path runs a multi-tile convolution: grouped (small images), one per tile."""
-    import engine.fast_analog as fa
+    import engine.analog.fast_layers as fa
 
     monkeypatch.setattr(fa, "GROUPED_MAX_PIXELS", 10**9 if request.param == "grouped" else 0)
     return request.param
@@ -122,7 +122,7 @@ def test_with_adc_at_most_one_level_apart(layer, conv_path):
 
 
 def test_one_chip_read_by_either_path_keeps_one_weight_copy(monkeypatch):
-    import engine.fast_analog as fa
+    import engine.analog.fast_layers as fa
 
     fast = fast_chip(_chip(nn.Conv2d(128, 16, 3, padding=1)))
     x = _input(nn.Conv2d(128, 16, 3))
@@ -217,7 +217,7 @@ def test_seeded_reads_repeat_torch_manual_seed_and_ignore_other_threads():
 
 @pytest.mark.parametrize("read_noise", [0.0, 0.05])
 def test_noise_draws_per_read_counts_what_a_read_draws(monkeypatch, read_noise):
-    import engine.fast_analog as fa
+    import engine.analog.fast_layers as fa
 
     layer = _small_tiles(nn.Conv2d(16, 70, 3, padding=1))  # 3 x 2 tiles: each row tile draws for its outputs
     fast = fast_chip(_chip(layer, DeviceSettings(out_noise=0.1)), read_noise=read_noise)

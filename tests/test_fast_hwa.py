@@ -9,8 +9,8 @@ import torch
 from aihwkit.nn.conversion import convert_to_analog
 from torch import nn
 
-from engine.device import DeviceSettings, rpu_config
-from training.fast_hwa import use_fast_hwa
+from engine.analog.device import DeviceSettings, rpu_config
+from engine.analog.hwa_forward import use_fast_hwa
 
 
 def _pair(net: nn.Module, noise: bool):

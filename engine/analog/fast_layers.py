@@ -48,7 +48,7 @@ from aihwkit.simulator.parameters.enums import AnalogMVType, BoundManagementType
 from aihwkit.simulator.tiles.array import TileModuleArray
 from torch import nn
 
-from engine.device import DeviceSettings
+from engine.analog.device import DeviceSettings
 
 
 _reads = threading.local()  # the generator `seeded_reads` set for this thread's reads, if any

@@ -16,7 +16,7 @@ from aihwkit.inference.calibration import InputRangeCalibrationType, calibrate_i
 from aihwkit.nn.conversion import convert_to_analog
 from torch import nn
 
-from engine.device import DeviceSettings, noise_model, rpu_config
+from engine.analog.device import DeviceSettings, noise_model, rpu_config
 
 
 def to_analog(digital: nn.Module, settings: DeviceSettings, exact: bool = False) -> nn.Module:

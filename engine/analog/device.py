@@ -45,7 +45,7 @@ class DeviceSettings:
     train_weight_noise: float = 0.08
     train_clip_sigma: float = 2.5
     # per-read PCM noise (aihwkit's compiled-tile PCM_READ w_noise) at noise level 1; 0 = off.
-    # Only the fast simulator (engine.fast_analog) draws it; aihwkit's torch tile has no such noise.
+    # Only the fast simulator (engine.analog.fast_layers) draws it; aihwkit's torch tile has no such noise.
     read_noise_per_read: float = 0.0
 
     def __post_init__(self) -> None:

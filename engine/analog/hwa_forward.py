@@ -36,7 +36,7 @@ from aihwkit.simulator.tiles.torch_tile import TorchSimulatorTile
 from aihwkit.simulator.tiles.utils import UniformQuantize
 from torch import nn
 
-from engine.fast_analog import _tiles
+from engine.analog.fast_layers import _tiles
 
 
 def _check(tile) -> None:
