@@ -27,7 +27,7 @@ import torch
 
 from engine.analog.conversion import calibrated_analog
 from engine.analog.device import DeviceSettings
-from engine.analog.fast_layers import add_gaussian_, noise_draws_per_read
+from engine.analog.periphery import add_gaussian_, noise_draws_per_read
 from engine.architectures import ARCHITECTURES, default_arguments
 from engine.inference import Segmenter
 from engine.run_settings import RunSettings

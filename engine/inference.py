@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from engine.analog.conversion import load_analog, program_chip
-from engine.analog.fast_layers import fast_chip, per_read_pcm_noise, seeded_reads
+from engine.analog.fast_layers import fast_chip
+from engine.analog.periphery import per_read_pcm_noise, seeded_reads
 from engine.model_store import ANALOG_WEIGHTS, ModelError, ModelSpec, load_digital, load_tensors
 from engine.run_settings import Mode, RunSettings, Simulator
 

@@ -17,10 +17,10 @@ from aihwkit.simulator.parameters.enums import NoiseManagementType
 from torch import nn
 
 from engine.analog.conversion import calibrated_analog, program_chip
-from engine.architectures import ARCHITECTURES, build_network, default_arguments
 from engine.analog.device import DeviceSettings, rpu_config
-from engine.analog.fast_layers import (FastAnalogConv2d, FastAnalogLinear, add_gaussian_, fast_chip, noise_draws_per_read,
-                                seeded_reads)
+from engine.analog.fast_layers import FastAnalogConv2d, FastAnalogLinear, fast_chip
+from engine.analog.periphery import add_gaussian_, noise_draws_per_read, seeded_reads
+from engine.architectures import ARCHITECTURES, build_network, default_arguments
 from engine.inference import Segmenter
 from engine.run_settings import RunSettings
 
@@ -217,14 +217,14 @@ def test_seeded_reads_repeat_torch_manual_seed_and_ignore_other_threads():
 
 @pytest.mark.parametrize("read_noise", [0.0, 0.05])
 def test_noise_draws_per_read_counts_what_a_read_draws(monkeypatch, read_noise):
-    import engine.analog.fast_layers as fa
+    import engine.analog.periphery as periphery
 
     layer = _small_tiles(nn.Conv2d(16, 70, 3, padding=1))  # 3 x 2 tiles: each row tile draws for its outputs
     fast = fast_chip(_chip(layer, DeviceSettings(out_noise=0.1)), read_noise=read_noise)
     x = _input(layer)
     drawn = []
-    real = fa.add_gaussian_
-    monkeypatch.setattr(fa, "add_gaussian_", lambda y, *a: drawn.append(y.numel()) or real(y, *a))
+    real = periphery.add_gaussian_
+    monkeypatch.setattr(periphery, "add_gaussian_", lambda y, *a: drawn.append(y.numel()) or real(y, *a))
     counted = noise_draws_per_read(fast, x)
     assert counted == sum(drawn) == (2 if read_noise else 1) * 3 * 2 * 70 * 17 * 15
 

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 from aihwkit.nn.conversion import convert_to_analog
+from aihwkit.simulator.parameters.enums import NoiseManagementType
 from torch import nn
 
 from engine.analog.device import DeviceSettings, rpu_config
@@ -71,3 +72,16 @@ def test_noise_is_injected_in_training_only():
         spread_ref = torch.stack([ref(x) for _ in range(20)]).std(0).mean()
     assert spread_fast > 0
     assert spread_fast == pytest.approx(spread_ref.item(), rel=0.25)
+
+
+def test_refuses_the_settings_the_inference_path_refuses_but_stochastic_rounding():
+    """One check of supported settings for both fast paths; aihwkit's quantiser rounds stochastically here."""
+    cfg = rpu_config(DeviceSettings(), training=True)
+    cfg.forward.inp_sto_round = True
+    model = convert_to_analog(nn.Linear(4, 3), cfg)
+    for _, tile in model.named_analog_tiles():
+        tile.input_range_update_idx.data.fill_(10_000)
+    use_fast_hwa(model)
+    cfg.forward.noise_management = NoiseManagementType.ABS_MAX
+    with pytest.raises(NotImplementedError, match="noise management"):
+        use_fast_hwa(convert_to_analog(nn.Linear(4, 3), cfg))

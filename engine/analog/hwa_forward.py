@@ -30,22 +30,19 @@ import types
 import torch
 import torch.nn.functional as F
 from aihwkit.nn import AnalogConv2d, AnalogLinear
-from aihwkit.simulator.parameters.enums import BoundManagementType, NoiseManagementType
 from aihwkit.simulator.tiles.inference_torch import InputRangeForward
 from aihwkit.simulator.tiles.torch_tile import TorchSimulatorTile
 from aihwkit.simulator.tiles.utils import UniformQuantize
 from torch import nn
 
-from engine.analog.fast_layers import _tiles
+from engine.analog.periphery import check_supported, layer_tiles
 
 
-def _check(tile) -> None:
-    io = tile.rpu_config.forward
+def _check(tile: nn.Module, name: str) -> None:
+    """The settings the inference fast path reproduces (stochastic rounding too: aihwkit's own
+    quantiser is used here), and learned, initialised input ranges."""
+    check_supported(tile.rpu_config.forward, f"{name} (fast HWA training)", stochastic_rounding=True)
     ir = tile.rpu_config.pre_post.input_range
-    if io.noise_management != NoiseManagementType.NONE or io.bound_management != BoundManagementType.NONE:
-        raise NotImplementedError("fast HWA training needs noise and bound management NONE")
-    if io.inp_noise > 0 or io.inp_asymmetry or io.out_asymmetry or io.out_noise_std > 0 or io.is_perfect:
-        raise NotImplementedError("fast HWA training does not reproduce input noise, asymmetries or out_noise_std")
     if tile.input_range is None or ir.manage_output_clipping:
         raise NotImplementedError("fast HWA training needs learned input ranges")
     if tile.input_range_update_idx.item() < ir.init_from_data:
@@ -145,7 +142,7 @@ class _RangeTap(torch.autograd.Function):
 
 
 def _conv_forward(self: AnalogConv2d, x: torch.Tensor) -> torch.Tensor:
-    tiles, bias = _tiles(self)
+    tiles, bias = layer_tiles(self)
     kh, kw = self.kernel_size
     per_channel = kh * kw
     parts: dict[int, torch.Tensor] = {}
@@ -176,7 +173,7 @@ def _conv_forward(self: AnalogConv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 def _linear_forward(self: AnalogLinear, x: torch.Tensor) -> torch.Tensor:
-    tiles, bias = _tiles(self)
+    tiles, bias = layer_tiles(self)
     parts: dict[int, torch.Tensor] = {}
     for in_slice, out_slice, tile in tiles:
         xs = _dac(x[..., in_slice], tile)
@@ -195,8 +192,8 @@ def use_fast_hwa(model: nn.Module) -> nn.Module:
     """Route every AnalogConv2d/AnalogLinear of an aihwkit model through the fast forward, in place."""
     for module in model.modules():
         if isinstance(module, (AnalogConv2d, AnalogLinear)):
-            for _, _, tile in _tiles(module)[0]:
-                _check(tile)
+            for _, _, tile in layer_tiles(module)[0]:
+                _check(tile, type(module).__name__)
             forward = _conv_forward if isinstance(module, AnalogConv2d) else _linear_forward
             module.forward = types.MethodType(forward, module)
         elif hasattr(module, "analog_module"):
