@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from engine.inference import Segmenter
-
-from engine.run_settings import RunSettings
 from engine.preprocessing import get_slice, normalise_volume, to_model_input
+from engine.run_settings import RunSettings
 from engine.uncertainty import mc_statistics
 from engine.volume import load_scan
 

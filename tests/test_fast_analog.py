@@ -16,13 +16,15 @@ from aihwkit.nn.conversion import convert_to_analog
 from aihwkit.simulator.parameters.enums import NoiseManagementType
 from torch import nn
 
-from engine.analog.conversion import calibrated_analog, program_chip
+from engine.analog.chips import program_chip
+from engine.analog.conversion import calibrated_analog
 from engine.analog.device import DeviceSettings, rpu_config
 from engine.analog.fast_layers import FastAnalogConv2d, FastAnalogLinear, fast_chip
 from engine.analog.periphery import add_gaussian_, noise_draws_per_read, seeded_reads
 from engine.architectures import ARCHITECTURES, build_network, default_arguments
 from engine.inference import Segmenter
 from engine.run_settings import RunSettings
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():

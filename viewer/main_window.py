@@ -28,7 +28,7 @@ from engine.model_store import ModelSpec, default_model, list_models
 from engine.pipeline import VolumeResult
 from engine.preprocessing import AXES, get_slice, slice_count
 from engine.result_cache import ResultCache, missing_slices
-from engine.segmenter_pool import SegmenterPool
+from engine.analog.chips import ChipCache
 from engine.uncertainty import MAP_TITLES
 from engine.volume import SCAN_SUFFIXES, ScanError, Volume, load_scan, save_nifti
 from viewer.colour_bar import ColourBar
@@ -87,7 +87,7 @@ class MainWindow(QMainWindow):
     exported = Signal(list)  # paths written
 
     def __init__(self, specs: list[ModelSpec] | None = None, settings: QSettings | None = None,
-                 pool: SegmenterPool | None = None, parent: QWidget | None = None) -> None:
+                 pool: ChipCache | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("AIMC viewer")
         self.setAcceptDrops(True)

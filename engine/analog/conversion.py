@@ -1,9 +1,6 @@
-"""Networks on simulated AIMC tiles (aihwkit): conversion, calibration, chip programming, layer report.
+"""Networks on simulated AIMC tiles (aihwkit): conversion, input-range calibration, stored tiles, layer report.
 
-What a chip is: `program_chip` programs the tiles once (programming noise and drift coefficients
-drawn from the PCM model), then lets them drift to the inference time with accumulated 1/f read
-noise and applies global drift compensation. Every forward through that chip then reads it again,
-redrawing the per-read output noise.
+The analog model made here is a template: `engine.analog.chips` programs chips from it.
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ from aihwkit.inference.calibration import InputRangeCalibrationType, calibrate_i
 from aihwkit.nn.conversion import convert_to_analog
 from torch import nn
 
-from engine.analog.device import DeviceSettings, noise_model, rpu_config
+from engine.analog.device import DeviceSettings, rpu_config
 
 
 def to_analog(digital: nn.Module, settings: DeviceSettings, exact: bool = False) -> nn.Module:
@@ -53,26 +50,6 @@ def load_analog(digital_template: nn.Module, state: dict[str, torch.Tensor], set
     if real_missing or unexpected:
         raise ValueError(f"analog weights do not fit the network: missing {real_missing[:3]}, unexpected {unexpected[:3]}")
     return model.eval()
-
-
-def program_chip(analog_model: nn.Module, settings: DeviceSettings, seed: int, in_place: bool = False) -> nn.Module:
-    """A programmed, drifted and drift-compensated copy of `analog_model`: one simulated chip.
-
-    `analog_model` must have been built with the same `settings` (its per-read noise and
-    quantisation come from them); `seed` makes the chip reproducible. `in_place` programs
-    `analog_model` itself instead of a copy, for a caller that copies what it keeps (as `fast_chip`
-    does): aihwkit programs every time from the weights the tiles held when first programmed, so
-    the chip is the same, and the deep copy of an aihwkit model, about 40 % of a chip's cost, is saved.
-    """
-    chip = (analog_model if in_place else copy.deepcopy(analog_model)).eval()
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        chip.program_analog_weights(noise_model(settings))
-        chip.drift_analog_weights(settings.drift_s)
-    finally:
-        torch.random.set_rng_state(gen_state)
-    return chip
 
 
 @dataclass

@@ -60,11 +60,11 @@ class DeviceSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DeviceSettings":
+    def from_dict(cls, d: dict) -> DeviceSettings:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
-    def with_(self, **changes) -> "DeviceSettings":
+    def with_(self, **changes) -> DeviceSettings:
         return DeviceSettings.from_dict({**self.to_dict(), **changes})
 
 
