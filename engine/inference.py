@@ -1,11 +1,11 @@
 """Run a model on 2D slices, digitally or on simulated analog chips, with Monte-Carlo sampling.
 
 What one Monte-Carlo sample is, in analog mode: sample s is a forward pass through chip s, one of
-N chips programmed once per (model, noise level, drift time, seed) and kept (`engine.analog.chips`). Each sample therefore
-redraws both sources of device noise: the chip (programming noise, drift coefficients and 1/f read
-noise accumulated up to the drift time, which differ from chip to chip) and the read (per-read
-output noise of the ADC path, redrawn on every forward). Reads are seeded by (seed, slice, sample),
-so a slice gives the same result whichever order the slices are processed in.
+N chips programmed once per (model, noise level, drift time, seed) and kept (`engine.analog.chips`).
+Each sample therefore redraws both sources of device noise: the chip (programming noise, drift
+coefficients and 1/f read noise accumulated up to the drift time, which differ from chip to chip)
+and the read (per-read output noise of the ADC path, redrawn on every forward). Reads are seeded by
+(seed, slice, sample), so a slice gives the same result whichever order the slices are processed in.
 
 A chip is programmed and drifted by aihwkit, then by default read through `engine.analog.fast_layers`
 (the same forward as aihwkit's torch tile without its im2col, several times faster; it adds the
@@ -41,8 +41,13 @@ class Segmenter:
     segmenter of the same `ChipKey` (the same chips, whatever the number of samples).
     """
 
-    def __init__(self, spec: ModelSpec, run: RunSettings, simulator: Simulator | str = Simulator.FAST,
-                 chips: ChipSet | None = None) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        run: RunSettings,
+        simulator: Simulator | str = Simulator.FAST,
+        chips: ChipSet | None = None,
+    ) -> None:
         try:
             self.simulator = Simulator(simulator)
         except ValueError:
@@ -83,7 +88,9 @@ class Segmenter:
             self.chip(s)
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, slice_index: int = 0, cancel: threading.Event | None = None) -> torch.Tensor:
+    def predict(
+        self, x: torch.Tensor, slice_index: int = 0, cancel: threading.Event | None = None
+    ) -> torch.Tensor:
         """(1, C_in, h, w) input -> (S, C, h, w) softmax samples."""
         if self.run.mode is Mode.DIGITAL:
             return torch.softmax(self.digital(x), 1)

@@ -22,7 +22,7 @@ import copy
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -53,7 +53,9 @@ def read_seed(run_seed: int, slice_index: int, sample: int) -> int:
     return hash((run_seed, slice_index, sample)) & 0x7FFF_FFFF
 
 
-def program_chip(analog_model: nn.Module, settings: DeviceSettings, seed: int, in_place: bool = False) -> nn.Module:
+def program_chip(
+    analog_model: nn.Module, settings: DeviceSettings, seed: int, in_place: bool = False
+) -> nn.Module:
     """A programmed, drifted and drift-compensated copy of `analog_model`: one simulated chip.
 
     `analog_model` must have been built with the same `settings` (its per-read noise and
@@ -62,7 +64,7 @@ def program_chip(analog_model: nn.Module, settings: DeviceSettings, seed: int, i
     does): aihwkit programs every time from the weights the tiles held when first programmed, so
     the chip is the same, and the deep copy of an aihwkit model, a large part of a chip's cost, is saved.
     """
-    chip = (analog_model if in_place else copy.deepcopy(analog_model)).eval()
+    chip: Any = (analog_model if in_place else copy.deepcopy(analog_model)).eval()  # an aihwkit model
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -77,22 +79,31 @@ def program_chip(analog_model: nn.Module, settings: DeviceSettings, seed: int, i
 class ChipKey:
     """What the chips of a run depend on: everything in `RunSettings` but the MC count, and the simulator.
 
-    A digital run has no chips, only the exact network: its key is the model and the mode.
+    A digital run has no chips, only the exact network: its key is the model and the mode, the other
+    fields keep their defaults.
     """
 
     model: str  # the model's folder, or its name for a model without one
     mode: Mode
-    noise_level: float | None = None
-    drift_s: float | None = None
-    seed: int | None = None
-    simulator: Simulator | None = None
+    noise_level: float = 0.0
+    drift_s: float = 0.0
+    seed: int = 0
+    simulator: Simulator = Simulator.FAST
 
     @classmethod
     def of(cls, spec: ModelSpec, run: RunSettings, simulator: Simulator = Simulator.FAST) -> ChipKey:
         model = str(spec.folder) if spec.folder is not None else spec.name
         if run.mode is Mode.DIGITAL:
             return cls(model, Mode.DIGITAL)
-        return cls(model, Mode.ANALOG, float(run.noise_level), float(run.drift_s), int(run.seed), Simulator(simulator))
+        noise, drift = float(run.noise_level), float(run.drift_s)
+        return cls(model, Mode.ANALOG, noise, drift, int(run.seed), Simulator(simulator))
+
+
+def _analog_state(spec: ModelSpec) -> dict[str, torch.Tensor]:
+    """The model's stored tiles (weights, input ranges, output scales)."""
+    if spec.folder is None or not spec.has_analog:
+        raise ModelError(f"model {spec.name} has no {ANALOG_WEIGHTS}; it cannot run in analog mode")
+    return load_tensors(spec.folder / ANALOG_WEIGHTS)
 
 
 def _exact_network(spec: ModelSpec) -> nn.Module:
@@ -100,7 +111,7 @@ def _exact_network(spec: ModelSpec) -> nn.Module:
     scales on the tiles, so its exact form keeps them (perfect tile reads); its plain digital
     conversion, without the clipping, segments far worse."""
     if spec.kind == "hwa" and spec.has_analog:
-        return load_analog(spec.build(), load_tensors(spec.folder / ANALOG_WEIGHTS), spec.device, exact=True)
+        return load_analog(spec.build(), _analog_state(spec), spec.device, exact=True)
     return load_digital(spec)
 
 
@@ -117,10 +128,9 @@ class ChipSet:
         self.chips: list[nn.Module] = []
         self._lock = threading.Lock()
         if key.mode is Mode.ANALOG:
-            if not spec.has_analog:
-                raise ModelError(f"model {spec.name} has no {ANALOG_WEIGHTS}; it cannot run in analog mode")
+            state = _analog_state(spec)
             self.settings = spec.device.with_(noise_level=key.noise_level, drift_s=key.drift_s)
-            self._template = load_analog(spec.build(), load_tensors(spec.folder / ANALOG_WEIGHTS), self.settings)
+            self._template = load_analog(spec.build(), state, self.settings)
         else:
             self.settings = spec.device
 
@@ -132,9 +142,12 @@ class ChipSet:
         with self._lock:
             while len(self.chips) <= k:
                 seed = chip_seed(self.key.seed, len(self.chips))
-                if self.key.simulator is Simulator.FAST:  # the template is programmed in place, the fast chip is a copy
-                    chip = fast_chip(program_chip(self._template, self.settings, seed, in_place=True),
-                                     per_read_pcm_noise(self.settings))
+                if self.key.simulator is Simulator.FAST:
+                    # the template is programmed in place: the fast chip is a copy
+                    chip = fast_chip(
+                        program_chip(self._template, self.settings, seed, in_place=True),
+                        per_read_pcm_noise(self.settings),
+                    )
                 else:
                     chip = program_chip(self._template, self.settings, seed)
                 self.chips.append(chip)
@@ -145,6 +158,8 @@ class ChipCache:
     """Thread-safe cache of chip sets by `ChipKey`; the least recently used is dropped beyond `capacity`."""
 
     def __init__(self, capacity: int = 3) -> None:
+        if capacity < 1:
+            raise ValueError(f"a chip cache holds at least one chip set, not {capacity}")
         self.capacity = capacity
         self._sets: OrderedDict[ChipKey, ChipSet] = OrderedDict()
         self._lock = threading.Lock()
@@ -164,15 +179,18 @@ class ChipCache:
             self._sets.move_to_end(key)
         return found
 
-    def segmenter(self, spec: ModelSpec, run: RunSettings, simulator: Simulator = Simulator.FAST) -> Segmenter:
-        """A `Segmenter` for `run` on the cached chips of its key (slow on a miss: call it off the UI thread)."""
-        from engine.inference import (
-            Segmenter,  # the Segmenter reads chip sets: imported here to keep imports one way
-        )
+    def segmenter(
+        self, spec: ModelSpec, run: RunSettings, simulator: Simulator = Simulator.FAST
+    ) -> Segmenter:
+        """A `Segmenter` for `run` on the cached chips of its key (slow on a miss: not on the UI thread)."""
+        # engine.inference builds on this module: imported here so that imports go one way
+        from engine.inference import Segmenter
 
         return Segmenter(spec, run, simulator, chips=self.chip_set(spec, run, simulator))
 
-    def programmed_chips(self, spec: ModelSpec, run: RunSettings, simulator: Simulator = Simulator.FAST) -> int:
+    def programmed_chips(
+        self, spec: ModelSpec, run: RunSettings, simulator: Simulator = Simulator.FAST
+    ) -> int:
         """How many chips are ready for `run`'s key (0 if none are cached); loads nothing."""
         with self._lock:
             found = self._sets.get(ChipKey.of(spec, run, simulator))

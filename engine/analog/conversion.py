@@ -1,4 +1,4 @@
-"""Networks on simulated AIMC tiles (aihwkit): conversion, input-range calibration, stored tiles, layer report.
+"""Networks on simulated AIMC tiles (aihwkit): conversion, input-range calibration, stored tiles, a report.
 
 The analog model made here is a template: `engine.analog.chips` programs chips from it.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from aihwkit.inference.calibration import InputRangeCalibrationType, calibrate_input_ranges
@@ -27,28 +28,37 @@ def to_analog(digital: nn.Module, settings: DeviceSettings, exact: bool = False)
     return convert_to_analog(copy.deepcopy(digital).eval(), cfg).eval()
 
 
-def calibrated_analog(digital: nn.Module, settings: DeviceSettings, images: torch.Tensor,
-                      batch_size: int = 16) -> nn.Module:
+def calibrated_analog(
+    digital: nn.Module, settings: DeviceSettings, images: torch.Tensor, batch_size: int = 16
+) -> nn.Module:
     """Convert a digitally trained network and set each tile's input range from real inputs.
 
     Input ranges are learned during HWA training; a digitally trained network needs them set
     from data before it can run on tiles (aihwkit's `calibrate_input_ranges`).
     """
     model = to_analog(digital, settings)
-    batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
-    calibrate_input_ranges(model, InputRangeCalibrationType.CACHE_QUANTILE,
-                           iter([((b,), {}) for b in batches]), quantile=0.9995, max_samples=4000)
+    batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+    calibrate_input_ranges(
+        model,
+        InputRangeCalibrationType.CACHE_QUANTILE,
+        iter([((b,), {}) for b in batches]),
+        quantile=0.9995,
+        max_samples=4000,
+    )
     return model.eval()
 
 
-def load_analog(digital_template: nn.Module, state: dict[str, torch.Tensor], settings: DeviceSettings,
-                exact: bool = False) -> nn.Module:
+def load_analog(
+    digital_template: nn.Module, state: dict[str, torch.Tensor], settings: DeviceSettings, exact: bool = False
+) -> nn.Module:
     """Rebuild tiles from `settings` and load stored tensors (weights, input ranges, output scales)."""
     model = to_analog(digital_template, settings, exact)
     missing, unexpected = model.load_state_dict(state, strict=False)
     real_missing = [k for k in missing if not k.endswith(("analog_ctx", "analog_tile_state"))]
     if real_missing or unexpected:
-        raise ValueError(f"analog weights do not fit the network: missing {real_missing[:3]}, unexpected {unexpected[:3]}")
+        raise ValueError(
+            f"analog weights do not fit the network: missing {real_missing[:3]}, unexpected {unexpected[:3]}"
+        )
     return model.eval()
 
 
@@ -68,7 +78,8 @@ def layer_report(analog_model: nn.Module) -> list[LayerInfo]:
         for name, child in module.named_children():
             full = f"{prefix}{name}"
             if hasattr(child, "analog_module"):  # AnalogConv*/AnalogLinear: matrix-vector products on tiles
-                n = sum(t.tile.weight.numel() for t in child.analog_tiles())
+                analog: Any = child
+                n = sum(t.tile.weight.numel() for t in analog.analog_tiles())
                 rows.append(LayerInfo(full, type(child).__name__, n, True))
                 continue
             own = sum(p.numel() for p in child.parameters(recurse=False))

@@ -89,8 +89,8 @@ def rpu_config(settings: DeviceSettings, training: bool = False) -> TorchInferen
     cfg.mapping.learn_out_scaling = True
     cfg.mapping.out_scaling_columnwise = True
 
-    cfg.forward.inp_res = 1.0 / (2 ** settings.dac_bits - 2)
-    cfg.forward.out_res = 1.0 / (2 ** settings.adc_bits - 2)
+    cfg.forward.inp_res = 1.0 / (2**settings.dac_bits - 2)
+    cfg.forward.out_res = 1.0 / (2**settings.adc_bits - 2)
     cfg.forward.out_noise = settings.out_noise * (settings.noise_level if not training else 1.0)
     cfg.forward.out_bound = 10.0
     cfg.forward.noise_management = NoiseManagementType.NONE  # input ranges are learned instead

@@ -13,6 +13,7 @@ one op per step over all the tiles of a layer, each with its own input range, no
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,7 @@ GROUPED_MAX_PIXELS = 32 * 32  # see FastAnalogConv2d._grouped: the crossover on 
 
 
 class FastAnalogLinear(PeripheryLayer):
-    """A programmed `AnalogLinear`: `F.linear` for one tile, one batched matmul over (tiles, tokens, inputs)."""
+    """A programmed `AnalogLinear`: `F.linear` on one tile, a batched matmul over (tiles, tokens, inputs)."""
 
     def __init__(self, layer: AnalogLinear, read_noise: float = 0.0) -> None:
         super().__init__(layer, read_noise)
@@ -33,38 +34,51 @@ class FastAnalogLinear(PeripheryLayer):
             self.register_buffer("weight", self.tile_weights[0])
             self.register_buffer("abs_weight", self.tile_abs_weights[0])
             self.register_buffer("gather_index", None)
-            self.register_buffer("input_range", None if self.tile_ranges is None else self.tile_ranges.view(()))
+            self.register_buffer(
+                "input_range", None if self.tile_ranges is None else self.tile_ranges.view(())
+            )
         else:
             width = max(s.stop - s.start for s in self.in_slices)
-            index = torch.cat([torch.arange(s.start, s.start + width).clamp_(max=s.stop - 1) for s in self.in_slices])
+            index = torch.cat(
+                [torch.arange(s.start, s.start + width).clamp_(max=s.stop - 1) for s in self.in_slices]
+            )
             self.register_buffer("gather_index", index)  # past a shorter tile's end: zero weights
             self.register_buffer("weight", self._stack(self.tile_weights, width))
-            self.register_buffer("abs_weight", None if read_noise == 0 else self._stack(self.tile_abs_weights, width))
-            self.register_buffer("input_range", None if self.tile_ranges is None else self.tile_ranges.view(-1, 1, 1))
+            self.register_buffer(
+                "abs_weight", None if read_noise == 0 else self._stack(self.tile_abs_weights, width)
+            )
+            self.register_buffer(
+                "input_range", None if self.tile_ranges is None else self.tile_ranges.view(-1, 1, 1)
+            )
         del self.tile_weights, self.tile_abs_weights, self.tile_ranges
 
     def _stack(self, weights: list[torch.Tensor], width: int) -> torch.Tensor:
         """(tiles, in width, out width): each tile's (out, in) matrix transposed, zero-padded."""
         out = weights[0].new_zeros(self.tiles, width, self.out_width)
         for k, w in enumerate(weights):
-            out[k, :w.shape[1], :w.shape[0]] = w.t()
+            out[k, : w.shape[1], : w.shape[0]] = w.t()
         return out
 
     def _layout_outputs(self, per_tile: torch.Tensor) -> torch.Tensor:
         return per_tile.view(-1) if self.tiles == 1 else per_tile.view(self.tiles, 1, self.out_width)
 
     def _gather(self, x: torch.Tensor) -> torch.Tensor:
-        index = self._buffers["gather_index"]
+        index: torch.Tensor | None = self._buffers["gather_index"]
         if index is None:
             return x
         rows = x.reshape(-1, x.shape[-1]).index_select(1, index)
         return rows.view(rows.shape[0], self.tiles, -1).transpose(0, 1)
 
     def _mvm(self, levels: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        weight, abs_weight = self._buffers["weight"], self._buffers["abs_weight"]
+        b: dict[str, Any] = self._buffers
+        weight, abs_weight = b["weight"], b["abs_weight"]
         if self.tiles == 1:
-            return F.linear(levels, weight), (None if abs_weight is None else F.linear(levels.square(), abs_weight))
-        return torch.bmm(levels, weight), (None if abs_weight is None else torch.bmm(levels.square(), abs_weight))
+            return F.linear(levels, weight), (
+                None if abs_weight is None else F.linear(levels.square(), abs_weight)
+            )
+        return torch.bmm(levels, weight), (
+            None if abs_weight is None else torch.bmm(levels.square(), abs_weight)
+        )
 
     def _combine(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         tokens = y.shape[1]
@@ -95,9 +109,9 @@ class FastAnalogConv2d(PeripheryLayer):
 
         def kernels(weights: list[torch.Tensor]) -> torch.Tensor:
             out = weights[0].new_zeros(self.tiles * self.out_width, width * per_channel)
-            for k, (w, s, (c0, _)) in enumerate(zip(weights, self.in_slices, channels)):
+            for k, (w, s, (c0, _)) in enumerate(zip(weights, self.in_slices, channels, strict=True)):
                 offset = s.start - c0 * per_channel
-                out[k * self.out_width:k * self.out_width + w.shape[0], offset:offset + w.shape[1]] = w
+                out[k * self.out_width : k * self.out_width + w.shape[0], offset : offset + w.shape[1]] = w
             return out.view(-1, width, kh, kw)
 
         full = self.tiles == 1  # one tile holds every channel
@@ -122,7 +136,7 @@ class FastAnalogConv2d(PeripheryLayer):
         return self.tiles > 1 and x.shape[-2] * x.shape[-1] <= GROUPED_MAX_PIXELS
 
     def _gather(self, x: torch.Tensor) -> torch.Tensor:
-        index = self._buffers["gather_index"]
+        index: torch.Tensor | None = self._buffers["gather_index"]
         if index is None:
             return x
         if self._grouped(x):
@@ -132,7 +146,7 @@ class FastAnalogConv2d(PeripheryLayer):
     def _kernels(self, grouped: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Weights (and |weights|) in the layout the convolution wants: channels last when grouped.
         One copy is kept, converted when the image size changes the path (a chip reads one size)."""
-        b = self._buffers
+        b: dict[str, Any] = self._buffers
         layout = torch.channels_last if grouped else torch.contiguous_format
         if not b["weight"].is_contiguous(memory_format=layout):
             for name in ("weight", "abs_weight"):
@@ -147,13 +161,24 @@ class FastAnalogConv2d(PeripheryLayer):
             y = F.conv2d(levels, weight, None, self.stride, self.padding, self.dilation, self.tiles)
             if abs_weight is None:
                 return y, None
-            return y, F.conv2d(levels.square(), abs_weight, None, self.stride, self.padding, self.dilation, self.tiles)
+            return y, F.conv2d(
+                levels.square(), abs_weight, None, self.stride, self.padding, self.dilation, self.tiles
+            )
 
         def per_tile(inputs: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-            return torch.cat([F.conv2d(i, k, None, self.stride, self.padding, self.dilation) for i, k in
-                              zip(inputs.split(self.group_width, 1), kernels.split(self.out_width))], 1)
+            return torch.cat(
+                [
+                    F.conv2d(i, k, None, self.stride, self.padding, self.dilation)
+                    for i, k in zip(
+                        inputs.split(self.group_width, 1), kernels.split(self.out_width), strict=True
+                    )
+                ],
+                1,
+            )
 
-        return per_tile(levels, weight), (None if abs_weight is None else per_tile(levels.square(), abs_weight))
+        return per_tile(levels, weight), (
+            None if abs_weight is None else per_tile(levels.square(), abs_weight)
+        )
 
     def _combine(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = y.shape
@@ -166,7 +191,8 @@ class FastAnalogConv2d(PeripheryLayer):
             y = y.view(n, h, w, self.in_splits, -1).sum(3)
         if self.out_index is not None:
             y = y.index_select(3, self.out_index)
-        return y.permute(0, 3, 1, 2)  # left channels last: the next layers take it as it is, faster than a copy
+        # left in channels-last memory: the next layers take it as it is, cheaper than a copy
+        return y.permute(0, 3, 1, 2)
 
 
 def fast_chip(chip: nn.Module, read_noise: float = 0.0) -> nn.Module:

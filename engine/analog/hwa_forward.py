@@ -26,6 +26,7 @@ Forward and gradients are aihwkit's (tested against its tile).
 from __future__ import annotations
 
 import types
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +39,7 @@ from torch import nn
 from engine.analog.periphery import check_supported, layer_tiles
 
 
-def _check(tile: nn.Module, name: str) -> None:
+def _check(tile: Any, name: str) -> None:
     """The settings the inference fast path reproduces (stochastic rounding too: aihwkit's own
     quantiser is used here), and learned, initialised input ranges."""
     check_supported(tile.rpu_config.forward, f"{name} (fast HWA training)", stochastic_rounding=True)
@@ -49,7 +50,7 @@ def _check(tile: nn.Module, name: str) -> None:
         raise ValueError("set the input ranges first (calibrate, then mark them initialised)")
 
 
-def _dac(x: torch.Tensor, tile, range_gradient: bool = True) -> torch.Tensor:
+def _dac(x: torch.Tensor, tile: Any, range_gradient: bool = True) -> torch.Tensor:
     """Input range, normalisation and DAC of aihwkit's `pre_forward` + `_prepare_input`.
 
     `range_gradient=False` leaves the clipping part of the range's gradient to `_RangeTap`.
@@ -67,7 +68,7 @@ def _dac(x: torch.Tensor, tile, range_gradient: bool = True) -> torch.Tensor:
     return torch.clamp(x, min=-inp_bound, max=inp_bound)
 
 
-def _adc(y: torch.Tensor, tile, view: tuple[int, ...]) -> torch.Tensor:
+def _adc(y: torch.Tensor, tile: Any, view: tuple[int, ...]) -> torch.Tensor:
     """Output noise, ADC and bound of `_finalize_output`, then `post_forward` and output scales."""
     io = tile.rpu_config.forward
     if io.out_noise > 0:
@@ -85,7 +86,7 @@ def _adc(y: torch.Tensor, tile, view: tuple[int, ...]) -> torch.Tensor:
     return y
 
 
-def _weights(tile, batch: int) -> torch.Tensor:
+def _weights(tile: Any, batch: int) -> torch.Tensor:
     """The tile's weights, with the training modifier's noise when training (aihwkit's own)."""
     if not tile.training:
         return tile.tile.weight
@@ -102,13 +103,22 @@ class _RangeTap(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, y, r, x_clipped, kernel, rows, conv, ir_params):  # noqa: D401
+    def forward(
+        ctx: Any,
+        y: torch.Tensor,
+        r: torch.Tensor,
+        x_clipped: torch.Tensor,
+        kernel: torch.Tensor,
+        rows: torch.Tensor,
+        conv: tuple[Any, Any, Any],
+        ir_params: Any,
+    ) -> torch.Tensor:
         ctx.save_for_backward(r, x_clipped, kernel, rows)
         ctx.conv, ctx.ir = conv, ir_params
         return y.view_as(y)
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         r, x, kernel, rows = ctx.saved_tensors
         (sh, sw), (ph, pw), (dh, dw) = ctx.conv
         ir = ctx.ir
@@ -122,13 +132,17 @@ class _RangeTap(torch.autograd.Function):
             if n.numel() == 0:
                 continue
             oh, ow = hh[:, None] + ph - offsets_h, ww[:, None] + pw - offsets_w  # (P, kh), (P, kw)
-            ok = ((oh % sh == 0) & (oh >= 0) & (oh // sh < h_out))[:, :, None] \
-                & ((ow % sw == 0) & (ow >= 0) & (ow // sw < w_out))[:, None, :] & rows[c]
+            ok = (
+                ((oh % sh == 0) & (oh >= 0) & (oh // sh < h_out))[:, :, None]
+                & ((ow % sw == 0) & (ow >= 0) & (ow // sw < w_out))[:, None, :]
+                & rows[c]
+            )
             oh = (oh // sh).clamp(0, h_out - 1)[:, :, None].expand(-1, kh, kw)
             ow = (ow // sw).clamp(0, w_out - 1)[:, None, :].expand(-1, kh, kw)
             nn_ = n[:, None, None].expand(-1, kh, kw)
             g_at = g.permute(0, 2, 3, 1)[nn_, oh, ow]  # (P, kh, kw, O)
-            w_at = (kernel[n, :, c] if kernel.dim() == 5 else kernel[:, c].permute(1, 0, 2, 3)).permute(0, 2, 3, 1)
+            w_at = kernel[n, :, c] if kernel.dim() == 5 else kernel[:, c].permute(1, 0, 2, 3)
+            w_at = w_at.permute(0, 2, 3, 1)
             z = (g_at * w_at).sum(-1) / r * ok
             grad += z.clamp(max=0.0).sum() if side > 0 else -z.clamp(min=0.0).sum()
             clipped += int(ok.sum())
@@ -156,16 +170,30 @@ def _conv_forward(self: AnalogConv2d, x: torch.Tensor) -> torch.Tensor:
         pad = (offset, (c1 - c0) * per_channel - offset - w.shape[-1])
         kernel = F.pad(w, pad).reshape(*w.shape[:-1], c1 - c0, kh, kw)
         if kernel.dim() == 5:  # one weight draw per sample: a grouped convolution over the batch
-            y = F.conv2d(xs.reshape(1, -1, *xs.shape[2:]), kernel.reshape(-1, c1 - c0, kh, kw), None,
-                         self.stride, self.padding, self.dilation, groups=batch)
+            y = F.conv2d(
+                xs.reshape(1, -1, *xs.shape[2:]),
+                kernel.reshape(-1, c1 - c0, kh, kw),
+                None,
+                self.stride,
+                self.padding,
+                self.dilation,
+                groups=batch,
+            )
             y = y.reshape(batch, -1, *y.shape[2:])
         else:
             y = F.conv2d(xs, kernel, None, self.stride, self.padding, self.dilation)
         if tile.training:
             rows = F.pad(torch.ones(w.shape[-1], dtype=torch.bool), pad).reshape(c1 - c0, kh, kw)
             bound = abs(tile.input_range.item())
-            y = _RangeTap.apply(y, tile.input_range, xc.detach().clamp(-bound, bound), kernel.detach(), rows,
-                                (self.stride, self.padding, self.dilation), tile.rpu_config.pre_post.input_range)
+            y = _RangeTap.apply(
+                y,
+                tile.input_range,
+                xc.detach().clamp(-bound, bound),
+                kernel.detach(),
+                rows,
+                (self.stride, self.padding, self.dilation),
+                tile.rpu_config.pre_post.input_range,
+            )
         y = _adc(y, tile, (1, -1, 1, 1))
         parts[out_slice.start] = parts[out_slice.start] + y if out_slice.start in parts else y
     out = torch.cat([parts[s] for s in sorted(parts)], 1)

@@ -35,6 +35,7 @@ import contextlib
 import math
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from aihwkit.simulator.parameters.enums import AnalogMVType, BoundManagementType, NoiseManagementType
@@ -105,17 +106,17 @@ def check_supported(io: IOParameters, name: str, *, stochastic_rounding: bool = 
         raise NotImplementedError(f"{name}: the fast analog path does not support {', '.join(bad)}")
 
 
-def layer_tiles(layer: nn.Module) -> tuple[list[tuple[slice, slice, nn.Module]], torch.Tensor | None]:
+def layer_tiles(layer: nn.Module) -> tuple[list[tuple[slice, slice, Any]], torch.Tensor | None]:
     """Each physical tile of an aihwkit layer with the input and output slices it holds, and the layer's
     digital bias: a layer larger than a tile is split over a grid of tiles (`TileModuleArray`)."""
-    module = layer.analog_module
+    module: Any = layer.analog_module  # an aihwkit tile, or a TileModuleArray of them
     if not isinstance(module, TileModuleArray):
         bias = module.bias if module.digital_bias else None
         return [(slice(0, module.in_size), slice(0, module.out_size), module)], bias
     tiles, i0 = [], 0
-    for in_size, row in zip(module.in_sizes, module.array):
+    for in_size, row in zip(module.in_sizes, module.array, strict=True):
         o0 = 0
-        for out_size, tile in zip(module.out_sizes, row):
+        for out_size, tile in zip(module.out_sizes, row, strict=True):
             tiles.append((slice(i0, i0 + in_size), slice(o0, o0 + out_size), tile))
             o0 += out_size
         i0 += in_size
@@ -134,8 +135,9 @@ class PeripheryLayer(nn.Module):
     """
 
     feature_dim = -1  # where the output features lie
+    out_index: torch.Tensor | None  # buffer: the real outputs among the tiles' padded ones, if any are padded
 
-    def __init__(self, layer: nn.Module, read_noise: float) -> None:
+    def __init__(self, layer: Any, read_noise: float) -> None:
         super().__init__()
         if layer.training:
             raise ValueError("fast analog layers reproduce aihwkit's eval forward; call .eval() first")
@@ -162,8 +164,11 @@ class PeripheryLayer(nn.Module):
         max_level = round(1.0 / level_step) if ranges[0] is not None else math.inf  # |x / r| <= 1
         # a float32 scalar, so that dividing by it is aihwkit's division without a conversion per call
         self.inp_step = None if inp_step is None else torch.tensor(inp_step, dtype=torch.float32)
-        self.level_limit = (io.inp_bound / level_step  # inp_bound in DAC levels, where it can clip
-                            if io.inp_bound > 0 and max_level * level_step > io.inp_bound else None)
+        self.level_limit = (
+            io.inp_bound / level_step  # inp_bound in DAC levels, where it can clip
+            if io.inp_bound > 0 and max_level * level_step > io.inp_bound
+            else None
+        )
         self.out_bound = io.out_bound / out_step if io.out_bound > 0 else None  # in ADC levels
         self.out_noise = io.out_noise / out_step  # output noise std in ADC levels
         self.read_noise = read_noise * level_step / out_step  # PCM_READ w_noise * DAC step in ADC levels
@@ -172,28 +177,36 @@ class PeripheryLayer(nn.Module):
         # per tile: conductances in aihwkit's (out, in) layout, pre-multiplied so the product is in ADC
         # levels, and the output scale; the subclass lays them out for its batched product
         self.tile_weights = [tile.tile.weight.detach() * (level_step / out_step) for _, _, tile in tiles]
-        self.tile_abs_weights = [tile.tile.weight.detach().abs() if read_noise > 0 else None for _, _, tile in tiles]
+        self.tile_abs_weights: list[Any] = [
+            tile.tile.weight.detach().abs() if read_noise > 0 else None for _, _, tile in tiles
+        ]
         scales = torch.zeros(self.tiles, self.out_width, dtype=torch.float64)
-        for k, ((_, out_slice, tile), r) in enumerate(zip(tiles, ranges)):
-            scale = torch.full((out_slice.stop - out_slice.start,), out_step * (r if r is not None else 1.0),
-                               dtype=torch.float64)
+        for k, ((_, out_slice, tile), r) in enumerate(zip(tiles, ranges, strict=True)):
+            scale = torch.full(
+                (out_slice.stop - out_slice.start,),
+                out_step * (r if r is not None else 1.0),
+                dtype=torch.float64,
+            )
             if tile.mapping_scales is not None:
                 scale = scale * tile.get_mapping_scales().double()
             if getattr(tile.rpu_config, "drift_compensation", None) is not None:
                 scale = scale * tile.alpha.detach().double()
             if tile.out_scaling_alpha is not None:
                 scale = scale * tile.out_scaling_alpha.detach().double()
-            scales[k, :len(scale)] = scale
+            scales[k, : len(scale)] = scale
         self.tile_ranges = None if ranges[0] is None else torch.tensor(ranges, dtype=torch.float32)  # signed
         self.register_buffer("scale", self._layout_outputs(scales.float()))
         self.register_buffer("bias", None if bias is None else self._broadcast(bias.detach().clone()))
-        real = [k * self.out_width + i for k, s in enumerate(self.out_slices[:self.out_splits])
-                for i in range(s.stop - s.start)]
+        real = [
+            k * self.out_width + i
+            for k, s in enumerate(self.out_slices[: self.out_splits])
+            for i in range(s.stop - s.start)
+        ]
         padded = len(real) < self.out_splits * self.out_width
         self.register_buffer("out_index", torch.tensor(real) if padded else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        buffers = self._buffers  # direct lookups: this runs for every layer of every read
+        buffers: dict[str, Any] = self._buffers  # direct lookups: this runs for every layer of every read
         levels = self._levels(x, buffers["input_range"])
         y, pcm_variance = self._mvm(levels, x)
         y = self._read(y, pcm_variance)
@@ -211,7 +224,8 @@ class PeripheryLayer(nn.Module):
         """
         gathered = self._gather(x)
         if input_range is not None:
-            levels = (gathered.div_(input_range) if gathered is not x else x.div(input_range)).clamp_(-1.0, 1.0)
+            levels = gathered.div_(input_range) if gathered is not x else x.div(input_range)
+            levels.clamp_(-1.0, 1.0)
         else:
             levels = gathered.clone() if gathered is x else gathered
         if self.inp_step is not None:
@@ -243,11 +257,12 @@ class PeripheryLayer(nn.Module):
         return t.view(1, -1, 1, 1) if self.feature_dim == 1 else t
 
     def _gather(self, x: torch.Tensor) -> torch.Tensor:
-        """Each tile's part of the input, side by side in the layout of `_mvm` (x itself for one full tile)."""
+        """Each tile's part of the input, side by side in the layout of `_mvm` (x itself for one tile)."""
         raise NotImplementedError
 
     def _mvm(self, levels: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Step 3 for all tiles, on the levels of input x (and the PCM variance sum_j |W_ij| levels_j^2 where enabled)."""
+        """Step 3 for all tiles on the levels of input x, and the PCM variance sum_j |W_ij| levels_j^2
+        where per-read PCM noise is on."""
         raise NotImplementedError
 
     def _layout_outputs(self, per_tile: torch.Tensor) -> torch.Tensor:
@@ -255,9 +270,9 @@ class PeripheryLayer(nn.Module):
         raise NotImplementedError
 
     def _combine(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Scaled tile outputs (of input x) to the layer's output: input splits summed, output splits concatenated."""
+        """Scaled tile outputs (of input x) to the layer's output: input splits summed, output splits
+        concatenated."""
         raise NotImplementedError
-
 
 
 def noise_draws_per_read(chip: nn.Module, x: torch.Tensor) -> int:
@@ -266,7 +281,7 @@ def noise_draws_per_read(chip: nn.Module, x: torch.Tensor) -> int:
     tile included) draws as many, so their generation time is a floor under every simulator's read."""
     counts: list[int] = []
 
-    def count(layer: PeripheryLayer, _, out: torch.Tensor) -> None:
+    def count(layer: Any, _: Any, out: torch.Tensor) -> None:
         counts.append(out.numel() // layer.out_features * layer.draws_per_position())
 
     handles = [m.register_forward_hook(count) for m in chip.modules() if isinstance(m, PeripheryLayer)]
