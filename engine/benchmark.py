@@ -1,7 +1,7 @@
 """`aimc bench`: digital, aihwkit's torch tile and the fast analog path, timed side by side in one run.
 
 Per architecture, at the shipped input size: ms per forward (one Monte-Carlo sample) digital,
-through aihwkit's tile and through `engine.fast_analog`, measured in interleaved rounds so that
+through aihwkit's tile and through `engine.analog.fast_layers`, measured in interleaved rounds so that
 background load hits them alike; MC-16 ms per slice through the `Segmenter`; the programming
 cost per chip; the floor under any exact simulation of a read: the digital forward plus drawing the
 read's Gaussian noise numbers (`noise_draws_per_read`) and adding them, as aihwkit's tile does too; after the
@@ -25,10 +25,10 @@ from typing import Callable
 
 import torch
 
-from engine.analog import calibrated_analog
+from engine.analog.conversion import calibrated_analog
+from engine.analog.device import DeviceSettings
+from engine.analog.periphery import add_gaussian_, noise_draws_per_read
 from engine.architectures import ARCHITECTURES, default_arguments
-from engine.device import DeviceSettings
-from engine.fast_analog import add_gaussian_, noise_draws_per_read
 from engine.inference import Segmenter
 from engine.run_settings import RunSettings
 from engine.model_store import RESOURCES, Label, ModelSpec, list_models, read_spec, save_model

@@ -69,7 +69,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from engine.model_store import NOMINAL_CHIPS, find_model, list_models
 
     if args.detail:
-        from engine.analog import layer_report, to_analog
+        from engine.analog.conversion import layer_report, to_analog
 
         spec = find_model(args.detail)
         rows = layer_report(to_analog(spec.build(), spec.device))

@@ -22,8 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from engine.analog.device import DeviceSettings
 from engine.architectures import build_network, check_arguments
-from engine.device import DeviceSettings
 from engine.files import atomic_write, atomic_write_json
 from engine.model_card import ModelCard
 from engine.preprocessing import Preprocessing

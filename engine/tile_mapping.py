@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-TILE = 512
+from engine.analog.device import TILE_SIZE
 
 
 @dataclass
@@ -34,7 +34,7 @@ class LayerMapping:
 
     @property
     def utilisation(self) -> float:
-        return self.inputs * self.outputs / (TILE * TILE * self.tiles)
+        return self.inputs * self.outputs / (TILE_SIZE * TILE_SIZE * self.tiles)
 
 
 @dataclass
@@ -54,14 +54,14 @@ class NetworkMapping:
 
     @property
     def utilisation(self) -> float:
-        return self.analog_weights / (TILE * TILE * self.tiles) if self.tiles else 0.0
+        return self.analog_weights / (TILE_SIZE * TILE_SIZE * self.tiles) if self.tiles else 0.0
 
     @property
     def mean_reuse(self) -> float:
         return sum(l.reuse for l in self.layers) / len(self.layers) if self.layers else 0.0
 
 
-def map_network(net: nn.Module, input_shape: tuple[int, ...], tile: int = TILE,
+def map_network(net: nn.Module, input_shape: tuple[int, ...], tile: int = TILE_SIZE,
                 keep_kernels_whole: bool = False) -> NetworkMapping:
     """Map every Conv/Linear layer of a digital network for one input of `input_shape` (C, H, W)."""
     layers: list[LayerMapping] = []

@@ -28,8 +28,8 @@ def small_model(tmp_path_factory):
     """A small randomly initialised U-Net model folder in the shipped format (for mechanics, not quality)."""
     import torch
 
-    from engine.analog import calibrated_analog
-    from engine.device import DeviceSettings
+    from engine.analog.conversion import calibrated_analog
+    from engine.analog.device import DeviceSettings
     from engine.model_store import Label, ModelSpec, read_spec, save_model
     from engine.preprocessing import Preprocessing
 

@@ -44,8 +44,8 @@ def test_monai_unet_check_value():
 
 
 def test_row_split_matches_aihwkit_tile_arrays():
-    from engine.analog import to_analog
-    from engine.device import DeviceSettings
+    from engine.analog.conversion import to_analog
+    from engine.analog.device import DeviceSettings
 
     net = nn.Sequential(nn.Conv2d(128, 64, 3, padding=1), nn.Linear(8, 600))
     analog = to_analog(net, DeviceSettings())

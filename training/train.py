@@ -9,7 +9,7 @@ HWA training follows Rasch et al. (2023, Nat. Commun.): it starts from the digit
 them to aihwkit inference tiles and trains with weight noise in the forward pass, output noise,
 DAC/ADC quantisation, learned input ranges (starting from the digital model's calibration) and
 output scales, with clipping and remapping after each step (`AnalogOptimizer`). The tiles' forward
-runs through `training.fast_hwa` (aihwkit's forward and gradients without its im2col).
+runs through `engine.analog.hwa_forward` (aihwkit's forward and gradients without its im2col).
 """
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ from monai.losses import DiceCELoss
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from engine import analog
+from engine.analog.conversion import calibrated_analog
+from engine.analog.device import DeviceSettings, rpu_config
+from engine.analog.hwa_forward import use_fast_hwa
 from engine.architectures import default_arguments
-from engine.device import DeviceSettings, rpu_config
 from engine.metrics import mean_dice
 from engine.model_store import (ANALOG_WEIGHTS, Label, ModelSpec, find_model, load_digital, load_tensors, save_model,
                                 tensors_only)
 from engine.preprocessing import Preprocessing
 from training.data import SliceDataset, load_cases, read_dataset, split_by_patient
-from training.fast_hwa import use_fast_hwa
 from training.postprocessing import choose_postprocessing
 
 PRESETS = {
@@ -189,7 +189,7 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
     if kind == "digital":
         digital = model
         calibration = torch.from_numpy(np.concatenate([loaded[c][0] for c in split["train"][:20] if c in loaded]))
-        analog_net = analog.calibrated_analog(digital, settings, calibration)
+        analog_net = calibrated_analog(digital, settings, calibration)
     else:
         analog_net = model
         digital = convert_to_digital(model)
