@@ -207,7 +207,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from training.report import write_report
+    from training.report.build import write_report
 
     path = write_report(
         Path(args.out),
