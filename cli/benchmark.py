@@ -34,7 +34,7 @@ from engine.inference import Segmenter
 from engine.model_store import RESOURCES, Label, ModelSpec, list_models, read_spec, save_model
 from engine.pipeline import preview_while_programming, segment_volume
 from engine.preprocessing import Preprocessing, normalise_volume, slice_count
-from engine.run_settings import RunSettings
+from engine.run_settings import Mode, RunSettings
 from engine.volume import load_scan
 
 MC = 16
@@ -103,7 +103,7 @@ def _chip_mb(chip: torch.nn.Module) -> float:
 def bench_architecture(spec: ModelSpec, shipped: bool, rounds: int) -> dict:
     h, w = spec.preprocessing.input_size
     x = torch.rand(1, spec.preprocessing.in_channels, h, w)
-    run = RunSettings(model=spec.name, mode="analog", mc_samples=MC)
+    run = RunSettings(model=spec.name, mode=Mode.ANALOG, mc_samples=MC)
     fast = Segmenter(spec, run)
     reference = Segmenter(spec, run, simulator="aihwkit")
     t0 = time.perf_counter()
@@ -151,7 +151,7 @@ def bench_volume(spec: ModelSpec) -> dict:
     if path is None:
         return {"skipped": "no LGG volume found"}
     volume = load_scan(path)
-    segmenter = Segmenter(spec, RunSettings(model=spec.name, mode="analog", mc_samples=MC))
+    segmenter = Segmenter(spec, RunSettings(model=spec.name, mode=Mode.ANALOG, mc_samples=MC))
     middle = slice_count(volume.shape, spec.preprocessing.slice_axis) // 2
     t0 = time.perf_counter()
     normalised = normalise_volume(volume.data, spec.preprocessing)

@@ -10,6 +10,7 @@ Microscopy images hold many separate nuclei, so 2D nucleus models are left as th
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,14 @@ from engine.metrics import dice_per_label
 from engine.model_store import ModelSpec, write_spec
 from engine.pipeline import segment_volume
 from engine.postprocessing import keep_largest_component
-from engine.run_settings import RunSettings
+from engine.run_settings import Mode, RunSettings
 from engine.volume import load_scan
 from training.evaluate import cases_of_split
 
 
-def choose_postprocessing(spec: ModelSpec, data: Path, progress: bool = True, log=print) -> list[int]:
+def choose_postprocessing(
+    spec: ModelSpec, data: Path, progress: bool = True, log: Callable[[str], object] = print
+) -> list[int]:
     """Pick the labels to cut to their largest component from validation Dice; record it in model.json."""
     layout, cases = cases_of_split(spec, data, "val")
     if layout == "nuclei":
@@ -35,7 +38,7 @@ def choose_postprocessing(spec: ModelSpec, data: Path, progress: bool = True, lo
     raw_spec = dataclasses.replace(spec, keep_largest=[])
     segmenter = Segmenter(
         raw_spec,
-        RunSettings(model=spec.name, mode="digital", mc_samples=1, noise_level=0.0, drift_s=0.0, seed=0),
+        RunSettings(model=spec.name, mode=Mode.DIGITAL, mc_samples=1, noise_level=0.0, drift_s=0.0, seed=0),
     )
     labels = range(1, spec.num_classes)
     raw: dict[int, list[float]] = {c: [] for c in labels}

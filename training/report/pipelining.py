@@ -27,7 +27,7 @@ from engine.inference import Segmenter
 from engine.model_store import ModelSpec
 from engine.pipeline import segment_slice, segment_volume
 from engine.preprocessing import get_slice, normalise_volume
-from engine.run_settings import RunSettings
+from engine.run_settings import Mode, RunSettings
 from engine.volume import Volume
 from training.report.tile_mapping import NetworkMapping
 
@@ -70,7 +70,9 @@ def volume_timing(mapping: NetworkMapping, slices: int, t_mvm: float | None = No
 
 def pipelining(spec: ModelSpec, volume: Volume, mc: int, mappings: dict[str, NetworkMapping]) -> dict:
     """Measured: the pipeline (`segment_volume`) against one slice at a time; modelled: an AIMC chip."""
-    run = RunSettings(model=spec.name, mode="analog", mc_samples=mc, noise_level=1.0, drift_s=3600.0, seed=0)
+    run = RunSettings(
+        model=spec.name, mode=Mode.ANALOG, mc_samples=mc, noise_level=1.0, drift_s=3600.0, seed=0
+    )
     segmenter = Segmenter(spec, run)
     segmenter.program_all()
     n = volume.shape[2]

@@ -17,6 +17,7 @@ keep each input channel's kernel whole in one tile, which can cost one tile more
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -77,8 +78,8 @@ def map_network(
     layers: list[LayerMapping] = []
     hooks = []
 
-    def hook(name: str):
-        def record(module: nn.Module, args, output: torch.Tensor) -> None:
+    def hook(name: str) -> Callable[[nn.Module, tuple, torch.Tensor], None]:
+        def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             if isinstance(module, nn.Linear):
                 k, o = module.in_features, module.out_features
                 reuse = output.numel() // output.shape[-1]

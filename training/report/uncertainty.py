@@ -22,7 +22,7 @@ from engine.metrics import calibration_bins, dice_per_label, ece_from_bins, erro
 from engine.model_store import ModelSpec
 from engine.pipeline import segment_slice, segment_volume
 from engine.preprocessing import get_slice, normalise_volume
-from engine.run_settings import RunSettings
+from engine.run_settings import Mode, RunSettings
 from engine.uncertainty import SliceStats
 from training.data import Case
 from training.report.jobs import Bar, CaseCache, UncertaintyJob, run_parallel
@@ -64,8 +64,8 @@ def _uncertainty_of(job: UncertaintyJob) -> dict:
             }
         )
     auroc = {}
-    for region, (w, r) in scores.items():
-        w, r = np.concatenate(w), np.concatenate(r)
+    for region, (wrong_parts, right_parts) in scores.items():
+        w, r = np.concatenate(wrong_parts), np.concatenate(right_parts)
         auroc[region] = error_detection_auroc(
             np.concatenate([w, r]), np.concatenate([np.ones(len(w), bool), np.zeros(len(r), bool)])
         )
@@ -166,7 +166,7 @@ def example(
     readings = []
     for (arch, kind), spec in models.items():
         run = RunSettings(
-            model=spec.name, mode="analog", mc_samples=mc, noise_level=noise, drift_s=drift, seed=0
+            model=spec.name, mode=Mode.ANALOG, mc_samples=mc, noise_level=noise, drift_s=drift, seed=0
         )
         segmenter = Segmenter(spec, run)
         image = get_slice(normalise_volume(case.volume.data, spec.preprocessing), "axial", k)
