@@ -11,24 +11,28 @@ A folder holds
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jsonschema
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from engine.architectures import build_network
+from engine.architectures import build_network, check_arguments
 from engine.device import DeviceSettings
 from engine.files import atomic_write, atomic_write_json
+from engine.model_card import ModelCard
 from engine.preprocessing import Preprocessing
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 MODELS_DIR = RESOURCES / "models"
 WEIGHTS = "weights.safetensors"
 ANALOG_WEIGHTS = "analog.safetensors"
+SCHEMA = Path(__file__).resolve().parent / "model_schema.json"
 DIGITAL = "digital"  # metrics key of the exact floating-point network
 
 
@@ -66,6 +70,8 @@ class ModelSpec:
     data: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     keep_largest: list[int] = field(default_factory=list)  # labels cut to their largest component (chosen on val)
+    card: ModelCard | None = None  # what the model is for (modality, body part, training domain)
+    trust: dict = field(default_factory=dict)  # per mode: the trust calibration fitted on validation (engine.trust)
     folder: Path | None = None
 
     @property
@@ -98,6 +104,8 @@ class ModelSpec:
             "data": self.data,
             "training": self.training,
             "postprocessing": {"keep_largest_component": self.keep_largest},
+            **({"card": self.card.to_dict()} if self.card is not None else {}),
+            **({"trust": self.trust} if self.trust else {}),
         }
 
     @classmethod
@@ -114,6 +122,8 @@ class ModelSpec:
             data=d.get("data", {}),
             training=d.get("training", {}),
             keep_largest=[int(v) for v in d.get("postprocessing", {}).get("keep_largest_component", [])],
+            card=ModelCard.from_dict(d["card"]) if "card" in d else None,
+            trust=d.get("trust", {}),
             folder=folder,
         )
 
@@ -147,13 +157,37 @@ def save_model(spec: ModelSpec, folder: Path, digital: nn.Module, analog: nn.Mod
     write_spec(spec, folder)
 
 
+@functools.cache
+def _schema_validator() -> jsonschema.protocols.Validator:
+    schema = json.loads(SCHEMA.read_text())
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+def validate_description(d: object) -> None:
+    """Raise ValueError naming the first problem of a model.json's contents (schema, then meaning)."""
+    error = jsonschema.exceptions.best_match(_schema_validator().iter_errors(d))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "top level"
+        raise ValueError(f"{where}: {error.message}")
+    assert isinstance(d, dict)
+    values = [label["value"] for label in d["labels"]]
+    if sorted(values) != list(range(len(values))):
+        raise ValueError(f"labels: values must be 0..{len(values) - 1} once each, got {values}")
+    check_arguments(d["architecture"], d["arguments"])
+    out_channels = d["arguments"].get("out_channels")
+    if out_channels is not None and out_channels != len(values):
+        raise ValueError(f"the network has {out_channels} outputs for {len(values)} labels")
+
+
 def read_spec(folder: Path) -> ModelSpec:
     path = folder / "model.json"
     if not path.exists():
         raise ModelError(f"{folder}: not a model folder (no model.json)")
     try:
-        return ModelSpec.from_dict(json.loads(path.read_text()), folder)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        description = json.loads(path.read_text())
+        validate_description(description)
+        return ModelSpec.from_dict(description, folder)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError, OSError) as exc:
         raise ModelError(f"{path}: invalid model description ({exc})") from None
 
 
@@ -166,8 +200,18 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def load_digital(spec: ModelSpec) -> nn.Module:
     net = spec.build()
-    net.load_state_dict(load_tensors(spec.folder / WEIGHTS))
+    load_weights(net, load_tensors(spec.folder / WEIGHTS), spec.folder / WEIGHTS)
     return net.eval()
+
+
+def load_weights(net: nn.Module, state: dict[str, torch.Tensor], path: Path, strict: bool = True) -> None:
+    """`net.load_state_dict(state)`, a mismatch reported as a `ModelError` naming the file."""
+    try:
+        net.load_state_dict(state, strict=strict)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = (first[1] if len(first) > 1 else first[0]).strip() if first else "mismatch"
+        raise ModelError(f"{path}: the weights do not fit the network described in model.json ({detail[:200]})") from None
 
 
 def find_model(name: str | os.PathLike, models_dir: Path = MODELS_DIR) -> ModelSpec:
@@ -182,17 +226,24 @@ def find_model(name: str | os.PathLike, models_dir: Path = MODELS_DIR) -> ModelS
     raise ModelError(f"no model named {name!r}; available: {available}")
 
 
-def list_models(models_dir: Path = MODELS_DIR) -> list[ModelSpec]:
+def scan_models(models_dir: Path = MODELS_DIR) -> tuple[list[ModelSpec], dict[str, str]]:
+    """The valid models of a folder, and the broken ones by folder name with what is wrong."""
+    specs: list[ModelSpec] = []
+    broken: dict[str, str] = {}
     if not models_dir.exists():
-        return []
-    specs = []
+        return specs, broken
     for folder in sorted(models_dir.iterdir()):
         if (folder / "model.json").exists():
             try:
                 specs.append(read_spec(folder))
-            except ModelError:
-                continue
-    return specs
+            except ModelError as exc:
+                broken[folder.name] = str(exc)
+    return specs, broken
+
+
+def list_models(models_dir: Path = MODELS_DIR) -> list[ModelSpec]:
+    """The models that can be used (broken folders are left out: `scan_models` names them)."""
+    return scan_models(models_dir)[0]
 
 
 def default_model(models_dir: Path = MODELS_DIR) -> ModelSpec:

@@ -89,6 +89,7 @@ class VolumeResult:
     maps: dict[str, np.ndarray] = field(init=False)  # entropy, mutual_information, std: (I, J, K)
     finished: np.ndarray = field(init=False)  # bool per slice along `axis`
     seconds: list[float] = field(default_factory=list)
+    overlap: np.ndarray | None = None  # (S, S) foreground overlaps of the samples, summed over finished slices
     previews: dict[int, int] = field(default_factory=dict)  # unfinished slices shown from so many samples
 
     @classmethod
@@ -106,7 +107,10 @@ class VolumeResult:
 
     def add(self, result: SliceResult) -> None:
         """A finished slice."""
+        first = not self.finished[result.index]
         self._put(result)
+        if first and result.stats.overlap is not None:
+            self.overlap = result.stats.overlap if self.overlap is None else self.overlap + result.stats.overlap
         self.previews.pop(result.index, None)
         self.finished[result.index] = True
         self.seconds.append(result.seconds)

@@ -33,6 +33,9 @@ class SliceStats:
     entropy: np.ndarray
     mutual_information: np.ndarray
     std: np.ndarray
+    # (S, S) voxels that samples s and t both call foreground (the diagonal: each sample's own count);
+    # summed over slices it gives the agreement between chips as a mean pairwise Dice.
+    overlap: np.ndarray | None = None
 
 
 def mc_statistics(samples: torch.Tensor) -> SliceStats:
@@ -42,10 +45,12 @@ def mc_statistics(samples: torch.Tensor) -> SliceStats:
     expected = _entropy(samples, 1).mean(0)
     foreground = 1.0 - samples[:, 0]
     std = foreground.std(0, unbiased=False) if samples.shape[0] > 1 else torch.zeros_like(total)
+    masks = (samples.argmax(1) > 0).flatten(1).to(torch.float32)
     return SliceStats(
         probabilities=mean.numpy().astype(np.float32),
         segmentation=mean.argmax(0).numpy().astype(np.uint8),
         entropy=total.numpy().astype(np.float32),
         mutual_information=(total - expected).clamp_min(0).numpy().astype(np.float32),
         std=std.numpy().astype(np.float32),
+        overlap=(masks @ masks.T).round().to(torch.int64).numpy(),
     )

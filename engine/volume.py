@@ -8,9 +8,13 @@ write has the voxel order and affine of the file that was read, and overlays it 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import logging
 import os
+import tempfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +28,12 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
 SCAN_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
 _RAS = ornt.axcodes2ornt(("R", "A", "S"))
+# The largest scan we read: 2^28 voxels (e.g. 512 x 512 x 1024), about 1 GiB as float32 before the
+# result maps (several times that) are allocated. A header declaring more is refused before any read.
+MAX_VOXELS = 2**28
+# What a DICOM series says about itself, kept in `Volume.meta` (the model gate reads them).
+DICOM_DESCRIPTORS = {"body_part": "0018|0015", "series_description": "0008|103e", "patient_id": "0010|0020",
+                     "study_date": "0008|0020"}
 
 
 class ScanError(Exception):
@@ -117,14 +127,56 @@ def _pick_3d(data: np.ndarray, path: str, channel: int | None) -> np.ndarray:
     return data
 
 
-def _read_nifti(path: Path, channel: int | None) -> Volume:
+def _check_declared_size(shape: tuple[int, ...], path: Path) -> None:
+    """Refuse a header that declares more voxels than `MAX_VOXELS`, before anything is allocated."""
+    voxels = int(np.prod([max(int(n), 1) for n in shape], dtype=np.float64))
+    if voxels > MAX_VOXELS:
+        size = " x ".join(str(int(n)) for n in shape)
+        raise ScanError(f"{path}: the header declares {size} voxels, more than the {MAX_VOXELS:,} this program reads")
+
+
+@contextlib.contextmanager
+def _quiet_nibabel() -> Iterator[None]:
+    """nibabel logs header problems to stderr before raising; our own one-line message says it instead."""
+    logger = nib.imageglobals.logger
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
     try:
-        img = nib.load(str(path))
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _nifti_header(path: Path) -> nib.spatialimages.SpatialImage:
+    """The image with its header checked: readable, of a sane size, and (uncompressed) backed by data."""
+    try:
+        with _quiet_nibabel():
+            img = nib.load(str(path))
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
+        raise ScanError(f"{path}: the file is truncated or not a valid NIfTI ({exc})") from None
+    except (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, ValueError, TypeError,
+            KeyError, OverflowError) as exc:
+        raise ScanError(f"{path}: not a readable NIfTI image ({str(exc).splitlines()[0][:200]})") from None
+    _check_declared_size(img.shape, path)
+    if not path.name.lower().endswith(".gz"):
+        header = img.header
+        needed = int(header.get_data_offset()) + int(np.prod(img.shape)) * header.get_data_dtype().itemsize
+        if needed > path.stat().st_size:
+            raise ScanError(f"{path}: the file is truncated: the header declares {needed:,} bytes, "
+                            f"the file holds {path.stat().st_size:,}")
+    return img
+
+
+def _read_nifti(path: Path, channel: int | None) -> Volume:
+    img = _nifti_header(path)
+    try:
         data = np.asanyarray(img.dataobj)
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
         raise ScanError(f"{path}: the file is truncated or not a valid NIfTI ({exc})") from None
-    except (nib.filebasedimages.ImageFileError, ValueError, TypeError) as exc:
-        raise ScanError(f"{path}: not a readable NIfTI image ({exc})") from None
+    except (nib.spatialimages.HeaderDataError, ValueError, TypeError) as exc:
+        raise ScanError(f"{path}: not a readable NIfTI image ({str(exc).splitlines()[0][:200]})") from None
+    except MemoryError:
+        raise ScanError(f"{path}: the image does not fit in memory") from None
     if data.ndim == 2:
         raise ScanError(f"{path}: this is a 2D image {data.shape}; a 3D volume is needed")
     if np.iscomplexobj(data) or data.dtype.fields is not None:
@@ -176,53 +228,110 @@ def _itk_to_volume(image, path: str, channel: int | None, fmt: str) -> Volume:
     return _canonical(data, affine, path, modality, meta)
 
 
+@contextlib.contextmanager
+def _itk_path(path: Path) -> Iterator[str]:
+    """A name SimpleITK can take. Its C++ core aborts the whole process on a name that is not valid
+    UTF-8, so such a file or folder is handed over through an ASCII-named link to it."""
+    try:
+        os.fsencode(path).decode("utf-8")
+        yield str(path)
+        return
+    except UnicodeDecodeError:
+        pass
+    with tempfile.TemporaryDirectory(prefix="aimc-scan-") as tmp:
+        link = Path(tmp) / ("scan" + "".join(path.suffixes[-2:]).encode("ascii", "replace").decode())
+        link.symlink_to(path.resolve())
+        yield str(link)
+
+
 def _read_itk(path: Path, channel: int | None) -> Volume:
     import SimpleITK as sitk
 
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
-        raise ScanError(f"{path}: not a readable image ({first[:200]})") from None
+    with _itk_path(path) as name:
+        try:
+            info = sitk.ImageFileReader()
+            info.SetFileName(name)
+            info.ReadImageInformation()
+            _check_declared_size(info.GetSize(), path)
+            image = sitk.ReadImage(name)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
+            raise ScanError(f"{path}: not a readable image ({first[:200]})") from None
+        except MemoryError:
+            raise ScanError(f"{path}: the image does not fit in memory") from None
     return _itk_to_volume(image, str(path), channel, path.suffix.lstrip(".").upper())
+
+
+def _check_even_spacing(reader, files: list[str], folder: Path) -> None:
+    """Refuse a series with missing or unevenly spaced slices: read as a regular grid, every distance
+    and volume past the gap would be wrong. Positions come from each file's ImagePositionPatient."""
+    positions, normal = [], None
+    for i in range(len(files)):
+        try:
+            position = [float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")]
+            cosines = [float(v) for v in reader.GetMetaData(i, "0020|0037").split("\\")]
+        except (RuntimeError, ValueError):
+            return  # no geometry per slice to check: ITK's own spacing stands
+        if normal is None:
+            normal = np.cross(cosines[:3], cosines[3:])
+        positions.append(float(np.dot(position, normal)))
+    gaps = np.diff(np.sort(positions))
+    if len(gaps) and gaps.min() > 0 and (gaps.max() - gaps.min()) > 0.01 * np.median(gaps) + 1e-3:
+        raise ScanError(f"{folder}: the DICOM series has uneven slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm): "
+                        "slices are missing or the series mixes acquisitions; distances and volumes would be wrong")
 
 
 def _read_dicom_series(folder: Path, channel: int | None) -> Volume:
     import SimpleITK as sitk
 
-    reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise ScanError(f"{folder}: the folder holds no DICOM series")
-    # Several series: take the one with the most slices, as viewers do by default.
-    files = max((reader.GetGDCMSeriesFileNames(str(folder), s) for s in series), key=len)
-    if len(files) < 2:
-        raise ScanError(f"{folder}: the DICOM series has a single slice; a 3D volume is needed")
-    reader.SetFileNames(files)
-    reader.MetaDataDictionaryArrayUpdateOn()
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise ScanError(f"{folder}: the DICOM series could not be read ({str(exc).strip()[:200]})") from None
+    with _itk_path(folder) as name:
+        reader = sitk.ImageSeriesReader()
+        series = reader.GetGDCMSeriesIDs(name)
+        if not series:
+            raise ScanError(f"{folder}: the folder holds no DICOM series")
+        # Several series: take the one with the most slices, as viewers do by default.
+        files = max((reader.GetGDCMSeriesFileNames(name, s) for s in series), key=len)
+        if len(files) < 2:
+            raise ScanError(f"{folder}: the DICOM series has a single slice; a 3D volume is needed")
+        reader.SetFileNames(files)
+        reader.MetaDataDictionaryArrayUpdateOn()
+        try:
+            image = reader.Execute()
+        except RuntimeError as exc:
+            raise ScanError(f"{folder}: the DICOM series could not be read ({str(exc).strip()[:200]})") from None
+        except MemoryError:
+            raise ScanError(f"{folder}: the series does not fit in memory") from None
+        _check_even_spacing(reader, list(files), folder)
     volume = _itk_to_volume(image, str(folder), channel, "DICOM")
-    try:
-        volume.modality = reader.GetMetaData(0, "0008|0060").strip() or "unknown"
-    except RuntimeError:
-        pass
+    volume.modality = _dicom_tag(reader, "0008|0060") or "unknown"
+    for key, tag in DICOM_DESCRIPTORS.items():
+        if value := _dicom_tag(reader, tag):
+            volume.meta[key] = value
     return volume
+
+
+def _dicom_tag(reader, tag: str) -> str:
+    """A tag of the series' first file, "" where it is absent."""
+    try:
+        return reader.GetMetaData(0, tag).strip() if reader.HasMetaDataKey(0, tag) else ""
+    except RuntimeError:
+        return ""
 
 
 def load_scan(path: str | os.PathLike, channel: int | None = None) -> Volume:
     """Read a scan; raise `ScanError` with a message for the user on anything unreadable."""
     p = Path(path)
-    if not p.exists():
-        raise ScanError(f"{p}: no such file or folder")
-    if p.is_dir():
-        return _read_dicom_series(p, channel)
-    if not os.access(p, os.R_OK):
-        raise ScanError(f"{p}: permission denied")
-    if p.stat().st_size == 0:
-        raise ScanError(f"{p}: the file is empty")
+    try:
+        if not p.exists():
+            raise ScanError(f"{p}: no such file or folder")
+        if p.is_dir():
+            return _read_dicom_series(p, channel)
+        if not os.access(p, os.R_OK):
+            raise ScanError(f"{p}: permission denied")
+        if p.stat().st_size == 0:
+            raise ScanError(f"{p}: the file is empty")
+    except OSError as exc:  # a name too long, a symlink loop, ...
+        raise ScanError(f"{p}: cannot be opened ({exc.strerror or exc})") from None
     name = p.name.lower()
     if name.endswith(NIFTI_SUFFIXES):
         return _read_nifti(p, channel)

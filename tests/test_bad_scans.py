@@ -1,0 +1,113 @@
+"""A corpus of broken scans, generated at test time: each is refused with one `ScanError` naming it.
+
+Headers that lie (absurd sizes, unknown data types, infinite scaling), decompression bombs, names
+SimpleITK cannot take, names too long for the file system, DICOM series with a missing slice.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import resource
+import struct
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from engine.volume import MAX_VOXELS, ScanError, load_scan
+from tests.test_engine_volume import _write_dicom_series
+
+
+def _nifti(path, patch: dict[int, tuple[str, tuple]] | None = None, shape=(4, 4, 4)) -> str:
+    """A small valid NIfTI-1 file, then header fields overwritten in place (offset -> struct format, values)."""
+    nib.save(nib.Nifti1Image(np.ones(shape, np.uint8), np.eye(4)), str(path))
+    raw = bytearray(path.read_bytes())
+    for offset, (fmt, values) in (patch or {}).items():
+        struct.pack_into(fmt, raw, offset, *values)
+    path.write_bytes(bytes(raw))
+    return str(path)
+
+
+DIM, DATATYPE, SCL = 40, 70, 112  # NIfTI-1 header offsets of dim[8], datatype + bitpix, scl_slope + scl_inter
+
+
+def _expect(path, *words) -> str:
+    with pytest.raises(ScanError) as err:
+        load_scan(path)
+    msg = str(err.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg.lower(), msg
+    return msg
+
+
+@pytest.mark.parametrize("dims", [(3, 32767, 32767, 32767), (3, 1300, 1300, 1300)])
+def test_absurd_declared_size_is_refused_before_reading(tmp_path, dims):
+    path = _nifti(tmp_path / "huge.nii", {DIM: ("<4h", dims)})
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    _expect(path, "declares", f"{MAX_VOXELS:,}")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # kB: nothing allocated
+
+
+def test_truncated_uncompressed_data_is_named_before_reading(tmp_path):
+    path = _nifti(tmp_path / "short.nii", {DIM: ("<4h", (3, 300, 300, 300))})
+    _expect(path, "truncated", "declares")
+
+
+def test_decompression_bomb_is_refused(tmp_path):
+    """A 1024^3 volume of zeros compresses to about a megabyte; reading it would need 4 GiB."""
+    header = nib.Nifti1Header()
+    header.set_data_shape((1024, 1024, 1024))
+    header.set_data_dtype(np.uint8)
+    header.set_qform(np.eye(4), 1)
+    path = tmp_path / "bomb.nii.gz"
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(header.binaryblock + b"\0" * 4)
+        f.write(b"\0" * (1 << 20))  # the header alone decides: the data need not be all there
+    _expect(str(path), "declares")
+
+
+@pytest.mark.parametrize("patch, word", [
+    ({DIM: ("<h", (9,))}, "not a readable"),
+    ({DATATYPE: ("<2h", (9999, 8))}, "9999"),
+    ({DATATYPE: ("<2h", (1, 1))}, "not a readable"),
+    ({DATATYPE: ("<2h", (1536, 128))}, "1536"),
+    ({SCL: ("<2f", (1.0, float("inf")))}, "intercept"),
+])
+def test_broken_header_fields(tmp_path, capfd, patch, word):
+    _expect(_nifti(tmp_path / "bad.nii", patch), word)
+    assert capfd.readouterr().err == ""  # nibabel's own log lines do not leak to the terminal
+
+
+def test_name_too_long(tmp_path):
+    _expect(str(tmp_path / ("a" * 300 + ".nii.gz")), "cannot be opened")
+
+
+def test_non_utf8_names_reach_simpleitk_safely(tmp_path):
+    """SimpleITK aborts the whole process (C++ logic_error) on such a name; we hand it a safe link."""
+    arr = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    name = os.fsdecode(b"scan-\xff\xfe.mha")
+    sitk.WriteImage(sitk.GetImageFromArray(arr), str(tmp_path / "ok.mha"))
+    os.rename(tmp_path / "ok.mha", tmp_path / name)
+    assert load_scan(tmp_path / name).data.sum() == pytest.approx(arr.sum())
+    (tmp_path / "dicom").mkdir()
+    _write_dicom_series(tmp_path / "dicom", np.arange(60).reshape(3, 4, 5), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0),
+                        (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    folder = tmp_path / os.fsdecode(b"dicom-\xff")
+    os.rename(tmp_path / "dicom", folder)
+    assert load_scan(folder).shape == (5, 4, 3)
+
+
+def test_dicom_series_with_a_missing_slice_is_refused(tmp_path):
+    _write_dicom_series(tmp_path, np.arange(6 * 4 * 5).reshape(6, 4, 5), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0),
+                        (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    (tmp_path / "slice003.dcm").unlink()  # a 4 mm gap in a 2 mm series
+    _expect(tmp_path, "uneven slice spacing", "2 to 4 mm")
+
+
+def test_regular_dicom_series_still_reads(tmp_path):
+    _write_dicom_series(tmp_path, np.arange(6 * 4 * 5).reshape(6, 4, 5), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0),
+                        (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert load_scan(tmp_path).shape == (5, 4, 6)

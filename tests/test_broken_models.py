@@ -1,0 +1,73 @@
+"""Broken model folders are reported in one line (`ModelError`), never as a traceback from torch or MONAI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from engine.model_store import WEIGHTS, ModelError, load_digital, load_tensors, read_spec, scan_models
+
+
+def _copy(small_model, tmp_path, edit=None):
+    folder = tmp_path / "models" / "broken"
+    shutil.copytree(small_model.folder, folder)
+    if edit is not None:
+        d = json.loads((folder / "model.json").read_text())
+        edit(d)
+        (folder / "model.json").write_text(json.dumps(d))
+    return folder
+
+
+def _set(path: str, value):
+    def edit(d: dict) -> None:
+        *parents, leaf = path.split(".")
+        for p in parents:
+            d = d[p]
+        if value is KeyError:
+            del d[leaf]
+        else:
+            d[leaf] = value
+    return edit
+
+
+@pytest.mark.parametrize("path, value, words", [
+    ("arguments.not_an_argument", 3, "not_an_argument"),
+    ("arguments", [1, 2], "arguments"),
+    ("preprocessing.slice_axis", "oblique", "slice_axis"),
+    ("preprocessing.input_size", [0, 0], "input_size"),
+    ("labels", [], "labels"),
+    ("labels", KeyError, "labels"),
+    ("architecture", "resnet", "architecture"),
+    ("kind", "quantum", "kind"),
+    ("arguments.out_channels", 5, "5 outputs for 2 labels"),
+])
+def test_invalid_descriptions_are_one_line(small_model, tmp_path, path, value, words):
+    folder = _copy(small_model, tmp_path, _set(path, value))
+    with pytest.raises(ModelError) as err:
+        read_spec(folder)
+    message = str(err.value)
+    assert "\n" not in message and "model.json" in message
+    assert words in message, message
+
+
+def test_scan_models_names_the_broken_folder(small_model, tmp_path):
+    folder = _copy(small_model, tmp_path, _set("preprocessing.slice_axis", "oblique"))
+    shutil.copytree(small_model.folder, folder.parent / "good")
+    specs, broken = scan_models(folder.parent)
+    assert [s.folder.name for s in specs] == ["good"]
+    assert list(broken) == ["broken"] and "slice_axis" in broken["broken"]
+
+
+def test_weights_of_the_wrong_shape(small_model, tmp_path):
+    folder = _copy(small_model, tmp_path)
+    state = load_tensors(folder / WEIGHTS)
+    name = next(k for k, v in state.items() if v.ndim == 4)
+    state[name] = torch.zeros(*state[name].shape[:-1], state[name].shape[-1] + 2)
+    save_file(state, str(folder / WEIGHTS))
+    with pytest.raises(ModelError) as err:
+        load_digital(read_spec(folder))
+    assert "do not fit" in str(err.value) and "\n" not in str(err.value)

@@ -1,0 +1,113 @@
+"""Case-level trust: scores on constructed cases with known answers, the fit on validation records,
+and the verdict read from a model's calibration."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from engine.pipeline import SliceResult, VolumeResult
+from engine.preprocessing import Preprocessing
+from engine.trust import (TrustCalibration, calibration_for, case_scores, ood_features, ood_score, pairwise_dice,
+                          verdict)
+from engine.run_settings import Mode
+from engine.uncertainty import mc_statistics
+from engine.volume import Volume
+from training.trust_calibration import CaseRecord, choose_score, fit, lesion_threshold
+
+
+def _result_from_samples(samples: torch.Tensor) -> VolumeResult:
+    """A one-slice result from (S, C, H, W) samples, through the real statistics."""
+    volume = Volume(np.ones((samples.shape[3], samples.shape[2], 1), np.float32), np.eye(4))
+    result = VolumeResult(volume, "axial", samples.shape[1])
+    result.add(SliceResult(0, mc_statistics(samples), 0.0, 1, 1))
+    return result
+
+
+def _samples(masks: list[np.ndarray]) -> torch.Tensor:
+    fg = torch.as_tensor(np.stack(masks), dtype=torch.float32)
+    p = 0.05 + 0.9 * fg
+    return torch.stack([1 - p, p], 1)
+
+
+def test_all_chips_agree_gives_pairwise_dice_one():
+    mask = np.zeros((8, 8), bool)
+    mask[2:5, 2:5] = True
+    assert case_scores(_result_from_samples(_samples([mask] * 4)))["pairwise_dice"] == pytest.approx(1.0)
+
+
+def test_pairwise_dice_of_known_overlaps():
+    a = np.zeros((8, 8), bool)
+    a[0:4, 0:4] = True  # 16 voxels
+    b = np.zeros((8, 8), bool)
+    b[0:4, 2:6] = True  # 16 voxels, 8 shared with a
+    result = _result_from_samples(_samples([a, b]))
+    np.testing.assert_array_equal(result.overlap, [[16, 8], [8, 16]])
+    assert case_scores(result)["pairwise_dice"] == pytest.approx(0.5)
+    assert pairwise_dice(np.array([[0, 0], [0, 0]])) == 1.0  # two empty segmentations agree
+    assert pairwise_dice(None) == 1.0
+
+
+def test_scores_read_inside_the_segmentation_not_the_background():
+    mask = np.zeros((16, 16), bool)
+    mask[4:8, 4:8] = True
+    scores = case_scores(_result_from_samples(_samples([mask] * 3)))
+    assert scores["mutual_information_inside"] == pytest.approx(0.0, abs=1e-6)
+    assert scores["entropy_inside"] == pytest.approx(-(0.95 * np.log(0.95) + 0.05 * np.log(0.05)), rel=1e-4)
+    empty = case_scores(_result_from_samples(_samples([np.zeros((16, 16), bool)] * 2)))
+    assert np.isnan(empty["entropy_inside"]) and np.isnan(empty["uncertain_ratio"])
+
+
+def _records(rng: np.random.Generator, n: int = 12) -> list[CaseRecord]:
+    """Cases whose chip agreement predicts Dice and whose entropy is noise."""
+    out = []
+    for i in range(n):
+        dice = float(rng.uniform(0.2, 0.95))
+        scores = {"entropy_inside": float(rng.random()), "mutual_information_inside": float(rng.random()),
+                  "entropy_border": float(rng.random()), "pairwise_dice": dice + float(rng.normal(0, 0.02)),
+                  "uncertain_ratio": float(rng.random())}
+        out.append(CaseRecord(f"c{i}/seed0", dice, scores, [(0.1, True), (0.5, False)], rng.normal(0, 1, 5)))
+    return out
+
+
+def test_fit_chooses_the_informative_score_and_maps_it_monotonically():
+    records = _records(np.random.default_rng(0))
+    score, rho = choose_score(records, ("entropy_inside", "pairwise_dice", "uncertain_ratio"))
+    assert score == "pairwise_dice" and rho["pairwise_dice"] < -0.9
+    calibration = fit(records, Mode.ANALOG, "test")
+    assert calibration.score == "pairwise_dice"
+    assert calibration.expected_dice(0.9) > calibration.expected_dice(0.4)
+    assert calibration.error_low <= 0 <= calibration.error_high
+    assert calibration.lesion_review_above == pytest.approx(0.5)
+    assert lesion_threshold([CaseRecord("a/0", 1.0, {}, [(0.2, True), (0.3, True)], np.zeros(5))]) == pytest.approx(0.29)
+
+
+def test_verdict_reads_the_models_calibration(small_model):
+    calibration = TrustCalibration(score="pairwise_dice", knots=(0.3, 0.9), expected=(0.4, 0.9), error_low=-0.1,
+                                   error_high=0.05, review_below=0.7, lesion_review_above=0.3, ood_threshold=1e9,
+                                   ood_reference=(0.0,) * 10, fitted_on="test")
+    spec = dataclasses.replace(small_model, trust={"analog": calibration.to_dict()})
+    loaded = calibration_for(spec, "analog")
+    assert loaded == calibration and calibration_for(spec, "digital") is None
+    a = np.zeros((8, 8), bool)
+    a[0:4, 0:4] = True
+    b = np.zeros((8, 8), bool)
+    b[0:4, 2:6] = True
+    prep = Preprocessing(input_size=(8, 8))
+    disagreeing = verdict(_result_from_samples(_samples([a, b])), prep, loaded)  # pairwise Dice 0.5
+    assert disagreeing.review and disagreeing.expected_dice == pytest.approx(0.4 + 0.5 * (0.2 / 0.6))
+    assert "review carefully" in disagreeing.message
+    agreeing = verdict(_result_from_samples(_samples([a, a])), prep, loaded)
+    assert not agreeing.review and agreeing.expected_dice == pytest.approx(0.9)
+    assert (agreeing.low, agreeing.high) == (pytest.approx(0.8), pytest.approx(0.95))
+
+
+def test_ood_score_flags_features_far_from_validation():
+    reference = (0.3, 0.1, 0.2, 0.05, 0.01, 0.02, 0.01, 0.02, 0.01, 0.005)
+    assert ood_score(np.array([0.3, 0.1, 0.2, 0.05, 0.01]), reference) == pytest.approx(0.0)
+    assert ood_score(np.array([0.3, 0.1, 0.2, 0.5, 0.01]), reference) > 10
+    result = _result_from_samples(_samples([np.ones((8, 8), bool)] * 2))
+    assert ood_features(result, Preprocessing(input_size=(8, 8))).shape == (5,)
