@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "golden"))
 from make_golden import HERE, RUNS, STEPS, predict_arrays  # noqa: E402
 
-from engine.cli import main  # noqa: E402
+from cli.main import main  # noqa: E402
 
 
 @pytest.mark.parametrize("run", list(RUNS))

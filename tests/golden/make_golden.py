@@ -32,7 +32,7 @@ def predict_arrays(main, extra: list[str]) -> dict[str, np.ndarray]:
 
 def main() -> None:
     sys.path.insert(0, str(HERE.parents[1]))
-    from engine.cli import main as aimc  # the command line at the time of regeneration
+    from cli.main import main as aimc  # the command line at the time of regeneration
 
     for run, extra in RUNS.items():
         arrays = predict_arrays(aimc, extra)
