@@ -34,9 +34,18 @@ def small_model(tmp_path_factory):
     from engine.preprocessing import Preprocessing
 
     torch.manual_seed(0)
-    args = dict(spatial_dims=2, in_channels=1, out_channels=2, channels=[4, 8, 16], strides=[2, 2], num_res_units=1)
-    spec = ModelSpec("small_unet", "unet", args, Preprocessing(input_size=(64, 64)),
-                     [Label(0, "background", (0, 0, 0)), Label(1, "lesion", (255, 0, 0))], "digital", DeviceSettings())
+    args = dict(
+        spatial_dims=2, in_channels=1, out_channels=2, channels=[4, 8, 16], strides=[2, 2], num_res_units=1
+    )
+    spec = ModelSpec(
+        "small_unet",
+        "unet",
+        args,
+        Preprocessing(input_size=(64, 64)),
+        [Label(0, "background", (0, 0, 0)), Label(1, "lesion", (255, 0, 0))],
+        "digital",
+        DeviceSettings(),
+    )
     net = spec.build().eval()
     folder = tmp_path_factory.mktemp("models") / "small_unet"
     save_model(spec, folder, net, calibrated_analog(net, spec.device, torch.rand(8, 1, 64, 64)))

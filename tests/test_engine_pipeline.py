@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 from engine.inference import Segmenter
-
-from engine.run_settings import RunSettings
 from engine.pipeline import VolumeResult, fan_out_order, preview_while_programming, run_slices, segment_volume
 from engine.preprocessing import get_slice
+from engine.run_settings import RunSettings
 from engine.volume import load_scan
 
 
@@ -50,11 +49,15 @@ def test_preview_shows_the_slice_from_each_new_chip_and_ends_at_its_result(small
         assert preview.index == 9 and preview.done == 0
         previews.append(preview.stats)
     assert len(previews) == 3
-    assert previews[0].mutual_information.max() == 0 and previews[0].std.max() == 0  # one sample agrees with itself
+    assert (
+        previews[0].mutual_information.max() == 0 and previews[0].std.max() == 0
+    )  # one sample agrees with itself
     assert previews[2].std.max() > 0
     final = next(run_slices(seg, real_volume, "axial", indices=[9])).stats
     for name in ("probabilities", "entropy", "mutual_information", "std"):  # the same reads (the pipeline's
-        np.testing.assert_allclose(getattr(previews[2], name), getattr(final, name), atol=1e-5)  # thread count aside)
+        np.testing.assert_allclose(
+            getattr(previews[2], name), getattr(final, name), atol=1e-5
+        )  # thread count aside)
     assert (previews[2].segmentation == final.segmentation).mean() > 0.999
     cancel = threading.Event()
     cancel.set()
@@ -126,7 +129,9 @@ def test_volume_result_collects_every_map(small_model, real_volume):
     assert ranking[0][1] >= ranking[-1][1]
 
 
-def test_stages_run_on_one_torch_thread_each_and_the_callers_count_is_kept(small_model, real_volume, monkeypatch):
+def test_stages_run_on_one_torch_thread_each_and_the_callers_count_is_kept(
+    small_model, real_volume, monkeypatch
+):
     """Stages on full OpenMP teams oversubscribe the cores (1.7x slower on two)."""
     import torch
 
@@ -136,7 +141,9 @@ def test_stages_run_on_one_torch_thread_each_and_the_callers_count_is_kept(small
     seg = Segmenter(small_model, RunSettings(model=small_model.name, mode="digital"))
     predict, statistics = seg.predict, pipeline.mc_statistics
     monkeypatch.setattr(seg, "predict", lambda *a: seen["infer"].add(torch.get_num_threads()) or predict(*a))
-    monkeypatch.setattr(pipeline, "mc_statistics", lambda p: seen["post"].add(torch.get_num_threads()) or statistics(p))
+    monkeypatch.setattr(
+        pipeline, "mc_statistics", lambda p: seen["post"].add(torch.get_num_threads()) or statistics(p)
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -148,8 +155,9 @@ def test_stages_run_on_one_torch_thread_each_and_the_callers_count_is_kept(small
     assert seen == {"infer": {1}, "post": {1}} and caller == 2
 
 
-def test_two_inference_workers_read_at_once_and_the_slice_on_screen_still_comes_first(small_model, real_volume,
-                                                                                       monkeypatch):
+def test_two_inference_workers_read_at_once_and_the_slice_on_screen_still_comes_first(
+    small_model, real_volume, monkeypatch
+):
     seg = Segmenter(small_model, RunSettings(model=small_model.name, mode="analog", mc_samples=2, seed=1))
     readers: set[str] = set()
     predict = seg.predict
@@ -175,7 +183,9 @@ def test_two_inference_workers_read_at_once_and_the_slice_on_screen_still_comes_
 
 def test_aihwkit_chips_are_read_by_one_worker(small_model, real_volume, monkeypatch):
     """aihwkit's tile draws its noise from torch's global generator: one reader at a time."""
-    seg = Segmenter(small_model, RunSettings(model=small_model.name, mode="analog", mc_samples=1), simulator="aihwkit")
+    seg = Segmenter(
+        small_model, RunSettings(model=small_model.name, mode="analog", mc_samples=1), simulator="aihwkit"
+    )
     assert not seg.concurrent_reads
     readers: set[int] = set()
     predict = seg.predict

@@ -22,10 +22,10 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QThreadPoo
 from PySide6.QtGui import QDropEvent, QKeySequence  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
+from engine.analog.chips import ChipCache  # noqa: E402
 from engine.model_store import ModelError, ModelSpec, default_model  # noqa: E402
 from engine.postprocessing import keep_largest_component  # noqa: E402
 from engine.preprocessing import get_slice  # noqa: E402
-from engine.analog.chips import ChipCache  # noqa: E402
 from engine.run_settings import RunSettings  # noqa: E402
 from engine.volume import Volume, load_scan  # noqa: E402
 from viewer.session.display import display_position, outline  # noqa: E402

@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from engine.architectures import ARCHITECTURES  # noqa: E402
 from engine.analog.device import TILE_SIZE  # noqa: E402
+from engine.architectures import ARCHITECTURES  # noqa: E402
 from training.report.jobs import KINDS  # noqa: E402
 from training.report.markdown import ARCH_TITLES, DATASET_TITLES  # noqa: E402
 from training.report.pipelining import chip_curves  # noqa: E402
