@@ -25,8 +25,13 @@ class UpsampleConv(nn.Sequential):
         stride = deconv.stride[0]
         super().__init__(
             nn.Upsample(scale_factor=stride, mode="nearest"),
-            nn.Conv2d(deconv.in_channels, deconv.out_channels, kernel_size=3, padding=1,
-                      bias=deconv.bias is not None),
+            nn.Conv2d(
+                deconv.in_channels,
+                deconv.out_channels,
+                kernel_size=3,
+                padding=1,
+                bias=deconv.bias is not None,
+            ),
         )
         self.expected_output_padding = deconv.output_padding
 
@@ -50,15 +55,33 @@ def replace_transposed_convs(module: nn.Module) -> int:
 def default_arguments(arch: str, in_channels: int, out_channels: int, size: int) -> dict[str, Any]:
     """Widths chosen so each model trains on two CPU cores in about two hours."""
     if arch == "unet":
-        return dict(spatial_dims=2, in_channels=in_channels, out_channels=out_channels,
-                    channels=[16, 32, 64, 128, 256], strides=[2, 2, 2, 2], num_res_units=2,
-                    norm="batch")
+        return dict(
+            spatial_dims=2,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            channels=[16, 32, 64, 128, 256],
+            strides=[2, 2, 2, 2],
+            num_res_units=2,
+            norm="batch",
+        )
     if arch == "unetpp":
-        return dict(spatial_dims=2, in_channels=in_channels, out_channels=out_channels,
-                    features=[16, 16, 32, 64, 128, 16], upsample="nontrainable")
+        return dict(
+            spatial_dims=2,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            features=[16, 16, 32, 64, 128, 16],
+            upsample="nontrainable",
+        )
     if arch == "swinunetr":
-        return dict(spatial_dims=2, in_channels=in_channels, out_channels=out_channels,
-                    feature_size=12, depths=[2, 2, 2, 2], num_heads=[3, 6, 12, 24], use_v2=False)
+        return dict(
+            spatial_dims=2,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            feature_size=12,
+            depths=[2, 2, 2, 2],
+            num_heads=[3, 6, 12, 24],
+            use_v2=False,
+        )
     raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
 
 
@@ -94,5 +117,5 @@ def build_network(arch: str, arguments: dict[str, Any]) -> nn.Module:
 class _UNetPlusPlusLogits(BasicUNetPlusPlus):
     """BasicUNetPlusPlus returns a list of deep-supervision heads; we use the last one."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x)[-1]

@@ -78,18 +78,27 @@ def _statistics(stats: ScanStatistics, card: ModelCard) -> list[str]:
     problems = []
     side = max(stats.in_plane)
     if not domain.in_plane.low / SIZE_SLACK <= side <= domain.in_plane.high * SIZE_SLACK:
-        problems.append(f"slices of {stats.in_plane[0]}x{stats.in_plane[1]} voxels; the model was trained on "
-                        f"{domain.in_plane} voxels")
-    if card.dimensionality == "3D" and not domain.slices.low / SIZE_SLACK <= stats.slices <= domain.slices.high * SIZE_SLACK:
+        problems.append(
+            f"slices of {stats.in_plane[0]}x{stats.in_plane[1]} voxels; the model was trained on "
+            f"{domain.in_plane} voxels"
+        )
+    if (
+        card.dimensionality == "3D"
+        and not domain.slices.low / SIZE_SLACK <= stats.slices <= domain.slices.high * SIZE_SLACK
+    ):
         problems.append(f"{stats.slices} slices; the model was trained on {domain.slices}")
     if card.modality != "SM":  # microscopy pixel sizes are rarely recorded: 1 unit stands for unknown
-        for name, value, rng in (("in-plane spacing", stats.in_plane_spacing, domain.in_plane_spacing),
-                                 ("slice spacing", stats.slice_spacing, domain.slice_spacing)):
+        for name, value, rng in (
+            ("in-plane spacing", stats.in_plane_spacing, domain.in_plane_spacing),
+            ("slice spacing", stats.slice_spacing, domain.slice_spacing),
+        ):
             if card.dimensionality == "3D" and not rng.low / SIZE_SLACK <= value <= rng.high * SIZE_SLACK:
                 problems.append(f"{name} {value:.3g} mm; the model was trained on {rng} mm")
     if stats.negative_fraction > NEGATIVE_LIMIT and domain.negative_fraction.high < NEGATIVE_LIMIT / 5:
-        problems.append(f"{100 * stats.negative_fraction:.0f}% of voxels are negative (CT-like); "
-                        "the model's training scans had none")
+        problems.append(
+            f"{100 * stats.negative_fraction:.0f}% of voxels are negative (CT-like); "
+            "the model's training scans had none"
+        )
     return problems
 
 
@@ -101,7 +110,9 @@ def assess(volume: Volume, spec: ModelSpec) -> Fit:
     stats = ScanStatistics.of(volume, spec.preprocessing.slice_axis)
     if stats.dimensionality != card.dimensionality:
         what = "a 2D image" if stats.dimensionality == "2D" else "a 3D volume"
-        return Fit(spec.name, False, False, (f"the scan is {what}; the model reads {card.dimensionality} scans",))
+        return Fit(
+            spec.name, False, False, (f"the scan is {what}; the model reads {card.dimensionality} scans",)
+        )
     verdict, reasons = _metadata(volume, card)
     if verdict is False:
         return Fit(spec.name, False, True, tuple(reasons))
@@ -110,8 +121,12 @@ def assess(volume: Volume, spec: ModelSpec) -> Fit:
         return Fit(spec.name, False, verdict is True, tuple(problems))
     if verdict:
         return Fit(spec.name, True, True, (f"{', '.join(reasons)} as the model's training scans",))
-    return Fit(spec.name, True, False, ("size, spacing and intensities within the model's training scans "
-                                        "(the scan carries no modality)",))
+    return Fit(
+        spec.name,
+        True,
+        False,
+        ("size, spacing and intensities within the model's training scans (the scan carries no modality)",),
+    )
 
 
 def _preference(spec: ModelSpec, fit: Fit) -> tuple:
@@ -119,16 +134,18 @@ def _preference(spec: ModelSpec, fit: Fit) -> tuple:
     return (not fit.by_metadata, spec.architecture != "unet", spec.kind != "hwa", spec.name)
 
 
-def choose_model(volume: Volume, specs: list[ModelSpec], current: str | None = None) -> tuple[ModelSpec | None, list[Fit]]:
+def choose_model(
+    volume: Volume, specs: list[ModelSpec], current: str | None = None
+) -> tuple[ModelSpec | None, list[Fit]]:
     """The installed model that fits `volume` best (the current one if it still fits), with every verdict.
 
     None when no model fits: the caller says so instead of running one silently.
     """
     fits = [assess(volume, s) for s in specs]
-    fitting = [(s, f) for s, f in zip(specs, fits) if f.fits]
+    fitting = [(s, f) for s, f in zip(specs, fits, strict=True) if f.fits]
     if not fitting:
         return None, fits
-    for s, f in fitting:
+    for s, _ in fitting:
         if s.name == current:
             return s, fits
     return min(fitting, key=lambda sf: _preference(*sf))[0], fits

@@ -53,7 +53,9 @@ def _largest_diameter(mask: np.ndarray, axis: str, span: range, pixel: tuple[flo
     return best
 
 
-def lesions(result: VolumeResult, map_name: str = "entropy", review_above: float | None = None) -> list[Lesion]:
+def lesions(
+    result: VolumeResult, map_name: str = "entropy", review_above: float | None = None
+) -> list[Lesion]:
     """Every lesion of every foreground label, most uncertain first.
 
     `review_above`: the mean uncertainty above which a lesion is flagged for review (the model's
@@ -75,15 +77,25 @@ def lesions(result: VolumeResult, map_name: str = "entropy", review_above: float
             centre = coords[np.argmin(((coords - coords.mean(0)) ** 2).sum(1))]
             span = range(box[k].start, box[k].stop)
             mean_u = float(uncertainty[mask].mean())
-            found.append(Lesion(
-                label=label, voxels=voxels, volume_ml=voxels * result.volume.voxel_volume_ml,
-                diameter_mm=_largest_diameter(mask, result.axis, span, pixel),
-                first_slice=span.start, last_slice=span.stop - 1, centre=tuple(int(c) for c in centre),
-                mean_uncertainty=mean_u, review=review_above is not None and mean_u > review_above))
+            found.append(
+                Lesion(
+                    label=label,
+                    voxels=voxels,
+                    volume_ml=voxels * result.volume.voxel_volume_ml,
+                    diameter_mm=_largest_diameter(mask, result.axis, span, pixel),
+                    first_slice=span.start,
+                    last_slice=span.stop - 1,
+                    centre=(int(centre[0]), int(centre[1]), int(centre[2])),
+                    mean_uncertainty=mean_u,
+                    review=review_above is not None and mean_u > review_above,
+                )
+            )
     return sorted(found, key=lambda lesion: -lesion.mean_uncertainty)
 
 
-def region_of_interest(segmentation: np.ndarray, foreground: np.ndarray, pixel: tuple[float, float]) -> np.ndarray:
+def region_of_interest(
+    segmentation: np.ndarray, foreground: np.ndarray, pixel: tuple[float, float]
+) -> np.ndarray:
     """A slice's voxels within `NEAR_MM` of what the model segmented or considered."""
     seeds = (segmentation > 0) | (foreground > CONSIDERED)
     if not seeds.any():
@@ -97,9 +109,10 @@ def slice_ranking(result: VolumeResult, map_name: str = "entropy") -> list[tuple
     uncertainty = result.maps[map_name]
     foreground = result.foreground_probability()
     scores = []
-    for s in np.flatnonzero(result.finished):
-        roi = region_of_interest(get_slice(result.segmentation, result.axis, s),
-                                 get_slice(foreground, result.axis, s), pixel)
+    for s in map(int, np.flatnonzero(result.finished)):
+        roi = region_of_interest(
+            get_slice(result.segmentation, result.axis, s), get_slice(foreground, result.axis, s), pixel
+        )
         if roi.any():
-            scores.append((int(s), float(get_slice(uncertainty, result.axis, s)[roi].mean())))
+            scores.append((s, float(get_slice(uncertainty, result.axis, s)[roi].mean())))
     return sorted(scores, key=lambda sv: -sv[1])

@@ -39,8 +39,13 @@ def calibration_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = 15
     conf = np.asarray(confidence, np.float64).ravel()
     hit = np.asarray(correct, bool).ravel().astype(np.float64)
     which = np.clip(np.digitize(conf, np.linspace(0.0, 1.0, bins + 1)[1:-1]), 0, bins - 1)
-    return np.stack([np.bincount(which, minlength=bins).astype(np.float64),
-                     np.bincount(which, conf, minlength=bins), np.bincount(which, hit, minlength=bins)])
+    return np.stack(
+        [
+            np.bincount(which, minlength=bins).astype(np.float64),
+            np.bincount(which, conf, minlength=bins),
+            np.bincount(which, hit, minlength=bins),
+        ]
+    )
 
 
 def ece_from_bins(binned: np.ndarray) -> float:

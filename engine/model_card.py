@@ -37,7 +37,9 @@ class ScanStatistics:
         plane = [i for i in range(3) if i != k]
         shape, spacing = volume.shape, volume.spacing
         data = volume.data
-        sample = data.ravel()[:: max(1, data.size // 2_000_000)]  # quantiles of a strided sample: fast on big CTs
+        sample = data.ravel()[
+            :: max(1, data.size // 2_000_000)
+        ]  # quantiles of a strided sample: fast on big CTs
         return cls(
             dimensionality="2D" if shape[k] == 1 else "3D",
             in_plane=(int(shape[plane[0]]), int(shape[plane[1]])),
@@ -126,8 +128,10 @@ class ModelCard:
     def from_dict(cls, d: dict) -> ModelCard:
         domain = d.get("training_domain")
         return cls(
-            modality=str(d["modality"]), body_part=str(d.get("body_part", "")),
-            dimensionality=str(d["dimensionality"]), sequence=str(d.get("sequence", "")),
+            modality=str(d["modality"]),
+            body_part=str(d.get("body_part", "")),
+            dimensionality=str(d["dimensionality"]),
+            sequence=str(d.get("sequence", "")),
             description=str(d.get("description", "")),
             training_domain=TrainingDomain.from_dict(domain) if domain else None,
         )
@@ -138,8 +142,10 @@ class ModelCard:
         line = f"{what} ({self.dimensionality})"
         t = self.training_domain
         if t is not None and self.dimensionality == "3D":
-            line += (f"; trained on {t.scans} scans, in-plane {t.in_plane} voxels at {t.in_plane_spacing} mm, "
-                     f"{t.slices} slices at {t.slice_spacing} mm")
+            line += (
+                f"; trained on {t.scans} scans, in-plane {t.in_plane} voxels at {t.in_plane_spacing} mm, "
+                f"{t.slices} slices at {t.slice_spacing} mm"
+            )
         elif t is not None:
             line += f"; trained on {t.scans} images, {t.in_plane} pixels on their longer side"
         return line

@@ -22,8 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from engine.analog.device import DeviceSettings
 from engine.architectures import build_network, check_arguments
-from engine.device import DeviceSettings
 from engine.files import atomic_write, atomic_write_json
 from engine.model_card import ModelCard
 from engine.preprocessing import Preprocessing
@@ -41,7 +41,9 @@ def metrics_key(mode: str, noise_level: float = 1.0, drift_s: float = 86400.0) -
     return DIGITAL if mode == DIGITAL else f"analog_noise{noise_level:g}_drift{drift_s:g}"
 
 
-NOMINAL_CHIPS = metrics_key("analog", 1.0, 86400.0)  # analog chips at nominal noise, one day after programming
+NOMINAL_CHIPS = metrics_key(
+    "analog", 1.0, 86400.0
+)  # analog chips at nominal noise, one day after programming
 
 
 class ModelError(Exception):
@@ -69,9 +71,13 @@ class ModelSpec:
     metrics: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
-    keep_largest: list[int] = field(default_factory=list)  # labels cut to their largest component (chosen on val)
+    keep_largest: list[int] = field(
+        default_factory=list
+    )  # labels cut to their largest component (chosen on val)
     card: ModelCard | None = None  # what the model is for (modality, body part, training domain)
-    trust: dict = field(default_factory=dict)  # per mode: the trust calibration fitted on validation (engine.trust)
+    trust: dict = field(
+        default_factory=dict
+    )  # per mode: the trust calibration fitted on validation (engine.trust)
     folder: Path | None = None
 
     @property
@@ -97,7 +103,7 @@ class ModelSpec:
             "architecture": self.architecture,
             "arguments": self.arguments,
             "preprocessing": self.preprocessing.to_dict(),
-            "labels": [{"value": l.value, "name": l.name, "color": list(l.color)} for l in self.labels],
+            "labels": [{"value": lb.value, "name": lb.name, "color": list(lb.color)} for lb in self.labels],
             "kind": self.kind,
             "device": self.device.to_dict(),
             "metrics": self.metrics,
@@ -109,13 +115,13 @@ class ModelSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: dict, folder: Path | None = None) -> "ModelSpec":
+    def from_dict(cls, d: dict, folder: Path | None = None) -> ModelSpec:
         return cls(
             name=d["name"],
             architecture=d["architecture"],
             arguments=d["arguments"],
             preprocessing=Preprocessing.from_dict(d["preprocessing"]),
-            labels=[Label(int(l["value"]), l["name"], tuple(l["color"])) for l in d["labels"]],
+            labels=[Label(int(lb["value"]), lb["name"], tuple(lb["color"])) for lb in d["labels"]],
             kind=d.get("kind", "digital"),
             device=DeviceSettings.from_dict(d.get("device", {})),
             metrics=d.get("metrics", {}),
@@ -137,13 +143,18 @@ def write_spec(spec: ModelSpec, folder: Path) -> None:
 
 def tensors_only(state: dict) -> dict[str, torch.Tensor]:
     """Keep the tensors of a state dict (aihwkit adds pickled config dicts), contiguous and detached."""
-    return {k: v.detach().contiguous().clone() for k, v in state.items()
-            if isinstance(v, torch.Tensor) and not k.endswith("analog_ctx")}
+    return {
+        k: v.detach().contiguous().clone()
+        for k, v in state.items()
+        if isinstance(v, torch.Tensor) and not k.endswith("analog_ctx")
+    }
 
 
-def save_model(spec: ModelSpec, folder: Path, digital: nn.Module, analog: nn.Module | None = None,
-               half: bool = False) -> None:
+def save_model(
+    spec: ModelSpec, folder: Path, digital: nn.Module, analog: nn.Module | None = None, half: bool = False
+) -> None:
     """Write a model folder. `half` stores weights as fp16 to keep shipped files small."""
+
     def prep(state: dict) -> dict:
         t = tensors_only(state)
         if half:
@@ -199,6 +210,8 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_digital(spec: ModelSpec) -> nn.Module:
+    if spec.folder is None:
+        raise ModelError(f"model {spec.name} has no folder to load weights from")
     net = spec.build()
     load_weights(net, load_tensors(spec.folder / WEIGHTS), spec.folder / WEIGHTS)
     return net.eval()
@@ -211,7 +224,9 @@ def load_weights(net: nn.Module, state: dict[str, torch.Tensor], path: Path, str
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = (first[1] if len(first) > 1 else first[0]).strip() if first else "mismatch"
-        raise ModelError(f"{path}: the weights do not fit the network described in model.json ({detail[:200]})") from None
+        raise ModelError(
+            f"{path}: the weights do not fit the network described in model.json ({detail[:200]})"
+        ) from None
 
 
 def find_model(name: str | os.PathLike, models_dir: Path = MODELS_DIR) -> ModelSpec:

@@ -25,10 +25,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
 from engine.inference import Cancelled, Segmenter
 from engine.model_store import ModelSpec
 from engine.postprocessing import keep_largest_component
-from engine.preprocessing import get_slice, normalise_volume, resize_probabilities, set_slice, slice_count, to_model_input
+from engine.preprocessing import (
+    get_slice,
+    normalise_volume,
+    resize_probabilities,
+    set_slice,
+    slice_count,
+    to_model_input,
+)
 from engine.uncertainty import MAPS, SliceStats, mc_statistics
 from engine.volume import Volume
 
@@ -89,7 +97,9 @@ class VolumeResult:
     maps: dict[str, np.ndarray] = field(init=False)  # entropy, mutual_information, std: (I, J, K)
     finished: np.ndarray = field(init=False)  # bool per slice along `axis`
     seconds: list[float] = field(default_factory=list)
-    overlap: np.ndarray | None = None  # (S, S) foreground overlaps of the samples, summed over finished slices
+    overlap: np.ndarray | None = (
+        None  # (S, S) foreground overlaps of the samples, summed over finished slices
+    )
     previews: dict[int, int] = field(default_factory=dict)  # unfinished slices shown from so many samples
 
     @classmethod
@@ -110,7 +120,9 @@ class VolumeResult:
         first = not self.finished[result.index]
         self._put(result)
         if first and result.stats.overlap is not None:
-            self.overlap = result.stats.overlap if self.overlap is None else self.overlap + result.stats.overlap
+            self.overlap = (
+                result.stats.overlap if self.overlap is None else self.overlap + result.stats.overlap
+            )
         self.previews.pop(result.index, None)
         self.finished[result.index] = True
         self.seconds.append(result.seconds)
@@ -154,17 +166,25 @@ class VolumeResult:
 
     def mean_uncertainty_in_labels(self, map_name: str = "entropy") -> dict[int, float]:
         m = self.maps[map_name]
-        return {c: float(m[self.segmentation == c].mean()) if (self.segmentation == c).any() else 0.0
-                for c in range(1, self.num_classes)}
+        return {
+            c: float(m[self.segmentation == c].mean()) if (self.segmentation == c).any() else 0.0
+            for c in range(1, self.num_classes)
+        }
 
     def foreground_probability(self) -> np.ndarray:
         return 1.0 - self.probabilities[..., 0]
 
 
-def run_slices(segmenter: Segmenter, volume: Volume, axis: str | None = None, start: int | None = None,
-               cancel: threading.Event | None = None, indices: list[int] | None = None,
-               progress: Callable[[int, int], None] | None = None,
-               normalised: np.ndarray | None = None) -> Iterator[SliceResult]:
+def run_slices(
+    segmenter: Segmenter,
+    volume: Volume,
+    axis: str | None = None,
+    start: int | None = None,
+    cancel: threading.Event | None = None,
+    indices: list[int] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    normalised: np.ndarray | None = None,
+) -> Iterator[SliceResult]:
     """Yield one `SliceResult` per slice, in fan-out order from `start`.
 
     `normalised`: the volume after `normalise_volume`, where the caller has it already.
@@ -203,7 +223,9 @@ def run_slices(segmenter: Segmenter, volume: Volume, axis: str | None = None, st
                 continue
         return _DONE
 
-    def guarded(stage: Callable[[], None], downstream: queue.Queue, configured: threading.Event) -> Callable[[], None]:
+    def guarded(
+        stage: Callable[[], None], downstream: queue.Queue, configured: threading.Event
+    ) -> Callable[[], None]:
         def body() -> None:
             # torch's first call in a thread applies the last count set in any thread; then this thread's own.
             torch.get_num_threads()
@@ -218,6 +240,7 @@ def run_slices(segmenter: Segmenter, volume: Volume, axis: str | None = None, st
                 stop.set()
             finally:
                 put(downstream, _DONE)  # end of stream, also after a failure
+
         return body
 
     def preprocess() -> None:
@@ -262,9 +285,11 @@ def run_slices(segmenter: Segmenter, volume: Volume, axis: str | None = None, st
     caller_threads = torch.get_num_threads()
     stages = [(preprocess, to_infer), *[(infer, to_post)] * workers, (postprocess, results)]
     configured = [threading.Event() for _ in stages]
-    threads = [threading.Thread(target=guarded(f, q, c), daemon=True, name=f"pipeline-{f.__name__}")
-               for (f, q), c in zip(stages, configured)]
-    for t, ready in zip(threads, configured):
+    threads = [
+        threading.Thread(target=guarded(f, q, c), daemon=True, name=f"pipeline-{f.__name__}")
+        for (f, q), c in zip(stages, configured, strict=True)
+    ]
+    for t, ready in zip(threads, configured, strict=True):
         t.start()
         ready.wait()
     torch.set_num_threads(caller_threads)
@@ -286,9 +311,14 @@ def run_slices(segmenter: Segmenter, volume: Volume, axis: str | None = None, st
         raise errors[0]
 
 
-def preview_while_programming(segmenter: Segmenter, volume: Volume, index: int, axis: str | None = None,
-                              cancel: threading.Event | None = None,
-                              normalised: np.ndarray | None = None) -> Iterator[tuple[int, SliceResult]]:
+def preview_while_programming(
+    segmenter: Segmenter,
+    volume: Volume,
+    index: int,
+    axis: str | None = None,
+    cancel: threading.Event | None = None,
+    normalised: np.ndarray | None = None,
+) -> Iterator[tuple[int, SliceResult]]:
     """Program an analog run's chips one by one, reading slice `index` with each as soon as it is ready.
 
     Yields (samples read, the slice's statistics over them) after every newly programmed chip, and
@@ -311,7 +341,12 @@ def preview_while_programming(segmenter: Segmenter, volume: Volume, index: int, 
             return
         samples.append(segmenter.read(x, index, s))
         if s + 1 >= programmed:
-            yield s + 1, SliceResult(index, slice_statistics(torch.cat(samples), size), time.perf_counter() - t0, 0, 1)
+            yield (
+                s + 1,
+                SliceResult(
+                    index, slice_statistics(torch.cat(samples), size), time.perf_counter() - t0, 0, 1
+                ),
+            )
 
 
 def segment_volume(segmenter: Segmenter, volume: Volume, **kwargs) -> VolumeResult:

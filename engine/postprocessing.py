@@ -20,5 +20,7 @@ def keep_largest_component(segmentation: np.ndarray, labels: Sequence[int]) -> n
     if not labels or not np.isin(segmentation, list(labels)).any():
         return segmentation
     # MONAI edits its input in place: hand it a copy so the caller's label map stays the network's.
-    kept = KeepLargestConnectedComponent(applied_labels=list(labels), is_onehot=False, independent=True)(segmentation[None].copy())
+    kept = KeepLargestConnectedComponent(applied_labels=list(labels), is_onehot=False, independent=True)(
+        segmentation[None].copy()
+    )
     return np.asarray(kept)[0].astype(segmentation.dtype)

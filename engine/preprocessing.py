@@ -49,7 +49,7 @@ class Preprocessing:
     in_channels: int = 1
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Preprocessing":
+    def from_dict(cls, d: dict) -> Preprocessing:
         d = dict(d)
         d["input_size"] = tuple(d.get("input_size", (128, 128)))
         return cls(**d)
@@ -62,8 +62,11 @@ class Preprocessing:
 
 def normalise_volume(data: np.ndarray, prep: Preprocessing) -> np.ndarray:
     """Scale a whole volume to [0, 1] once, so every slice of a case shares one intensity scale."""
+    transform: ScaleIntensityRangePercentiles | ScaleIntensityRange
     if prep.normalisation == "percentile":
-        transform = ScaleIntensityRangePercentiles(prep.lower, prep.upper, 0.0, 1.0, clip=True, relative=False)
+        transform = ScaleIntensityRangePercentiles(
+            prep.lower, prep.upper, 0.0, 1.0, clip=True, relative=False
+        )
     elif prep.normalisation == "window":
         transform = ScaleIntensityRange(prep.lower, prep.upper, 0.0, 1.0, clip=True)
     else:

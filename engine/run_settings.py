@@ -1,4 +1,4 @@
-"""What determines a result: the model and how it is run (mode, Monte-Carlo samples, device noise, drift, seed).
+"""What determines a result: the model and how it is run (mode, MC samples, device noise, drift, seed).
 
 Kept free of torch so that the command line and the viewer can check settings before loading a network.
 """

@@ -68,7 +68,9 @@ def case_scores(result: VolumeResult) -> dict[str, float]:
         "mutual_information_inside": mean(mi[seg]),
         "entropy_border": mean(entropy[band]),
         "pairwise_dice": pairwise_dice(result.overlap),
-        "uncertain_ratio": float((entropy[seg | band] > UNCERTAIN_NATS).sum() / seg.sum()) if seg.any() else float("nan"),
+        "uncertain_ratio": float((entropy[seg | band] > UNCERTAIN_NATS).sum() / seg.sum())
+        if seg.any()
+        else float("nan"),
     }
 
 
@@ -92,8 +94,14 @@ class TrustCalibration:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrustCalibration:
-        return cls(**{**d, "knots": tuple(d["knots"]), "expected": tuple(d["expected"]),
-                      "ood_reference": tuple(d["ood_reference"])})
+        return cls(
+            **{
+                **d,
+                "knots": tuple(d["knots"]),
+                "expected": tuple(d["expected"]),
+                "ood_reference": tuple(d["ood_reference"]),
+            }
+        )
 
     def expected_dice(self, score: float) -> float:
         if not np.isfinite(score):
@@ -124,19 +132,23 @@ def ood_features(result: VolumeResult, preprocessing: Preprocessing) -> np.ndarr
     and of bright voxels, mean) and how unsure the model is over the whole scan."""
     normalised = normalise_volume(result.volume.data, preprocessing)
     body = normalised > 0.05
-    return np.array([
-        float((normalised <= 0.05).mean()),
-        float((normalised >= 0.5).mean()),
-        float(normalised.mean()),
-        float(result.maps["entropy"][body].mean()) if body.any() else 0.0,
-        float((result.maps["entropy"] > UNCERTAIN_NATS).mean()),
-    ])
+    return np.array(
+        [
+            float((normalised <= 0.05).mean()),
+            float((normalised >= 0.5).mean()),
+            float(normalised.mean()),
+            float(result.maps["entropy"][body].mean()) if body.any() else 0.0,
+            float((result.maps["entropy"] > UNCERTAIN_NATS).mean()),
+        ]
+    )
 
 
 def ood_score(features: np.ndarray, reference: tuple[float, ...]) -> float:
     """Largest absolute z-score of the features against the validation scans' mean and std."""
     ref = np.asarray(reference, np.float64).reshape(2, -1)
-    spread = np.maximum(ref[1], 1e-3 + 0.05 * np.abs(ref[0]))  # a feature constant on validation still has a scale
+    spread = np.maximum(
+        ref[1], 1e-3 + 0.05 * np.abs(ref[0])
+    )  # a feature constant on validation still has a scale
     return float(np.max(np.abs(features - ref[0]) / spread))
 
 

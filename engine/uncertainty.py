@@ -16,7 +16,11 @@ import numpy as np
 import torch
 
 MAPS = ("entropy", "mutual_information", "std")
-MAP_TITLES = {"entropy": "predictive entropy", "mutual_information": "mutual information", "std": "std of foreground p"}
+MAP_TITLES = {
+    "entropy": "predictive entropy",
+    "mutual_information": "mutual information",
+    "std": "std of foreground p",
+}
 MAP_UNITS = {"entropy": "nats", "mutual_information": "nats", "std": "probability"}
 _EPS = 1e-12
 

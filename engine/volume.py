@@ -32,8 +32,12 @@ _RAS = ornt.axcodes2ornt(("R", "A", "S"))
 # result maps (several times that) are allocated. A header declaring more is refused before any read.
 MAX_VOXELS = 2**28
 # What a DICOM series says about itself, kept in `Volume.meta` (the model gate reads them).
-DICOM_DESCRIPTORS = {"body_part": "0018|0015", "series_description": "0008|103e", "patient_id": "0010|0020",
-                     "study_date": "0008|0020"}
+DICOM_DESCRIPTORS = {
+    "body_part": "0018|0015",
+    "series_description": "0008|103e",
+    "patient_id": "0010|0020",
+    "study_date": "0008|0020",
+}
 
 
 class ScanError(Exception):
@@ -64,7 +68,8 @@ class Volume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.data.shape)  # type: ignore[return-value]
+        i, j, k = self.data.shape
+        return int(i), int(j), int(k)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -90,8 +95,15 @@ def _canonical(data: np.ndarray, affine: np.ndarray, source: str, modality: str,
     transform = ornt.ornt_transform(ornt.io_orientation(affine), _RAS)
     canonical = np.ascontiguousarray(ornt.apply_orientation(data, transform))
     new_affine = affine @ ornt.inv_ornt_aff(transform, data.shape)
-    return Volume(canonical.astype(np.float32, copy=False), new_affine, source, modality,
-                  affine.copy(), tuple(data.shape), meta)
+    return Volume(
+        canonical.astype(np.float32, copy=False),
+        new_affine,
+        source,
+        modality,
+        affine.copy(),
+        tuple(data.shape),
+        meta,
+    )
 
 
 def _check_values(data: np.ndarray, path: str) -> np.ndarray:
@@ -118,7 +130,9 @@ def _pick_3d(data: np.ndarray, path: str, channel: int | None) -> np.ndarray:
     if data.ndim == 4:
         n = data.shape[3]
         if channel is None:
-            raise ScanError(f"{path}: the volume has {n} channels or time points; choose one (--channel 0..{n - 1})")
+            raise ScanError(
+                f"{path}: the volume has {n} channels or time points; choose one (--channel 0..{n - 1})"
+            )
         if not 0 <= channel < n:
             raise ScanError(f"{path}: channel {channel} does not exist; it has {n} (0..{n - 1})")
         data = data[..., channel]
@@ -132,7 +146,9 @@ def _check_declared_size(shape: tuple[int, ...], path: Path) -> None:
     voxels = int(np.prod([max(int(n), 1) for n in shape], dtype=np.float64))
     if voxels > MAX_VOXELS:
         size = " x ".join(str(int(n)) for n in shape)
-        raise ScanError(f"{path}: the header declares {size} voxels, more than the {MAX_VOXELS:,} this program reads")
+        raise ScanError(
+            f"{path}: the header declares {size} voxels, more than the {MAX_VOXELS:,} this program reads"
+        )
 
 
 @contextlib.contextmanager
@@ -147,23 +163,33 @@ def _quiet_nibabel() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _nifti_header(path: Path) -> nib.spatialimages.SpatialImage:
+def _nifti_header(path: Path) -> nib.Nifti1Image:
     """The image with its header checked: readable, of a sane size, and (uncompressed) backed by data."""
     try:
         with _quiet_nibabel():
             img = nib.load(str(path))
+        if not isinstance(img, nib.Nifti1Image):  # NIfTI-2 is a subclass
+            raise ValueError(f"a {type(img).__name__}, not a NIfTI image")
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
         raise ScanError(f"{path}: the file is truncated or not a valid NIfTI ({exc})") from None
-    except (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, ValueError, TypeError,
-            KeyError, OverflowError) as exc:
+    except (
+        nib.filebasedimages.ImageFileError,
+        nib.spatialimages.HeaderDataError,
+        ValueError,
+        TypeError,
+        KeyError,
+        OverflowError,
+    ) as exc:
         raise ScanError(f"{path}: not a readable NIfTI image ({str(exc).splitlines()[0][:200]})") from None
     _check_declared_size(img.shape, path)
     if not path.name.lower().endswith(".gz"):
         header = img.header
         needed = int(header.get_data_offset()) + int(np.prod(img.shape)) * header.get_data_dtype().itemsize
         if needed > path.stat().st_size:
-            raise ScanError(f"{path}: the file is truncated: the header declares {needed:,} bytes, "
-                            f"the file holds {path.stat().st_size:,}")
+            raise ScanError(
+                f"{path}: the file is truncated: the header declares {needed:,} bytes, "
+                f"the file holds {path.stat().st_size:,}"
+            )
     return img
 
 
@@ -186,7 +212,11 @@ def _read_nifti(path: Path, channel: int | None) -> Volume:
     if affine is None or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise ScanError(f"{path}: the header's affine is missing or singular")
     data = _check_values(np.asarray(data, dtype=np.float32), str(path))
-    meta = {"format": "NIfTI", "qform_code": int(img.header["qform_code"]), "sform_code": int(img.header["sform_code"])}
+    meta = {
+        "format": "NIfTI",
+        "qform_code": int(img.header["qform_code"]),
+        "sform_code": int(img.header["sform_code"]),
+    }
     return _canonical(data, affine.astype(np.float64), str(path), "unknown", meta)
 
 
@@ -198,7 +228,9 @@ def _itk_to_volume(image, path: str, channel: int | None, fmt: str) -> Volume:
     if image.GetNumberOfComponentsPerPixel() > 1:
         n = image.GetNumberOfComponentsPerPixel()
         if channel is None:
-            raise ScanError(f"{path}: the image has {n} components per voxel; choose one (--channel 0..{n - 1})")
+            raise ScanError(
+                f"{path}: the image has {n} components per voxel; choose one (--channel 0..{n - 1})"
+            )
         if not 0 <= channel < n:
             raise ScanError(f"{path}: channel {channel} does not exist; it has {n} (0..{n - 1})")
         image = sitk.VectorIndexSelectionCast(image, channel)
@@ -277,8 +309,10 @@ def _check_even_spacing(reader, files: list[str], folder: Path) -> None:
         positions.append(float(np.dot(position, normal)))
     gaps = np.diff(np.sort(positions))
     if len(gaps) and gaps.min() > 0 and (gaps.max() - gaps.min()) > 0.01 * np.median(gaps) + 1e-3:
-        raise ScanError(f"{folder}: the DICOM series has uneven slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm): "
-                        "slices are missing or the series mixes acquisitions; distances and volumes would be wrong")
+        raise ScanError(
+            f"{folder}: the DICOM series has uneven slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm): "
+            "slices are missing or the series mixes acquisitions; distances and volumes would be wrong"
+        )
 
 
 def _read_dicom_series(folder: Path, channel: int | None) -> Volume:
@@ -298,7 +332,9 @@ def _read_dicom_series(folder: Path, channel: int | None) -> Volume:
         try:
             image = reader.Execute()
         except RuntimeError as exc:
-            raise ScanError(f"{folder}: the DICOM series could not be read ({str(exc).strip()[:200]})") from None
+            raise ScanError(
+                f"{folder}: the DICOM series could not be read ({str(exc).strip()[:200]})"
+            ) from None
         except MemoryError:
             raise ScanError(f"{folder}: the series does not fit in memory") from None
         _check_even_spacing(reader, list(files), folder)
@@ -342,7 +378,9 @@ def load_scan(path: str | os.PathLike, channel: int | None = None) -> Volume:
     raise ScanError(f"{p}: unknown scan format; open NIfTI (.nii, .nii.gz), MHA/MHD, NRRD or a DICOM folder")
 
 
-def save_nifti(volume: Volume, array: np.ndarray, path: str | os.PathLike, dtype: np.dtype | type = np.float32) -> Path:
+def save_nifti(
+    volume: Volume, array: np.ndarray, path: str | os.PathLike, dtype: np.dtype | type = np.float32
+) -> Path:
     """Write `array` (canonical order, the scan's shape) as NIfTI in the scan's own voxel order and affine.
 
     The write is atomic (a temporary file in the same folder, then a rename) and refuses to
@@ -357,8 +395,11 @@ def save_nifti(volume: Volume, array: np.ndarray, path: str | os.PathLike, dtype
     if volume.source and out.exists() and os.path.samefile(out, volume.source):
         raise ScanError(f"{out}: refusing to overwrite the input scan")
     data = np.asarray(array).astype(dtype, copy=False)
-    data = volume.to_source_order(data) if data.ndim == 3 else np.stack(
-        [volume.to_source_order(data[..., c]) for c in range(data.shape[3])], axis=-1)
+    data = (
+        volume.to_source_order(data)
+        if data.ndim == 3
+        else np.stack([volume.to_source_order(data[..., c]) for c in range(data.shape[3])], axis=-1)
+    )
     img = nib.Nifti1Image(data, volume.source_affine)
     img.set_qform(volume.source_affine, code=1)
     img.set_sform(volume.source_affine, code=1)

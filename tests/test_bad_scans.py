@@ -21,7 +21,7 @@ from tests.test_engine_volume import _write_dicom_series
 
 
 def _nifti(path, patch: dict[int, tuple[str, tuple]] | None = None, shape=(4, 4, 4)) -> str:
-    """A small valid NIfTI-1 file, then header fields overwritten in place (offset -> struct format, values)."""
+    """A small valid NIfTI-1 file, then header fields overwritten in place (offset -> format, values)."""
     nib.save(nib.Nifti1Image(np.ones(shape, np.uint8), np.eye(4)), str(path))
     raw = bytearray(path.read_bytes())
     for offset, (fmt, values) in (patch or {}).items():
@@ -69,13 +69,16 @@ def test_decompression_bomb_is_refused(tmp_path):
     _expect(str(path), "declares")
 
 
-@pytest.mark.parametrize("patch, word", [
-    ({DIM: ("<h", (9,))}, "not a readable"),
-    ({DATATYPE: ("<2h", (9999, 8))}, "9999"),
-    ({DATATYPE: ("<2h", (1, 1))}, "not a readable"),
-    ({DATATYPE: ("<2h", (1536, 128))}, "1536"),
-    ({SCL: ("<2f", (1.0, float("inf")))}, "intercept"),
-])
+@pytest.mark.parametrize(
+    "patch, word",
+    [
+        ({DIM: ("<h", (9,))}, "not a readable"),
+        ({DATATYPE: ("<2h", (9999, 8))}, "9999"),
+        ({DATATYPE: ("<2h", (1, 1))}, "not a readable"),
+        ({DATATYPE: ("<2h", (1536, 128))}, "1536"),
+        ({SCL: ("<2f", (1.0, float("inf")))}, "intercept"),
+    ],
+)
 def test_broken_header_fields(tmp_path, capfd, patch, word):
     _expect(_nifti(tmp_path / "bad.nii", patch), word)
     assert capfd.readouterr().err == ""  # nibabel's own log lines do not leak to the terminal
@@ -93,21 +96,36 @@ def test_non_utf8_names_reach_simpleitk_safely(tmp_path):
     os.rename(tmp_path / "ok.mha", tmp_path / name)
     assert load_scan(tmp_path / name).data.sum() == pytest.approx(arr.sum())
     (tmp_path / "dicom").mkdir()
-    _write_dicom_series(tmp_path / "dicom", np.arange(60).reshape(3, 4, 5), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0),
-                        (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    _write_dicom_series(
+        tmp_path / "dicom",
+        np.arange(60).reshape(3, 4, 5),
+        (1.0, 1.0, 2.0),
+        (0.0, 0.0, 0.0),
+        (1, 0, 0, 0, 1, 0, 0, 0, 1),
+    )
     folder = tmp_path / os.fsdecode(b"dicom-\xff")
     os.rename(tmp_path / "dicom", folder)
     assert load_scan(folder).shape == (5, 4, 3)
 
 
 def test_dicom_series_with_a_missing_slice_is_refused(tmp_path):
-    _write_dicom_series(tmp_path, np.arange(6 * 4 * 5).reshape(6, 4, 5), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0),
-                        (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    _write_dicom_series(
+        tmp_path,
+        np.arange(6 * 4 * 5).reshape(6, 4, 5),
+        (1.0, 1.0, 2.0),
+        (0.0, 0.0, 0.0),
+        (1, 0, 0, 0, 1, 0, 0, 0, 1),
+    )
     (tmp_path / "slice003.dcm").unlink()  # a 4 mm gap in a 2 mm series
     _expect(tmp_path, "uneven slice spacing", "2 to 4 mm")
 
 
 def test_regular_dicom_series_still_reads(tmp_path):
-    _write_dicom_series(tmp_path, np.arange(6 * 4 * 5).reshape(6, 4, 5), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0),
-                        (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    _write_dicom_series(
+        tmp_path,
+        np.arange(6 * 4 * 5).reshape(6, 4, 5),
+        (1.0, 1.0, 2.0),
+        (0.0, 0.0, 0.0),
+        (1, 0, 0, 0, 1, 0, 0, 0, 1),
+    )
     assert load_scan(tmp_path).shape == (5, 4, 6)

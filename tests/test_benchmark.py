@@ -6,7 +6,7 @@ import json
 
 import torch
 
-import engine.benchmark as bench
+import cli.benchmark as bench
 
 
 def test_bench_prints_and_writes_every_number(tmp_path, monkeypatch):
@@ -14,19 +14,34 @@ def test_bench_prints_and_writes_every_number(tmp_path, monkeypatch):
     lines: list[str] = []
     threads = torch.get_num_threads()
     try:
-        report = bench.run_benchmark(tmp_path / "bench.json", rounds=1, archs=("unet",), threads=1, echo=lines.append)
+        report = bench.run_benchmark(
+            tmp_path / "bench.json", rounds=1, archs=("unet",), threads=1, echo=lines.append
+        )
     finally:
         torch.set_num_threads(threads)
     (row,) = report["architectures"]
     assert row["arch"] == "unet" and row["input"] == [128, 128]
-    for key in ("digital_ms", "aihwkit_ms", "ours_ms", "noise_ms", "mc2_ms_per_slice", "program_s_per_chip",
-                "fast_chip_mb", "peak_rss_mb_so_far"):
+    for key in (
+        "digital_ms",
+        "aihwkit_ms",
+        "ours_ms",
+        "noise_ms",
+        "mc2_ms_per_slice",
+        "program_s_per_chip",
+        "fast_chip_mb",
+        "peak_rss_mb_so_far",
+    ):
         assert row[key] > 0, key
     assert row["floor_ms"] == row["digital_ms"] + row["noise_ms"]
     assert row["noise_draws_per_read"] > 1e5
     volume = report["volume"]
     if "skipped" not in volume:  # the shared LGG data or the bundled sample
         assert volume["slices"] == volume["shape"][2] and volume["mc"] == 2
-        assert 0 < volume["slice_on_screen_first_chip_s"] < volume["slice_on_screen_all_chips_s"] < volume["total_s"]
+        assert (
+            0
+            < volume["slice_on_screen_first_chip_s"]
+            < volume["slice_on_screen_all_chips_s"]
+            < volume["total_s"]
+        )
     assert json.loads((tmp_path / "bench.json").read_text()) == json.loads(json.dumps(report))
     assert any(line.startswith("unet") for line in lines) and lines[-1].startswith("wrote")

@@ -31,20 +31,24 @@ def _set(path: str, value):
             del d[leaf]
         else:
             d[leaf] = value
+
     return edit
 
 
-@pytest.mark.parametrize("path, value, words", [
-    ("arguments.not_an_argument", 3, "not_an_argument"),
-    ("arguments", [1, 2], "arguments"),
-    ("preprocessing.slice_axis", "oblique", "slice_axis"),
-    ("preprocessing.input_size", [0, 0], "input_size"),
-    ("labels", [], "labels"),
-    ("labels", KeyError, "labels"),
-    ("architecture", "resnet", "architecture"),
-    ("kind", "quantum", "kind"),
-    ("arguments.out_channels", 5, "5 outputs for 2 labels"),
-])
+@pytest.mark.parametrize(
+    "path, value, words",
+    [
+        ("arguments.not_an_argument", 3, "not_an_argument"),
+        ("arguments", [1, 2], "arguments"),
+        ("preprocessing.slice_axis", "oblique", "slice_axis"),
+        ("preprocessing.input_size", [0, 0], "input_size"),
+        ("labels", [], "labels"),
+        ("labels", KeyError, "labels"),
+        ("architecture", "resnet", "architecture"),
+        ("kind", "quantum", "kind"),
+        ("arguments.out_channels", 5, "5 outputs for 2 labels"),
+    ],
+)
 def test_invalid_descriptions_are_one_line(small_model, tmp_path, path, value, words):
     folder = _copy(small_model, tmp_path, _set(path, value))
     with pytest.raises(ModelError) as err:

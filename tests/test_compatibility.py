@@ -87,7 +87,9 @@ def test_dicom_modality_ct_is_refused_by_metadata(tmp_path, specs):
     chosen, fits = choose_model(volume, specs)
     assert chosen is None
     assert all(f.by_metadata for f in fits if f.model.startswith("lgg"))
-    assert "the scan is CT; the model reads MR" in next(f for f in fits if f.model == "lgg_unet_hwa").explain()
+    assert (
+        "the scan is CT; the model reads MR" in next(f for f in fits if f.model == "lgg_unet_hwa").explain()
+    )
 
 
 def test_dicom_body_part_and_series_description(tmp_path, specs):
@@ -103,7 +105,9 @@ def test_dicom_body_part_and_series_description(tmp_path, specs):
 
 
 def test_dicom_without_tags_is_judged_by_its_statistics(tmp_path, specs):
-    volume = _dicom(tmp_path, {"0008|0060": None, "0008|0016": "1.2.840.10008.5.1.4.1.1.7"}, shape=(20, 256, 256))
+    volume = _dicom(
+        tmp_path, {"0008|0060": None, "0008|0016": "1.2.840.10008.5.1.4.1.1.7"}, shape=(20, 256, 256)
+    )
     assert volume.modality in ("unknown", "OT")  # secondary capture: GDCM writes OT or nothing
     chosen, fits = choose_model(volume, specs)
     assert chosen.name == "lgg_unet_hwa"

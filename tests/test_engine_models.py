@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from engine.analog import layer_report, to_analog
+from engine.analog.conversion import layer_report, to_analog
+from engine.analog.device import DeviceSettings
 from engine.architectures import ARCHITECTURES, build_network, default_arguments
-from engine.device import DeviceSettings
 from engine.model_store import ModelError, find_model, list_models, load_digital
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -10,10 +11,9 @@ import pytest
 
 from engine.findings import slice_ranking
 from engine.inference import Segmenter
-
-from engine.run_settings import RunSettings
 from engine.pipeline import VolumeResult, fan_out_order, preview_while_programming, run_slices, segment_volume
 from engine.preprocessing import get_slice
+from engine.run_settings import RunSettings
 from engine.volume import load_scan
 
 
@@ -51,11 +51,15 @@ def test_preview_shows_the_slice_from_each_new_chip_and_ends_at_its_result(small
         assert preview.index == 9 and preview.done == 0
         previews.append(preview.stats)
     assert len(previews) == 3
-    assert previews[0].mutual_information.max() == 0 and previews[0].std.max() == 0  # one sample agrees with itself
+    assert (
+        previews[0].mutual_information.max() == 0 and previews[0].std.max() == 0
+    )  # one sample agrees with itself
     assert previews[2].std.max() > 0
     final = next(run_slices(seg, real_volume, "axial", indices=[9])).stats
     for name in ("probabilities", "entropy", "mutual_information", "std"):  # the same reads (the pipeline's
-        np.testing.assert_allclose(getattr(previews[2], name), getattr(final, name), atol=1e-5)  # thread count aside)
+        np.testing.assert_allclose(
+            getattr(previews[2], name), getattr(final, name), atol=1e-5
+        )  # thread count aside)
     assert (previews[2].segmentation == final.segmentation).mean() > 0.999
     cancel = threading.Event()
     cancel.set()
@@ -90,17 +94,24 @@ def test_cancel_stops_the_run(small_model, real_volume):
     assert 2 <= len(seen) < real_volume.shape[2] - 2
 
 
-def test_cancel_acts_within_one_slice(small_model, real_volume):
+def test_cancel_acts_within_one_sample(small_model, real_volume):
+    """A cancel lands between two Monte-Carlo samples: after it, a worker starts no new read (one
+    already past its check may start one), and the run stops long before the volume is done."""
     seg = Segmenter(small_model, RunSettings(model=small_model.name, mode="analog", mc_samples=64))
     cancel = threading.Event()
-    timer = threading.Timer(0.5, cancel.set)
-    timer.start()
-    t0 = time.perf_counter()
+    read = seg.read
+    after_cancel: list[tuple[int, int]] = []
+
+    def counting_read(x, slice_index: int, s: int):
+        if cancel.is_set():
+            after_cancel.append((slice_index, s))
+        elif s == 3:
+            cancel.set()  # in the middle of the first slice's 64 samples
+        return read(x, slice_index, s)
+
+    seg.read = counting_read
     results = list(run_slices(seg, real_volume, "axial", cancel=cancel))
-    elapsed = time.perf_counter() - t0
-    timer.cancel()
-    # 64 samples of one slice take several seconds; a cancel lands between two samples.
-    assert elapsed < 4.0, elapsed
+    assert len(after_cancel) <= os.cpu_count(), after_cancel
     assert len(results) < real_volume.shape[2]
 
 
@@ -127,7 +138,9 @@ def test_volume_result_collects_every_map(small_model, real_volume):
     assert [v for _, v in ranking] == sorted((v for _, v in ranking), reverse=True)
 
 
-def test_stages_run_on_one_torch_thread_each_and_the_callers_count_is_kept(small_model, real_volume, monkeypatch):
+def test_stages_run_on_one_torch_thread_each_and_the_callers_count_is_kept(
+    small_model, real_volume, monkeypatch
+):
     """Stages on full OpenMP teams oversubscribe the cores (1.7x slower on two)."""
     import torch
 
@@ -137,7 +150,9 @@ def test_stages_run_on_one_torch_thread_each_and_the_callers_count_is_kept(small
     seg = Segmenter(small_model, RunSettings(model=small_model.name, mode="digital"))
     predict, statistics = seg.predict, pipeline.mc_statistics
     monkeypatch.setattr(seg, "predict", lambda *a: seen["infer"].add(torch.get_num_threads()) or predict(*a))
-    monkeypatch.setattr(pipeline, "mc_statistics", lambda p: seen["post"].add(torch.get_num_threads()) or statistics(p))
+    monkeypatch.setattr(
+        pipeline, "mc_statistics", lambda p: seen["post"].add(torch.get_num_threads()) or statistics(p)
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -149,8 +164,9 @@ def test_stages_run_on_one_torch_thread_each_and_the_callers_count_is_kept(small
     assert seen == {"infer": {1}, "post": {1}} and caller == 2
 
 
-def test_two_inference_workers_read_at_once_and_the_slice_on_screen_still_comes_first(small_model, real_volume,
-                                                                                       monkeypatch):
+def test_two_inference_workers_read_at_once_and_the_slice_on_screen_still_comes_first(
+    small_model, real_volume, monkeypatch
+):
     seg = Segmenter(small_model, RunSettings(model=small_model.name, mode="analog", mc_samples=2, seed=1))
     readers: set[str] = set()
     predict = seg.predict
@@ -176,7 +192,9 @@ def test_two_inference_workers_read_at_once_and_the_slice_on_screen_still_comes_
 
 def test_aihwkit_chips_are_read_by_one_worker(small_model, real_volume, monkeypatch):
     """aihwkit's tile draws its noise from torch's global generator: one reader at a time."""
-    seg = Segmenter(small_model, RunSettings(model=small_model.name, mode="analog", mc_samples=1), simulator="aihwkit")
+    seg = Segmenter(
+        small_model, RunSettings(model=small_model.name, mode="analog", mc_samples=1), simulator="aihwkit"
+    )
     assert not seg.concurrent_reads
     readers: set[int] = set()
     predict = seg.predict

@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from engine.inference import Segmenter
-
-from engine.run_settings import RunSettings
 from engine.preprocessing import get_slice, normalise_volume, to_model_input
+from engine.run_settings import RunSettings
 from engine.uncertainty import mc_statistics
 from engine.volume import load_scan
 
@@ -42,7 +41,10 @@ def _tumour_slices(lgg_case, spec, n=3):
 
 
 def _mean_mi(spec, slices, noise, mc=6):
-    seg = Segmenter(spec, RunSettings(model=spec.name, mode="analog", mc_samples=mc, noise_level=noise, drift_s=3600.0, seed=0))
+    seg = Segmenter(
+        spec,
+        RunSettings(model=spec.name, mode="analog", mc_samples=mc, noise_level=noise, drift_s=3600.0, seed=0),
+    )
     return float(np.mean([mc_statistics(seg.predict(x, k)).mutual_information.mean() for k, x in slices]))
 
 
@@ -67,10 +69,17 @@ def test_analog_at_noise_zero_matches_digital(shipped_model, lgg_case):
 
 def test_results_are_reproducible_with_a_seed(small_model):
     x = torch.rand(1, 1, 64, 64)
-    run = RunSettings(model=small_model.name, mode="analog", mc_samples=3, noise_level=1.0, drift_s=3600.0, seed=7)
+    run = RunSettings(
+        model=small_model.name, mode="analog", mc_samples=3, noise_level=1.0, drift_s=3600.0, seed=7
+    )
     a = Segmenter(small_model, run).predict(x, 4)
     b = Segmenter(small_model, run).predict(x, 4)
-    c = Segmenter(small_model, RunSettings(model=small_model.name, mode="analog", mc_samples=3, noise_level=1.0, drift_s=3600.0, seed=8)).predict(x, 4)
+    c = Segmenter(
+        small_model,
+        RunSettings(
+            model=small_model.name, mode="analog", mc_samples=3, noise_level=1.0, drift_s=3600.0, seed=8
+        ),
+    ).predict(x, 4)
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
 

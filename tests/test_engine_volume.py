@@ -77,9 +77,16 @@ def _write_dicom_series(folder, array_zyx, spacing, origin, direction):
     for z in range(image.GetDepth()):
         sl = image[:, :, z]
         position = "\\".join(f"{v:.6f}" for v in image.TransformIndexToPhysicalPoint((0, 0, z)))
-        for tag, value in [("0008|0060", "MR"), ("0020|000e", series_uid), ("0020|000d", series_uid + ".1"),
-                           ("0020|0037", orientation), ("0020|0032", position), ("0020|0013", str(z + 1)),
-                           ("0008|0016", "1.2.840.10008.5.1.4.1.1.4"), ("0008|0018", f"{series_uid}.{z + 1}")]:
+        for tag, value in [
+            ("0008|0060", "MR"),
+            ("0020|000e", series_uid),
+            ("0020|000d", series_uid + ".1"),
+            ("0020|0037", orientation),
+            ("0020|0032", position),
+            ("0020|0013", str(z + 1)),
+            ("0008|0016", "1.2.840.10008.5.1.4.1.1.4"),
+            ("0008|0018", f"{series_uid}.{z + 1}"),
+        ]:
             sl.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
         writer.Execute(sl)
@@ -89,7 +96,9 @@ def _write_dicom_series(folder, array_zyx, spacing, origin, direction):
 def test_dicom_series_is_read_in_world_coordinates(tmp_path):
     rng = np.random.default_rng(1)
     arr = rng.integers(0, 1000, size=(6, 10, 8))  # z, y, x
-    image = _write_dicom_series(tmp_path, arr, (0.7, 0.8, 2.0), (10.0, -20.0, 30.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    image = _write_dicom_series(
+        tmp_path, arr, (0.7, 0.8, 2.0), (10.0, -20.0, 30.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)
+    )
     vol = load_scan(tmp_path)
     assert vol.modality == "MR"
     assert vol.meta["format"] == "DICOM"

@@ -16,13 +16,15 @@ from aihwkit.nn.conversion import convert_to_analog
 from aihwkit.simulator.parameters.enums import NoiseManagementType
 from torch import nn
 
-from engine.analog import calibrated_analog, program_chip
+from engine.analog.chips import program_chip
+from engine.analog.conversion import calibrated_analog
+from engine.analog.device import DeviceSettings, rpu_config
+from engine.analog.fast_layers import FastAnalogConv2d, FastAnalogLinear, fast_chip
+from engine.analog.periphery import add_gaussian_, noise_draws_per_read, seeded_reads
 from engine.architectures import ARCHITECTURES, build_network, default_arguments
-from engine.device import DeviceSettings, rpu_config
-from engine.fast_analog import (FastAnalogConv2d, FastAnalogLinear, add_gaussian_, fast_chip, noise_draws_per_read,
-                                seeded_reads)
 from engine.inference import Segmenter
 from engine.run_settings import RunSettings
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -63,7 +65,7 @@ def _adc_step(fast: nn.Module) -> torch.Tensor:
     step = torch.zeros(fast.out_features)
     scales = fast.scale.abs().view(len(fast.out_slices), -1)  # per tile, padded to the widest
     for k, s in enumerate(fast.out_slices):
-        step[s] = torch.maximum(step[s], scales[k, :s.stop - s.start])
+        step[s] = torch.maximum(step[s], scales[k, : s.stop - s.start])
     return step
 
 
@@ -76,20 +78,26 @@ def _small_tiles(layer: nn.Module) -> nn.Module:
     return layer
 
 
-SINGLE = [nn.Conv2d(8, 16, 3, padding=1), nn.Conv2d(5, 7, (3, 2), stride=2, padding=(1, 0)),
-          nn.Linear(30, 20), nn.Linear(512, 512)]
-MULTI = [nn.Conv2d(128, 16, 3, stride=2, padding=1),  # 1152 inputs: 3 tiles of 384, which split kernels
-         nn.Conv2d(64, 8, 3, padding=1),  # 576 inputs: 2 tiles of 288, whole channels
-         _small_tiles(nn.Conv2d(16, 70, 3, padding=1)),  # 144 inputs: 3 x 48; 70 outputs: 2 x 35
-         _small_tiles(nn.Linear(100, 90)),  # 2 x 2 tiles
-         _small_tiles(nn.Conv2d(13, 71, 3, padding=1)),  # 117 inputs: 59 + 58; 71 outputs: 36 + 35
-         _small_tiles(nn.Linear(101, 91))]  # 51 + 50 inputs, 46 + 45 outputs: unequal tiles, padded
+SINGLE = [
+    nn.Conv2d(8, 16, 3, padding=1),
+    nn.Conv2d(5, 7, (3, 2), stride=2, padding=(1, 0)),
+    nn.Linear(30, 20),
+    nn.Linear(512, 512),
+]
+MULTI = [
+    nn.Conv2d(128, 16, 3, stride=2, padding=1),  # 1152 inputs: 3 tiles of 384, which split kernels
+    nn.Conv2d(64, 8, 3, padding=1),  # 576 inputs: 2 tiles of 288, whole channels
+    _small_tiles(nn.Conv2d(16, 70, 3, padding=1)),  # 144 inputs: 3 x 48; 70 outputs: 2 x 35
+    _small_tiles(nn.Linear(100, 90)),  # 2 x 2 tiles
+    _small_tiles(nn.Conv2d(13, 71, 3, padding=1)),  # 117 inputs: 59 + 58; 71 outputs: 36 + 35
+    _small_tiles(nn.Linear(101, 91)),
+]  # 51 + 50 inputs, 46 + 45 outputs: unequal tiles, padded
 
 
 @pytest.fixture(params=["grouped", "per tile"])
 def conv_path(request, monkeypatch):
     """Both ways the fast path runs a multi-tile convolution: grouped (small images), one per tile."""
-    import engine.fast_analog as fa
+    import engine.analog.fast_layers as fa
 
     monkeypatch.setattr(fa, "GROUPED_MAX_PIXELS", 10**9 if request.param == "grouped" else 0)
     return request.param
@@ -122,7 +130,7 @@ def test_with_adc_at_most_one_level_apart(layer, conv_path):
 
 
 def test_one_chip_read_by_either_path_keeps_one_weight_copy(monkeypatch):
-    import engine.fast_analog as fa
+    import engine.analog.fast_layers as fa
 
     fast = fast_chip(_chip(nn.Conv2d(128, 16, 3, padding=1)))
     x = _input(nn.Conv2d(128, 16, 3))
@@ -131,14 +139,23 @@ def test_one_chip_read_by_either_path_keeps_one_weight_copy(monkeypatch):
         monkeypatch.setattr(fa, "GROUPED_MAX_PIXELS", pixels)
         with torch.no_grad():
             reads.append(fast(x))
-        assert fast.weight.is_contiguous(memory_format=torch.channels_last if pixels else torch.contiguous_format)
+        assert fast.weight.is_contiguous(
+            memory_format=torch.channels_last if pixels else torch.contiguous_format
+        )
     assert ((reads[1] - reads[0]).abs() <= _adc_step(fast).view(-1, 1, 1) * 1.001 + 1e-5).all()
     assert torch.equal(reads[0], reads[2])
-    assert sorted(name for name, b in fast.named_buffers()) == ["bias", "gather_index", "input_range", "scale", "weight"]
+    assert sorted(name for name, b in fast.named_buffers()) == [
+        "bias",
+        "gather_index",
+        "input_range",
+        "scale",
+        "weight",
+    ]
 
 
-@pytest.mark.parametrize("layer", [nn.Conv2d(128, 16, 3, padding=1), _small_tiles(nn.Linear(100, 90))],
-                         ids=["conv", "linear"])
+@pytest.mark.parametrize(
+    "layer", [nn.Conv2d(128, 16, 3, padding=1), _small_tiles(nn.Linear(100, 90))], ids=["conv", "linear"]
+)
 def test_same_read_noise_spread(layer, conv_path):
     """Output noise is drawn per tile before each ADC: the spread of reads must match aihwkit's."""
     settings = DeviceSettings(out_noise=0.1)
@@ -175,7 +192,11 @@ def test_per_read_pcm_noise_follows_its_formula():
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_added_noise_is_gaussian_independent_seeded_and_scaled(layout):
-    base = torch.arange(2 * 3 * 200 * 200, dtype=torch.float32).view(2, 3, 200, 200).contiguous(memory_format=layout)
+    base = (
+        torch.arange(2 * 3 * 200 * 200, dtype=torch.float32)
+        .view(2, 3, 200, 200)
+        .contiguous(memory_format=layout)
+    )
     envelope = torch.rand_like(base) + 0.5
     reads = []
     for _ in range(2):
@@ -217,14 +238,14 @@ def test_seeded_reads_repeat_torch_manual_seed_and_ignore_other_threads():
 
 @pytest.mark.parametrize("read_noise", [0.0, 0.05])
 def test_noise_draws_per_read_counts_what_a_read_draws(monkeypatch, read_noise):
-    import engine.fast_analog as fa
+    import engine.analog.periphery as periphery
 
     layer = _small_tiles(nn.Conv2d(16, 70, 3, padding=1))  # 3 x 2 tiles: each row tile draws for its outputs
     fast = fast_chip(_chip(layer, DeviceSettings(out_noise=0.1)), read_noise=read_noise)
     x = _input(layer)
     drawn = []
-    real = fa.add_gaussian_
-    monkeypatch.setattr(fa, "add_gaussian_", lambda y, *a: drawn.append(y.numel()) or real(y, *a))
+    real = periphery.add_gaussian_
+    monkeypatch.setattr(periphery, "add_gaussian_", lambda y, *a: drawn.append(y.numel()) or real(y, *a))
     counted = noise_draws_per_read(fast, x)
     assert counted == sum(drawn) == (2 if read_noise else 1) * 3 * 2 * 70 * 17 * 15
 
@@ -284,7 +305,9 @@ def test_every_layer_of_every_model_matches_on_its_own_activations(network):
         for name, layer in layers.items():
             inputs, ref = seen[name]
             diff = (layer(inputs) - ref).abs()
-            step = _adc_step(layer).view(-1, 1, 1) if isinstance(layer, FastAnalogConv2d) else _adc_step(layer)
+            step = (
+                _adc_step(layer).view(-1, 1, 1) if isinstance(layer, FastAnalogConv2d) else _adc_step(layer)
+            )
             assert (diff <= step * 1.001 + 1e-5).all(), name
             assert (diff > 1e-5 + 1e-5 * ref.abs()).float().mean() < 0.001, name
 

@@ -7,10 +7,11 @@ import copy
 import pytest
 import torch
 from aihwkit.nn.conversion import convert_to_analog
+from aihwkit.simulator.parameters.enums import NoiseManagementType
 from torch import nn
 
-from engine.device import DeviceSettings, rpu_config
-from training.fast_hwa import use_fast_hwa
+from engine.analog.device import DeviceSettings, rpu_config
+from engine.analog.hwa_forward import use_fast_hwa
 
 
 def _pair(net: nn.Module, noise: bool):
@@ -18,6 +19,7 @@ def _pair(net: nn.Module, noise: bool):
     if not noise:
         cfg.modifier.std_dev = 0.0
         cfg.forward.out_noise = 0.0
+
     def convert(digital: nn.Module) -> nn.Module:
         # Converted separately (not deep-copied) so each keeps aihwkit's weight-gradient hook.
         torch.manual_seed(0)
@@ -33,7 +35,12 @@ def _pair(net: nn.Module, noise: bool):
 
 
 NETS = {
-    "single-tile conv": (lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, stride=2, padding=1)), (2, 3, 12, 12)),
+    "single-tile conv": (
+        lambda: nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, stride=2, padding=1)
+        ),
+        (2, 3, 12, 12),
+    ),
     "multi-tile conv": (lambda: nn.Sequential(nn.Conv2d(64, 600, 3, padding=1)), (2, 64, 6, 6)),
     "multi-tile linear": (lambda: nn.Sequential(nn.Linear(600, 520)), (3, 5, 600)),
 }
@@ -54,11 +61,13 @@ def test_forward_and_gradients_match_aihwkit(name):
     (yr * g).sum().backward()
     (yf * g).sum().backward()
     torch.testing.assert_close(xf.grad, xr.grad, rtol=1e-3, atol=1e-3)
-    for (n, pr), (_, pf) in zip(ref.named_parameters(), fast.named_parameters()):
+    for (n, pr), (_, pf) in zip(ref.named_parameters(), fast.named_parameters(), strict=True):
         if pr.grad is None:  # aihwkit's context and counters carry no gradient
             assert pf.grad is None, n
             continue
-        torch.testing.assert_close(pf.grad, pr.grad, rtol=2e-3, atol=2e-3 * pr.grad.abs().max().item() + 1e-6, msg=n)
+        torch.testing.assert_close(
+            pf.grad, pr.grad, rtol=2e-3, atol=2e-3 * pr.grad.abs().max().item() + 1e-6, msg=n
+        )
 
 
 def test_noise_is_injected_in_training_only():
@@ -71,3 +80,16 @@ def test_noise_is_injected_in_training_only():
         spread_ref = torch.stack([ref(x) for _ in range(20)]).std(0).mean()
     assert spread_fast > 0
     assert spread_fast == pytest.approx(spread_ref.item(), rel=0.25)
+
+
+def test_refuses_the_settings_the_inference_path_refuses_but_stochastic_rounding():
+    """One check of supported settings for both fast paths; aihwkit's quantiser rounds stochastically here."""
+    cfg = rpu_config(DeviceSettings(), training=True)
+    cfg.forward.inp_sto_round = True
+    model = convert_to_analog(nn.Linear(4, 3), cfg)
+    for _, tile in model.named_analog_tiles():
+        tile.input_range_update_idx.data.fill_(10_000)
+    use_fast_hwa(model)
+    cfg.forward.noise_management = NoiseManagementType.ABS_MAX
+    with pytest.raises(NotImplementedError, match="noise management"):
+        use_fast_hwa(convert_to_analog(nn.Linear(4, 3), cfg))

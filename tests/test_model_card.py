@@ -1,4 +1,4 @@
-"""Model cards: the statistics of a scan, the domain of training scans, and their round trip through model.json."""
+"""Model cards: a scan's statistics, the domain of training scans, their round trip through model.json."""
 
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ def test_domain_spans_the_training_scans_and_round_trips():
     domain = TrainingDomain.of([a, b])
     assert domain.scans == 2 and domain.in_plane == Range(240, 256) and domain.slices == Range(20, 88)
     assert domain.quantiles[2] == Range(120.0, 200.0)
-    card = ModelCard(modality="MR", body_part="BRAIN", dimensionality="3D", sequence="FLAIR", training_domain=domain)
+    card = ModelCard(
+        modality="MR", body_part="BRAIN", dimensionality="3D", sequence="FLAIR", training_domain=domain
+    )
     back = ModelCard.from_dict(card.to_dict())
     assert back == card and back.training_domain == domain
 

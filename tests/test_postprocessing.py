@@ -7,13 +7,13 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 
-from conftest import LGG
 from engine.inference import Segmenter
-from engine.run_settings import RunSettings
 from engine.model_store import ModelSpec, read_spec
 from engine.pipeline import VolumeResult, run_slices, segment_volume
 from engine.postprocessing import keep_largest_component
+from engine.run_settings import RunSettings
 from engine.volume import load_scan
 
 
@@ -58,20 +58,25 @@ def test_volume_result_post_processes_on_finalise_once_complete(shipped_model, l
     result.finalise()
     assert np.array_equal(result.segmentation, keep_largest_component(raw, [1]))
     cut = dataclasses.replace(shipped_model, keep_largest=[1])
-    assert np.array_equal(segment_volume(Segmenter(cut, RunSettings(model=cut.name, mode="digital", mc_samples=1)), volume).segmentation,
-                          result.segmentation)
+    assert np.array_equal(
+        segment_volume(
+            Segmenter(cut, RunSettings(model=cut.name, mode="digital", mc_samples=1)), volume
+        ).segmentation,
+        result.segmentation,
+    )
 
 
 def test_choice_made_on_validation_patients_and_recorded(shipped_model, tmp_path):
     from training.postprocessing import choose_postprocessing
 
-    if not LGG.exists():
-        pytest.skip("real LGG data not found")
+    lgg = SHARED_DATA / "lgg"
+    if not lgg.exists():  # the validation patients are not shipped: CI has them beside the clone
+        pytest.skip(f"real LGG data not found at {lgg}")
     folder = tmp_path / shipped_model.name
     shutil.copytree(shipped_model.folder, folder)
     spec = read_spec(folder)
     spec.keep_largest = []
-    assert choose_postprocessing(spec, LGG, progress=False, log=lambda _: None) == [1]
+    assert choose_postprocessing(spec, lgg, progress=False, log=lambda _: None) == [1]
     stored = read_spec(folder)
     assert stored.keep_largest == [1]
     numbers = stored.metrics["val"]["postprocessing"]["1"]

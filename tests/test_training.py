@@ -17,7 +17,7 @@ SAMPLE = REPO / "resources" / "samples"
 
 @pytest.fixture(scope="module")
 def tiny_lgg(tmp_path_factory) -> Path:
-    """Five 'patients' made of the bundled LGG sample, in MSD layout (the folder name picks the LGG preset)."""
+    """Five 'patients' made of the bundled LGG sample, MSD layout (the folder name picks the LGG preset)."""
     root = tmp_path_factory.mktemp("data") / "lgg"
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()
@@ -25,7 +25,9 @@ def tiny_lgg(tmp_path_factory) -> Path:
     for i in range(5):
         shutil.copy(SAMPLE / "lgg_sample.nii.gz", root / "imagesTr" / f"lgg_{i}.nii.gz")
         shutil.copy(SAMPLE / "lgg_sample_label.nii.gz", root / "labelsTr" / f"lgg_{i}.nii.gz")
-        entries.append({"image": f"./imagesTr/lgg_{i}.nii.gz", "label": f"./labelsTr/lgg_{i}.nii.gz", "patient": f"P{i}"})
+        entries.append(
+            {"image": f"./imagesTr/lgg_{i}.nii.gz", "label": f"./labelsTr/lgg_{i}.nii.gz", "patient": f"P{i}"}
+        )
     (root / "dataset.json").write_text(json.dumps({"training": entries}))
     return root
 
@@ -68,12 +70,30 @@ def test_a_further_digital_round_starts_from_the_shipped_weights_and_adds_up(tra
 
     out, runs, data = trained
     before = read_spec(out).training
-    again = train(data, "unet", "digital", out.parent / "tiny_unet_round2", init=str(out), epochs=1, batch_size=8,
-                  lr=3e-4, runs_dir=runs, log=lambda *_: None)
+    again = train(
+        data,
+        "unet",
+        "digital",
+        out.parent / "tiny_unet_round2",
+        init=str(out),
+        epochs=1,
+        batch_size=8,
+        lr=3e-4,
+        runs_dir=runs,
+        log=lambda *_: None,
+    )
     assert again.training["earlier_round"]["history"] == before["history"]
     assert again.training["epochs_run"] == before["epochs_run"] + 1
     assert again.training["learning_rate"] == pytest.approx(3e-4)
     assert again.training["init"] is None  # not an HWA adaptation
     with pytest.raises(ValueError, match="further digital round"):
-        train(data, "swinunetr", "digital", out.parent / "wrong", init=str(out), epochs=1, runs_dir=runs,
-              log=lambda *_: None)
+        train(
+            data,
+            "swinunetr",
+            "digital",
+            out.parent / "wrong",
+            init=str(out),
+            epochs=1,
+            runs_dir=runs,
+            log=lambda *_: None,
+        )

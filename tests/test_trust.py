@@ -11,9 +11,16 @@ import torch
 
 from engine.pipeline import SliceResult, VolumeResult
 from engine.preprocessing import Preprocessing
-from engine.trust import (TrustCalibration, calibration_for, case_scores, ood_features, ood_score, pairwise_dice,
-                          verdict)
 from engine.run_settings import Mode
+from engine.trust import (
+    TrustCalibration,
+    calibration_for,
+    case_scores,
+    ood_features,
+    ood_score,
+    pairwise_dice,
+    verdict,
+)
 from engine.uncertainty import mc_statistics
 from engine.volume import Volume
 from training.trust_calibration import CaseRecord, choose_score, fit, lesion_threshold
@@ -66,9 +73,13 @@ def _records(rng: np.random.Generator, n: int = 12) -> list[CaseRecord]:
     out = []
     for i in range(n):
         dice = float(rng.uniform(0.2, 0.95))
-        scores = {"entropy_inside": float(rng.random()), "mutual_information_inside": float(rng.random()),
-                  "entropy_border": float(rng.random()), "pairwise_dice": dice + float(rng.normal(0, 0.02)),
-                  "uncertain_ratio": float(rng.random())}
+        scores = {
+            "entropy_inside": float(rng.random()),
+            "mutual_information_inside": float(rng.random()),
+            "entropy_border": float(rng.random()),
+            "pairwise_dice": dice + float(rng.normal(0, 0.02)),
+            "uncertain_ratio": float(rng.random()),
+        }
         out.append(CaseRecord(f"c{i}/seed0", dice, scores, [(0.1, True), (0.5, False)], rng.normal(0, 1, 5)))
     return out
 
@@ -82,13 +93,24 @@ def test_fit_chooses_the_informative_score_and_maps_it_monotonically():
     assert calibration.expected_dice(0.9) > calibration.expected_dice(0.4)
     assert calibration.error_low <= 0 <= calibration.error_high
     assert calibration.lesion_review_above == pytest.approx(0.5)
-    assert lesion_threshold([CaseRecord("a/0", 1.0, {}, [(0.2, True), (0.3, True)], np.zeros(5))]) == pytest.approx(0.29)
+    assert lesion_threshold(
+        [CaseRecord("a/0", 1.0, {}, [(0.2, True), (0.3, True)], np.zeros(5))]
+    ) == pytest.approx(0.29)
 
 
 def test_verdict_reads_the_models_calibration(small_model):
-    calibration = TrustCalibration(score="pairwise_dice", knots=(0.3, 0.9), expected=(0.4, 0.9), error_low=-0.1,
-                                   error_high=0.05, review_below=0.7, lesion_review_above=0.3, ood_threshold=1e9,
-                                   ood_reference=(0.0,) * 10, fitted_on="test")
+    calibration = TrustCalibration(
+        score="pairwise_dice",
+        knots=(0.3, 0.9),
+        expected=(0.4, 0.9),
+        error_low=-0.1,
+        error_high=0.05,
+        review_below=0.7,
+        lesion_review_above=0.3,
+        ood_threshold=1e9,
+        ood_reference=(0.0,) * 10,
+        fitted_on="test",
+    )
     spec = dataclasses.replace(small_model, trust={"analog": calibration.to_dict()})
     loaded = calibration_for(spec, "analog")
     assert loaded == calibration and calibration_for(spec, "digital") is None

@@ -1,7 +1,7 @@
 """The real viewer window, driven headless with pytest-qt on the bundled LGG sample and the installed model.
 
 Analog inference is slow on a CPU, so runs are kept small (the 27-slice sample, 1-2 MC samples) and
-the programmed chips are shared between tests through one `SegmenterPool`.
+the programmed chips are shared between tests through one `ChipCache`.
 Every test ends with no worker thread left running.
 """
 
@@ -22,12 +22,12 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QThreadPoo
 from PySide6.QtGui import QDropEvent, QKeySequence  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
+from engine.analog.chips import ChipCache  # noqa: E402
 from engine.findings import slice_ranking  # noqa: E402
 from engine.model_store import ModelError, ModelSpec, default_model  # noqa: E402
 from engine.postprocessing import keep_largest_component  # noqa: E402
 from engine.preprocessing import get_slice  # noqa: E402
 from engine.run_settings import RunSettings  # noqa: E402
-from engine.segmenter_pool import SegmenterPool  # noqa: E402
 from engine.volume import Volume, load_scan  # noqa: E402
 from viewer.session.display import display_position, outline  # noqa: E402
 from viewer.widgets.help_dialogs import SHORTCUTS, about_html  # noqa: E402
@@ -51,9 +51,9 @@ def spec() -> ModelSpec:
 
 
 @pytest.fixture(scope="module")
-def pool() -> SegmenterPool:
+def pool() -> ChipCache:
     """Chips programmed once for the whole module."""
-    return SegmenterPool(capacity=4)
+    return ChipCache(capacity=4)
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def make_window(qtbot, tmp_path):
     windows: list[MainWindow] = []
 
     def make(
-        specs: list[ModelSpec] | None, pool: SegmenterPool | None = None, mode: str = "analog", mc: int = 2
+        specs: list[ModelSpec] | None, pool: ChipCache | None = None, mode: str = "analog", mc: int = 2
     ) -> MainWindow:
         settings = QSettings(str(tmp_path / "viewer.ini"), QSettings.Format.IniFormat)
         window = MainWindow(specs if specs is not None else [], settings, InferenceRunner(pool))
@@ -335,7 +335,7 @@ def test_cancel_keeps_finished_slices_and_resume_does_the_rest(qtbot, make_windo
 
 
 def test_cancel_while_chips_are_programmed_leaves_no_preview(qtbot, make_window, spec) -> None:
-    window = make_window([spec], SegmenterPool(capacity=1), mode="analog", mc=3)  # chips to program
+    window = make_window([spec], ChipCache(capacity=1), mode="analog", mc=3)  # chips to program
     previews: list[str] = []
     window.runner.slicePreviewed.connect(
         lambda job, index: previews.append(window.grid.views["axial"].title.text())
@@ -448,7 +448,7 @@ def test_ground_truth_overlay_toggles_and_worker_errors_reach_the_user(
     def broken(*args):
         raise RuntimeError("simulated failure while loading the network")
 
-    monkeypatch.setattr(window.runner.pool, "get", broken)
+    monkeypatch.setattr(window.runner.pool, "segmenter", broken)
     with qtbot.waitSignal(window.runner.finished, timeout=30_000):
         window.model_panel.mc_slider.setValue(3)
         window.model_panel.set_mode("analog")

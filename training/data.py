@@ -24,7 +24,14 @@ from monai.transforms import (
 )
 from torch.utils.data import Dataset
 
-from engine.preprocessing import Preprocessing, get_slice, normalise_volume, resize_labels, slice_count, to_model_input
+from engine.preprocessing import (
+    Preprocessing,
+    get_slice,
+    normalise_volume,
+    resize_labels,
+    slice_count,
+    to_model_input,
+)
 from engine.volume import ScanError, load_scan
 
 
@@ -49,7 +56,9 @@ def read_msd(root: Path) -> list[Case]:
 
 def read_nuclei(root: Path) -> list[Case]:
     """Data Science Bowl layout: `images/ID.png` with `labels/ID.png` instance maps (0 = background)."""
-    return [Case(p.stem, p, root / "labels" / p.name, p.stem) for p in sorted((root / "images").glob("*.png"))]
+    return [
+        Case(p.stem, p, root / "labels" / p.name, p.stem) for p in sorted((root / "images").glob("*.png"))
+    ]
 
 
 def read_dataset(root: Path) -> tuple[str, list[Case]]:
@@ -60,14 +69,19 @@ def read_dataset(root: Path) -> tuple[str, list[Case]]:
     raise ValueError(f"{root}: neither an MSD folder (dataset.json) nor a nuclei folder (images/, labels/)")
 
 
-def split_by_patient(cases: list[Case], seed: int = 0, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> dict[str, list[str]]:
+def split_by_patient(
+    cases: list[Case], seed: int = 0, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+) -> dict[str, list[str]]:
     """Seeded train/val/test split of patients; every slice of a patient lands in one split."""
     patients = sorted({c.patient for c in cases})
     random.Random(seed).shuffle(patients)
     n_val = max(1, round(fractions[1] * len(patients)))
     n_test = max(1, round(fractions[2] * len(patients)))
-    groups = {"val": set(patients[:n_val]), "test": set(patients[n_val:n_val + n_test]),
-              "train": set(patients[n_val + n_test:])}
+    groups = {
+        "val": set(patients[:n_val]),
+        "test": set(patients[n_val : n_val + n_test]),
+        "train": set(patients[n_val + n_test :]),
+    }
     return {name: sorted(c.case_id for c in cases if c.patient in group) for name, group in groups.items()}
 
 
@@ -101,7 +115,9 @@ def load_nuclei_case(case: Case, prep: Preprocessing) -> tuple[np.ndarray, np.nd
     return to_model_input(grey[None], prep).numpy(), resize_labels(labels[None], prep.input_size)
 
 
-def load_cases(cases: list[Case], layout: str, prep: Preprocessing, log=print) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def load_cases(
+    cases: list[Case], layout: str, prep: Preprocessing, log=print
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Load every case; a broken one is reported and skipped, never fatal."""
     loader = load_nuclei_case if layout == "nuclei" else load_volume_case
     out = {}
@@ -115,15 +131,23 @@ def load_cases(cases: list[Case], layout: str, prep: Preprocessing, log=print) -
 
 def augmentations(seed: int) -> Compose:
     """Flips, small rotations and scalings, intensity changes: MONAI's dictionary transforms."""
-    t = Compose([
-        RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=1),
-        RandAffined(keys=["image", "label"], prob=0.5, rotate_range=0.26, scale_range=0.1,
-                    mode=("bilinear", "nearest"), padding_mode="zeros"),
-        RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
-        RandShiftIntensityd(keys="image", offsets=0.05, prob=0.5),
-        RandAdjustContrastd(keys="image", gamma=(0.8, 1.25), prob=0.3),
-        RandGaussianNoised(keys="image", std=0.02, prob=0.2),
-    ])
+    t = Compose(
+        [
+            RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=1),
+            RandAffined(
+                keys=["image", "label"],
+                prob=0.5,
+                rotate_range=0.26,
+                scale_range=0.1,
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+            ),
+            RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+            RandShiftIntensityd(keys="image", offsets=0.05, prob=0.5),
+            RandAdjustContrastd(keys="image", gamma=(0.8, 1.25), prob=0.3),
+            RandGaussianNoised(keys="image", std=0.02, prob=0.2),
+        ]
+    )
     t.set_random_state(seed)
     return t
 
@@ -131,8 +155,14 @@ def augmentations(seed: int) -> Compose:
 class SliceDataset(Dataset):
     """2D slices of the given cases. Empty slices are subsampled so foreground is not drowned out."""
 
-    def __init__(self, loaded: dict[str, tuple[np.ndarray, np.ndarray]], case_ids: list[str],
-                 augment: bool, seed: int = 0, empty_fraction: float = 0.25) -> None:
+    def __init__(
+        self,
+        loaded: dict[str, tuple[np.ndarray, np.ndarray]],
+        case_ids: list[str],
+        augment: bool,
+        seed: int = 0,
+        empty_fraction: float = 0.25,
+    ) -> None:
         xs, ys = [], []
         rng = np.random.default_rng(seed)
         for cid in case_ids:

@@ -13,11 +13,10 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.inference import Segmenter
-
-from engine.run_settings import RunSettings
 from engine.metrics import dice_per_label
 from engine.model_store import ModelSpec, find_model, metrics_key, write_spec
 from engine.pipeline import segment_slice, segment_volume
+from engine.run_settings import RunSettings
 from engine.volume import ScanError, load_scan
 from training.data import Case, read_dataset, read_nuclei_image
 
@@ -44,12 +43,16 @@ def _segment_case(segmenter: Segmenter, case: Case, layout: str) -> tuple[np.nda
     return result.segmentation, result.maps["entropy"], np.rint(truth.data).astype(np.int64)
 
 
-def evaluate_run(spec: ModelSpec, cases: list[Case], layout: str, run: RunSettings, progress: bool = True) -> dict:
+def evaluate_run(
+    spec: ModelSpec, cases: list[Case], layout: str, run: RunSettings, progress: bool = True
+) -> dict:
     """One pass over the cases with one set of chips: per-case Dice per label and uncertainty."""
     segmenter = Segmenter(spec, run)
     names = spec.label_names
     rows = []
-    for case in tqdm(cases, desc=f"{spec.name} {run.mode} seed {run.seed}", disable=not progress, leave=False):
+    for case in tqdm(
+        cases, desc=f"{spec.name} {run.mode} seed {run.seed}", disable=not progress, leave=False
+    ):
         try:
             pred, entropy, truth = _segment_case(segmenter, case, layout)
         except (ScanError, OSError, ValueError) as exc:
@@ -57,47 +60,95 @@ def evaluate_run(spec: ModelSpec, cases: list[Case], layout: str, run: RunSettin
             continue
         dice = dice_per_label(pred, truth, spec.num_classes)
         inside = [float(entropy[pred == c].mean()) for c in range(1, spec.num_classes) if (pred == c).any()]
-        rows.append({
-            "case": case.case_id,
-            "dice": {names[c]: d for c, d in dice.items()},
-            "mean_dice": float(np.mean(list(dice.values()))),
-            "mean_entropy": float(entropy.mean()),
-            "mean_entropy_in_segmentation": float(np.mean(inside)) if inside else 0.0,
-        })
-    return {"cases": rows, "mean_dice": float(np.mean([r["mean_dice"] for r in rows])),
-            "mean_entropy": float(np.mean([r["mean_entropy"] for r in rows]))}
+        rows.append(
+            {
+                "case": case.case_id,
+                "dice": {names[c]: d for c, d in dice.items()},
+                "mean_dice": float(np.mean(list(dice.values()))),
+                "mean_entropy": float(entropy.mean()),
+                "mean_entropy_in_segmentation": float(np.mean(inside)) if inside else 0.0,
+            }
+        )
+    return {
+        "cases": rows,
+        "mean_dice": float(np.mean([r["mean_dice"] for r in rows])),
+        "mean_entropy": float(np.mean([r["mean_entropy"] for r in rows])),
+    }
 
 
-def evaluate(model: str, data: Path, split: str = "test", mode: str = "digital", mc: int = 8,
-             noise: float = 1.0, drift: float = 86400.0, programmings: int = 3, record: bool = False,
-             progress: bool = True) -> dict:
+def evaluate(
+    model: str,
+    data: Path,
+    split: str = "test",
+    mode: str = "digital",
+    mc: int = 8,
+    noise: float = 1.0,
+    drift: float = 86400.0,
+    programmings: int = 3,
+    record: bool = False,
+    progress: bool = True,
+) -> dict:
     """Evaluate; with `record`, store the summary under metrics[split] in the model's model.json."""
     spec = find_model(model)
     layout, cases = cases_of_split(spec, data, split)
     seeds = range(programmings) if mode == "analog" else range(1)
-    runs = [evaluate_run(spec, cases, layout, RunSettings(model=spec.name, mode=mode, mc_samples=mc if mode == "analog" else 1, noise_level=noise, drift_s=drift, seed=seed),
-                         progress) for seed in seeds]
+    runs = [
+        evaluate_run(
+            spec,
+            cases,
+            layout,
+            RunSettings(
+                model=spec.name,
+                mode=mode,
+                mc_samples=mc if mode == "analog" else 1,
+                noise_level=noise,
+                drift_s=drift,
+                seed=seed,
+            ),
+            progress,
+        )
+        for seed in seeds
+    ]
     means = [r["mean_dice"] for r in runs]
     report = {
-        "model": spec.name, "split": split, "cases": len(runs[0]["cases"]), "mode": mode,
-        "mc_samples": mc if mode == "analog" else 1, "noise_level": noise if mode == "analog" else None,
-        "drift_s": drift if mode == "analog" else None, "programmings": len(runs),
-        "mean_dice": float(np.mean(means)), "std_dice_over_programmings": float(np.std(means)),
+        "model": spec.name,
+        "split": split,
+        "cases": len(runs[0]["cases"]),
+        "mode": mode,
+        "mc_samples": mc if mode == "analog" else 1,
+        "noise_level": noise if mode == "analog" else None,
+        "drift_s": drift if mode == "analog" else None,
+        "programmings": len(runs),
+        "mean_dice": float(np.mean(means)),
+        "std_dice_over_programmings": float(np.std(means)),
         "mean_entropy": float(np.mean([r["mean_entropy"] for r in runs])),
         "per_case": runs[0]["cases"],
     }
     if record:
-        spec.metrics.setdefault(split, {})[metrics_key(mode, noise, drift)] = {k: v for k, v in report.items() if k != "per_case"}
+        spec.metrics.setdefault(split, {})[metrics_key(mode, noise, drift)] = {
+            k: v for k, v in report.items() if k != "per_case"
+        }
         write_spec(spec, spec.folder)
     return report
 
 
 def print_report(report: dict) -> None:
-    print(f"{report['model']} on {report['split']} ({report['cases']} cases), {report['mode']}"
-          + (f", MC {report['mc_samples']}, noise {report['noise_level']}, drift {report['drift_s']:g}s,"
-             f" {report['programmings']} programmings" if report["mode"] == "analog" else ""))
+    print(
+        f"{report['model']} on {report['split']} ({report['cases']} cases), {report['mode']}"
+        + (
+            f", MC {report['mc_samples']}, noise {report['noise_level']}, drift {report['drift_s']:g}s,"
+            f" {report['programmings']} programmings"
+            if report["mode"] == "analog"
+            else ""
+        )
+    )
     for row in report["per_case"]:
         labels = ", ".join(f"{k} {v:.3f}" for k, v in row["dice"].items())
-        print(f"  {row['case']:20s} Dice {row['mean_dice']:.3f} ({labels})  mean entropy {row['mean_entropy']:.4f}")
-    print(f"mean Dice {report['mean_dice']:.4f} ± {report['std_dice_over_programmings']:.4f} over programmings;"
-          f" mean entropy {report['mean_entropy']:.4f}")
+        print(
+            f"  {row['case']:20s} Dice {row['mean_dice']:.3f} ({labels})  "
+            f"mean entropy {row['mean_entropy']:.4f}"
+        )
+    print(
+        f"mean Dice {report['mean_dice']:.4f} ± {report['std_dice_over_programmings']:.4f} over programmings;"
+        f" mean entropy {report['mean_entropy']:.4f}"
+    )

@@ -23,12 +23,26 @@ from training.evaluate import cases_of_split
 
 # Per data set (the name a model records in data.dataset): what the scans are, from the data set's README.
 DATASET_FACTS: dict[str, ModelCard] = {
-    "lgg": ModelCard(modality="MR", sequence="FLAIR", body_part="BRAIN", dimensionality="3D",
-                     description="brain MRI, FLAIR (lower-grade glioma)"),
-    "hippocampus": ModelCard(modality="MR", sequence="T1", body_part="BRAIN", dimensionality="3D",
-                             description="brain MRI, T1, cropped around the hippocampus"),
-    "nuclei": ModelCard(modality="SM", body_part="", dimensionality="2D",
-                        description="fluorescence or brightfield microscopy of cell nuclei"),
+    "lgg": ModelCard(
+        modality="MR",
+        sequence="FLAIR",
+        body_part="BRAIN",
+        dimensionality="3D",
+        description="brain MRI, FLAIR (lower-grade glioma)",
+    ),
+    "hippocampus": ModelCard(
+        modality="MR",
+        sequence="T1",
+        body_part="BRAIN",
+        dimensionality="3D",
+        description="brain MRI, T1, cropped around the hippocampus",
+    ),
+    "nuclei": ModelCard(
+        modality="SM",
+        body_part="",
+        dimensionality="2D",
+        description="fluorescence or brightfield microscopy of cell nuclei",
+    ),
     "spleen": ModelCard(modality="CT", body_part="ABDOMEN", dimensionality="3D", description="abdominal CT"),
 }
 
@@ -50,14 +64,21 @@ def card_for(spec: ModelSpec, data: Path) -> ModelCard:
     """The card of `spec`: its data set's facts and the domain measured on its training split."""
     dataset = spec.data.get("dataset", "")
     if dataset not in DATASET_FACTS:
-        raise ValueError(f"{spec.name}: no facts recorded for data set {dataset!r}; known: {', '.join(DATASET_FACTS)}")
+        raise ValueError(
+            f"{spec.name}: no facts recorded for data set {dataset!r}; known: {', '.join(DATASET_FACTS)}"
+        )
     layout, cases = cases_of_split(spec, data, "train")
     axis = spec.preprocessing.slice_axis
     stats = [ScanStatistics.of(scan_of(c, layout), axis) for c in cases]
     facts = DATASET_FACTS[dataset]
-    return ModelCard(modality=facts.modality, sequence=facts.sequence, body_part=facts.body_part,
-                     dimensionality=facts.dimensionality, description=facts.description,
-                     training_domain=TrainingDomain.of(stats))
+    return ModelCard(
+        modality=facts.modality,
+        sequence=facts.sequence,
+        body_part=facts.body_part,
+        dimensionality=facts.dimensionality,
+        description=facts.description,
+        training_domain=TrainingDomain.of(stats),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,7 +9,7 @@ HWA training follows Rasch et al. (2023, Nat. Commun.): it starts from the digit
 them to aihwkit inference tiles and trains with weight noise in the forward pass, output noise,
 DAC/ADC quantisation, learned input ranges (starting from the digital model's calibration) and
 output scales, with clipping and remapping after each step (`AnalogOptimizer`). The tiles' forward
-runs through `training.fast_hwa` (aihwkit's forward and gradients without its im2col).
+runs through `engine.analog.hwa_forward` (aihwkit's forward and gradients without its im2col).
 """
 
 from __future__ import annotations
@@ -28,28 +28,47 @@ from monai.losses import DiceCELoss
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from engine import analog
+from engine.analog.conversion import calibrated_analog
+from engine.analog.device import DeviceSettings, rpu_config
+from engine.analog.hwa_forward import use_fast_hwa
 from engine.architectures import default_arguments
-from engine.device import DeviceSettings, rpu_config
 from engine.metrics import mean_dice
-from engine.model_store import (ANALOG_WEIGHTS, Label, ModelSpec, find_model, load_digital, load_tensors, save_model,
-                                tensors_only)
+from engine.model_store import (
+    ANALOG_WEIGHTS,
+    Label,
+    ModelSpec,
+    find_model,
+    load_digital,
+    load_tensors,
+    save_model,
+    tensors_only,
+)
 from engine.preprocessing import Preprocessing
 from training.data import SliceDataset, load_cases, read_dataset, split_by_patient
-from training.fast_hwa import use_fast_hwa
 from training.postprocessing import choose_postprocessing
 
 PRESETS = {
     # folder name -> (preprocessing, labels, dataset description)
-    "lgg": (Preprocessing("percentile", 1.0, 99.0, (128, 128), "axial"),
-            [Label(0, "background", (0, 0, 0)), Label(1, "FLAIR abnormality", (255, 80, 40))]),
-    "hippocampus": (Preprocessing("percentile", 1.0, 99.0, (64, 64), "axial"),
-                    [Label(0, "background", (0, 0, 0)), Label(1, "anterior hippocampus", (255, 200, 0)),
-                     Label(2, "posterior hippocampus", (0, 160, 255))]),
-    "nuclei": (Preprocessing("percentile", 1.0, 99.0, (128, 128), "axial"),
-               [Label(0, "background", (0, 0, 0)), Label(1, "nucleus", (60, 220, 90))]),
-    "spleen": (Preprocessing("window", -160.0, 240.0, (128, 128), "axial"),
-               [Label(0, "background", (0, 0, 0)), Label(1, "spleen", (230, 60, 140))]),
+    "lgg": (
+        Preprocessing("percentile", 1.0, 99.0, (128, 128), "axial"),
+        [Label(0, "background", (0, 0, 0)), Label(1, "FLAIR abnormality", (255, 80, 40))],
+    ),
+    "hippocampus": (
+        Preprocessing("percentile", 1.0, 99.0, (64, 64), "axial"),
+        [
+            Label(0, "background", (0, 0, 0)),
+            Label(1, "anterior hippocampus", (255, 200, 0)),
+            Label(2, "posterior hippocampus", (0, 160, 255)),
+        ],
+    ),
+    "nuclei": (
+        Preprocessing("percentile", 1.0, 99.0, (128, 128), "axial"),
+        [Label(0, "background", (0, 0, 0)), Label(1, "nucleus", (60, 220, 90))],
+    ),
+    "spleen": (
+        Preprocessing("window", -160.0, 240.0, (128, 128), "axial"),
+        [Label(0, "background", (0, 0, 0)), Label(1, "spleen", (230, 60, 140))],
+    ),
 }
 
 
@@ -63,7 +82,9 @@ def preset_for(data: Path) -> tuple[Preprocessing, list[Label]]:
 def hwa_start(base: ModelSpec, settings: DeviceSettings) -> torch.nn.Module:
     """The digital model on training tiles, input ranges taken from its calibration, fast forward on."""
     model = convert_to_analog(load_digital(base), rpu_config(settings, training=True))
-    calibrated = {k: v for k, v in load_tensors(base.folder / ANALOG_WEIGHTS).items() if k.endswith("input_range")}
+    calibrated = {
+        k: v for k, v in load_tensors(base.folder / ANALOG_WEIGHTS).items() if k.endswith("input_range")
+    }
     missing = set(calibrated) - set(model.state_dict())
     if missing:
         raise ValueError(f"{base.name}: calibration does not fit the network ({sorted(missing)[:2]})")
@@ -80,14 +101,26 @@ def _validate(model: torch.nn.Module, loaded: dict, case_ids: list[str], num_cla
     with torch.no_grad():
         for cid in case_ids:
             x, y = loaded[cid]
-            pred = torch.cat([model(torch.from_numpy(x[i:i + 16])).argmax(1) for i in range(0, len(x), 16)])
+            pred = torch.cat([model(torch.from_numpy(x[i : i + 16])).argmax(1) for i in range(0, len(x), 16)])
             scores.append(mean_dice(pred.numpy(), y, num_classes))
     return float(np.mean(scores))
 
 
-def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, epochs: int = 30,
-          batch_size: int = 16, lr: float | None = None, seed: int = 0, max_minutes: float = 120.0,
-          runs_dir: Path = Path("runs"), settings: DeviceSettings | None = None, log=print) -> ModelSpec:
+def train(
+    data: Path,
+    arch: str,
+    kind: str,
+    out: Path,
+    init: str | None = None,
+    epochs: int = 30,
+    batch_size: int = 16,
+    lr: float | None = None,
+    seed: int = 0,
+    max_minutes: float = 120.0,
+    runs_dir: Path = Path("runs"),
+    settings: DeviceSettings | None = None,
+    log=print,
+) -> ModelSpec:
     torch.manual_seed(seed)
     np.random.seed(seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -99,23 +132,41 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
     split = split_by_patient(cases, seed)
     started = time.time()
     loaded = load_cases([c for c in cases if c.case_id not in split["test"]], layout, prep, log)
-    log(f"{len(loaded)} cases loaded in {time.time() - started:.0f}s; split {', '.join(f'{k} {len(v)}' for k, v in split.items())}")
+    log(
+        f"{len(loaded)} cases loaded in {time.time() - started:.0f}s; "
+        f"split {', '.join(f'{k} {len(v)}' for k, v in split.items())}"
+    )
     train_set = SliceDataset(loaded, split["train"], augment=True, seed=seed)
     val_ids = [c for c in split["val"] if c in loaded]
-    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, num_workers=0, drop_last=True,
-                        generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(
+        train_set,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=0,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
     settings = settings or DeviceSettings()
 
     earlier: dict = {}
     if kind == "digital":
         if init is None:
-            spec = ModelSpec(name, arch, default_arguments(arch, prep.in_channels, len(labels), prep.input_size[0]),
-                             prep, labels, "digital", settings)
+            spec = ModelSpec(
+                name,
+                arch,
+                default_arguments(arch, prep.in_channels, len(labels), prep.input_size[0]),
+                prep,
+                labels,
+                "digital",
+                settings,
+            )
             model = spec.build()
         else:  # a further round from a shipped digital model (warm restart of the schedule)
             base = find_model(init)
             if base.kind != "digital" or base.architecture != arch or base.data.get("split") != split:
-                raise ValueError(f"{init}: a further digital round needs a digital {arch} trained on this split")
+                raise ValueError(
+                    f"{init}: a further digital round needs a digital {arch} trained on this split"
+                )
             spec = ModelSpec(name, arch, base.arguments, prep, labels, "digital", settings)
             model, earlier = load_digital(base).train(), base.training
         optimizer = torch.optim.Adam(model.parameters(), lr=lr or 1e-3, weight_decay=1e-5)
@@ -123,8 +174,16 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
         if init is None:
             raise ValueError("HWA training starts from a digital model: give --init NAME")
         base = find_model(init)
-        spec = ModelSpec(name, base.architecture, base.arguments, base.preprocessing, base.labels, "hwa", settings,
-                         data=dict(base.data))
+        spec = ModelSpec(
+            name,
+            base.architecture,
+            base.arguments,
+            base.preprocessing,
+            base.labels,
+            "hwa",
+            settings,
+            data=dict(base.data),
+        )
         model = hwa_start(base, settings)
         optimizer = AnalogOptimizer(torch.optim.Adam, model.parameters(), lr=lr or 2e-4)
     else:
@@ -160,14 +219,24 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
         scheduler.step()
         val = _validate(model, loaded, val_ids, len(labels))
         seconds = time.time() - t0
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_dice": val, "seconds": seconds})
+        history.append(
+            {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_dice": val, "seconds": seconds}
+        )
         log(f"{name} epoch {epoch + 1}: loss {np.mean(losses):.4f}, val Dice {val:.4f}, {seconds:.0f}s")
         if val > best:
             best = val
             torch.save(tensors_only(model.state_dict()), best_path)
-        torch.save({"model": tensors_only(model.state_dict()), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best, "history": history},
-                   ckpt_path)
+        torch.save(
+            {
+                "model": tensors_only(model.state_dict()),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch + 1,
+                "best": best,
+                "history": history,
+            },
+            ckpt_path,
+        )
         with open(run / "log.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(history[0]))
             w.writeheader()
@@ -176,20 +245,35 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
     model.load_state_dict(torch.load(best_path, weights_only=True), strict=False)
     model.eval()
     spec.metrics = {"val_dice_model_size": best}
-    spec.data = {"dataset": str(data.name), "layout": layout, "split_seed": seed, "split": split,
-                 **{k: v for k, v in spec.data.items() if k not in ("split", "split_seed")}}
-    spec.training = {"kind": kind, "init": init if kind == "hwa" else None,
-                     "epochs_run": len(history) + earlier.get("epochs_run", 0), "epochs_planned": epochs,
-                     "batch_size": batch_size, "loss": "DiceCE", "optimizer": type(optimizer).__name__,
-                     "learning_rate": optimizer.param_groups[0]["initial_lr"],
-                     "wall_time_s": round(sum(h["seconds"] for h in history)) + earlier.get("wall_time_s", 0),
-                     "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU",
-                     "torch": torch.__version__, "best_val_dice": best, "history": history,
-                     **({"earlier_round": earlier} if earlier else {})}
+    spec.data = {
+        "dataset": str(data.name),
+        "layout": layout,
+        "split_seed": seed,
+        "split": split,
+        **{k: v for k, v in spec.data.items() if k not in ("split", "split_seed")},
+    }
+    spec.training = {
+        "kind": kind,
+        "init": init if kind == "hwa" else None,
+        "epochs_run": len(history) + earlier.get("epochs_run", 0),
+        "epochs_planned": epochs,
+        "batch_size": batch_size,
+        "loss": "DiceCE",
+        "optimizer": type(optimizer).__name__,
+        "learning_rate": optimizer.param_groups[0]["initial_lr"],
+        "wall_time_s": round(sum(h["seconds"] for h in history)) + earlier.get("wall_time_s", 0),
+        "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU",
+        "torch": torch.__version__,
+        "best_val_dice": best,
+        "history": history,
+        **({"earlier_round": earlier} if earlier else {}),
+    }
     if kind == "digital":
         digital = model
-        calibration = torch.from_numpy(np.concatenate([loaded[c][0] for c in split["train"][:20] if c in loaded]))
-        analog_net = analog.calibrated_analog(digital, settings, calibration)
+        calibration = torch.from_numpy(
+            np.concatenate([loaded[c][0] for c in split["train"][:20] if c in loaded])
+        )
+        analog_net = calibrated_analog(digital, settings, calibration)
     else:
         analog_net = model
         digital = convert_to_digital(model)
@@ -198,5 +282,3 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
     (run / "model.json").write_text(json.dumps(spec.to_dict(), indent=1))
     log(f"saved {out} (best val Dice {best:.4f})")
     return spec
-
-

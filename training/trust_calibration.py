@@ -31,7 +31,15 @@ from engine.metrics import dice_per_label
 from engine.model_store import ModelSpec, find_model, write_spec
 from engine.pipeline import segment_volume
 from engine.run_settings import Mode, RunSettings
-from engine.trust import FAILURE_DICE, HIGHER_IS_BETTER, SCORES, TrustCalibration, case_scores, ood_features, ood_score
+from engine.trust import (
+    FAILURE_DICE,
+    HIGHER_IS_BETTER,
+    SCORES,
+    TrustCalibration,
+    case_scores,
+    ood_features,
+    ood_score,
+)
 from engine.volume import load_scan
 from training.evaluate import cases_of_split
 
@@ -52,22 +60,37 @@ def measure(spec: ModelSpec, data: Path, mode: Mode, split: str = "val") -> list
     """One record per (case, programming) of `split`."""
     layout, cases = cases_of_split(spec, data, split)
     if layout != "msd":
-        raise ValueError(f"{spec.name}: trust calibration needs 3D volumes; {layout} images are not supported yet")
+        raise ValueError(
+            f"{spec.name}: trust calibration needs 3D volumes; {layout} images are not supported yet"
+        )
     seeds = range(PROGRAMMINGS) if mode is Mode.ANALOG else range(1)
     records = []
     for seed in seeds:
-        run = RunSettings(model=spec.name, mode=mode, seed=seed,
-                          **(CALIBRATION_RUN if mode is Mode.ANALOG else {"mc_samples": 1}))
+        run = RunSettings(
+            model=spec.name,
+            mode=mode,
+            seed=seed,
+            **(CALIBRATION_RUN if mode is Mode.ANALOG else {"mc_samples": 1}),
+        )
         segmenter = Segmenter(spec, run)
         for case in cases:
             volume, truth = load_scan(case.image), np.rint(load_scan(case.label).data).astype(np.int64)
             result = segment_volume(segmenter, volume)
             dice = float(np.mean(list(dice_per_label(result.segmentation, truth, spec.num_classes).values())))
             components, _ = ndimage.label(result.segmentation > 0, structure=np.ones((3, 3, 3)))
-            found = [(lesion.mean_uncertainty, bool(truth[components == components[lesion.centre]].any()))
-                     for lesion in lesions(result)]
-            records.append(CaseRecord(f"{case.case_id}/seed{seed}", dice, case_scores(result), found,
-                                      ood_features(result, spec.preprocessing)))
+            found = [
+                (lesion.mean_uncertainty, bool(truth[components == components[lesion.centre]].any()))
+                for lesion in lesions(result)
+            ]
+            records.append(
+                CaseRecord(
+                    f"{case.case_id}/seed{seed}",
+                    dice,
+                    case_scores(result),
+                    found,
+                    ood_features(result, spec.preprocessing),
+                )
+            )
             print(f"{spec.name} {mode} {case.case_id} seed {seed}: Dice {dice:.3f}", flush=True)
     return records
 
@@ -92,14 +115,21 @@ def choose_score(records: list[CaseRecord], candidates: tuple[str, ...]) -> tupl
 
 
 def _isotonic(score: str, x: np.ndarray, y: np.ndarray) -> IsotonicRegression:
-    return IsotonicRegression(increasing=score in HIGHER_IS_BETTER, out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(x, y)
+    return IsotonicRegression(
+        increasing=score in HIGHER_IS_BETTER, out_of_bounds="clip", y_min=0.0, y_max=1.0
+    ).fit(x, y)
 
 
 def _leave_one_case_out(records: list[CaseRecord], fn) -> list:
     """fn(held-out records, the others) for each case (all programmings of a case held out together)."""
     names = sorted({r.case.split("/")[0] for r in records})
-    return [fn([r for r in records if r.case.split("/")[0] == n], [r for r in records if r.case.split("/")[0] != n])
-            for n in names]
+    return [
+        fn(
+            [r for r in records if r.case.split("/")[0] == n],
+            [r for r in records if r.case.split("/")[0] != n],
+        )
+        for n in names
+    ]
 
 
 def lesion_threshold(records: list[CaseRecord]) -> float:
@@ -137,19 +167,28 @@ def fit(records: list[CaseRecord], mode: Mode, description: str) -> TrustCalibra
         return max(ood_score(r.ood, ref) for r in held)
 
     return TrustCalibration(
-        score=score, knots=tuple(float(v) for v in model.X_thresholds_),
+        score=score,
+        knots=tuple(float(v) for v in model.X_thresholds_),
         expected=tuple(float(v) for v in model.y_thresholds_),
-        error_low=float(np.quantile(errors, 0.1)), error_high=float(np.quantile(errors, 0.9)),
-        review_below=FAILURE_DICE, lesion_review_above=lesion_threshold(records),
-        ood_threshold=1.1 * max(_leave_one_case_out(records, held_out_ood)), ood_reference=reference,
-        fitted_on=description)
+        error_low=float(np.quantile(errors, 0.1)),
+        error_high=float(np.quantile(errors, 0.9)),
+        review_below=FAILURE_DICE,
+        lesion_review_above=lesion_threshold(records),
+        ood_threshold=1.1 * max(_leave_one_case_out(records, held_out_ood)),
+        ood_reference=reference,
+        fitted_on=description,
+    )
 
 
 def calibrate(spec: ModelSpec, data: Path, mode: Mode) -> TrustCalibration:
     records = measure(spec, data, mode)
     cases = len({r.case.split("/")[0] for r in records})
-    run = (f"analog noise {CALIBRATION_RUN['noise_level']:g} drift {CALIBRATION_RUN['drift_s']:g} s "
-           f"MC {CALIBRATION_RUN['mc_samples']}, {PROGRAMMINGS} programmings" if mode is Mode.ANALOG else "digital")
+    run = (
+        f"analog noise {CALIBRATION_RUN['noise_level']:g} drift {CALIBRATION_RUN['drift_s']:g} s "
+        f"MC {CALIBRATION_RUN['mc_samples']}, {PROGRAMMINGS} programmings"
+        if mode is Mode.ANALOG
+        else "digital"
+    )
     return fit(records, mode, f"val: {cases} cases, {run}")
 
 

@@ -16,7 +16,10 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 SAMPLE = HERE.parents[1] / "resources" / "samples" / "lgg_sample.nii.gz"
-RUNS = {"digital": ["--mode", "digital"], "analog_mc4_seed0": ["--mode", "analog", "--mc", "4", "--seed", "0"]}
+RUNS = {
+    "digital": ["--mode", "digital"],
+    "analog_mc4_seed0": ["--mode", "analog", "--mc", "4", "--seed", "0"],
+}
 FILES = ("seg", "uncertainty", "probability")
 STEPS = 1_000  # maps are kept to 1e-3: far above float rounding, far below any change in behaviour
 
@@ -32,7 +35,7 @@ def predict_arrays(main, extra: list[str]) -> dict[str, np.ndarray]:
 
 def main() -> None:
     sys.path.insert(0, str(HERE.parents[1]))
-    from engine.cli import main as aimc  # the command line at the time of regeneration
+    from cli.main import main as aimc  # the command line at the time of regeneration
 
     for run, extra in RUNS.items():
         arrays = predict_arrays(aimc, extra)
@@ -41,7 +44,9 @@ def main() -> None:
 
 def save(run: str, arrays: dict[str, np.ndarray]) -> None:
     """Labels exactly; maps in steps of 1/STEPS (a few hundred kB instead of 12 MB of float32 noise)."""
-    quantised = {k: np.round(v.astype(np.float64) * STEPS).astype(np.uint16) for k, v in arrays.items() if k != "seg"}
+    quantised = {
+        k: np.round(v.astype(np.float64) * STEPS).astype(np.uint16) for k, v in arrays.items() if k != "seg"
+    }
     sums = {f"{k}_sum": np.float64(v.astype(np.float64).sum()) for k, v in arrays.items() if k != "seg"}
     np.savez_compressed(HERE / f"predict_{run}.npz", seg=arrays["seg"], **quantised, **sums)
 

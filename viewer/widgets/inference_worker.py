@@ -20,13 +20,13 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 from superqt.utils import FunctionWorker, GeneratorWorker, create_worker
 
+from engine.analog.chips import ChipCache
 from engine.inference import Cancelled
 from engine.model_store import ModelSpec
 from engine.pipeline import SliceResult, VolumeResult, preview_while_programming, run_slices
 from engine.postprocessing import keep_largest_component
 from engine.preprocessing import normalise_volume, set_slice
 from engine.run_settings import RunSettings
-from engine.segmenter_pool import SegmenterPool
 from engine.volume import Volume
 
 
@@ -109,7 +109,7 @@ def _postprocessed(job: Job, slices: Iterator[SliceResult]) -> Iterator[SliceRes
         yield PostProcessed(keep_largest_component(labels, result.keep_largest))
 
 
-def _segment(pool: SegmenterPool, job: Job) -> Iterator[SliceResult | Status | Preview | PostProcessed]:
+def _segment(pool: ChipCache, job: Job) -> Iterator[SliceResult | Status | Preview | PostProcessed]:
     """The worker's body: yields `Status`es (and `Preview`s of the slice on screen while chips are
     programmed), one `SliceResult` per slice, then `PostProcessed`."""
     _yield_cpu_to_the_ui()
@@ -117,7 +117,7 @@ def _segment(pool: SegmenterPool, job: Job) -> Iterator[SliceResult | Status | P
         if job.cancel.is_set():
             return
         yield Status(f"Loading {job.spec.name} ({job.run.mode})…")
-        segmenter = pool.get(job.spec, job.run)
+        segmenter = pool.segmenter(job.spec, job.run)
         total = segmenter.samples
         normalised = normalise_volume(
             job.volume.data, job.spec.preprocessing
@@ -169,9 +169,9 @@ class InferenceRunner(QObject):
     finished = Signal(object, bool)  # Job, True when every slice of the result is done
     failed = Signal(object, str)  # Job, message for the user
 
-    def __init__(self, pool: SegmenterPool | None = None, parent: QObject | None = None) -> None:
+    def __init__(self, pool: ChipCache | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.pool = pool if pool is not None else SegmenterPool()  # an empty pool is falsy
+        self.pool = pool if pool is not None else ChipCache()  # an empty pool is falsy
         self.job: Job | None = None  # the running job
         self._pending: Job | None = None  # waits for the running job to stop
 

@@ -1,4 +1,6 @@
-"""How a network maps onto 512x512 crossbar tiles (the paper's Table 1), by aihwkit's definitions.
+"""Claim 2, tile mapping (paper Table 1): how a network maps onto the device's 512x512 crossbar tiles.
+
+The definitions are aihwkit's.
 
 A Conv or Linear layer with K = C_in * prod(kernel) inputs and O = C_out outputs is split into
 ceil(K / 512) * ceil(O / 512) tiles. Utilisation of a network is sum(K * O) / (512^2 * tiles), and a
@@ -15,12 +17,20 @@ keep each input channel's kernel whole in one tile, which can cost one tile more
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-TILE = 512
+from engine.analog.device import TILE_SIZE
+from engine.model_store import ModelSpec
+
+PAPER_TABLE1 = {
+    "unet": (7.42, 6574.7, 7.76e6),
+    "unetpp": (12.53, 8721.0, 19.6e6),
+    "swinunetr": (43.2, 11540.6, 62.19e6),
+}  # utilisation %, mean reuse, parameters
 
 
 @dataclass
@@ -34,7 +44,7 @@ class LayerMapping:
 
     @property
     def utilisation(self) -> float:
-        return self.inputs * self.outputs / (TILE * TILE * self.tiles)
+        return self.inputs * self.outputs / (TILE_SIZE * TILE_SIZE * self.tiles)
 
 
 @dataclass
@@ -46,29 +56,30 @@ class NetworkMapping:
 
     @property
     def analog_weights(self) -> int:
-        return sum(l.inputs * l.outputs for l in self.layers)
+        return sum(layer.inputs * layer.outputs for layer in self.layers)
 
     @property
     def tiles(self) -> int:
-        return sum(l.tiles for l in self.layers)
+        return sum(layer.tiles for layer in self.layers)
 
     @property
     def utilisation(self) -> float:
-        return self.analog_weights / (TILE * TILE * self.tiles) if self.tiles else 0.0
+        return self.analog_weights / (TILE_SIZE * TILE_SIZE * self.tiles) if self.tiles else 0.0
 
     @property
     def mean_reuse(self) -> float:
-        return sum(l.reuse for l in self.layers) / len(self.layers) if self.layers else 0.0
+        return sum(layer.reuse for layer in self.layers) / len(self.layers) if self.layers else 0.0
 
 
-def map_network(net: nn.Module, input_shape: tuple[int, ...], tile: int = TILE,
-                keep_kernels_whole: bool = False) -> NetworkMapping:
+def map_network(
+    net: nn.Module, input_shape: tuple[int, ...], tile: int = TILE_SIZE, keep_kernels_whole: bool = False
+) -> NetworkMapping:
     """Map every Conv/Linear layer of a digital network for one input of `input_shape` (C, H, W)."""
     layers: list[LayerMapping] = []
     hooks = []
 
-    def hook(name: str):
-        def record(module: nn.Module, args, output: torch.Tensor) -> None:
+    def hook(name: str) -> Callable[[nn.Module, tuple, torch.Tensor], None]:
+        def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             if isinstance(module, nn.Linear):
                 k, o = module.in_features, module.out_features
                 reuse = output.numel() // output.shape[-1]
@@ -78,9 +89,12 @@ def map_network(net: nn.Module, input_shape: tuple[int, ...], tile: int = TILE,
                 channels = module.in_channels // module.groups
                 k, o = channels * kernel, module.out_channels
                 reuse = math.prod(output.shape[2:])
-                row_tiles = math.ceil(channels / (tile // kernel)) if keep_kernels_whole else math.ceil(k / tile)
+                row_tiles = (
+                    math.ceil(channels / (tile // kernel)) if keep_kernels_whole else math.ceil(k / tile)
+                )
             tiles = row_tiles * math.ceil(o / tile)
             layers.append(LayerMapping(name, type(module).__name__, k, o, tiles, int(reuse)))
+
         return record
 
     analog_types = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -98,6 +112,39 @@ def map_network(net: nn.Module, input_shape: tuple[int, ...], tile: int = TILE,
         net.train(was_training)
     total = sum(p.numel() for p in net.parameters())
     analog_param_ids = {id(m.weight) for m in net.modules() if isinstance(m, analog_types)}
-    digital = [(type(m).__name__, p.numel()) for m in net.modules() for p in m.parameters(recurse=False)
-               if id(p) not in analog_param_ids and not (isinstance(m, analog_types) and p is m.bias)]
+    digital = [
+        (type(m).__name__, p.numel())
+        for m in net.modules()
+        for p in m.parameters(recurse=False)
+        if id(p) not in analog_param_ids and not (isinstance(m, analog_types) and p is m.bias)
+    ]
     return NetworkMapping(layers, total, sum(n for _, n in digital), sorted({k for k, _ in digital}))
+
+
+def tile_mapping(models: dict[tuple[str, str], ModelSpec]) -> tuple[list[dict], dict[str, NetworkMapping]]:
+    """Table 1 for each architecture among `models` (once per architecture), beside the paper's numbers."""
+    rows, mappings = [], {}
+    for (arch, _), spec in models.items():
+        if arch in mappings:
+            continue
+        m = mappings[arch] = map_network(
+            spec.build(), (spec.preprocessing.in_channels, *spec.preprocessing.input_size)
+        )
+        paper = PAPER_TABLE1[arch]
+        rows.append(
+            {
+                "arch": arch,
+                "input": "x".join(map(str, spec.preprocessing.input_size)),
+                "parameters": m.parameters,
+                "analog_weights": m.analog_weights,
+                "tiles": m.tiles,
+                "utilisation_pct": 100 * m.utilisation,
+                "mean_reuse": m.mean_reuse,
+                "analog_layers": len(m.layers),
+                "digital": ", ".join(m.digital_kinds),
+                "paper_utilisation_pct": paper[0],
+                "paper_mean_reuse": paper[1],
+                "paper_parameters": paper[2],
+            }
+        )
+    return rows, mappings

@@ -6,7 +6,7 @@ import pytest
 from monai.networks.nets import UNet
 from torch import nn
 
-from engine.tile_mapping import map_network
+from training.report.tile_mapping import map_network
 
 
 def test_single_conv_by_hand():
@@ -44,25 +44,14 @@ def test_monai_unet_check_value():
 
 
 def test_row_split_matches_aihwkit_tile_arrays():
-    from engine.analog import to_analog
-    from engine.device import DeviceSettings
+    from engine.analog.conversion import to_analog
+    from engine.analog.device import DeviceSettings
 
     net = nn.Sequential(nn.Conv2d(128, 64, 3, padding=1), nn.Linear(8, 600))
     analog = to_analog(net, DeviceSettings())
     counts = [len(list(m.analog_tiles())) for m in analog.modules() if hasattr(m, "analog_module")]
-    m = map_network(nn.Sequential(net[0]), (128, 8, 8)).layers + map_network(nn.Sequential(net[1]), (4, 8)).layers
-    assert counts == [l.tiles for l in m]
-
-
-def test_chip_timing_by_hand():
-    from engine.chip_timing import mvm_time_s, volume_timing
-    from engine.tile_mapping import LayerMapping, NetworkMapping
-
-    assert mvm_time_s() == pytest.approx(133e-9, rel=0.01)  # Le Gallo et al. 2023, one-phase mode
-    layers = [LayerMapping("a", "Conv2d", 9, 16, 1, 100), LayerMapping("b", "Conv2d", 144, 16, 1, 400)]
-    m = NetworkMapping(layers, 0, 0, [])
-    t = volume_timing(m, slices=10, t_mvm=1e-6)
-    assert t.slice_latency_s == pytest.approx(500e-6)
-    assert t.sequential_latency_s == pytest.approx(5000e-6)
-    assert t.pipelined_latency_s == pytest.approx(500e-6 + 9 * 400e-6)
-    assert t.speedup == pytest.approx(5000 / 4100)
+    m = (
+        map_network(nn.Sequential(net[0]), (128, 8, 8)).layers
+        + map_network(nn.Sequential(net[1]), (4, 8)).layers
+    )
+    assert counts == [layer.tiles for layer in m]

@@ -8,14 +8,27 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from engine.cli import main
+from cli.main import main
 
 
 def test_predict_writes_four_aligned_files(shipped_model, lgg_case, tmp_path, capsys):
     image, label = lgg_case
     out = tmp_path / "out"
-    code = main(["predict", str(image), "--model", shipped_model.name, "--mode", "analog", "--mc", "2",
-                 "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "predict",
+            str(image),
+            "--model",
+            shipped_model.name,
+            "--mode",
+            "analog",
+            "--mc",
+            "2",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     src = nib.load(str(image))
     for name in ("seg.nii.gz", "uncertainty.nii.gz", "probability.nii.gz"):
@@ -45,24 +58,43 @@ def test_models_lists_and_details(shipped_model, capsys):
 def test_models_markdown_compares_an_hwa_model_with_its_digital_start(small_model):
     import dataclasses
 
-    from engine.cli import models_markdown
+    from cli.main import models_markdown
 
-    digital = dataclasses.replace(small_model, metrics={"test": {"digital": {"mean_dice": 0.80},
-                                  "analog_noise1_drift86400": {"mean_dice": 0.70, "std_dice_over_programmings": 0.02}}},
-                                  training={"epochs_run": 3, "wall_time_s": 120})
-    hwa = dataclasses.replace(small_model, name="small_hwa", kind="hwa", training={"init": "small_unet", "epochs_run": 2},
-                              metrics={"test": {"digital": {"mean_dice": 0.81},
-                                       "analog_noise1_drift86400": {"mean_dice": 0.78, "std_dice_over_programmings": 0.01}}})
+    digital = dataclasses.replace(
+        small_model,
+        metrics={
+            "test": {
+                "digital": {"mean_dice": 0.80},
+                "analog_noise1_drift86400": {"mean_dice": 0.70, "std_dice_over_programmings": 0.02},
+            }
+        },
+        training={"epochs_run": 3, "wall_time_s": 120},
+    )
+    hwa = dataclasses.replace(
+        small_model,
+        name="small_hwa",
+        kind="hwa",
+        training={"init": "small_unet", "epochs_run": 2},
+        metrics={
+            "test": {
+                "digital": {"mean_dice": 0.81},
+                "analog_noise1_drift86400": {"mean_dice": 0.78, "std_dice_over_programmings": 0.01},
+            }
+        },
+    )
     lines = models_markdown([digital, hwa]).splitlines()
     assert lines[2].endswith("| 0.800 | 0.700 ± 0.020 | 0.100 |")  # its own drop
     assert lines[3].endswith("| 0.810 | 0.780 ± 0.010 | 0.020 |")  # against the digital model it started from
     assert "from `small_unet`" in lines[3]
 
 
-@pytest.mark.parametrize("args, words", [
-    (["predict", "/no/such/scan.nii.gz", "--out", "x"], "no such file"),
-    (["predict", "{scan}", "--model", "no_such_model", "--out", "x"], "no model named"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["predict", "/no/such/scan.nii.gz", "--out", "x"], "no such file"),
+        (["predict", "{scan}", "--model", "no_such_model", "--out", "x"], "no model named"),
+    ],
+)
 def test_bad_input_gives_one_line_and_exit_2(args, words, lgg_case, capsys, tmp_path):
     args = [a.replace("{scan}", str(lgg_case[0])) for a in args]
     args[args.index("x")] = str(tmp_path / "o")

@@ -1,13 +1,14 @@
 """`aimc bench`: digital, aihwkit's torch tile and the fast analog path, timed side by side in one run.
 
 Per architecture, at the shipped input size: ms per forward (one Monte-Carlo sample) digital,
-through aihwkit's tile and through `engine.fast_analog`, measured in interleaved rounds so that
+through aihwkit's tile and through `engine.analog.fast_layers`, measured in interleaved rounds so that
 background load hits them alike; MC-16 ms per slice through the `Segmenter`; the programming
 cost per chip; the floor under any exact simulation of a read: the digital forward plus drawing the
-read's Gaussian noise numbers (`noise_draws_per_read`) and adding them, as aihwkit's tile does too; after the
-U-Net, a whole LGG volume at MC 16 from cold, as the viewer runs it (`bench_volume`); the peak
-memory of the process (after the U-Net and the volume, then after each other architecture). An architecture without a shipped model is built with
-`default_arguments(arch, 1, 2, 128)`, randomly initialised and calibrated on random inputs.
+read's Gaussian noise numbers (`noise_draws_per_read`) and adding them, as aihwkit's tile does too;
+after the U-Net, a whole LGG volume at MC 16 from cold, as the viewer runs it (`bench_volume`); the
+peak memory of the process (after the U-Net and the volume, then after each other architecture).
+An architecture without a shipped model is built with `default_arguments(arch, 1, 2, 128)`,
+randomly initialised and calibrated on random inputs.
 """
 
 from __future__ import annotations
@@ -20,25 +21,27 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from engine.analog import calibrated_analog
+from engine.analog.conversion import calibrated_analog
+from engine.analog.device import DeviceSettings
+from engine.analog.periphery import add_gaussian_, noise_draws_per_read
 from engine.architectures import ARCHITECTURES, default_arguments
-from engine.device import DeviceSettings
-from engine.fast_analog import add_gaussian_, noise_draws_per_read
 from engine.inference import Segmenter
-from engine.run_settings import RunSettings
 from engine.model_store import RESOURCES, Label, ModelSpec, list_models, read_spec, save_model
 from engine.pipeline import preview_while_programming, segment_volume
 from engine.preprocessing import Preprocessing, normalise_volume, slice_count
+from engine.run_settings import Mode, RunSettings
 from engine.volume import load_scan
 
 MC = 16
-VOLUMES = (RESOURCES.parent.parent / "shared" / "data" / "lgg" / "imagesTr" / "lgg_002.nii.gz",
-           RESOURCES / "samples" / "lgg_sample.nii.gz")
+VOLUMES = (
+    RESOURCES.parent.parent / "shared" / "data" / "lgg" / "imagesTr" / "lgg_002.nii.gz",
+    RESOURCES / "samples" / "lgg_sample.nii.gz",
+)
 
 
 def _peak_rss_mb() -> float:
@@ -47,8 +50,9 @@ def _peak_rss_mb() -> float:
 
 def _training_running() -> bool:
     """A training run of this project steals a core; say so next to the numbers."""
+    pattern = r"training\.train|aimc train"
     try:
-        return subprocess.run(["pgrep", "-f", r"training\.train|aimc train"], capture_output=True).returncode == 0
+        return subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0
     except OSError:
         return False
 
@@ -62,9 +66,15 @@ def bench_spec(arch: str, scratch: Path) -> tuple[ModelSpec, bool]:
     if shipped:
         return min(shipped, key=lambda s: ("lgg" not in s.name, s.kind != "digital", s.name)), True
     torch.manual_seed(0)
-    spec = ModelSpec(f"random_{arch}", arch, default_arguments(arch, 1, 2, 128), Preprocessing(input_size=(128, 128)),
-                     [Label(0, "background", (0, 0, 0)), Label(1, "foreground", (255, 0, 0))], "digital",
-                     DeviceSettings())
+    spec = ModelSpec(
+        f"random_{arch}",
+        arch,
+        default_arguments(arch, 1, 2, 128),
+        Preprocessing(input_size=(128, 128)),
+        [Label(0, "background", (0, 0, 0)), Label(1, "foreground", (255, 0, 0))],
+        "digital",
+        DeviceSettings(),
+    )
     net = spec.build().eval()
     analog = calibrated_analog(net, spec.device, torch.rand(8, 1, 128, 128), batch_size=8)
     save_model(spec, scratch / spec.name, net, analog)
@@ -93,7 +103,7 @@ def _chip_mb(chip: torch.nn.Module) -> float:
 def bench_architecture(spec: ModelSpec, shipped: bool, rounds: int) -> dict:
     h, w = spec.preprocessing.input_size
     x = torch.rand(1, spec.preprocessing.in_channels, h, w)
-    run = RunSettings(model=spec.name, mode="analog", mc_samples=MC)
+    run = RunSettings(model=spec.name, mode=Mode.ANALOG, mc_samples=MC)
     fast = Segmenter(spec, run)
     reference = Segmenter(spec, run, simulator="aihwkit")
     t0 = time.perf_counter()
@@ -101,17 +111,35 @@ def bench_architecture(spec: ModelSpec, shipped: bool, rounds: int) -> dict:
     program_s = (time.perf_counter() - t0) / MC
     digital, aihwkit_chip, fast_chip = fast.digital, reference.chip(0), fast.chip(0)
     draws = torch.empty(noise_draws_per_read(fast_chip, x))
-    ms = _interleaved_ms({"digital": (lambda: digital(x), 3), "aihwkit": (lambda: aihwkit_chip(x), 1),
-                          "ours": (lambda: fast_chip(x), 3), "noise": (lambda: add_gaussian_(draws, 1.0), 3)}, rounds)
+    ms = _interleaved_ms(
+        {
+            "digital": (lambda: digital(x), 3),
+            "aihwkit": (lambda: aihwkit_chip(x), 1),
+            "ours": (lambda: fast_chip(x), 3),
+            "noise": (lambda: add_gaussian_(draws, 1.0), 3),
+        },
+        rounds,
+    )
     floor = ms["digital"] + ms["noise"]
     mc = _interleaved_ms({"mc": (lambda: fast.predict(x, 0), 1)}, 3)["mc"]
     return {
-        "arch": spec.architecture, "model": spec.name, "shipped": shipped, "input": [h, w],
-        "digital_ms": ms["digital"], "aihwkit_ms": ms["aihwkit"], "ours_ms": ms["ours"],
-        "ours_over_digital": ms["ours"] / ms["digital"], "aihwkit_over_ours": ms["aihwkit"] / ms["ours"],
-        "noise_draws_per_read": draws.numel(), "noise_ms": ms["noise"], "floor_ms": floor,
-        "floor_over_digital": floor / ms["digital"], "aihwkit_over_floor": ms["aihwkit"] / floor,
-        f"mc{MC}_ms_per_slice": mc, "program_s_per_chip": program_s, "fast_chip_mb": _chip_mb(fast_chip),
+        "arch": spec.architecture,
+        "model": spec.name,
+        "shipped": shipped,
+        "input": [h, w],
+        "digital_ms": ms["digital"],
+        "aihwkit_ms": ms["aihwkit"],
+        "ours_ms": ms["ours"],
+        "ours_over_digital": ms["ours"] / ms["digital"],
+        "aihwkit_over_ours": ms["aihwkit"] / ms["ours"],
+        "noise_draws_per_read": draws.numel(),
+        "noise_ms": ms["noise"],
+        "floor_ms": floor,
+        "floor_over_digital": floor / ms["digital"],
+        "aihwkit_over_floor": ms["aihwkit"] / floor,
+        f"mc{MC}_ms_per_slice": mc,
+        "program_s_per_chip": program_s,
+        "fast_chip_mb": _chip_mb(fast_chip),
         "peak_rss_mb_so_far": _peak_rss_mb(),
     }
 
@@ -123,7 +151,7 @@ def bench_volume(spec: ModelSpec) -> dict:
     if path is None:
         return {"skipped": "no LGG volume found"}
     volume = load_scan(path)
-    segmenter = Segmenter(spec, RunSettings(model=spec.name, mode="analog", mc_samples=MC))
+    segmenter = Segmenter(spec, RunSettings(model=spec.name, mode=Mode.ANALOG, mc_samples=MC))
     middle = slice_count(volume.shape, spec.preprocessing.slice_axis) // 2
     t0 = time.perf_counter()
     normalised = normalise_volume(volume.data, spec.preprocessing)
@@ -135,24 +163,48 @@ def bench_volume(spec: ModelSpec) -> dict:
     result = segment_volume(segmenter, volume, normalised=normalised)
     t2 = time.perf_counter()
     slices = len(result.seconds)
-    return {"volume": path.name, "shape": list(volume.shape), "model": spec.name, "slices": slices, "mc": MC,
-            "slice_on_screen_first_chip_s": first_sight, "slice_on_screen_all_chips_s": t1 - t0,
-            "segment_s": t2 - t1, "s_per_slice": (t2 - t1) / slices, "total_s": t2 - t0,
-            "peak_rss_mb_so_far": _peak_rss_mb()}
+    return {
+        "volume": path.name,
+        "shape": list(volume.shape),
+        "model": spec.name,
+        "slices": slices,
+        "mc": MC,
+        "slice_on_screen_first_chip_s": first_sight,
+        "slice_on_screen_all_chips_s": t1 - t0,
+        "segment_s": t2 - t1,
+        "s_per_slice": (t2 - t1) / slices,
+        "total_s": t2 - t0,
+        "peak_rss_mb_so_far": _peak_rss_mb(),
+    }
 
 
-def run_benchmark(json_path: Path, rounds: int = 5, archs: tuple[str, ...] = ARCHITECTURES,
-                  threads: int | None = None, echo: Callable[[str], None] = print) -> dict:
+def run_benchmark(
+    json_path: Path,
+    rounds: int = 5,
+    archs: tuple[str, ...] = ARCHITECTURES,
+    threads: int | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict:
     if threads is not None:
         torch.set_num_threads(threads)
-    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-           "machine": platform.processor() or platform.machine(), "training_running": _training_running(),
-           "load_average_1min": os.getloadavg()[0]}
-    echo(f"aimc bench: torch {env['torch']}, {env['threads']} threads on {env['cpus']} CPUs, load average "
-         f"{env['load_average_1min']:.1f}{', a training run is using a core' if env['training_running'] else ''}")
-    echo(f"{'arch':10s} {'model':20s} {'input':>8s} {'digital':>8s} {'aihwkit':>8s} {'ours':>7s} "
-         f"{'ours/dig':>8s} {'aihw/ours':>9s} {'draws':>6s} {'floor':>7s} {'floor/dig':>9s} {'aihw/floor':>10s} "
-         f"{'MC16/slice':>10s} {'prog/chip':>9s} {'chip MB':>7s}")
+    env = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "training_running": _training_running(),
+        "load_average_1min": os.getloadavg()[0],
+    }
+    training = ", a training run is using a core" if env["training_running"] else ""
+    echo(
+        f"aimc bench: torch {env['torch']}, {env['threads']} threads on {env['cpus']} CPUs, load average "
+        f"{env['load_average_1min']:.1f}{training}"
+    )
+    echo(
+        f"{'arch':10s} {'model':20s} {'input':>8s} {'digital':>8s} {'aihwkit':>8s} {'ours':>7s} "
+        f"{'ours/dig':>8s} {'aihw/ours':>9s} {'draws':>6s} {'floor':>7s} {'floor/dig':>9s} "
+        f"{'aihw/floor':>10s} {'MC16/slice':>10s} {'prog/chip':>9s} {'chip MB':>7s}"
+    )
     rows, volume = [], {"skipped": "U-Net not benchmarked"}
     with tempfile.TemporaryDirectory(prefix="aimc-bench-") as scratch:
         for arch in archs:
@@ -161,24 +213,37 @@ def run_benchmark(json_path: Path, rounds: int = 5, archs: tuple[str, ...] = ARC
             rows.append(row)
             if arch == "unet":  # before the others, so that its peak memory is the product's
                 volume = bench_volume(spec)
-            echo(f"{arch:10s} {spec.name + ('' if shipped else ' *'):20s} {'x'.join(map(str, row['input'])):>8s} "
-                 f"{row['digital_ms']:6.1f}ms {row['aihwkit_ms']:6.1f}ms {row['ours_ms']:5.1f}ms "
-                 f"{row['ours_over_digital']:7.2f}x {row['aihwkit_over_ours']:8.1f}x "
-                 f"{row['noise_draws_per_read'] / 1e6:5.2f}M {row['floor_ms']:5.1f}ms {row['floor_over_digital']:8.2f}x "
-                 f"{row['aihwkit_over_floor']:9.1f}x {row[f'mc{MC}_ms_per_slice']:8.0f}ms "
-                 f"{row['program_s_per_chip']:8.2f}s {row['fast_chip_mb']:7.1f}")
-        echo("draws: Gaussian numbers per read; floor: digital + drawing them, under any exact simulator of the read")
+            name = spec.name + ("" if shipped else " *")
+            echo(
+                f"{arch:10s} {name:20s} {'x'.join(map(str, row['input'])):>8s} "
+                f"{row['digital_ms']:6.1f}ms {row['aihwkit_ms']:6.1f}ms {row['ours_ms']:5.1f}ms "
+                f"{row['ours_over_digital']:7.2f}x {row['aihwkit_over_ours']:8.1f}x "
+                f"{row['noise_draws_per_read'] / 1e6:5.2f}M {row['floor_ms']:5.1f}ms "
+                f"{row['floor_over_digital']:8.2f}x "
+                f"{row['aihwkit_over_floor']:9.1f}x {row[f'mc{MC}_ms_per_slice']:8.0f}ms "
+                f"{row['program_s_per_chip']:8.2f}s {row['fast_chip_mb']:7.1f}"
+            )
+        echo(
+            "draws: Gaussian numbers per read; "
+            "floor: digital + drawing them, under any exact simulator of the read"
+        )
         if any(not r["shipped"] for r in rows):
             echo("* no shipped model: random weights, input ranges calibrated on random inputs")
     if "skipped" not in volume:
-        echo(f"volume {volume['volume']} {'x'.join(map(str, volume['shape']))}, {volume['slices']} slices, "
-             f"MC {MC}, {volume['model']}, from cold: slice on screen after {volume['slice_on_screen_first_chip_s']:.2f}s "
-             f"(1 chip), at MC {MC} after {volume['slice_on_screen_all_chips_s']:.1f}s (every chip programmed); "
-             f"then {volume['segment_s']:.1f}s for the volume ({volume['s_per_slice']:.2f}s per slice), "
-             f"total {volume['total_s']:.1f}s; peak memory so far {volume['peak_rss_mb_so_far']:.0f} MB")
+        echo(
+            f"volume {volume['volume']} {'x'.join(map(str, volume['shape']))}, {volume['slices']} slices, "
+            f"MC {MC}, {volume['model']}, from cold: slice on screen after "
+            f"{volume['slice_on_screen_first_chip_s']:.2f}s (1 chip), "
+            f"at MC {MC} after {volume['slice_on_screen_all_chips_s']:.1f}s (every chip programmed); "
+            f"then {volume['segment_s']:.1f}s for the volume ({volume['s_per_slice']:.2f}s per slice), "
+            f"total {volume['total_s']:.1f}s; peak memory so far {volume['peak_rss_mb_so_far']:.0f} MB"
+        )
     env["load_average_1min_at_end"] = os.getloadavg()[0]
     report = {"environment": env, "architectures": rows, "volume": volume, "peak_rss_mb": _peak_rss_mb()}
-    echo(f"peak memory (RSS) of the whole run, with the random models' calibration: {report['peak_rss_mb']:.0f} MB")
+    echo(
+        "peak memory (RSS) of the whole run, with the random models' calibration: "
+        f"{report['peak_rss_mb']:.0f} MB"
+    )
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(report, indent=1))
     echo(f"wrote {json_path}")

@@ -40,20 +40,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from engine.export import write_results
     from engine.inference import Segmenter
-    from engine.run_settings import RunSettings
     from engine.model_store import default_model, find_model
     from engine.pipeline import VolumeResult, run_slices
+    from engine.run_settings import RunSettings
     from engine.volume import load_scan
 
     volume = load_scan(args.scan, channel=args.channel)
     spec = find_model(args.model) if args.model else default_model()
-    run = RunSettings(model=spec.name, mode=args.mode, mc_samples=args.mc, noise_level=args.noise, drift_s=args.drift, seed=args.seed)
+    run = RunSettings(
+        model=spec.name,
+        mode=args.mode,
+        mc_samples=args.mc,
+        noise_level=args.noise,
+        drift_s=args.drift,
+        seed=args.seed,
+    )
     t0 = time.perf_counter()
     segmenter = Segmenter(spec, run)
     segmenter.program_all()
     result = VolumeResult.for_model(volume, spec)
-    bar = tqdm(total=int(result.finished.size), unit="slice", disable=not sys.stderr.isatty() or args.quiet,
-               desc=f"{spec.name} {run.mode}")
+    bar = tqdm(
+        total=int(result.finished.size),
+        unit="slice",
+        disable=not sys.stderr.isatty() or args.quiet,
+        desc=f"{spec.name} {run.mode}",
+    )
     for r in run_slices(segmenter, volume, result.axis):
         result.add(r)
         bar.update(1)
@@ -61,7 +72,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     result.finalise()
     paths = write_results(result, Path(args.out), spec, run)
     if not args.quiet:
-        print(f"{len(result.seconds)} slices in {time.perf_counter() - t0:.1f}s; wrote {', '.join(str(p) for p in paths.values())}")
+        written = ", ".join(str(p) for p in paths.values())
+        print(f"{len(result.seconds)} slices in {time.perf_counter() - t0:.1f}s; wrote {written}")
     return 0
 
 
@@ -69,18 +81,23 @@ def cmd_models(args: argparse.Namespace) -> int:
     from engine.model_store import NOMINAL_CHIPS, find_model, list_models
 
     if args.detail:
-        from engine.analog import layer_report, to_analog
+        from engine.analog.conversion import layer_report, to_analog
 
         spec = find_model(args.detail)
         rows = layer_report(to_analog(spec.build(), spec.device))
-        print(f"{spec.name}: {spec.architecture} ({spec.kind}), labels {', '.join(l.name for l in spec.labels)}")
+        labels = ", ".join(label.name for label in spec.labels)
+        print(f"{spec.name}: {spec.architecture} ({spec.kind}), labels {labels}")
         print(f"{'layer':60s} {'type':22s} {'weights':>9s}  runs on")
         for r in rows:
-            print(f"{r.name:60s} {r.kind:22s} {r.parameters:9d}  {'analog tiles' if r.on_tiles else 'digital'}")
+            print(
+                f"{r.name:60s} {r.kind:22s} {r.parameters:9d}  {'analog tiles' if r.on_tiles else 'digital'}"
+            )
         on = sum(r.parameters for r in rows if r.on_tiles)
         total = sum(r.parameters for r in rows)
-        print(f"{on} of {total} weights on analog tiles; digital: "
-              f"{', '.join(sorted({r.kind for r in rows if not r.on_tiles})) or 'none'}")
+        print(
+            f"{on} of {total} weights on analog tiles; digital: "
+            f"{', '.join(sorted({r.kind for r in rows if not r.on_tiles})) or 'none'}"
+        )
         return 0
     specs = list_models()
     if not specs:
@@ -95,7 +112,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         ana = s.test_metrics(NOMINAL_CHIPS)
         dig_s = f"{dig:.3f}" if dig is not None else "-"
         ana_s = f"{ana['mean_dice']:.3f} ± {ana['std_dice_over_programmings']:.3f}" if ana else "-"
-        print(f"{s.name:28s} {s.architecture:10s} {s.kind:8s} {s.data.get('dataset', ''):8s} {dig_s}, {ana_s}")
+        print(
+            f"{s.name:28s} {s.architecture:10s} {s.kind:8s} {s.data.get('dataset', ''):8s} {dig_s}, {ana_s}"
+        )
     return 0
 
 
@@ -109,29 +128,44 @@ def models_markdown(specs: list) -> str:
 
     by_name = {s.name: s for s in specs}
 
-    lines = ["| model | data | training | test Dice digital | analog (noise 1, 1 day) | drop |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| model | data | training | test Dice digital | analog (noise 1, 1 day) | drop |",
+        "|---|---|---|---|---|---|",
+    ]
     for s in specs:
         t = s.training
         size = "x".join(map(str, s.preprocessing.input_size))
-        how = (f"{t.get('epochs_run', '?')} epochs, {size}, {t.get('wall_time_s', 0) / 60:.0f} min"
-               + (f", from `{t['init']}`" if t.get("init") else ""))
+        how = f"{t.get('epochs_run', '?')} epochs, {size}, {t.get('wall_time_s', 0) / 60:.0f} min" + (
+            f", from `{t['init']}`" if t.get("init") else ""
+        )
         dig = s.test_metrics("digital").get("mean_dice")
         ana = s.test_metrics(NOMINAL_CHIPS)
         base = by_name.get(t.get("init") or s.name)
         ref = base.test_metrics("digital").get("mean_dice") if base else None
         drop = ref - ana["mean_dice"] if ana and ref is not None else None
-        lines.append(f"| `{s.name}` | {s.data.get('dataset', '')} | {how} | {'-' if dig is None else f'{dig:.3f}'} | "
-                     + (f"{ana['mean_dice']:.3f} ± {ana['std_dice_over_programmings']:.3f}" if ana else "-")
-                     + f" | {'-' if drop is None else f'{drop:.3f}'} |")
+        lines.append(
+            f"| `{s.name}` | {s.data.get('dataset', '')} | {how} | {'-' if dig is None else f'{dig:.3f}'} | "
+            + (f"{ana['mean_dice']:.3f} ± {ana['std_dice_over_programmings']:.3f}" if ana else "-")
+            + f" | {'-' if drop is None else f'{drop:.3f}'} |"
+        )
     return "\n".join(lines)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from training.train import train
 
-    train(Path(args.data), args.arch, args.kind, Path(args.out), init=args.init, epochs=args.epochs,
-          batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_minutes=args.max_minutes)
+    train(
+        Path(args.data),
+        args.arch,
+        args.kind,
+        Path(args.out),
+        init=args.init,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        max_minutes=args.max_minutes,
+    )
     return 0
 
 
@@ -147,8 +181,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from engine.export import write_json
     from training.evaluate import evaluate, print_report
 
-    report = evaluate(args.model, Path(args.data), args.split, args.mode, args.mc, args.noise, args.drift,
-                      args.programmings, record=args.record, progress=not args.quiet)
+    report = evaluate(
+        args.model,
+        Path(args.data),
+        args.split,
+        args.mode,
+        args.mc,
+        args.noise,
+        args.drift,
+        args.programmings,
+        record=args.record,
+        progress=not args.quiet,
+    )
     print_report(report)
     if args.json:
         write_json(report, Path(args.json))
@@ -156,32 +200,52 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from engine.benchmark import run_benchmark
+    from cli.benchmark import run_benchmark
 
     run_benchmark(Path(args.json), rounds=args.rounds, archs=tuple(args.arch), threads=args.threads)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from training.report import write_report
+    from training.report.build import write_report
 
-    path = write_report(Path(args.out), Path(args.data), args.programmings, args.mc, args.limit, not args.quiet, args.workers,
-                        measure=not args.from_measurements)
+    path = write_report(
+        Path(args.out),
+        Path(args.data),
+        args.programmings,
+        args.mc,
+        args.limit,
+        not args.quiet,
+        args.workers,
+        measure=not args.from_measurements,
+    )
     print(f"wrote {path}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aimc", description="AI segmentation with uncertainty on simulated analog in-memory computing chips")
+    parser = argparse.ArgumentParser(
+        prog="aimc",
+        description="AI segmentation with uncertainty on simulated analog in-memory computing chips",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predict", help="segment a scan and write seg, uncertainty, probability and a summary")
     p.add_argument("scan", help="NIfTI file, MHA/MHD, NRRD or a DICOM folder")
-    p.add_argument("--model", help="model name in resources/models or a model folder (default: the LGG U-Net)")
+    p.add_argument(
+        "--model", help="model name in resources/models or a model folder (default: the LGG U-Net)"
+    )
     p.add_argument("--mode", choices=["digital", "analog"], default="analog")
-    p.add_argument("--mc", type=_mc, default=8, help="Monte-Carlo samples (chips) per slice, 1..64")
-    p.add_argument("--noise", type=_noise, default=1.0, help="device noise level: 0 ideal, 1 nominal PCM, up to 3")
-    p.add_argument("--drift", type=_positive_drift, default=3600.0, help="seconds from programming to inference")
+    p.add_argument("--mc", type=_mc, default=8, help=f"Monte-Carlo samples (chips) per slice, 1..{MAX_MC}")
+    p.add_argument(
+        "--noise",
+        type=_noise,
+        default=1.0,
+        help=f"device noise level: 0 ideal, 1 nominal PCM, up to {MAX_NOISE_LEVEL:g}",
+    )
+    p.add_argument(
+        "--drift", type=_positive_drift, default=3600.0, help="seconds from programming to inference"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--channel", type=int, default=None, help="channel or time point of a 4D scan")
     p.add_argument("--out", required=True, help="output folder")
@@ -190,15 +254,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the installed models")
     p.add_argument("--detail", metavar="NAME", help="show which layers of NAME run on analog tiles")
-    p.add_argument("--markdown", action="store_true", help="the measured test Dice of every model as a Markdown table")
+    p.add_argument(
+        "--markdown", action="store_true", help="the measured test Dice of every model as a Markdown table"
+    )
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train", help="train a digital model or adapt one by hardware-aware training")
     p.add_argument("--data", required=True, help="MSD folder (dataset.json) or nuclei folder")
     p.add_argument("--arch", choices=["unet", "unetpp", "swinunetr"], default="unet")
     p.add_argument("--kind", choices=["digital", "hwa"], default="digital")
-    p.add_argument("--init", help="model to start from: the digital model an HWA model adapts, or, for --kind "
-                   "digital, a shipped digital model trained further (a second round, warm-restarted schedule)")
+    p.add_argument(
+        "--init",
+        help="model to start from: the digital model an HWA model adapts, or, for --kind "
+        "digital, a shipped digital model trained further (a second round, warm-restarted schedule)",
+    )
     p.add_argument("--lr", type=float, help="initial learning rate (default: 1e-3 digital, 2e-4 HWA)")
     p.add_argument("--out", required=True, help="model folder to write, e.g. resources/models/NAME")
     p.add_argument("--epochs", type=int, default=40)
@@ -229,22 +298,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="measure the paper's claims on the test splits (long; resumable)")
     p.add_argument("--out", default="reports")
-    p.add_argument("--data", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"),
-                   help="folder holding the data sets: lgg/ (required), hippocampus/, nuclei/")
+    p.add_argument(
+        "--data",
+        default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"),
+        help="folder holding the data sets: lgg/ (required), hippocampus/, nuclei/",
+    )
     p.add_argument("--programmings", type=int, default=5, help="chip programmings per noise level")
     p.add_argument("--mc", type=_mc, default=16, help="Monte-Carlo samples for the uncertainty claims")
     p.add_argument("--limit", type=int, default=None, help="only the first N test patients (a quick look)")
-    p.add_argument("--workers", type=int, default=1, help="measurements run at once (one process, one thread each)")
-    p.add_argument("--from-measurements", action="store_true",
-                   help="measure nothing slow: write the report from OUT/measurements/ as far as it goes")
+    p.add_argument(
+        "--workers", type=int, default=1, help="measurements run at once (one process, one thread each)"
+    )
+    p.add_argument(
+        "--from-measurements",
+        action="store_true",
+        help="measure nothing slow: write the report from OUT/measurements/ as far as it goes",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("bench", help="time digital, aihwkit's tile and the fast analog path side by side")
     p.add_argument("--json", default="out/bench.json", help="where to write the results as JSON")
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds per architecture")
-    p.add_argument("--arch", nargs="+", choices=["unet", "unetpp", "swinunetr"],
-                   default=["unet", "unetpp", "swinunetr"])
+    p.add_argument(
+        "--arch", nargs="+", choices=["unet", "unetpp", "swinunetr"], default=["unet", "unetpp", "swinunetr"]
+    )
     p.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
     p.set_defaults(func=cmd_bench)
     return parser

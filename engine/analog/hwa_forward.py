@@ -26,33 +26,31 @@ Forward and gradients are aihwkit's (tested against its tile).
 from __future__ import annotations
 
 import types
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from aihwkit.nn import AnalogConv2d, AnalogLinear
-from aihwkit.simulator.parameters.enums import BoundManagementType, NoiseManagementType
 from aihwkit.simulator.tiles.inference_torch import InputRangeForward
 from aihwkit.simulator.tiles.torch_tile import TorchSimulatorTile
 from aihwkit.simulator.tiles.utils import UniformQuantize
 from torch import nn
 
-from engine.fast_analog import _tiles
+from engine.analog.periphery import check_supported, layer_tiles
 
 
-def _check(tile) -> None:
-    io = tile.rpu_config.forward
+def _check(tile: Any, name: str) -> None:
+    """The settings the inference fast path reproduces (stochastic rounding too: aihwkit's own
+    quantiser is used here), and learned, initialised input ranges."""
+    check_supported(tile.rpu_config.forward, f"{name} (fast HWA training)", stochastic_rounding=True)
     ir = tile.rpu_config.pre_post.input_range
-    if io.noise_management != NoiseManagementType.NONE or io.bound_management != BoundManagementType.NONE:
-        raise NotImplementedError("fast HWA training needs noise and bound management NONE")
-    if io.inp_noise > 0 or io.inp_asymmetry or io.out_asymmetry or io.out_noise_std > 0 or io.is_perfect:
-        raise NotImplementedError("fast HWA training does not reproduce input noise, asymmetries or out_noise_std")
     if tile.input_range is None or ir.manage_output_clipping:
         raise NotImplementedError("fast HWA training needs learned input ranges")
     if tile.input_range_update_idx.item() < ir.init_from_data:
         raise ValueError("set the input ranges first (calibrate, then mark them initialised)")
 
 
-def _dac(x: torch.Tensor, tile, range_gradient: bool = True) -> torch.Tensor:
+def _dac(x: torch.Tensor, tile: Any, range_gradient: bool = True) -> torch.Tensor:
     """Input range, normalisation and DAC of aihwkit's `pre_forward` + `_prepare_input`.
 
     `range_gradient=False` leaves the clipping part of the range's gradient to `_RangeTap`.
@@ -70,7 +68,7 @@ def _dac(x: torch.Tensor, tile, range_gradient: bool = True) -> torch.Tensor:
     return torch.clamp(x, min=-inp_bound, max=inp_bound)
 
 
-def _adc(y: torch.Tensor, tile, view: tuple[int, ...]) -> torch.Tensor:
+def _adc(y: torch.Tensor, tile: Any, view: tuple[int, ...]) -> torch.Tensor:
     """Output noise, ADC and bound of `_finalize_output`, then `post_forward` and output scales."""
     io = tile.rpu_config.forward
     if io.out_noise > 0:
@@ -88,7 +86,7 @@ def _adc(y: torch.Tensor, tile, view: tuple[int, ...]) -> torch.Tensor:
     return y
 
 
-def _weights(tile, batch: int) -> torch.Tensor:
+def _weights(tile: Any, batch: int) -> torch.Tensor:
     """The tile's weights, with the training modifier's noise when training (aihwkit's own)."""
     if not tile.training:
         return tile.tile.weight
@@ -105,13 +103,22 @@ class _RangeTap(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, y, r, x_clipped, kernel, rows, conv, ir_params):  # noqa: D401
+    def forward(
+        ctx: Any,
+        y: torch.Tensor,
+        r: torch.Tensor,
+        x_clipped: torch.Tensor,
+        kernel: torch.Tensor,
+        rows: torch.Tensor,
+        conv: tuple[Any, Any, Any],
+        ir_params: Any,
+    ) -> torch.Tensor:
         ctx.save_for_backward(r, x_clipped, kernel, rows)
         ctx.conv, ctx.ir = conv, ir_params
         return y.view_as(y)
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         r, x, kernel, rows = ctx.saved_tensors
         (sh, sw), (ph, pw), (dh, dw) = ctx.conv
         ir = ctx.ir
@@ -125,13 +132,17 @@ class _RangeTap(torch.autograd.Function):
             if n.numel() == 0:
                 continue
             oh, ow = hh[:, None] + ph - offsets_h, ww[:, None] + pw - offsets_w  # (P, kh), (P, kw)
-            ok = ((oh % sh == 0) & (oh >= 0) & (oh // sh < h_out))[:, :, None] \
-                & ((ow % sw == 0) & (ow >= 0) & (ow // sw < w_out))[:, None, :] & rows[c]
+            ok = (
+                ((oh % sh == 0) & (oh >= 0) & (oh // sh < h_out))[:, :, None]
+                & ((ow % sw == 0) & (ow >= 0) & (ow // sw < w_out))[:, None, :]
+                & rows[c]
+            )
             oh = (oh // sh).clamp(0, h_out - 1)[:, :, None].expand(-1, kh, kw)
             ow = (ow // sw).clamp(0, w_out - 1)[:, None, :].expand(-1, kh, kw)
             nn_ = n[:, None, None].expand(-1, kh, kw)
             g_at = g.permute(0, 2, 3, 1)[nn_, oh, ow]  # (P, kh, kw, O)
-            w_at = (kernel[n, :, c] if kernel.dim() == 5 else kernel[:, c].permute(1, 0, 2, 3)).permute(0, 2, 3, 1)
+            w_at = kernel[n, :, c] if kernel.dim() == 5 else kernel[:, c].permute(1, 0, 2, 3)
+            w_at = w_at.permute(0, 2, 3, 1)
             z = (g_at * w_at).sum(-1) / r * ok
             grad += z.clamp(max=0.0).sum() if side > 0 else -z.clamp(min=0.0).sum()
             clipped += int(ok.sum())
@@ -145,7 +156,7 @@ class _RangeTap(torch.autograd.Function):
 
 
 def _conv_forward(self: AnalogConv2d, x: torch.Tensor) -> torch.Tensor:
-    tiles, bias = _tiles(self)
+    tiles, bias = layer_tiles(self)
     kh, kw = self.kernel_size
     per_channel = kh * kw
     parts: dict[int, torch.Tensor] = {}
@@ -159,16 +170,30 @@ def _conv_forward(self: AnalogConv2d, x: torch.Tensor) -> torch.Tensor:
         pad = (offset, (c1 - c0) * per_channel - offset - w.shape[-1])
         kernel = F.pad(w, pad).reshape(*w.shape[:-1], c1 - c0, kh, kw)
         if kernel.dim() == 5:  # one weight draw per sample: a grouped convolution over the batch
-            y = F.conv2d(xs.reshape(1, -1, *xs.shape[2:]), kernel.reshape(-1, c1 - c0, kh, kw), None,
-                         self.stride, self.padding, self.dilation, groups=batch)
+            y = F.conv2d(
+                xs.reshape(1, -1, *xs.shape[2:]),
+                kernel.reshape(-1, c1 - c0, kh, kw),
+                None,
+                self.stride,
+                self.padding,
+                self.dilation,
+                groups=batch,
+            )
             y = y.reshape(batch, -1, *y.shape[2:])
         else:
             y = F.conv2d(xs, kernel, None, self.stride, self.padding, self.dilation)
         if tile.training:
             rows = F.pad(torch.ones(w.shape[-1], dtype=torch.bool), pad).reshape(c1 - c0, kh, kw)
             bound = abs(tile.input_range.item())
-            y = _RangeTap.apply(y, tile.input_range, xc.detach().clamp(-bound, bound), kernel.detach(), rows,
-                                (self.stride, self.padding, self.dilation), tile.rpu_config.pre_post.input_range)
+            y = _RangeTap.apply(
+                y,
+                tile.input_range,
+                xc.detach().clamp(-bound, bound),
+                kernel.detach(),
+                rows,
+                (self.stride, self.padding, self.dilation),
+                tile.rpu_config.pre_post.input_range,
+            )
         y = _adc(y, tile, (1, -1, 1, 1))
         parts[out_slice.start] = parts[out_slice.start] + y if out_slice.start in parts else y
     out = torch.cat([parts[s] for s in sorted(parts)], 1)
@@ -176,7 +201,7 @@ def _conv_forward(self: AnalogConv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 def _linear_forward(self: AnalogLinear, x: torch.Tensor) -> torch.Tensor:
-    tiles, bias = _tiles(self)
+    tiles, bias = layer_tiles(self)
     parts: dict[int, torch.Tensor] = {}
     for in_slice, out_slice, tile in tiles:
         xs = _dac(x[..., in_slice], tile)
@@ -195,8 +220,8 @@ def use_fast_hwa(model: nn.Module) -> nn.Module:
     """Route every AnalogConv2d/AnalogLinear of an aihwkit model through the fast forward, in place."""
     for module in model.modules():
         if isinstance(module, (AnalogConv2d, AnalogLinear)):
-            for _, _, tile in _tiles(module)[0]:
-                _check(tile)
+            for _, _, tile in layer_tiles(module)[0]:
+                _check(tile, type(module).__name__)
             forward = _conv_forward if isinstance(module, AnalogConv2d) else _linear_forward
             module.forward = types.MethodType(forward, module)
         elif hasattr(module, "analog_module"):

@@ -45,7 +45,7 @@ class DeviceSettings:
     train_weight_noise: float = 0.08
     train_clip_sigma: float = 2.5
     # per-read PCM noise (aihwkit's compiled-tile PCM_READ w_noise) at noise level 1; 0 = off.
-    # Only the fast simulator (engine.fast_analog) draws it; aihwkit's torch tile has no such noise.
+    # Only the fast simulator (engine.analog.fast_layers) draws it; aihwkit's torch tile has no such noise.
     read_noise_per_read: float = 0.0
 
     def __post_init__(self) -> None:
@@ -60,11 +60,11 @@ class DeviceSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DeviceSettings":
+    def from_dict(cls, d: dict) -> DeviceSettings:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
-    def with_(self, **changes) -> "DeviceSettings":
+    def with_(self, **changes) -> DeviceSettings:
         return DeviceSettings.from_dict({**self.to_dict(), **changes})
 
 
@@ -89,8 +89,8 @@ def rpu_config(settings: DeviceSettings, training: bool = False) -> TorchInferen
     cfg.mapping.learn_out_scaling = True
     cfg.mapping.out_scaling_columnwise = True
 
-    cfg.forward.inp_res = 1.0 / (2 ** settings.dac_bits - 2)
-    cfg.forward.out_res = 1.0 / (2 ** settings.adc_bits - 2)
+    cfg.forward.inp_res = 1.0 / (2**settings.dac_bits - 2)
+    cfg.forward.out_res = 1.0 / (2**settings.adc_bits - 2)
     cfg.forward.out_noise = settings.out_noise * (settings.noise_level if not training else 1.0)
     cfg.forward.out_bound = 10.0
     cfg.forward.noise_management = NoiseManagementType.NONE  # input ranges are learned instead

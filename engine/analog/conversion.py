@@ -1,22 +1,20 @@
-"""Networks on simulated AIMC tiles (aihwkit): conversion, calibration, chip programming, layer report.
+"""Networks on simulated AIMC tiles (aihwkit): conversion, input-range calibration, stored tiles, a report.
 
-What a chip is: `program_chip` programs the tiles once (programming noise and drift coefficients
-drawn from the PCM model), then lets them drift to the inference time with accumulated 1/f read
-noise and applies global drift compensation. Every forward through that chip then reads it again,
-redrawing the per-read output noise.
+The analog model made here is a template: `engine.analog.chips` programs chips from it.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from aihwkit.inference.calibration import InputRangeCalibrationType, calibrate_input_ranges
 from aihwkit.nn.conversion import convert_to_analog
 from torch import nn
 
-from engine.device import DeviceSettings, noise_model, rpu_config
+from engine.analog.device import DeviceSettings, rpu_config
 
 
 def to_analog(digital: nn.Module, settings: DeviceSettings, exact: bool = False) -> nn.Module:
@@ -30,49 +28,38 @@ def to_analog(digital: nn.Module, settings: DeviceSettings, exact: bool = False)
     return convert_to_analog(copy.deepcopy(digital).eval(), cfg).eval()
 
 
-def calibrated_analog(digital: nn.Module, settings: DeviceSettings, images: torch.Tensor,
-                      batch_size: int = 16) -> nn.Module:
+def calibrated_analog(
+    digital: nn.Module, settings: DeviceSettings, images: torch.Tensor, batch_size: int = 16
+) -> nn.Module:
     """Convert a digitally trained network and set each tile's input range from real inputs.
 
     Input ranges are learned during HWA training; a digitally trained network needs them set
     from data before it can run on tiles (aihwkit's `calibrate_input_ranges`).
     """
     model = to_analog(digital, settings)
-    batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
-    calibrate_input_ranges(model, InputRangeCalibrationType.CACHE_QUANTILE,
-                           iter([((b,), {}) for b in batches]), quantile=0.9995, max_samples=4000)
+    batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+    calibrate_input_ranges(
+        model,
+        InputRangeCalibrationType.CACHE_QUANTILE,
+        iter([((b,), {}) for b in batches]),
+        quantile=0.9995,
+        max_samples=4000,
+    )
     return model.eval()
 
 
-def load_analog(digital_template: nn.Module, state: dict[str, torch.Tensor], settings: DeviceSettings,
-                exact: bool = False) -> nn.Module:
+def load_analog(
+    digital_template: nn.Module, state: dict[str, torch.Tensor], settings: DeviceSettings, exact: bool = False
+) -> nn.Module:
     """Rebuild tiles from `settings` and load stored tensors (weights, input ranges, output scales)."""
     model = to_analog(digital_template, settings, exact)
     missing, unexpected = model.load_state_dict(state, strict=False)
     real_missing = [k for k in missing if not k.endswith(("analog_ctx", "analog_tile_state"))]
     if real_missing or unexpected:
-        raise ValueError(f"analog weights do not fit the network: missing {real_missing[:3]}, unexpected {unexpected[:3]}")
+        raise ValueError(
+            f"analog weights do not fit the network: missing {real_missing[:3]}, unexpected {unexpected[:3]}"
+        )
     return model.eval()
-
-
-def program_chip(analog_model: nn.Module, settings: DeviceSettings, seed: int, in_place: bool = False) -> nn.Module:
-    """A programmed, drifted and drift-compensated copy of `analog_model`: one simulated chip.
-
-    `analog_model` must have been built with the same `settings` (its per-read noise and
-    quantisation come from them); `seed` makes the chip reproducible. `in_place` programs
-    `analog_model` itself instead of a copy, for a caller that copies what it keeps (as `fast_chip`
-    does): aihwkit programs every time from the weights the tiles held when first programmed, so
-    the chip is the same, and the deep copy of an aihwkit model, about 40 % of a chip's cost, is saved.
-    """
-    chip = (analog_model if in_place else copy.deepcopy(analog_model)).eval()
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        chip.program_analog_weights(noise_model(settings))
-        chip.drift_analog_weights(settings.drift_s)
-    finally:
-        torch.random.set_rng_state(gen_state)
-    return chip
 
 
 @dataclass
@@ -91,7 +78,8 @@ def layer_report(analog_model: nn.Module) -> list[LayerInfo]:
         for name, child in module.named_children():
             full = f"{prefix}{name}"
             if hasattr(child, "analog_module"):  # AnalogConv*/AnalogLinear: matrix-vector products on tiles
-                n = sum(t.tile.weight.numel() for t in child.analog_tiles())
+                analog: Any = child
+                n = sum(t.tile.weight.numel() for t in analog.analog_tiles())
                 rows.append(LayerInfo(full, type(child).__name__, n, True))
                 continue
             own = sum(p.numel() for p in child.parameters(recurse=False))

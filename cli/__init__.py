@@ -1,0 +1,1 @@
+"""The `aimc` command line: wires the engine and training together (outside the engine layer)."""
