@@ -108,24 +108,19 @@ def test_non_utf8_names_reach_simpleitk_safely(tmp_path):
     assert load_scan(folder).shape == (5, 4, 3)
 
 
-def test_dicom_series_with_a_missing_slice_is_refused(tmp_path):
+def _six_slices_2mm_apart(folder) -> None:
+    identity = (1, 0, 0, 0, 1, 0, 0, 0, 1)
     _write_dicom_series(
-        tmp_path,
-        np.arange(6 * 4 * 5).reshape(6, 4, 5),
-        (1.0, 1.0, 2.0),
-        (0.0, 0.0, 0.0),
-        (1, 0, 0, 0, 1, 0, 0, 0, 1),
+        folder, np.arange(6 * 4 * 5).reshape(6, 4, 5), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), identity
     )
+
+
+def test_dicom_series_with_a_missing_slice_is_refused(tmp_path):
+    _six_slices_2mm_apart(tmp_path)
     (tmp_path / "slice003.dcm").unlink()  # a 4 mm gap in a 2 mm series
     _expect(tmp_path, "uneven slice spacing", "2 to 4 mm")
 
 
 def test_regular_dicom_series_still_reads(tmp_path):
-    _write_dicom_series(
-        tmp_path,
-        np.arange(6 * 4 * 5).reshape(6, 4, 5),
-        (1.0, 1.0, 2.0),
-        (0.0, 0.0, 0.0),
-        (1, 0, 0, 0, 1, 0, 0, 0, 1),
-    )
+    _six_slices_2mm_apart(tmp_path)
     assert load_scan(tmp_path).shape == (5, 4, 6)
