@@ -174,14 +174,6 @@ class VolumeResult:
     def foreground_probability(self) -> np.ndarray:
         return 1.0 - self.probabilities[..., 0]
 
-    def slice_ranking(self, map_name: str = "entropy") -> list[tuple[int, float]]:
-        """Finished slices by decreasing mean uncertainty, for jumping to those that need a look."""
-        m = self.maps[map_name]
-        axis = {"sagittal": 0, "coronal": 1, "axial": 2}[self.axis]
-        means = m.mean(axis=tuple(a for a in range(3) if a != axis))
-        idx = [k for k in np.argsort(-means) if self.finished[k]]
-        return [(int(k), float(means[k])) for k in idx]
-
 
 def run_slices(
     segmenter: Segmenter,

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from engine.findings import slice_ranking
 from engine.inference import Segmenter
 from engine.pipeline import VolumeResult, fan_out_order, preview_while_programming, run_slices, segment_volume
 from engine.preprocessing import get_slice
@@ -132,9 +133,9 @@ def test_volume_result_collects_every_map(small_model, real_volume):
     assert result.segmentation.shape == real_volume.shape
     assert np.allclose(result.probabilities.sum(-1), 1.0, atol=1e-4)
     assert result.maps["entropy"].max() > 0
-    ranking = result.slice_ranking()
-    assert len(ranking) == real_volume.shape[2]
-    assert ranking[0][1] >= ranking[-1][1]
+    ranking = slice_ranking(result)
+    assert {s for s, _ in ranking} <= set(range(real_volume.shape[2]))
+    assert [v for _, v in ranking] == sorted((v for _, v in ranking), reverse=True)
 
 
 def test_stages_run_on_one_torch_thread_each_and_the_callers_count_is_kept(

@@ -242,7 +242,8 @@ def test_opening_a_scan_resets_the_reading_and_remembers_the_file() -> None:
     session, runner, seen = _session(vol)
     assert session.volume is vol and session.crosshair == (3, 4, 2)
     assert session.preset == display.MR_AUTO and session.window_level == display.auto_window(vol.data)
-    assert list(seen) == ["window_changed", "scan_opened"]  # levels first, then the views redraw
+    # levels first, then the views redraw, then the banners
+    assert list(seen) == ["window_changed", "scan_opened", "trust_changed"]
     assert seen["scan_opened"] == [(vol, "/data/scan.nii.gz")]
     assert session.recent.paths() == ["/data/scan.nii.gz"] and runner.cancelled == 1
     session.request_run(SPEC, ANALOG)
@@ -368,7 +369,8 @@ def test_slice_layers_and_readout_say_preview_and_not_segmented() -> None:
 def test_findings_and_dice_against_a_reference_for_this_scan_only() -> None:
     vol = _volume((4, 4, 3))
     session, _, seen = _session(vol)
-    assert session.findings("entropy") is None
+    session.refresh_findings("entropy")
+    assert "findings_ready" not in seen  # no result: nothing to report
     session.request_run(SPEC, ANALOG)
     session.result.add(_slice_result(vol, 0))
     truth = np.zeros(vol.shape, np.uint8)
@@ -377,13 +379,15 @@ def test_findings_and_dice_against_a_reference_for_this_scan_only() -> None:
     assert session.truth is None and "truth_loaded" not in seen
     session.set_truth(truth, "gt.nii.gz", vol)
     assert seen["truth_loaded"] == [("gt.nii.gz",)]
-    found = session.findings("std")
+    session.refresh_findings("std")
+    (found,) = seen["findings_ready"][-1]
     assert found.progress == "1 of 3 axial slices segmented; Dice over those 1"
     assert [(f.name, f.dice) for f in found.labels] == [("lesion", pytest.approx(1.0))]
     assert found.labels[0].volume_ml == pytest.approx(16 * 2.0 / 1000)  # 16 voxels of 2 mm3
     assert found.ranking == [(0, 0.0)] and found.ranking_title.startswith(
         "Slices by mean std of foreground p"
     )
+    assert found.lesions is None and found.lesion_note.startswith("Lesions are listed once all 3 slices")
 
 
 def test_export_writes_the_clis_file_names_and_remembers_the_folder(tmp_path: Path) -> None:

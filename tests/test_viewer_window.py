@@ -23,6 +23,7 @@ from PySide6.QtGui import QDropEvent, QKeySequence  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
 from engine.analog.chips import ChipCache  # noqa: E402
+from engine.findings import slice_ranking  # noqa: E402
 from engine.model_store import ModelError, ModelSpec, default_model  # noqa: E402
 from engine.postprocessing import keep_largest_component  # noqa: E402
 from engine.preprocessing import get_slice  # noqa: E402
@@ -274,7 +275,8 @@ def test_analog_run_current_slice_first_and_ui_stays_responsive(
         assert np.array_equal(labels, keep_largest_component(labels, spec.keep_largest))
     # inference on the UI thread would run the whole volume without letting the event loop turn once
     assert len(stamps) >= 10, f"the event loop turned {len(stamps)} times during inference"
-    assert window.findings.ranked.count() == SLICES
+    ranked = slice_ranking(window.session.result)  # slices near the segmentation, computed in the background
+    qtbot.waitUntil(lambda: window.findings.ranked.count() == min(len(ranked), 50), timeout=30_000)
     assert not window.progress.bar.isVisible()
 
 
@@ -362,7 +364,7 @@ def test_export_reloads_aligned_and_a_failing_disk_loses_nothing(
         "viewer.widgets.export_dialog.QFileDialog.getExistingDirectory", lambda *a, **k: str(folder)
     )
     with qtbot.waitSignal(window.exported) as blocker:
-        window.export_results()
+        window.exporter.export_results()
     names = sorted(p.name for p in blocker.args[0])
     assert names == [
         "probability.nii.gz",
@@ -378,7 +380,9 @@ def test_export_reloads_aligned_and_a_failing_disk_loses_nothing(
     assert np.array_equal(np.asarray(seg.dataobj), volume.to_source_order(window.session.result.segmentation))
     entropy = nib.load(folder / "uncertainty.nii.gz").get_fdata()
     assert np.allclose(entropy, volume.to_source_order(window.session.result.maps["entropy"]), atol=1e-6)
-    assert json.loads((folder / "summary.json").read_text())["uncertainty_map"] == "predictive entropy (nats)"
+    written = json.loads((folder / "summary.json").read_text())
+    assert written["uncertainty_map"] == "predictive entropy (nats)"
+    assert written["gate"]["fits"] and "verdict" in written and written["lesions"]
     assert np.array_equal(
         load_scan(target).data, window.session.result.segmentation
     )  # round trip through our reader
@@ -391,14 +395,14 @@ def test_export_reloads_aligned_and_a_failing_disk_loses_nothing(
     )
     written: list = []
     window.exported.connect(written.append)
-    window.export_results()
+    window.exporter.export_results()
     assert asked and "seg.nii.gz" in asked[0] and not written
 
     errors: list[str] = []
     monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a: errors.append(text))
     blocked = tmp_path / "not_a_folder"
     blocked.write_text("a file where a folder should be")
-    assert window.export_to(blocked / "out") == []
+    assert window.exporter.export_to(blocked / "out") == []
     assert errors and "could not write" in errors[0] and "nothing was lost" in errors[0]
     assert window.session.result.complete and window.session.result.segmentation is not None
 
@@ -411,6 +415,7 @@ def test_ground_truth_overlay_toggles_and_worker_errors_reach_the_user(
     wait_complete(qtbot, window)
     window.files.load_ground_truth(LABELS)
     qtbot.waitUntil(lambda: window.session.truth is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: window.findings.table.item(0, 3).text() != "–", timeout=30_000)
     dice = window.findings.table.item(0, 3).text()
     assert dice != "–" and 0.0 <= float(dice) <= 1.0
     assert (
@@ -419,6 +424,7 @@ def test_ground_truth_overlay_toggles_and_worker_errors_reach_the_user(
     )
 
     # the ranked slice list jumps to a slice; keyboard toggles drive the overlays
+    qtbot.waitUntil(lambda: window.findings.ranked.count() > 0, timeout=30_000)
     first = window.findings.ranked.item(0)
     window.findings.ranked.itemClicked.emit(first)
     assert window.session.crosshair[2] == first.data(Qt.ItemDataRole.UserRole)

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QApplication
 
 from engine.model_store import ModelError, find_model, list_models
 from engine.volume import Volume
-from viewer.widgets.inference_worker import Job
+from viewer.session.verdicts import VerdictState
 from viewer.widgets.main_window import MainWindow
 from viewer.widgets.theme import apply_dark_theme
 
@@ -37,17 +37,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _save_when_done(window: MainWindow, path: str, app: QApplication) -> None:
-    """For documentation: grab the window after the first complete result (or after 15 minutes)."""
+    """For documentation: grab the window once the reading has settled (the first complete result's
+    verdict shown, or the model refused for the scan), or after 15 minutes."""
+    settled = (VerdictState.READY, VerdictState.UNCALIBRATED, VerdictState.FAILED)
 
     def grab() -> None:
         window.grab().save(path)
         app.quit()
 
-    def on_finished(_job: Job, complete: bool) -> None:
-        if complete:
-            QTimer.singleShot(800, grab)
+    def on_trust() -> None:
+        session = window.session
+        if session.blocked is not None or session.case_verdict().state in settled:
+            window.trustShown.disconnect(on_trust)
+            QTimer.singleShot(1500, grab)  # the findings arrive from their worker meanwhile
 
-    window.runner.finished.connect(on_finished)
+    window.trustShown.connect(on_trust)
     window.openFailed.connect(lambda _: QTimer.singleShot(800, grab))
     QTimer.singleShot(15 * 60 * 1000, grab)
 

@@ -32,8 +32,11 @@ class SessionEvents:
         self.model_changed = Emitter()  # ModelSpec: its labels are the ones shown from now on
         self.scan_opened = Emitter()  # Volume, path: everything was reset for it
         self.cursor_moved = Emitter()  # views whose slice changed (the others only move their crosshair)
+        self.centred = Emitter()  # the views should bring the crosshair to their centre (a lesion chosen)
         self.window_changed = Emitter()  # WindowLevel
-        self.result_shown = Emitter()  # VolumeResult now on screen (cached, partial or new)
+        self.result_shown = Emitter()  # VolumeResult now on screen (cached, partial or new); None: refused
+        self.trust_changed = Emitter()  # the gate's or the verdict's notice may have changed
+        self.findings_ready = Emitter()  # Findings of the result on screen, computed in the background
         self.slice_updated = Emitter()  # views showing the slice, finished (False: a preview)
         self.run_ended = Emitter()  # VolumeResult on screen whose run ended (complete, stopped or failed)
         self.truth_loaded = Emitter()  # name of the reference label file

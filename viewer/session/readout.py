@@ -37,6 +37,15 @@ def describe_run(run: RunSettings) -> str:
     )
 
 
+def run_line(run: RunSettings | None, done: int, total: int, outside: bool) -> str:
+    """The line above the views: the settings of the result on screen, how far it got, and whether its
+    model was run outside its training domain."""
+    if run is None:
+        return "No result"
+    mark = "⚠ OUTSIDE THE MODEL'S TRAINING DOMAIN   ·   " if outside else ""
+    return f"{mark}{describe_run(run)}   ·   {done}/{total} slices segmented"
+
+
 def map_label(map_name: str) -> str:
     """`predictive entropy (nats)`: the map's title and unit, as axes and summaries name it."""
     return f"{MAP_TITLES[map_name]} ({MAP_UNITS[map_name]})"

@@ -1,8 +1,10 @@
 """`ReadingSession`: the state of one reading, free of Qt, as 3D Slicer's logic is free of its widgets.
 
 It holds the open scan, the crosshair, the window/level, the model, the result on screen and the
-results cached per settings, and the reference segmentation. It decides what a run has to do
-(`request_run`) and hands the slow part to a `Runner` (the Qt worker in the app, a fake in tests).
+results cached per settings, and the reference segmentation. It decides which model a scan gets
+(the compatibility gate: a model that does not fit runs only when the reader asks), what a run has to
+do (`request_run`, the slow part handed to a `Runner`: the Qt worker in the app, a fake in tests), and
+how far to trust a result (the case verdict and the findings, computed in a `Background`).
 Widgets change it through its methods and redraw when its `events` say so; they keep no reading
 state of their own.
 """
@@ -16,12 +18,13 @@ from typing import Protocol
 
 import numpy as np
 
-from engine.export import PROBABILITY, SEGMENTATION, SUMMARY, UNCERTAINTY, write_results
+from engine.export import write_results
 from engine.model_store import ModelSpec
 from engine.pipeline import VolumeResult
 from engine.preprocessing import AXES, get_slice, slice_count
 from engine.run_settings import RunSettings
 from engine.volume import ScanError, Volume, load_scan
+from viewer.session.background import Background, Immediate, Latest
 from viewer.session.display import (
     MR_AUTO,
     VIEWS,
@@ -33,10 +36,14 @@ from viewer.session.display import (
     window_for,
 )
 from viewer.session.events import SessionEvents
-from viewer.session.findings import Findings, findings
-from viewer.session.readout import describe_voxel, slice_note
+from viewer.session.exporting import trust_record, would_replace
+from viewer.session.findings_table import findings
+from viewer.session.gate import Gate, check_scan
+from viewer.session.notices import Notice, fit_line, gate_notice, verdict_notice
+from viewer.session.readout import describe_voxel, run_line, slice_note
 from viewer.session.recent_files import RecentFiles, SettingsStore
 from viewer.session.result_cache import ResultCache, missing_slices
+from viewer.session.verdicts import CaseVerdict, Verdicts, VerdictState, lesion_review
 
 CT_DEFAULT = "CT abdomen"
 
@@ -67,6 +74,7 @@ class RunOutcome(StrEnum):
     """What `request_run` did, for the status line."""
 
     NOTHING = "nothing"  # no scan or no model
+    BLOCKED = "blocked"  # the model does not fit the scan and the reader did not ask for it: nothing runs
     RUNNING = "running"  # this result is already being computed
     CACHED = "cached"  # complete from the cache: nothing to compute
     STARTED = "started"  # the missing slices were handed to the runner
@@ -87,9 +95,17 @@ class SliceLayers:
 class ReadingSession:
     """One reader's scan, crosshair, window/level, results, reference and exports."""
 
-    def __init__(self, store: SettingsStore, runner: Runner) -> None:
+    def __init__(
+        self,
+        store: SettingsStore,
+        runner: Runner,
+        specs: list[ModelSpec] | None = None,
+        background: Background | None = None,
+    ) -> None:
         self.store = store
         self.runner = runner
+        self.specs = list(specs or [])  # the installed models the gate chooses from
+        self.background = background if background is not None else Immediate()
         self.events = SessionEvents()
         self.recent = RecentFiles(store)
         self.volume: Volume | None = None
@@ -102,14 +118,34 @@ class ReadingSession:
         self.result: VolumeResult | None = None
         self.run: RunSettings | None = None
         self.truth: np.ndarray | None = None
+        self.gate: Gate | None = None
+        self.accepted: set[str] = set()  # models the reader ran on this scan although they do not fit it
+        self.blocked: str | None = None  # the model refused on this scan (nothing ran), if any
+        self.verdicts = Verdicts(self.background, self._verdict_changed)
+        self._findings = Latest(self.background)
 
     # -- scan ---------------------------------------------------------------------------------
-    def open(self, volume: Volume, path: str | Path) -> None:
-        """Show `volume` (from `read_scan`); the previous scan's results, reference and run are dropped."""
+    def check(self, volume: Volume) -> Gate:
+        """The gate's answer for `volume` with the model now selected (slow: may run off the UI thread)."""
+        return check_scan(volume, self.specs, self.spec.name if self.spec is not None else None)
+
+    def read(self, path: str) -> tuple[Volume, Gate]:
+        """`read_scan` and the gate, both slow: for a worker thread; `open` takes the answer."""
+        volume = read_scan(path)
+        return volume, self.check(volume)
+
+    def open(self, volume: Volume, path: str | Path, gate: Gate | None = None) -> None:
+        """Show `volume` (from `read`); the previous scan's results, reference and run are dropped, and
+        the model the gate chose for it (None: none fits) is selected."""
         self.runner.cancel()
         self.cache.clear()
+        self.verdicts.clear()
         self.result = self.run = None
         self.truth = None
+        self.gate = gate if gate is not None else self.check(volume)
+        self.accepted, self.blocked = set(), None
+        chosen = next((s for s in self.specs if s.name == self.gate.chosen), None)
+        self.choose_model(chosen)
         self.volume = volume
         low, high = float(volume.data.min()), float(volume.data.max())
         self.data_range = (high - low) or 1.0
@@ -118,8 +154,14 @@ class ReadingSession:
         self.apply_preset(CT_DEFAULT if is_ct else MR_AUTO)
         self.recent.add(path)
         self.events.scan_opened.emit(volume, str(path))
+        self.events.trust_changed.emit()
 
     # -- navigation ---------------------------------------------------------------------------
+    def centre_on(self, ijk: tuple[int, int, int]) -> None:
+        """Put the crosshair on `ijk` (a lesion's centre) and have every view bring it to its centre."""
+        self.set_cursor(ijk)
+        self.events.centred.emit()
+
     def set_cursor(self, ijk: tuple[int, int, int]) -> None:
         """Move the crosshair to voxel `ijk` (clamped into the scan)."""
         if self.volume is None:
@@ -186,10 +228,69 @@ class ReadingSession:
     def label_names(self) -> dict[int, str]:
         return self.spec.label_names if self.spec is not None else {}
 
-    def findings(self, map_name: str) -> Findings | None:
-        if self.result is None or self.spec is None:
-            return None
-        return findings(self.result, self.spec.label_names, map_name, self.truth)
+    def refresh_findings(self, map_name: str) -> None:
+        """Recompute the findings of the result on screen in the background; `findings_ready` brings them.
+
+        Asked again while one is computed, only the newest request runs next.
+        """
+        result, spec, run, truth = self.result, self.spec, self.run, self.truth
+        if result is None or spec is None or run is None:
+            return
+        review, final = lesion_review(spec, run.mode, map_name), self.settled(result)
+        self._findings.submit(
+            lambda: findings(result, spec.label_names, map_name, truth, review, final),
+            lambda found: self.events.findings_ready.emit(found) if result is self.result else None,
+            lambda message: None,  # a partial result read while it was written: the next refresh redoes it
+        )
+
+    def settled(self, result: VolumeResult) -> bool:
+        """Every slice is in and its run has ended, the model's post-processing applied: its lesions and
+        verdict may be read (between the last slice and the end of the run, the labels are still raw)."""
+        return result.complete and not self.runner.is_computing(result)
+
+    # -- trust --------------------------------------------------------------------------------
+    @property
+    def outside_domain(self) -> bool:
+        """The result on screen comes from a model that does not fit the scan (the reader asked for it)."""
+        return self.run is not None and self.gate is not None and not self.gate.allows(self.run.model)
+
+    def case_verdict(self) -> CaseVerdict:
+        """The verdict of the result on screen: none for a partial result."""
+        result, spec, run = self.result, self.spec, self.run
+        if result is None or spec is None or run is None:
+            return CaseVerdict(VerdictState.NO_RESULT)
+        if not result.complete:
+            return CaseVerdict(VerdictState.PARTIAL)
+        return self.verdicts.get(result) or CaseVerdict(VerdictState.COMPUTING)
+
+    def verdict_notice(self) -> Notice:
+        done, total = self.segmented()
+        return verdict_notice(self.case_verdict(), f"{done} of {total}")
+
+    def gate_notice(self) -> Notice:
+        model = self.blocked or (self.run.model if self.run is not None else None)
+        if model is None and self.spec is not None:
+            model = self.spec.name
+        return gate_notice(self.gate, model, self.blocked is not None, self.outside_domain)
+
+    def run_line(self) -> str:
+        if self.blocked is not None:
+            return f"{self.blocked} was not run: it does not fit this scan"
+        done, total = self.segmented()
+        return run_line(self.run, done, total, self.outside_domain)
+
+    def fit_line(self, model: str) -> tuple[bool | None, str]:
+        """Whether `model` fits the open scan, and why, for the model panel."""
+        return fit_line(self.gate, model)
+
+    def _verdict_changed(self, result: VolumeResult) -> None:
+        if result is self.result:
+            self.events.trust_changed.emit()
+
+    def _assess(self) -> None:
+        result, spec, run = self.result, self.spec, self.run
+        if result is not None and spec is not None and run is not None and self.settled(result):
+            self.verdicts.assess(result, spec, run.mode)
 
     # -- model and runs -----------------------------------------------------------------------
     def choose_model(self, spec: ModelSpec | None) -> None:
@@ -197,16 +298,34 @@ class ReadingSession:
             self.spec = spec
             self.events.model_changed.emit(spec)
 
-    def request_run(self, spec: ModelSpec | None, run: RunSettings | None) -> RunOutcome:
+    def request_run(
+        self, spec: ModelSpec | None, run: RunSettings | None, deliberate: bool = False
+    ) -> RunOutcome:
         """Show the result of `run` (cached, partial or new) and have the runner segment what is missing,
-        the slice on screen first."""
+        the slice on screen first.
+
+        A model that does not fit the scan is refused (nothing shown, nothing run) unless the reader
+        asks `deliberate`ly; from then on it runs on this scan, its results marked outside its domain.
+        """
         if self.volume is None or spec is None or run is None:
             return RunOutcome.NOTHING
         self.choose_model(spec)
+        if deliberate:
+            self.accepted.add(spec.name)
+        if self.gate is not None and not self.gate.allows(spec.name) and spec.name not in self.accepted:
+            self.runner.cancel()
+            self.result = self.run = None
+            self.blocked = spec.name
+            self.events.result_shown.emit(None)
+            self.events.trust_changed.emit()
+            return RunOutcome.BLOCKED
+        self.blocked = None
         volume = self.volume
         result = self.cache.get_or_create(run, lambda: VolumeResult.for_model(volume, spec))
         self.result, self.run = result, run
         self.events.result_shown.emit(result)
+        self._assess()
+        self.events.trust_changed.emit()
         if self.runner.is_computing(result):
             return RunOutcome.RUNNING
         if result.complete:
@@ -235,7 +354,9 @@ class ReadingSession:
     def run_ended(self, result: VolumeResult) -> None:
         """A run into `result` stopped: its labels may have been post-processed, its previews dropped."""
         if result is self.result:
+            self._assess()
             self.events.run_ended.emit(result)
+            self.events.trust_changed.emit()
 
     # -- reference segmentation ---------------------------------------------------------------
     def set_truth(self, truth: np.ndarray, name: str, scan: Volume) -> None:
@@ -251,28 +372,27 @@ class ReadingSession:
         return str(self.store.value("export_dir", default))
 
     def export_would_replace(self, folder: str | Path) -> list[str]:
-        """The names of files an export to `folder` would replace."""
-        return [
-            name
-            for name in (SEGMENTATION, UNCERTAINTY, PROBABILITY, SUMMARY)
-            if (Path(folder) / name).exists()
-        ]
+        return would_replace(folder)
 
     def export(self, folder: str | Path, map_name: str, uncertainty: bool, probability: bool) -> list[Path]:
-        """The result on screen as `engine.export` writes it (the CLI's file names) in `folder`.
+        """The result on screen as `engine.export` writes it (the CLI's file names) in `folder`, with the
+        case verdict, the gate's fit of the model and the lesions (of a complete result) in the summary.
 
         `map_name` is the uncertainty map written; raises `ScanError` if the disk refuses.
         """
-        if self.result is None or self.run is None or self.spec is None:
+        result, run, spec = self.result, self.run, self.spec
+        if result is None or run is None or spec is None:
             return []
+        trust = trust_record(result, spec, run, map_name, self.gate, self.verdicts, self.settled(result))
         paths = write_results(
-            self.result,
+            result,
             Path(folder),
-            self.spec,
-            self.run,
+            spec,
+            run,
             map_name,
             uncertainty=uncertainty,
             probability=probability,
+            **trust,
         )
         self.store.setValue("export_dir", str(folder))
         return list(paths.values())

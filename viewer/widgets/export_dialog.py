@@ -1,10 +1,18 @@
-"""File > Export: the questions asked before writing (a partial result? which folder? replace files?)."""
+"""File > Export: the questions asked before writing (a partial result? which folder? replace files?),
+the writing itself through the session, and what the reader is told afterwards."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
 
+from engine.volume import ScanError
 from viewer.session.session import ReadingSession
+
+if TYPE_CHECKING:
+    from viewer.widgets.main_window import MainWindow
 
 
 def ask_export_folder(parent: QWidget, session: ReadingSession) -> str | None:
@@ -38,3 +46,40 @@ def ask_export_folder(parent: QWidget, session: ReadingSession) -> str | None:
     ):
         return None
     return folder
+
+
+class Exporter:
+    """Exports `window`'s result on screen with the maps chosen in its File menu."""
+
+    def __init__(self, window: MainWindow, session: ReadingSession) -> None:
+        self.window, self.session = window, session
+
+    def export_results(self) -> None:
+        """Ask for a folder, then write the segmentation (and the chosen maps) aligned with the scan."""
+        folder = ask_export_folder(self.window, self.session)
+        if folder:
+            self.export_to(folder)
+
+    def export_to(self, folder: str | Path) -> list[Path]:
+        """Write the files; on failure say why. The result stays open either way, nothing is lost."""
+        window, menus = self.window, self.window.menus
+        try:
+            written = self.session.export(
+                folder,
+                window.overlay_panel.map_name,
+                menus.export_uncertainty.isChecked(),
+                menus.export_probability.isChecked(),
+            )
+        except (ScanError, OSError) as exc:
+            QMessageBox.critical(
+                window,
+                "Export failed",
+                f"{exc}\n\nThe results are still open; nothing was lost. Choose another place.",
+            )
+            return []
+        if written:
+            window.statusBar().showMessage(
+                f"Exported {', '.join(p.name for p in written)} to {folder}", 10000
+            )
+            window.exported.emit(written)
+        return written

@@ -1,5 +1,6 @@
-"""Where the main window's parts go: the views in the middle with the run line above and the readout
-below, the model and display controls and the findings docked on the right."""
+"""Where the main window's parts go: the views in the middle with the run line and the trust banners
+(model gate, case verdict) above and the readout below, the model and display controls and the findings
+docked on the right."""
 
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ def run_line() -> QElidingLabel:
 
 
 def readout_line() -> QLabel:
-    """What is at the crosshair or under the mouse; selectable, so a reader can copy a position."""
-    label = QLabel(" ")
+    """What is at the crosshair or under the mouse; selectable, so a reader can copy a position.
+
+    Elided rather than as wide as its text: a long readout must not widen the window past a small
+    screen, nor (wrapped) change the views' height as the mouse moves.
+    """
+    label = QElidingLabel(" ")
     label.setStyleSheet("font-family: monospace; padding: 2px;")
     label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
     return label
@@ -31,9 +36,13 @@ def _column() -> tuple[QWidget, QVBoxLayout]:
     return widget, layout
 
 
-def central_area(run: QWidget, views: QWidget, colour_bar: QWidget, readout: QWidget) -> QWidget:
+def central_area(
+    run: QWidget, banners: tuple[QWidget, ...], views: QWidget, colour_bar: QWidget, readout: QWidget
+) -> QWidget:
     area, column = _column()
     column.addWidget(run)
+    for banner in banners:
+        column.addWidget(banner)
     row = QHBoxLayout()
     row.addWidget(views, 1)
     row.addWidget(colour_bar)
@@ -63,4 +72,4 @@ def add_docks(window: QMainWindow, model_panel: QWidget, overlay_panel: QWidget,
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
         window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
         docks.append(dock)
-    window.resizeDocks(docks, [controls.sizeHint().height(), 260], Qt.Orientation.Vertical)
+    window.resizeDocks(docks, [controls.sizeHint().height(), 330], Qt.Orientation.Vertical)

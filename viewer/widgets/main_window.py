@@ -1,6 +1,7 @@
 """The main window: wiring only. It lays out the widgets, turns the user's intent into calls on the
 `ReadingSession`, redraws what the session's events say has changed, and reports the inference
-runner's progress. Slow work (reading a file, inference) always runs in a worker thread.
+runner's progress. Slow work (reading a file and the model gate, inference, the case verdict and the
+findings) always runs in a worker thread.
 """
 
 from __future__ import annotations
@@ -9,18 +10,19 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QMainWindow, QMessageBox, QWidget
+from PySide6.QtWidgets import QMainWindow, QWidget
 from superqt.utils import qthrottled
 
 from engine.model_store import ModelSpec, default_model, list_models
 from engine.pipeline import VolumeResult
 from engine.preprocessing import slice_count
-from engine.volume import ScanError, Volume
+from engine.volume import Volume
 from viewer.session.display import VIEWS, WindowLevel
 from viewer.session.readout import describe_run, map_label
 from viewer.session.session import ReadingSession, RunOutcome
+from viewer.widgets.background import ThreadBackground
 from viewer.widgets.colour_bar import ColourBar
-from viewer.widgets.export_dialog import ask_export_folder
+from viewer.widgets.export_dialog import Exporter
 from viewer.widgets.findings_panel import FindingsPanel
 from viewer.widgets.inference_worker import InferenceRunner
 from viewer.widgets.layout import add_docks, central_area, readout_line, run_line
@@ -29,6 +31,7 @@ from viewer.widgets.model_panel import ModelPanel
 from viewer.widgets.opening import Opener
 from viewer.widgets.overlay_panel import OverlayPanel
 from viewer.widgets.run_status import RunStatus
+from viewer.widgets.trust_view import TrustView
 from viewer.widgets.view_grid import ViewGrid
 
 
@@ -40,7 +43,8 @@ class MainWindow(QMainWindow):
 
     scanLoaded = Signal(object)  # Volume
     openFailed = Signal(str)  # message shown to the user
-    resultShown = Signal(object)  # VolumeResult now on screen
+    resultShown = Signal(object)  # VolumeResult now on screen (None: the model was refused)
+    trustShown = Signal()  # the banners show the session's gate and verdict as they now stand
     exported = Signal(list)  # paths written
 
     def __init__(
@@ -55,13 +59,17 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.runner = runner if runner is not None else InferenceRunner()
         self.runner.setParent(self)
+        self.background = ThreadBackground(self)
+        installed = specs is None
+        specs = list_models() if installed else specs
         self.session = ReadingSession(
-            settings if settings is not None else QSettings("aimc", "aimc-viewer"), self.runner
+            settings if settings is not None else QSettings("aimc", "aimc-viewer"),
+            self.runner,
+            specs,
+            self.background,
         )
         self.active_view = "axial"
         self._hovering = False  # the readout follows the mouse over an image, else the crosshair
-        installed = specs is None
-        specs = list_models() if installed else specs
         self.grid, self.colour_bar, self.run_label, self.readout = (
             ViewGrid(),
             ColourBar(),
@@ -73,10 +81,13 @@ class MainWindow(QMainWindow):
             OverlayPanel(),
             FindingsPanel(),
         )
-        self.setCentralWidget(central_area(self.run_label, self.grid, self.colour_bar, self.readout))
+        self.trust = TrustView(self, self.session)
+        banners = (self.trust.gate_banner, self.trust.verdict_banner)
+        self.setCentralWidget(central_area(self.run_label, banners, self.grid, self.colour_bar, self.readout))
         add_docks(self, self.model_panel, self.overlay_panel, self.findings)
         self.progress = RunStatus(self, self.runner, self.session)
         self.files = Opener(self, self.session)
+        self.exporter = Exporter(self, self.session)
         if installed and specs:
             index = self.model_panel.model_combo.findData(default_model().name)
             self.model_panel.model_combo.setCurrentIndex(max(index, 0))
@@ -103,13 +114,17 @@ class MainWindow(QMainWindow):
         self.overlay_panel.changed.connect(self._on_overlay_changed)
         self.overlay_panel.presetChosen.connect(session.apply_preset)
         self.findings.sliceRequested.connect(session.move_slice)
+        self.findings.lesionRequested.connect(session.centre_on)
         self.menus.recent.aboutToShow.connect(lambda: self.files.fill_recent_menu(self.menus.recent))
         self.runner.sliceFinished.connect(lambda job, index: session.slice_done(job.result, index, True))
         self.runner.slicePreviewed.connect(lambda job, index: session.slice_done(job.result, index, False))
         self.runner.finished.connect(lambda job, complete: session.run_ended(job.result))
-        events.model_changed.connect(lambda spec: self.overlay_panel.set_labels(spec.labels))
+        events.model_changed.connect(self._on_model_changed)
         events.scan_opened.connect(self._on_scan_opened)
         events.cursor_moved.connect(self._on_cursor_moved)
+        events.centred.connect(self._on_centred)
+        events.findings_ready.connect(self.findings.show_findings)
+        events.trust_changed.connect(self.trustShown.emit)
         events.window_changed.connect(self._on_window_changed)
         events.result_shown.connect(self._on_result_shown)
         events.slice_updated.connect(self._on_slice_updated)
@@ -126,7 +141,6 @@ class MainWindow(QMainWindow):
             self._refresh_view(name)
         self._update_readout()
         name = Path(path).name
-        self.setWindowTitle(f"{name} — AIMC viewer")
         spacing = " × ".join(f"{s:.2f}" for s in volume.spacing)
         self.statusBar().showMessage(
             f"Opened {name}: {' × '.join(map(str, volume.shape))} voxels, {spacing} mm", 8000
@@ -146,36 +160,37 @@ class MainWindow(QMainWindow):
         self._update_findings()
 
     # -- inference ----------------------------------------------------------------------------
+    def _on_model_changed(self, spec: ModelSpec) -> None:
+        """The session chose `spec` (the reader, or the gate for a new scan): its labels and name show."""
+        self.model_panel.select(spec.name)
+        self.overlay_panel.set_labels(spec.labels)
+
     def _on_model_settings_changed(self) -> None:
         self.session.choose_model(self.model_panel.spec())
         self.request_run()
 
-    def request_run(self) -> None:
-        """Show the result of the current settings (cached or partial) and segment what is missing."""
-        outcome = self.session.request_run(self.model_panel.spec(), self.model_panel.run_settings())
+    def request_run(self, deliberate: bool = False) -> None:
+        """Show the result of the current settings (cached or partial) and segment what is missing;
+        `deliberate` (Ctrl+R, Run anyway) runs a model even where it does not fit the scan."""
+        panel = self.model_panel
+        outcome = self.session.request_run(panel.spec(), panel.run_settings(), deliberate)
         if outcome is RunOutcome.CACHED and self.session.run is not None:
             self.statusBar().showMessage(f"Cached result: {describe_run(self.session.run)}", 5000)
+        elif outcome is RunOutcome.BLOCKED:
+            self.statusBar().showMessage("Nothing was run: the model does not fit this scan", 8000)
 
-    def _on_result_shown(self, result: VolumeResult) -> None:
-        self._redraw_result(findings=False)
-        QTimer.singleShot(
-            0, self._update_findings
-        )  # its statistics cover the whole volume: a turn of their own
+    def _on_result_shown(self, result: VolumeResult | None) -> None:
+        if result is None:
+            self.findings.clear()
+        self._redraw_result()
         self.resultShown.emit(result)
-
-    def _update_run_label(self) -> None:
-        run = self.session.run
-        done, total = self.session.segmented()
-        self.run_label.setText(
-            f"{describe_run(run)}   ·   {done}/{total} slices segmented" if run else "No result"
-        )
 
     def _on_slice_updated(self, views: list[str], finished: bool) -> None:
         for name in views:
             self._refresh_overlays(name)
         self._update_readout()
         if finished:
-            self._update_run_label()
+            self.trust.update_banners()
             self._refresh_findings()
 
     # -- navigation ---------------------------------------------------------------------------
@@ -189,6 +204,10 @@ class MainWindow(QMainWindow):
 
     def step_slice(self, delta: int) -> None:
         self.grid.views[self.active_view].step(delta)
+
+    def _on_centred(self) -> None:
+        for name, view in self.grid.views.items():
+            view.centre_on(*self.session.crosshair_position(name))
 
     def _on_cursor_moved(self, moved: list[str]) -> None:
         """Views whose slice changed are redrawn; the others only move their crosshair."""
@@ -221,14 +240,13 @@ class MainWindow(QMainWindow):
             layers, panel.overlay_style(), self.session.crosshair_position(name)
         )
 
-    def _redraw_result(self, findings: bool = True) -> None:
+    def _redraw_result(self) -> None:
         """All that shows the result: the run line, every view's overlays, the readout, the findings."""
-        self._update_run_label()
+        self.trust.update_banners()
         for name in VIEWS:
             self._refresh_overlays(name)
         self._update_readout()
-        if findings:
-            self._update_findings()
+        self._update_findings()
 
     def _on_overlay_changed(self) -> None:
         panel = self.overlay_panel
@@ -239,9 +257,8 @@ class MainWindow(QMainWindow):
         self._refresh_findings()
 
     def _update_findings(self) -> None:
-        findings = self.session.findings(self.overlay_panel.map_name)
-        if findings is not None:
-            self.findings.show_findings(findings)
+        """Recomputed in the background; `findings_ready` shows them."""
+        self.session.refresh_findings(self.overlay_panel.map_name)
 
     # -- cursor readout -----------------------------------------------------------------------
     def _on_hovered(self, view: str, row: int, col: int) -> None:
@@ -262,37 +279,9 @@ class MainWindow(QMainWindow):
             text = self.session.describe_voxel(self.session.crosshair, self.overlay_panel.map_name)
             self.readout.setText("crosshair  " + text)
 
-    # -- export -------------------------------------------------------------------------------
-    def export_results(self) -> None:
-        """Ask for a folder, then write the segmentation (and the chosen maps) aligned with the scan."""
-        folder = ask_export_folder(self, self.session)
-        if folder:
-            self.export_to(folder)
-
-    def export_to(self, folder: str | Path) -> list[Path]:
-        """Write the files; on failure say why. The result stays open either way, nothing is lost."""
-        menus = self.menus
-        try:
-            written = self.session.export(
-                folder,
-                self.overlay_panel.map_name,
-                menus.export_uncertainty.isChecked(),
-                menus.export_probability.isChecked(),
-            )
-        except (ScanError, OSError) as exc:
-            QMessageBox.critical(
-                self,
-                "Export failed",
-                f"{exc}\n\nThe results are still open; nothing was lost. Choose another place.",
-            )
-            return []
-        if written:
-            self.statusBar().showMessage(f"Exported {', '.join(p.name for p in written)} to {folder}", 10000)
-            self.exported.emit(written)
-        return written
-
     # -- closing ------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
-        """Stop inference; the worker ends on its own within one MC sample."""
+        """Stop inference (the worker ends on its own within one MC sample) and the analysis' answers."""
         self.runner.cancel()
+        self.background.stop()
         super().closeEvent(event)

@@ -60,7 +60,7 @@ def build_menus(window: MainWindow) -> Menus:
     file.addSeparator()
     _action(window, "Load &ground truth…", window.files.choose_ground_truth, "Ctrl+G", file)
     file.addSeparator()
-    _action(window, "&Export results…", window.export_results, "Ctrl+E", file)
+    _action(window, "&Export results…", window.exporter.export_results, "Ctrl+E", file)
     export_uncertainty = _action(
         window, "Export includes the uncertainty map", lambda: None, None, file, True
     )
@@ -96,7 +96,7 @@ def build_menus(window: MainWindow) -> Menus:
     _action(window, "&Reset zoom", window.grid.reset_zoom, "Home", view)
 
     infer = bar.addMenu("&Inference")
-    _action(window, "&Run / resume", window.request_run, "Ctrl+R", infer)
+    _action(window, "&Run / resume", lambda: window.request_run(deliberate=True), "Ctrl+R", infer)
     _action(window, "&Cancel", window.runner.cancel, "Esc", infer)
     _action(window, "Switch digital / analog", window.model_panel.toggle_mode, "M", infer)
 

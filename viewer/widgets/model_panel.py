@@ -1,12 +1,13 @@
 """The model panel: which network, digital or simulated analog chip, and the chip's settings.
 
 Every change is reported once the user stops moving a control (debounced), so dragging the MC
-slider from 1 to 64 asks for one run, not sixty-four.
+slider from 1 to 64 asks for one run, not sixty-four. With a scan open, the list marks the models
+that fit it (✓) and those that do not (✗), and a line under the network says why.
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSignalBlocker, Qt, Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
     QComboBox,
@@ -25,6 +26,7 @@ from engine.run_settings import MAX_MC, MAX_NOISE_LEVEL, Mode, RunSettings
 from viewer.session.readout import DRIFT_CHOICES
 
 DEBOUNCE_MS = 400
+FITS, MISFITS = "#7fd18b", "#ff8a7a"  # the fit line's colours on the dark theme
 
 
 def describe_model(spec: ModelSpec) -> str:
@@ -63,6 +65,9 @@ class ModelPanel(QGroupBox):
         self.info = QLabel()
         self.info.setWordWrap(True)
         self.info.setStyleSheet("color: #909090;")
+        self.fit = QLabel()
+        self.fit.setWordWrap(True)
+        self.fit.setVisible(False)
 
         self.digital_button = QPushButton("Digital")
         self.analog_button = QPushButton("Analog chip")
@@ -102,6 +107,7 @@ class ModelPanel(QGroupBox):
         form = QFormLayout(self)
         form.addRow("Network", self.model_combo)
         form.addRow(self.info)
+        form.addRow(self.fit)
         form.addRow("Inference", modes)
         form.addRow("MC samples", self.mc_slider)
         form.addRow("Noise level", self.noise_slider)
@@ -142,17 +148,47 @@ class ModelPanel(QGroupBox):
     def toggle_mode(self) -> None:
         self.set_mode("digital" if self.mode == "analog" else "analog")
 
-    def _on_model_changed(self) -> None:
+    def select(self, name: str) -> None:
+        """Show `name` as the network without reporting a change: the session chose it (the gate)."""
+        index = self.model_combo.findData(name)
+        if index >= 0 and index != self.model_combo.currentIndex():
+            with QSignalBlocker(self.model_combo), QSignalBlocker(self.mode_group):
+                self.model_combo.setCurrentIndex(index)
+                self._show_model()
+            self._enable_device_controls()
+
+    def show_fits(self, marks: dict[str, tuple[bool, str]]) -> None:
+        """Mark each listed model as fitting the open scan or not, the reasons in its tooltip."""
+        for index in range(self.model_combo.count()):
+            name = self.model_combo.itemData(index)
+            fits, why = marks.get(name, (None, ""))
+            mark = "" if fits is None else ("✓ " if fits else "✗ ")
+            self.model_combo.setItemText(index, mark + name)
+            self.model_combo.setItemData(index, why or None, Qt.ItemDataRole.ToolTipRole)
+
+    def show_fit_line(self, fits: bool | None, text: str) -> None:
+        """The line under the network: whether it fits the open scan, and why (hidden without a scan)."""
+        self.fit.setVisible(fits is not None)
+        self.fit.setText(text)
+        self.fit.setStyleSheet(f"color: {FITS if fits else MISFITS};")
+
+    def _show_model(self) -> None:
         spec = self.spec()
         if spec is not None:
             self.info.setText(describe_model(spec))
             self.analog_button.setEnabled(spec.has_analog)
             if not spec.has_analog:
                 self.digital_button.setChecked(True)
-        self._on_mode_changed()
 
-    def _on_mode_changed(self) -> None:
+    def _enable_device_controls(self) -> None:
         analog = self.mode == "analog"
         for widget in (self.mc_slider, self.noise_slider, self.drift_combo):
             widget.setEnabled(analog)
+
+    def _on_model_changed(self) -> None:
+        self._show_model()
+        self._on_mode_changed()
+
+    def _on_mode_changed(self) -> None:
+        self._enable_device_controls()
         self._changed()

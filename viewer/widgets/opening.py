@@ -13,7 +13,7 @@ from superqt.utils import create_worker
 
 from engine.volume import SCAN_SUFFIXES
 from viewer.session.ground_truth import load_ground_truth
-from viewer.session.session import ReadingSession, read_scan
+from viewer.session.session import ReadingSession
 
 if TYPE_CHECKING:
     from viewer.widgets.main_window import MainWindow
@@ -58,8 +58,8 @@ class Opener:
         """Read a scan in the background; the session opens it, or a message box and `openFailed` say why."""
         path = str(path)
         self.window.statusBar().showMessage(f"Opening {path}…")
-        self._in_background(
-            read_scan, path, lambda volume: self.session.open(volume, path), self._open_failed
+        self._in_background(  # reading and the model gate: both slow on a large scan
+            self.session.read, path, lambda read: self.session.open(read[0], path, read[1]), self._open_failed
         )
 
     def _open_failed(self, message: str) -> None:

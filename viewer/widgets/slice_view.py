@@ -180,6 +180,15 @@ class SliceView(QWidget):
         if self._shape is not None:
             self.box.setRange(self._rect, padding=0.02)
 
+    def centre_on(self, row: int, col: int) -> None:
+        """Pan so that pixel (row, col) is in the middle, where the reader has zoomed in; a view that shows
+        the whole slice already shows it, and stays put."""
+        (x0, x1), (y0, y1) = self.box.viewRange()
+        if x1 - x0 >= self._rect.width() and y1 - y0 >= self._rect.height():
+            return
+        x, y = (col + 0.5) * self._pixel[1], (row + 0.5) * self._pixel[0]
+        self.box.translateBy(x=x - (x0 + x1) / 2, y=y - (y0 + y1) / 2)
+
     def set_slice_number(self, index: int, total: int, note: str = "") -> None:
         """Title and slider show slice `index` (0-based) of `total`, without re-emitting."""
         self.title.setText(f"{self.view.capitalize()}   {index + 1} / {total}{'   ' + note if note else ''}")
