@@ -8,7 +8,6 @@ tiles. The replacement is part of the architecture (trained that way), not a con
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -83,21 +82,6 @@ def default_arguments(arch: str, in_channels: int, out_channels: int, size: int)
             use_v2=False,
         )
     raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
-
-
-_CLASSES: dict[str, type[nn.Module]] = {"unet": UNet, "unetpp": BasicUNetPlusPlus, "swinunetr": SwinUNETR}
-
-
-def check_arguments(arch: str, arguments: dict[str, Any]) -> None:
-    """Raise ValueError for arguments the MONAI network would not take (checked without building it)."""
-    if arch not in _CLASSES:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
-    accepted = set(inspect.signature(_CLASSES[arch]).parameters)
-    unknown = sorted(set(arguments) - accepted)
-    if unknown:
-        raise ValueError(f"{arch} takes no argument {unknown[0]!r}")
-    if arguments.get("spatial_dims", 2) != 2:
-        raise ValueError("the networks here are 2D (spatial_dims 2)")
 
 
 def build_network(arch: str, arguments: dict[str, Any]) -> nn.Module:

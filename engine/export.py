@@ -1,14 +1,18 @@
 """Write a volume's results as NIfTI aligned with the scan, plus a JSON summary: one naming scheme for
-`aimc predict` and the viewer's File > Export, so that a folder reads the same whoever wrote it."""
+`aimc predict` and the viewer's File > Export, so that a folder reads the same whoever wrote it.
+
+The files are one output set (`engine.files.OutputSet`): written whole or not at all, with a manifest
+that tells our files from the user's, one writer at a time per folder."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from engine.compatibility import Fit
-from engine.files import atomic_write_json
+from engine.files import OutputSet, atomic_write_json
 from engine.findings import Lesion
 from engine.model_store import ModelSpec
 from engine.pipeline import VolumeResult
@@ -21,6 +25,7 @@ SEGMENTATION = "seg.nii.gz"
 UNCERTAINTY = "uncertainty.nii.gz"
 PROBABILITY = "probability.nii.gz"
 SUMMARY = "summary.json"
+RESULT_FILES = (SEGMENTATION, UNCERTAINTY, PROBABILITY, SUMMARY)
 
 
 def probability_map(result: VolumeResult) -> np.ndarray:
@@ -145,22 +150,54 @@ def write_results(
     verdict: Verdict | str | None = None,
     fit: Fit | None = None,
     lesions: list[Lesion] | None = None,
+    extra: Mapping[str, object] | None = None,
+    extra_files: Mapping[str, Callable[[Path], object]] | None = None,
+    overwrite: bool = False,
+    outputs: OutputSet | None = None,
 ) -> dict[str, Path]:
     """seg (uint8), the `uncertainty_map` and the probability map (float32) as NIfTI, and summary.json, in
-    `out_dir`; the viewer may leave out either map. `verdict`, `fit` and `lesions` go into the summary
-    (see `summary`). A refused write is a `ScanError`."""
-    out_dir = Path(out_dir)
+    `out_dir`, as one output set; the viewer may leave out either map. `verdict`, `fit` and `lesions` go
+    into the summary (see `summary`), `extra` entries are added to it as they are; `extra_files` writes
+    further files of the set (name -> a function that writes the file at the path it is given).
+
+    `outputs` is a set the caller opened already (to hold the folder's lock and refuse early, before the
+    work); otherwise one is opened here, refusing to replace files aimc did not write unless `overwrite`.
+    A refused or failed write raises `ScanError` or `engine.files.OutputError` and leaves the folder as
+    it was. Returns the final paths by kind (segmentation, uncertainty, probability, summary, and the
+    names of `extra_files`)."""
+    if outputs is None:
+        with OutputSet(out_dir, overwrite=overwrite, protect=[result.volume.source]) as opened:
+            return write_results(
+                result,
+                out_dir,
+                spec,
+                run,
+                uncertainty_map,
+                uncertainty=uncertainty,
+                probability=probability,
+                verdict=verdict,
+                fit=fit,
+                lesions=lesions,
+                extra=extra,
+                extra_files=extra_files,
+                outputs=opened,
+            )
     vol = result.volume
-    paths = {"segmentation": save_nifti(vol, result.segmentation, out_dir / SEGMENTATION, np.uint8)}
+    arrays: dict[str, tuple[str, np.ndarray, type]] = {
+        "segmentation": (SEGMENTATION, result.segmentation, np.uint8)
+    }
     if uncertainty:
-        paths["uncertainty"] = save_nifti(
-            vol, result.maps[uncertainty_map], out_dir / UNCERTAINTY, np.float32
-        )
+        arrays["uncertainty"] = (UNCERTAINTY, result.maps[uncertainty_map], np.float32)
     if probability:
-        paths["probability"] = save_nifti(vol, probability_map(result), out_dir / PROBABILITY, np.float32)
-    write_json(
-        summary(result, spec, run, uncertainty_map, verdict=verdict, fit=fit, lesions=lesions),
-        out_dir / SUMMARY,
-    )
-    paths["summary"] = out_dir / SUMMARY
-    return paths
+        arrays["probability"] = (PROBABILITY, probability_map(result), np.float32)
+    names = {kind: name for kind, (name, _, _) in arrays.items()}
+    names.update({"summary": SUMMARY, **{name: name for name in extra_files or {}}})
+    outputs.check(names.values())
+    for name, array, dtype in arrays.values():
+        save_nifti(vol, array, outputs.path(name), dtype)
+    record = summary(result, spec, run, uncertainty_map, verdict=verdict, fit=fit, lesions=lesions)
+    write_json({**record, **(extra or {})}, outputs.path(SUMMARY))
+    for name, write in (extra_files or {}).items():
+        write(outputs.path(name))
+    written = outputs.commit()
+    return {kind: written[name] for kind, name in names.items()}

@@ -10,11 +10,12 @@ patient's right to left (axial, coronal) or anterior to posterior (sagittal).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from monai.transforms import ScaleIntensityRange, ScaleIntensityRangePercentiles
+
+if TYPE_CHECKING:  # torch and MONAI load where pixels are processed: reading a model card needs neither
+    import torch
 
 AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
 
@@ -62,6 +63,8 @@ class Preprocessing:
 
 def normalise_volume(data: np.ndarray, prep: Preprocessing) -> np.ndarray:
     """Scale a whole volume to [0, 1] once, so every slice of a case shares one intensity scale."""
+    from monai.transforms import ScaleIntensityRange, ScaleIntensityRangePercentiles
+
     transform: ScaleIntensityRangePercentiles | ScaleIntensityRange
     if prep.normalisation == "percentile":
         transform = ScaleIntensityRangePercentiles(
@@ -77,6 +80,9 @@ def normalise_volume(data: np.ndarray, prep: Preprocessing) -> np.ndarray:
 
 def to_model_input(slices: np.ndarray, prep: Preprocessing) -> torch.Tensor:
     """(N, H, W) or (N, C, H, W) normalised slices -> (N, C, h, w) float tensor at the model's size."""
+    import torch
+    import torch.nn.functional as F
+
     x = torch.as_tensor(np.ascontiguousarray(slices), dtype=torch.float32)
     if x.ndim == 3:
         x = x[:, None]
@@ -87,6 +93,8 @@ def to_model_input(slices: np.ndarray, prep: Preprocessing) -> torch.Tensor:
 
 def resize_probabilities(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bring (..., C, h, w) class probabilities back to the slice's own size."""
+    import torch.nn.functional as F
+
     if tuple(probs.shape[-2:]) == tuple(size):
         return probs
     lead = probs.shape[:-3]
@@ -97,6 +105,9 @@ def resize_probabilities(probs: torch.Tensor, size: tuple[int, int]) -> torch.Te
 
 def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of (N, H, W) label slices to the model's input size."""
+    import torch
+    import torch.nn.functional as F
+
     t = torch.as_tensor(labels[:, None].astype(np.float32))
     out = F.interpolate(t, size=size, mode="nearest-exact")
     return out[:, 0].numpy().astype(np.int64)

@@ -414,7 +414,7 @@ def test_export_writes_the_clis_file_names_and_remembers_the_folder(tmp_path: Pa
     assert session.export_folder() == str(out)
     blocked = tmp_path / "file"
     blocked.write_text("a file where a folder should be")
-    with pytest.raises(ScanError, match="could not write"):
+    with pytest.raises(OSError, match="could not write"):  # engine.files.OutputError
         session.export(blocked / "out", "entropy", True, True)
 
 

@@ -12,20 +12,13 @@ compensation. A single `noise_level` scales all three and the per-read output no
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-
-from aihwkit.inference.compensation.drift import GlobalDriftCompensation
-from aihwkit.inference.noise.pcm import PCMLikeNoiseModel
-from aihwkit.simulator.configs import TorchInferenceRPUConfig
-from aihwkit.simulator.parameters.enums import (
-    BoundManagementType,
-    NoiseManagementType,
-    WeightClipType,
-    WeightModifierType,
-    WeightNoiseType,
-    WeightRemapType,
-)
+from typing import TYPE_CHECKING
 
 from engine.run_settings import MAX_DRIFT_S, MAX_NOISE_LEVEL, MIN_DRIFT_S
+
+if TYPE_CHECKING:  # aihwkit is imported where a tile is configured, so that reading settings stays light
+    from aihwkit.inference.noise.pcm import PCMLikeNoiseModel
+    from aihwkit.simulator.configs import TorchInferenceRPUConfig
 
 TILE_SIZE = 512
 
@@ -70,6 +63,8 @@ class DeviceSettings:
 
 def noise_model(settings: DeviceSettings) -> PCMLikeNoiseModel:
     """PCM statistics scaled by the noise level (0 = ideal)."""
+    from aihwkit.inference.noise.pcm import PCMLikeNoiseModel
+
     s = settings.noise_level
     return PCMLikeNoiseModel(g_max=settings.g_max, prog_noise_scale=s, read_noise_scale=s, drift_scale=s)
 
@@ -80,6 +75,17 @@ def rpu_config(settings: DeviceSettings, training: bool = False) -> TorchInferen
     Both share the forward path (DAC/ADC, output noise, noise and bound management, learned input
     ranges, output scales, 512x512 tiles); training adds weight-noise injection and clipping.
     """
+    from aihwkit.inference.compensation.drift import GlobalDriftCompensation
+    from aihwkit.simulator.configs import TorchInferenceRPUConfig
+    from aihwkit.simulator.parameters.enums import (
+        BoundManagementType,
+        NoiseManagementType,
+        WeightClipType,
+        WeightModifierType,
+        WeightNoiseType,
+        WeightRemapType,
+    )
+
     cfg = TorchInferenceRPUConfig()
     cfg.mapping.max_input_size = settings.tile_size
     cfg.mapping.max_output_size = settings.tile_size

@@ -392,6 +392,7 @@ class ReadingSession:
             map_name,
             uncertainty=uncertainty,
             probability=probability,
+            overwrite=True,  # the export dialog asked before replacing any file (`export_would_replace`)
             **trust,
         )
         self.store.setValue("export_dir", str(folder))
