@@ -1,17 +1,18 @@
 """`aimc`: the command line of the product (predict, models, train, evaluate, report, bench).
 
 Errors in the user's input end with one line on stderr and exit status 2, never a traceback.
-`train` and `evaluate` live in `training/` and are imported only when asked for.
+Arguments are checked here, before anything heavy loads: torch, aihwkit and MONAI are imported only by
+the commands that run a network, so `aimc --help` and `aimc models` start at once (`aimc bench`
+measures it). `train` and `evaluate` live in `training/` and are imported only when asked for.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-from engine.run_settings import MAX_DRIFT_S, MAX_MC, MAX_NOISE_LEVEL, MIN_DRIFT_S
+from engine.run_settings import MAX_DRIFT_S, MAX_MC, MAX_NOISE_LEVEL, MAX_SEED, MIN_DRIFT_S
 
 
 def _positive_drift(text: str) -> float:
@@ -35,72 +36,43 @@ def _mc(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seed must be within 0..{MAX_SEED}")
+    return value
+
+
+def _channel(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("channel must be 0 or more")
+    return value
+
+
+def _folder(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; name the output folder")
+    return text
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from cli.predict import predict
 
-    from engine.export import write_results
-    from engine.inference import Segmenter
-    from engine.model_store import default_model, find_model
-    from engine.pipeline import VolumeResult, run_slices
-    from engine.run_settings import RunSettings
-    from engine.volume import load_scan
-
-    volume = load_scan(args.scan, channel=args.channel)
-    spec = find_model(args.model) if args.model else default_model()
-    run = RunSettings(
-        model=spec.name,
-        mode=args.mode,
-        mc_samples=args.mc,
-        noise_level=args.noise,
-        drift_s=args.drift,
-        seed=args.seed,
-    )
-    t0 = time.perf_counter()
-    segmenter = Segmenter(spec, run)
-    segmenter.program_all()
-    result = VolumeResult.for_model(volume, spec)
-    bar = tqdm(
-        total=int(result.finished.size),
-        unit="slice",
-        disable=not sys.stderr.isatty() or args.quiet,
-        desc=f"{spec.name} {run.mode}",
-    )
-    for r in run_slices(segmenter, volume, result.axis):
-        result.add(r)
-        bar.update(1)
-    bar.close()
-    result.finalise()
-    paths = write_results(result, Path(args.out), spec, run)
-    if not args.quiet:
-        written = ", ".join(str(p) for p in paths.values())
-        print(f"{len(result.seconds)} slices in {time.perf_counter() - t0:.1f}s; wrote {written}")
-    return 0
+    return predict(args)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from engine.model_store import NOMINAL_CHIPS, find_model, list_models
+    from engine.model_store import NOMINAL_CHIPS, find_model, scan_models
 
     if args.detail:
-        from engine.analog.conversion import layer_report, to_analog
-
         spec = find_model(args.detail)
-        rows = layer_report(to_analog(spec.build(), spec.device))
-        labels = ", ".join(label.name for label in spec.labels)
-        print(f"{spec.name}: {spec.architecture} ({spec.kind}), labels {labels}")
-        print(f"{'layer':60s} {'type':22s} {'weights':>9s}  runs on")
-        for r in rows:
-            print(
-                f"{r.name:60s} {r.kind:22s} {r.parameters:9d}  {'analog tiles' if r.on_tiles else 'digital'}"
-            )
-        on = sum(r.parameters for r in rows if r.on_tiles)
-        total = sum(r.parameters for r in rows)
-        print(
-            f"{on} of {total} weights on analog tiles; digital: "
-            f"{', '.join(sorted({r.kind for r in rows if not r.on_tiles})) or 'none'}"
-        )
+        print(model_card_text(spec))
+        if args.layers:
+            print_layers(spec)
         return 0
-    specs = list_models()
-    if not specs:
+    specs, broken = scan_models()
+    if not specs and not broken:
         print("no models installed in resources/models")
         return 0
     if args.markdown:
@@ -115,7 +87,56 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(
             f"{s.name:28s} {s.architecture:10s} {s.kind:8s} {s.data.get('dataset', ''):8s} {dig_s}, {ana_s}"
         )
+        print(
+            f"{'':28s} {s.card.summary() if s.card is not None else 'no model card: its fit is not checked'}"
+        )
+    for name, problem in broken.items():
+        print(f"{name:28s} BROKEN: {problem}")
     return 0
+
+
+def model_card_text(spec) -> str:  # spec: engine.model_store.ModelSpec
+    """`aimc models --detail`: what the model is for, its labels, its training domain and calibration."""
+    from engine.model_card import QUANTILES
+
+    labels = ", ".join(f"{label.value} {label.name}" for label in spec.labels)
+    size = "x".join(map(str, spec.preprocessing.input_size))
+    lines = [
+        f"{spec.name}: {spec.architecture} ({spec.kind}), {spec.preprocessing.slice_axis} slices at {size}",
+        f"labels: {labels}",
+    ]
+    card = spec.card
+    if card is None:
+        lines.append("card: none (the model gate cannot check which scans it fits)")
+    else:
+        lines.append(f"card: {card.summary()}")
+        domain = card.training_domain
+        if domain is not None:
+            lines.append(
+                "training domain: intensity percentiles "
+                + ", ".join(f"{q}%: {r}" for q, r in zip(QUANTILES, domain.quantiles, strict=True))
+                + f"; share of negative voxels {domain.negative_fraction}"
+            )
+    calibrated = ", ".join(sorted(spec.trust)) or "none"
+    lines.append(f"trust calibration (case verdict): {calibrated}")
+    lines.append("layers on analog tiles: aimc models --detail NAME --layers")
+    return "\n".join(lines)
+
+
+def print_layers(spec) -> None:  # spec: engine.model_store.ModelSpec
+    """Which layers run on analog tiles and which stay digital (builds the network: loads torch)."""
+    from engine.analog.conversion import layer_report, to_analog
+
+    rows = layer_report(to_analog(spec.build(), spec.device))
+    print(f"{'layer':60s} {'type':22s} {'weights':>9s}  runs on")
+    for r in rows:
+        print(f"{r.name:60s} {r.kind:22s} {r.parameters:9d}  {'analog tiles' if r.on_tiles else 'digital'}")
+    on = sum(r.parameters for r in rows if r.on_tiles)
+    total = sum(r.parameters for r in rows)
+    print(
+        f"{on} of {total} weights on analog tiles; digital: "
+        f"{', '.join(sorted({r.kind for r in rows if not r.on_tiles})) or 'none'}"
+    )
 
 
 def models_markdown(specs: list) -> str:
@@ -233,7 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="segment a scan and write seg, uncertainty, probability and a summary")
     p.add_argument("scan", help="NIfTI file, MHA/MHD, NRRD or a DICOM folder")
     p.add_argument(
-        "--model", help="model name in resources/models or a model folder (default: the LGG U-Net)"
+        "--model",
+        help="model name in resources/models or a model folder (default: the installed model that fits "
+        "the scan, chosen as the viewer chooses)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="run --model even if it does not fit the scan (the result is marked outside its domain)",
     )
     p.add_argument("--mode", choices=["digital", "analog"], default="analog")
     p.add_argument("--mc", type=_mc, default=8, help=f"Monte-Carlo samples (chips) per slice, 1..{MAX_MC}")
@@ -246,14 +274,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--drift", type=_positive_drift, default=3600.0, help="seconds from programming to inference"
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--channel", type=int, default=None, help="channel or time point of a 4D scan")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=_seed, default=0, help=f"chip programming and read seed, 0..{MAX_SEED}")
+    p.add_argument("--channel", type=_channel, default=None, help="channel or time point of a 4D scan")
+    p.add_argument("--out", required=True, type=_folder, help="output folder")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files in the output folder that aimc did not write (or that were changed since)",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("models", help="list the installed models")
-    p.add_argument("--detail", metavar="NAME", help="show which layers of NAME run on analog tiles")
+    p.add_argument("--detail", metavar="NAME", help="the model card of NAME: what it is for, labels, domain")
+    p.add_argument(
+        "--layers", action="store_true", help="with --detail: which layers run on analog tiles (loads torch)"
+    )
     p.add_argument(
         "--markdown", action="store_true", help="the measured test Dice of every model as a Markdown table"
     )
@@ -329,13 +365,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.files import OutputError
     from engine.model_store import ModelError
     from engine.volume import ScanError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ScanError, ModelError, ValueError) as exc:
+    except (ScanError, ModelError, OutputError, ValueError) as exc:
         print(f"aimc: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.compatibility import Fit
 from engine.files import OutputSet, atomic_write_json
-from engine.findings import Lesion
-from engine.model_store import ModelSpec
-from engine.pipeline import VolumeResult
-from engine.run_settings import RunSettings
-from engine.trust import Verdict
-from engine.uncertainty import MAP_TITLES, MAP_UNITS
 from engine.volume import ScanError, save_nifti
+
+if TYPE_CHECKING:  # the command line opens the output set before torch loads: import only what writing needs
+    from engine.compatibility import Fit
+    from engine.findings import Lesion
+    from engine.model_store import ModelSpec
+    from engine.pipeline import VolumeResult
+    from engine.run_settings import RunSettings
+    from engine.trust import Verdict
 
 SEGMENTATION = "seg.nii.gz"
 UNCERTAINTY = "uncertainty.nii.gz"
@@ -88,6 +90,8 @@ def summary(
     """The run's settings, volumes and uncertainty; with the trust results where the caller has them:
     the case `verdict` (or why there is none), the gate's `fit` of the model to the scan, and the
     `lesions` (found with `engine.findings.lesions` on the `uncertainty_map`)."""
+    from engine.uncertainty import MAP_TITLES, MAP_UNITS
+
     names = spec.label_names
     volumes = result.label_volumes_ml()
     inside = result.mean_uncertainty_in_labels("entropy")
@@ -127,6 +131,23 @@ def summary(
         "seconds_per_slice": round(float(np.mean(result.seconds)), 4) if result.seconds else None,
         "voxel_volume_ml": result.volume.voxel_volume_ml,
         **trust,
+    }
+
+
+def case_trust(result: VolumeResult, spec: ModelSpec, mode: str) -> dict:
+    """`write_results`' `verdict` and `lesions` for a finished result, computed here (the viewer keeps
+    its own, computed in the background): the case verdict under the model's calibration for `mode` (or
+    why there is none), and the lesions on the predictive entropy, flagged above the calibrated
+    threshold (the map `training/trust_calibration.py` fits it on)."""
+    from engine.findings import lesions
+    from engine.trust import NO_CALIBRATION, calibration_for, verdict
+
+    calibration = calibration_for(spec, mode)
+    return {
+        "verdict": verdict(result, spec.preprocessing, calibration) if calibration else NO_CALIBRATION,
+        "lesions": lesions(
+            result, "entropy", review_above=calibration.lesion_review_above if calibration else None
+        ),
     }
 
 

@@ -209,9 +209,7 @@ class OutputSet:
         except OutputError:
             raise
         except OSError as exc:
-            raise OutputError(
-                f"{folder}: could not write into this folder ({exc.strerror or exc})"
-            ) from None
+            raise OutputError(f"{folder}: could not write into this folder ({exc.strerror or exc})") from None
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -12,6 +12,7 @@ MAX_MC = 64
 MAX_NOISE_LEVEL = 3.0  # 0 = ideal device, 1 = nominal PCM, 3 = three times worse
 MIN_DRIFT_S = 1.0
 MAX_DRIFT_S = 365.0 * 24 * 3600
+MAX_SEED = 2**32 - 1  # chip seeds (seed x 100 003 + chip) must stay within torch's 64-bit seeds
 
 
 class Mode(StrEnum):
@@ -44,6 +45,8 @@ class RunSettings:
             object.__setattr__(self, "mode", Mode(self.mode))
         except ValueError:
             raise ValueError(f"mode must be digital or analog, not {self.mode!r}") from None
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be within 0..{MAX_SEED}, got {self.seed}")
         if not 1 <= self.mc_samples <= MAX_MC:
             raise ValueError(f"Monte-Carlo samples must be 1..{MAX_MC}, got {self.mc_samples}")
         if not 0.0 <= self.noise_level <= MAX_NOISE_LEVEL:

@@ -28,6 +28,7 @@ FAILURE_DICE = 0.7  # a case below this Dice is a failure the verdict should cat
 SCORES = ("entropy_inside", "mutual_information_inside", "entropy_border", "pairwise_dice", "uncertain_ratio")
 # Scores where a higher value means a better case (the others rise with doubt).
 HIGHER_IS_BETTER = {"pairwise_dice"}
+NO_CALIBRATION = "no trust calibration for this model"  # why a result has no verdict
 
 
 def pairwise_dice(overlap: np.ndarray | None) -> float:

@@ -127,6 +127,8 @@ def _pick_3d(data: np.ndarray, path: str, channel: int | None) -> np.ndarray:
         raise ScanError(f"{path}: this is a 2D image {data.shape}; a 3D volume is needed")
     if data.ndim < 2:
         raise ScanError(f"{path}: this is not an image volume (shape {data.shape})")
+    if data.ndim == 3 and channel is not None:
+        raise ScanError(f"{path}: the volume has a single channel; --channel is for 4D scans, leave it out")
     if data.ndim == 4:
         n = data.shape[3]
         if channel is None:
@@ -225,6 +227,8 @@ def _itk_to_volume(image, path: str, channel: int | None, fmt: str) -> Volume:
 
     if image.GetDimension() == 2:
         raise ScanError(f"{path}: this is a 2D image {image.GetSize()}; a 3D volume is needed")
+    if channel is not None and image.GetNumberOfComponentsPerPixel() == 1 and image.GetDimension() == 3:
+        raise ScanError(f"{path}: the volume has a single channel; --channel is for 4D scans, leave it out")
     if image.GetNumberOfComponentsPerPixel() > 1:
         n = image.GetNumberOfComponentsPerPixel()
         if channel is None:

@@ -75,3 +75,48 @@ def test_weights_of_the_wrong_shape(small_model, tmp_path):
     with pytest.raises(ModelError) as err:
         load_digital(read_spec(folder))
     assert "do not fit" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("change", ["shape", "missing", "unexpected"])
+def test_analog_weights_that_do_not_fit_are_one_line(small_model, tmp_path, change):
+    from engine.analog.chips import ChipCache
+    from engine.model_store import ANALOG_WEIGHTS
+    from engine.run_settings import RunSettings
+
+    folder = _copy(small_model, tmp_path)
+    state = load_tensors(folder / ANALOG_WEIGHTS)
+    name = next(k for k, v in state.items() if k.endswith("tile.weight"))
+    if change == "shape":
+        state[name] = torch.zeros(state[name].shape[0] + 3, state[name].shape[1])
+    elif change == "missing":
+        del state[name]
+    else:
+        state["not.a.layer"] = torch.zeros(2)
+    save_file(state, str(folder / ANALOG_WEIGHTS))
+    spec = read_spec(folder)
+    with pytest.raises(ModelError) as err:
+        ChipCache().chip_set(spec, RunSettings(model=spec.name, mode="analog", mc_samples=1))
+    message = str(err.value)
+    assert "\n" not in message and ANALOG_WEIGHTS in message and "do not fit" in message, message
+
+
+def test_the_schema_allows_only_arguments_monai_takes():
+    """model_schema.json lists each network's arguments so that model.json is checked without MONAI;
+    every name it lets through must be one the MONAI class accepts."""
+    import inspect
+
+    from monai.networks.nets import BasicUNetPlusPlus, SwinUNETR, UNet
+
+    from engine.model_store import SCHEMA
+
+    schema = json.loads(SCHEMA.read_text())
+    allowed = {
+        rule["if"]["properties"]["architecture"]["const"]: rule["then"]["properties"]["arguments"][
+            "propertyNames"
+        ]["enum"]
+        for rule in schema["allOf"]
+    }
+    classes = {"unet": UNet, "unetpp": BasicUNetPlusPlus, "swinunetr": SwinUNETR}
+    assert set(allowed) == set(classes) == set(schema["properties"]["architecture"]["enum"])
+    for arch, names in allowed.items():
+        assert set(names) <= set(inspect.signature(classes[arch]).parameters), arch

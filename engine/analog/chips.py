@@ -22,6 +22,7 @@ import copy
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -99,11 +100,15 @@ class ChipKey:
         return cls(model, Mode.ANALOG, noise, drift, int(run.seed), Simulator(simulator))
 
 
-def _analog_state(spec: ModelSpec) -> dict[str, torch.Tensor]:
-    """The model's stored tiles (weights, input ranges, output scales)."""
+def _analog_path(spec: ModelSpec) -> Path:
     if spec.folder is None or not spec.has_analog:
         raise ModelError(f"model {spec.name} has no {ANALOG_WEIGHTS}; it cannot run in analog mode")
-    return load_tensors(spec.folder / ANALOG_WEIGHTS)
+    return spec.folder / ANALOG_WEIGHTS
+
+
+def _analog_state(spec: ModelSpec) -> dict[str, torch.Tensor]:
+    """The model's stored tiles (weights, input ranges, output scales)."""
+    return load_tensors(_analog_path(spec))
 
 
 def _exact_network(spec: ModelSpec) -> nn.Module:
@@ -111,7 +116,9 @@ def _exact_network(spec: ModelSpec) -> nn.Module:
     scales on the tiles, so its exact form keeps them (perfect tile reads); its plain digital
     conversion, without the clipping, segments far worse."""
     if spec.kind == "hwa" and spec.has_analog:
-        return load_analog(spec.build(), _analog_state(spec), spec.device, exact=True)
+        return load_analog(
+            spec.build(), _analog_state(spec), spec.device, exact=True, source=_analog_path(spec)
+        )
     return load_digital(spec)
 
 
@@ -130,7 +137,7 @@ class ChipSet:
         if key.mode is Mode.ANALOG:
             state = _analog_state(spec)
             self.settings = spec.device.with_(noise_level=key.noise_level, drift_s=key.drift_s)
-            self._template = load_analog(spec.build(), state, self.settings)
+            self._template = load_analog(spec.build(), state, self.settings, source=_analog_path(spec))
         else:
             self.settings = spec.device
 

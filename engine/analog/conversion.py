@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ from aihwkit.nn.conversion import convert_to_analog
 from torch import nn
 
 from engine.analog.device import DeviceSettings, rpu_config
+from engine.model_store import ModelError
 
 
 def to_analog(digital: nn.Module, settings: DeviceSettings, exact: bool = False) -> nn.Module:
@@ -49,15 +51,30 @@ def calibrated_analog(
 
 
 def load_analog(
-    digital_template: nn.Module, state: dict[str, torch.Tensor], settings: DeviceSettings, exact: bool = False
+    digital_template: nn.Module,
+    state: dict[str, torch.Tensor],
+    settings: DeviceSettings,
+    exact: bool = False,
+    source: str | Path = "analog weights",
 ) -> nn.Module:
-    """Rebuild tiles from `settings` and load stored tensors (weights, input ranges, output scales)."""
+    """Rebuild tiles from `settings` and load stored tensors (weights, input ranges, output scales).
+
+    Tensors that do not fit the network described in model.json (missing, unexpected, or of another
+    shape) are a `ModelError` naming `source`, in one line, not torch's multi-line report."""
     model = to_analog(digital_template, settings, exact)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except (RuntimeError, ValueError, KeyError, IndexError) as exc:
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        detail = (lines[1] if len(lines) > 1 else lines[0]) if lines else type(exc).__name__
+        raise ModelError(
+            f"{source}: the analog weights do not fit the network described in model.json ({detail[:200]})"
+        ) from None
     real_missing = [k for k in missing if not k.endswith(("analog_ctx", "analog_tile_state"))]
     if real_missing or unexpected:
-        raise ValueError(
-            f"analog weights do not fit the network: missing {real_missing[:3]}, unexpected {unexpected[:3]}"
+        raise ModelError(
+            f"{source}: the analog weights do not fit the network described in model.json: "
+            f"missing {real_missing[:3]}, unexpected {unexpected[:3]}"
         )
     return model.eval()
 

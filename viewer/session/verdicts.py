@@ -13,13 +13,12 @@ from enum import StrEnum
 
 from engine.model_store import ModelSpec
 from engine.pipeline import VolumeResult
-from engine.trust import TrustCalibration, Verdict, calibration_for, verdict
+from engine.trust import NO_CALIBRATION, TrustCalibration, Verdict, calibration_for, verdict
 from viewer.session.background import Background
 
 # training/trust_calibration.py fits `lesion_review_above` on `engine.findings.lesions(result)`, whose
 # default map is the predictive entropy: the threshold means nothing for another map.
 LESION_MAP = "entropy"
-NO_CALIBRATION = "no trust calibration for this model"
 
 
 class VerdictState(StrEnum):

@@ -1,0 +1,124 @@
+"""`aimc predict`: one scan in, one output set out, with the model gate, the case verdict and the lesions.
+
+Everything that can be refused is refused before torch, aihwkit and MONAI load (seconds and a
+gigabyte): the settings (argparse), the scan (read with nibabel or SimpleITK), the output folder
+(locked, our own files recognised by their manifest) and the model (its folder, and whether it fits
+the scan). Only then is the network built and run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine.compatibility import Fit, assess, choose_model
+from engine.export import RESULT_FILES, case_trust, write_results
+from engine.files import OutputSet
+from engine.model_store import ModelError, ModelSpec, find_model, scan_models
+from engine.run_settings import RunSettings
+from engine.volume import Volume, load_scan
+
+if TYPE_CHECKING:
+    from engine.pipeline import VolumeResult
+
+
+def choose(volume: Volume, name: str | None, force: bool) -> tuple[ModelSpec, Fit]:
+    """The model to run and the gate's fit: `name` if it fits the scan (or `force`), else the installed
+    model that fits best, chosen as the viewer chooses (`engine.compatibility.choose_model`)."""
+    if name:
+        spec = find_model(name)
+        fit = assess(volume, spec)
+        if not fit.fits and not force:
+            raise ModelError(
+                f"model {spec.name} does not fit this scan: {fit.explain()}; "
+                "--force runs it anyway (the result is marked outside the training domain)"
+            )
+        return spec, fit
+    specs, _broken = scan_models()
+    chosen, fits = choose_model(volume, specs)
+    if chosen is None:
+        why = "; ".join(f"{f.model}: {f.explain()}" for f in fits[:3]) or "no models are installed"
+        raise ModelError(f"no installed model fits this scan ({why}); choose one with --model NAME --force")
+    return chosen, next(f for f in fits if f.model == chosen.name)
+
+
+def gate_line(fit: Fit, asked: bool) -> str:
+    """What the gate decided, for stderr."""
+    if not fit.fits:
+        return f"aimc: running {fit.model} OUTSIDE its training domain (--force): {fit.explain()}"
+    how = "as asked" if asked else "chosen by the model gate"
+    return f"aimc: model {fit.model} ({how}): {fit.explain()}"
+
+
+def segment(volume: Volume, spec: ModelSpec, run: RunSettings, quiet: bool) -> VolumeResult:
+    """Program the chips and segment every slice (torch, aihwkit and MONAI load here)."""
+    from tqdm import tqdm
+
+    from engine.inference import Segmenter
+    from engine.pipeline import VolumeResult, run_slices
+
+    segmenter = Segmenter(spec, run)
+    segmenter.program_all()
+    result = VolumeResult.for_model(volume, spec)
+    bar = tqdm(
+        total=int(result.finished.size),
+        unit="slice",
+        disable=not sys.stderr.isatty() or quiet,
+        desc=f"{spec.name} {run.mode}",
+    )
+    for r in run_slices(segmenter, volume, result.axis):
+        result.add(r)
+        bar.update(1)
+    bar.close()
+    result.finalise()
+    return result
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """The short printed summary: volumes, the verdict, the lesions to review."""
+    volumes = ", ".join(f"{name} {entry['volume_ml']:.2f} mL" for name, entry in summary["labels"].items())
+    lines = [f"segmented: {volumes or 'nothing'}"]
+    if not summary["gate"]["fits"]:
+        lines.append("OUTSIDE THE MODEL'S TRAINING DOMAIN: " + "; ".join(summary["gate"]["reasons"]))
+    verdict = summary["verdict"]
+    lines.append(f"verdict: {verdict['message'] if verdict['available'] else verdict['reason']}")
+    found = summary["lesions"]
+    flagged = [lesion for lesion in found if lesion["review"]]
+    if found:
+        top = found[0]
+        lines.append(
+            f"lesions: {len(found)}, {len(flagged)} flagged for review; most uncertain: {top['label']} "
+            f"{top['volume_ml']:.2f} mL, slices {top['first_slice']}-{top['last_slice']}"
+        )
+    return lines
+
+
+def predict(args: argparse.Namespace) -> int:
+    """The command: check, choose, run, write, say what was found."""
+    volume = load_scan(args.scan, channel=args.channel)
+    with OutputSet(args.out, overwrite=args.overwrite, protect=[args.scan]) as outputs:
+        outputs.check(RESULT_FILES)
+        spec, fit = choose(volume, args.model, args.force)
+        run = RunSettings(
+            model=spec.name,
+            mode=args.mode,
+            mc_samples=args.mc,
+            noise_level=args.noise,
+            drift_s=args.drift,
+            seed=args.seed,
+        )
+        if not args.quiet:
+            print(gate_line(fit, bool(args.model)), file=sys.stderr)
+        t0 = time.perf_counter()
+        result = segment(volume, spec, run, args.quiet)
+        trust = case_trust(result, spec, run.mode)
+        paths = write_results(result, Path(args.out), spec, run, fit=fit, outputs=outputs, **trust)
+    if not args.quiet:
+        summary = json.loads(paths["summary"].read_text())
+        print(f"{len(result.seconds)} slices in {time.perf_counter() - t0:.1f}s; wrote {args.out}")
+        print("\n".join(summary_lines(summary)))
+    return 0
