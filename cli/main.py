@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from engine.run_settings import MAX_DRIFT_S, MAX_MC, MAX_NOISE_LEVEL, MAX_SEED, MIN_DRIFT_S
 
@@ -244,8 +245,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """A wrong argument is one line on stderr and exit status 2 (argparse would print the usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="aimc",
         description="AI segmentation with uncertainty on simulated analog in-memory computing chips",
     )

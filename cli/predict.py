@@ -100,9 +100,9 @@ def summary_lines(summary: dict) -> list[str]:
 def predict(args: argparse.Namespace) -> int:
     """The command: check, choose, run, write, say what was found."""
     volume = load_scan(args.scan, channel=args.channel)
+    spec, fit = choose(volume, args.model, args.force)
     with OutputSet(args.out, overwrite=args.overwrite, protect=[args.scan]) as outputs:
         outputs.check(RESULT_FILES)
-        spec, fit = choose(volume, args.model, args.force)
         run = RunSettings(
             model=spec.name,
             mode=args.mode,

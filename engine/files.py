@@ -196,12 +196,14 @@ class OutputSet:
         self.overwrite = overwrite
         self.protect = [Path(p) for p in protect if str(p)]
         self._fd: int | None = None
+        self._created = False  # the folder is ours to remove again if nothing was committed into it
         self._staging: Path | None = None
         self._staged: list[str] = []
 
     def __enter__(self) -> OutputSet:
         folder = self.folder
         try:
+            self._created = not os.path.lexists(folder)
             folder.mkdir(parents=True, exist_ok=True)
             if not folder.is_dir():
                 raise OutputError(f"{folder}: not a folder; choose a folder for the outputs")
@@ -229,6 +231,9 @@ class OutputSet:
     ) -> None:
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
+        if self._created and exc is not None:
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()  # only if empty: a failed first run leaves no folder behind
         self._release()
 
     def _release(self) -> None:
@@ -307,7 +312,7 @@ class OutputSet:
         _fsync_dir(staging)
         with _signals_held():
             os.rename(staging, self.folder / COMMIT)  # the commit point
-            self._staging = None
+            self._staging, self._created = None, False
             _apply_commit(self.folder)
         return {name: self.folder / name for name in files}
 
