@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run predict test lint bench clean
+.PHONY: setup run predict test fuzz lint bench clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,11 @@ predict: setup
 
 test: setup
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
+
+# The heavy adversarial cases of tests/test_corpus.py and tests/test_fuzz_outputs.py: each case in its own
+# process with its memory measured, signals while outputs are written, two runs on one folder, a real bomb.
+fuzz: setup
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -m fuzz
 
 # The rules of docs/architecture.md: layers (import-linter), style (ruff), types of the engine (mypy).
 lint: setup

@@ -381,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ScanError, ModelError, OutputError, ValueError) as exc:
-        print(f"aimc: error: {exc}", file=sys.stderr)
+        message = str(exc).encode("utf-8", "backslashreplace").decode()  # names that are not UTF-8
+        print(f"aimc: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("aimc: interrupted", file=sys.stderr)

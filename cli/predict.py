@@ -23,6 +23,7 @@ from engine.run_settings import RunSettings
 from engine.volume import Volume, load_scan
 
 if TYPE_CHECKING:
+    from engine.inference import Segmenter
     from engine.pipeline import VolumeResult
 
 
@@ -54,21 +55,28 @@ def gate_line(fit: Fit, asked: bool) -> str:
     return f"aimc: model {fit.model} ({how}): {fit.explain()}"
 
 
-def segment(volume: Volume, spec: ModelSpec, run: RunSettings, quiet: bool) -> VolumeResult:
-    """Program the chips and segment every slice (torch, aihwkit and MONAI load here)."""
-    from tqdm import tqdm
-
+def load(spec: ModelSpec, run: RunSettings) -> Segmenter:
+    """Build the network and program its chips (torch, aihwkit and MONAI load here); weights that do not
+    fit are a `ModelError`."""
     from engine.inference import Segmenter
-    from engine.pipeline import VolumeResult, run_slices
 
     segmenter = Segmenter(spec, run)
     segmenter.program_all()
+    return segmenter
+
+
+def segment(segmenter: Segmenter, volume: Volume, spec: ModelSpec, quiet: bool) -> VolumeResult:
+    """Every slice of `volume`, with a progress bar on a terminal."""
+    from tqdm import tqdm
+
+    from engine.pipeline import VolumeResult, run_slices
+
     result = VolumeResult.for_model(volume, spec)
     bar = tqdm(
         total=int(result.finished.size),
         unit="slice",
         disable=not sys.stderr.isatty() or quiet,
-        desc=f"{spec.name} {run.mode}",
+        desc=f"{spec.name} {segmenter.run.mode}",
     )
     for r in run_slices(segmenter, volume, result.axis):
         result.add(r)
@@ -111,10 +119,11 @@ def predict(args: argparse.Namespace) -> int:
             drift_s=args.drift,
             seed=args.seed,
         )
-        if not args.quiet:
-            print(gate_line(fit, bool(args.model)), file=sys.stderr)
         t0 = time.perf_counter()
-        result = segment(volume, spec, run, args.quiet)
+        segmenter = load(spec, run)
+        if not args.quiet:  # after the model loaded: a refusal stays one line
+            print(gate_line(fit, bool(args.model)), file=sys.stderr)
+        result = segment(segmenter, volume, spec, args.quiet)
         trust = case_trust(result, spec, run.mode)
         paths = write_results(result, Path(args.out), spec, run, fit=fit, outputs=outputs, **trust)
     if not args.quiet:

@@ -204,9 +204,9 @@ class OutputSet:
         folder = self.folder
         try:
             self._created = not os.path.lexists(folder)
-            folder.mkdir(parents=True, exist_ok=True)
-            if not folder.is_dir():
+            if not self._created and not folder.is_dir():
                 raise OutputError(f"{folder}: not a folder; choose a folder for the outputs")
+            folder.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         except OutputError:
             raise
