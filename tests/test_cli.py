@@ -45,12 +45,13 @@ def test_predict_writes_four_aligned_files(shipped_model, lgg_case, tmp_path, ca
     assert summary["settings"]["mc_samples"] == 2
     assert summary["labels"]["FLAIR abnormality"]["volume_ml"] > 0
     assert summary["seconds_per_slice"] > 0
+    assert summary["gate"]["fits"] and "verdict" in summary and summary["lesions"]  # issue 13
 
 
 def test_models_lists_and_details(shipped_model, capsys):
     assert main(["models"]) == 0
     assert shipped_model.name in capsys.readouterr().out
-    assert main(["models", "--detail", shipped_model.name]) == 0
+    assert main(["models", "--detail", shipped_model.name, "--layers"]) == 0
     out = capsys.readouterr().out
     assert "analog tiles" in out and "BatchNorm2d" in out
 
