@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -105,8 +106,14 @@ def summary_lines(summary: dict) -> list[str]:
     return lines
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def predict(args: argparse.Namespace) -> int:
-    """The command: check, choose, run, write, say what was found."""
+    """The command: check, choose, run, write, say what was found. SIGTERM ends it as Ctrl-C does: the
+    output set being written is dropped, the folder keeps its earlier set."""
+    signal.signal(signal.SIGTERM, _interrupt)
     volume = load_scan(args.scan, channel=args.channel)
     spec, fit = choose(volume, args.model, args.force)
     with OutputSet(args.out, overwrite=args.overwrite, protect=[args.scan]) as outputs:
