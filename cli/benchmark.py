@@ -7,6 +7,8 @@ cost per chip; the floor under any exact simulation of a read: the digital forwa
 read's Gaussian noise numbers (`noise_draws_per_read`) and adding them, as aihwkit's tile does too;
 after the U-Net, a whole LGG volume at MC 16 from cold, as the viewer runs it (`bench_volume`); the
 peak memory of the process (after the U-Net and the volume, then after each other architecture).
+First, the cold start of the command line (`bench_cold_start`): `aimc --help`, `aimc models` and
+`aimc models --detail` in fresh processes, beside `python -c "import torch"`, the cost they avoid.
 An architecture without a shipped model is built with `default_arguments(arch, 1, 2, 128)`,
 randomly initialised and calibrated on random inputs.
 """
@@ -19,6 +21,7 @@ import platform
 import resource
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -55,6 +58,27 @@ def _training_running() -> bool:
         return subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0
     except OSError:
         return False
+
+
+def bench_cold_start(rounds: int = 5) -> dict[str, float]:
+    """Median wall seconds of each listing command in a fresh Python process (imports included), in
+    interleaved rounds, beside importing torch alone: what every command paid before imports were lazy."""
+    python = [sys.executable]
+    detail = next(iter(s.name for s in list_models()), "lgg_unet_hwa")
+    commands = {
+        "aimc --help": [*python, "-m", "cli.main", "--help"],
+        "aimc models": [*python, "-m", "cli.main", "models"],
+        "aimc models --detail": [*python, "-m", "cli.main", "models", "--detail", detail],
+        'python -c "import torch"': [*python, "-c", "import torch"],
+    }
+    env = {**os.environ, "PYTHONPATH": str(RESOURCES.parent)}
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(rounds):
+        for name, argv in commands.items():
+            t0 = time.perf_counter()
+            subprocess.run(argv, env=env, cwd=RESOURCES.parent, capture_output=True, check=True)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def bench_spec(arch: str, scratch: Path) -> tuple[ModelSpec, bool]:
@@ -184,6 +208,7 @@ def run_benchmark(
     archs: tuple[str, ...] = ARCHITECTURES,
     threads: int | None = None,
     echo: Callable[[str], None] = print,
+    cold_start_only: bool = False,
 ) -> dict:
     if threads is not None:
         torch.set_num_threads(threads)
@@ -200,6 +225,16 @@ def run_benchmark(
         f"aimc bench: torch {env['torch']}, {env['threads']} threads on {env['cpus']} CPUs, load average "
         f"{env['load_average_1min']:.1f}{training}"
     )
+    cold = bench_cold_start(rounds)
+    echo(
+        "cold start, fresh process, median of "
+        + f"{rounds}: "
+        + ", ".join(f"{k} {v:.2f}s" for k, v in cold.items())
+    )
+    if cold_start_only:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps({"environment": env, "cold_start_s": cold}, indent=1))
+        return {"environment": env, "cold_start_s": cold}
     echo(
         f"{'arch':10s} {'model':20s} {'input':>8s} {'digital':>8s} {'aihwkit':>8s} {'ours':>7s} "
         f"{'ours/dig':>8s} {'aihw/ours':>9s} {'draws':>6s} {'floor':>7s} {'floor/dig':>9s} "
@@ -239,7 +274,13 @@ def run_benchmark(
             f"total {volume['total_s']:.1f}s; peak memory so far {volume['peak_rss_mb_so_far']:.0f} MB"
         )
     env["load_average_1min_at_end"] = os.getloadavg()[0]
-    report = {"environment": env, "architectures": rows, "volume": volume, "peak_rss_mb": _peak_rss_mb()}
+    report = {
+        "environment": env,
+        "cold_start_s": cold,
+        "architectures": rows,
+        "volume": volume,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
     echo(
         "peak memory (RSS) of the whole run, with the random models' calibration: "
         f"{report['peak_rss_mb']:.0f} MB"

@@ -224,7 +224,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from cli.benchmark import run_benchmark
 
-    run_benchmark(Path(args.json), rounds=args.rounds, archs=tuple(args.arch), threads=args.threads)
+    run_benchmark(
+        Path(args.json),
+        rounds=args.rounds,
+        archs=tuple(args.arch),
+        threads=args.threads,
+        cold_start_only=args.cold_start,
+    )
     return 0
 
 
@@ -368,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--arch", nargs="+", choices=["unet", "unetpp", "swinunetr"], default=["unet", "unetpp", "swinunetr"]
     )
     p.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
+    p.add_argument(
+        "--cold-start", action="store_true", help="only the cold start of the command line (seconds)"
+    )
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -19,6 +19,12 @@ def test_bench_prints_and_writes_every_number(tmp_path, monkeypatch):
         )
     finally:
         torch.set_num_threads(threads)
+    assert set(report["cold_start_s"]) == {
+        "aimc --help",
+        "aimc models",
+        "aimc models --detail",
+        'python -c "import torch"',
+    } and all(v > 0 for v in report["cold_start_s"].values())
     (row,) = report["architectures"]
     assert row["arch"] == "unet" and row["input"] == [128, 128]
     for key in (

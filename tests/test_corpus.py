@@ -50,10 +50,15 @@ def test_refused_in_one_line_leaving_everything_as_it_was(case: Case, card_model
     _check_untouched(tmp_path, before)
 
 
+# Runs `aimc` and, at its exit, records the heavy modules it imported and its peak memory: VmHWM is the
+# process's own high-water mark (getrusage's ru_maxrss would carry over the parent's from before exec).
 _RUN = (
-    "import atexit, os, sys\n"
-    "atexit.register(lambda: open(os.environ['AIMC_MODULES'], 'w').write("
-    f"' '.join(m for m in {HEAVY!r} if m in sys.modules)))\n"
+    "import atexit, os, re, sys\n"
+    "def record():\n"
+    "    peak = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+    f"    heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+    "    open(os.environ['AIMC_RECORD'], 'w').write(' '.join([peak, *heavy]))\n"
+    "atexit.register(record)\n"
     "from cli.main import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
@@ -61,17 +66,13 @@ _RUN = (
 
 def run_aimc(args: list[str], tmp_path: Path) -> tuple[int, str, float, list[str]]:
     """`aimc` in a fresh process: exit status, stderr, peak memory (MB) and the heavy modules it imported."""
-    modules = tmp_path.parent / f"{tmp_path.name}.modules"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "AIMC_MODULES": str(modules)}
-    proc = subprocess.Popen(
+    record = tmp_path.parent / f"{tmp_path.name}.record"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AIMC_RECORD": str(record)}
+    done = subprocess.run(
         [sys.executable, "-c", _RUN, *args], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env
     )
-    assert proc.stderr is not None
-    err = proc.stderr.read().decode("utf-8", "replace")
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    loaded = modules.read_text().split() if modules.exists() else []
-    return proc.returncode, err, usage.ru_maxrss / 1024, loaded
+    peak, *loaded = record.read_text().split()
+    return done.returncode, done.stderr.decode("utf-8", "replace"), int(peak) / 1024, loaded
 
 
 @pytest.mark.parametrize(
