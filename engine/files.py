@@ -176,8 +176,8 @@ def _signals_held() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        for sig in held:
-            signal.raise_signal(sig)
+        for number in held:
+            signal.raise_signal(number)
 
 
 class OutputSet:

@@ -324,6 +324,8 @@ def _read_dicom_series(folder: Path, channel: int | None) -> Volume:
 
     with _itk_path(folder) as name:
         reader = sitk.ImageSeriesReader()
+        # ITK's warnings go to stderr beside our one line; what they warn of (uneven spacing) we say ourselves
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)
         series = reader.GetGDCMSeriesIDs(name)
         if not series:
             raise ScanError(f"{folder}: the folder holds no DICOM series")
