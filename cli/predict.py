@@ -12,6 +12,7 @@ import argparse
 import json
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -113,26 +114,31 @@ def _interrupt(signum: int, frame: object) -> None:
 def predict(args: argparse.Namespace) -> int:
     """The command: check, choose, run, write, say what was found. SIGTERM ends it as Ctrl-C does: the
     output set being written is dropped, the folder keeps its earlier set."""
-    signal.signal(signal.SIGTERM, _interrupt)
     volume = load_scan(args.scan, channel=args.channel)
     spec, fit = choose(volume, args.model, args.force)
-    with OutputSet(args.out, overwrite=args.overwrite, protect=[args.scan]) as outputs:
-        outputs.check(RESULT_FILES)
-        run = RunSettings(
-            model=spec.name,
-            mode=args.mode,
-            mc_samples=args.mc,
-            noise_level=args.noise,
-            drift_s=args.drift,
-            seed=args.seed,
-        )
-        t0 = time.perf_counter()
-        segmenter = load(spec, run)
-        if not args.quiet:  # after the model loaded: a refusal stays one line
-            print(gate_line(fit, bool(args.model)), file=sys.stderr)
-        result = segment(segmenter, volume, spec, args.quiet)
-        trust = case_trust(result, spec, run.mode)
-        paths = write_results(result, Path(args.out), spec, run, fit=fit, outputs=outputs, **trust)
+    run = RunSettings(
+        model=spec.name,
+        mode=args.mode,
+        mc_samples=args.mc,
+        noise_level=args.noise,
+        drift_s=args.drift,
+        seed=args.seed,
+    )
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    try:
+        with OutputSet(args.out, overwrite=args.overwrite, protect=[args.scan]) as outputs:
+            outputs.check(RESULT_FILES)
+            t0 = time.perf_counter()
+            segmenter = load(spec, run)
+            if not args.quiet:  # after the model loaded: a refusal stays one line
+                print(gate_line(fit, bool(args.model)), file=sys.stderr)
+            result = segment(segmenter, volume, spec, args.quiet)
+            trust = case_trust(result, spec, run.mode)
+            paths = write_results(result, Path(args.out), spec, run, fit=fit, outputs=outputs, **trust)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     if not args.quiet:
         summary = json.loads(paths["summary"].read_text())
         print(f"{len(result.seconds)} slices in {time.perf_counter() - t0:.1f}s; wrote {args.out}")

@@ -59,13 +59,18 @@ def test_a_signal_while_writing_leaves_the_old_set_or_the_new_one_whole(
                  "--out", str(out), "--quiet"]) == 0  # fmt: skip
     (out / "reference_by_dr_x.nii.gz").write_text("a manual segmentation")
     proc = _aimc(scans[1], out, model=small_model.folder)
-    deadline = time.monotonic() + 300
-    while not any(p.name.startswith(".aimc-staging-") for p in out.iterdir()) and proc.poll() is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    time.sleep(delay)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=300)
+    try:
+        deadline = time.monotonic() + 900  # a loaded machine takes minutes to import torch
+        while not any(p.name.startswith(".aimc-staging-") for p in out.iterdir()) and proc.poll() is None:
+            assert time.monotonic() < deadline, "the run did not start writing"
+            time.sleep(0.005)
+        time.sleep(delay)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert "Traceback" not in err, err
     if proc.returncode == 0:  # it finished before the signal
         assert _scanned(out) == scans[1]
@@ -85,7 +90,7 @@ def test_a_second_run_on_a_folder_in_use_is_refused(small_model, scans, tmp_path
     line = first.stderr.readline()  # the model line: printed holding the folder
     assert line.startswith("aimc: model"), line
     second = _aimc(scans[1], out, model=small_model.folder)
-    _, err = second.communicate(timeout=300)
+    _, err = second.communicate(timeout=900)
     assert second.returncode == 2 and len(err.strip().splitlines()) == 1 and "another aimc run" in err, err
-    first.communicate(timeout=300)
+    first.communicate(timeout=900)
     assert first.returncode == 0 and _scanned(out) == scans[0]
