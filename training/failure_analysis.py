@@ -1,0 +1,117 @@
+"""Where a model fails, patient by patient, on its validation split (never the test split).
+
+For each case: volume Dice as predicted and after the model's post-processing, and the kind of error
+behind a low score: false regions (predicted 3D components that touch no lesion, and how large the
+largest is), missed lesions (reference components the prediction does not touch), slices wrong at
+the ends of the lesion (first/last slices), the post-processing keeping the wrong component, and
+intensity (how bright the lesion is against the rest of the head after the model's normalisation).
+
+    python -m training.failure_analysis --model lgg_unet_digital --data ../shared/data/lgg --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from engine.inference import RunSettings, Segmenter
+from engine.metrics import dice_per_label
+from engine.model_store import find_model
+from engine.pipeline import segment_volume
+from engine.postprocessing import keep_largest_component
+from engine.preprocessing import AXES, normalise_volume
+from engine.volume import load_scan
+from training.evaluate import cases_of_split
+
+FULL = np.ones((3, 3, 3), bool)
+
+
+def case_errors(pred: np.ndarray, truth: np.ndarray, image: np.ndarray, axis: int = 2) -> dict:
+    """Error anatomy of one binary prediction against its reference (both (i, j, k) volumes)."""
+    pred, truth = pred > 0, truth > 0
+    tp = int((pred & truth).sum())
+    fp, fn = int((pred & ~truth).sum()), int((~pred & truth).sum())
+    p_lab, n_p = ndimage.label(pred, FULL)
+    t_lab, n_t = ndimage.label(truth, FULL)
+    false_regions = [int((p_lab == i).sum()) for i in range(1, n_p + 1) if not truth[p_lab == i].any()]
+    missed = [int((t_lab == i).sum()) for i in range(1, n_t + 1) if not pred[t_lab == i].any()]
+    other = tuple(a for a in range(3) if a != axis)
+    t_slices, p_slices = truth.any(axis=other), pred.any(axis=other)
+    lesion = np.flatnonzero(t_slices)
+    ends = set(lesion[[0, -1]].tolist()) if lesion.size else set()
+    head = image > np.percentile(image, 50)  # a rough head mask: the brighter half of the volume
+    return {
+        "dice": 2 * tp / max(1, 2 * tp + fp + fn) if (pred.any() or truth.any()) else 1.0,
+        "truth_voxels": int(truth.sum()), "pred_voxels": int(pred.sum()), "fp_voxels": fp, "fn_voxels": fn,
+        "truth_components": n_t, "pred_components": n_p,
+        "false_regions": len(false_regions), "false_region_voxels": int(sum(false_regions)),
+        "largest_false_region": max(false_regions, default=0),
+        "missed_lesions": len(missed), "missed_lesion_voxels": int(sum(missed)),
+        "slices": int(truth.shape[axis]), "lesion_slices": int(t_slices.sum()),
+        "missed_slices": int((t_slices & ~p_slices).sum()), "false_slices": int((p_slices & ~t_slices).sum()),
+        "missed_end_slices": int(sum(1 for k in ends if not p_slices[k])),
+        "lesion_at_volume_edge": bool(lesion.size and (lesion[0] == 0 or lesion[-1] == truth.shape[axis] - 1)),
+        "lesion_intensity": float(image[truth].mean()) if truth.any() else float("nan"),
+        "head_intensity": float(image[head & ~truth].mean()),
+    }
+
+
+def analyse(model: str, data: Path, split: str = "val", progress=print) -> list[dict]:
+    if split == "test":
+        raise ValueError("failure analysis is for model selection: use the validation (or training) split")
+    spec = find_model(model)
+    layout, cases = cases_of_split(spec, data, split)
+    raw_spec = dataclasses.replace(spec, keep_largest=[])
+    segmenter = Segmenter(raw_spec, RunSettings(spec.name, "digital", 1, 0.0, 0.0, 0))
+    axis = AXES[spec.preprocessing.slice_axis]
+    rows = []
+    for case in cases:
+        volume, truth = load_scan(case.image), np.rint(load_scan(case.label).data).astype(np.int64)
+        raw = segment_volume(segmenter, volume).segmentation
+        post = keep_largest_component(raw, spec.keep_largest)
+        image = normalise_volume(volume.data, spec.preprocessing)
+        row = {"case": case.case_id, "dice_raw": dice_per_label(raw, truth, spec.num_classes)[1],
+               "dice": dice_per_label(post, truth, spec.num_classes)[1],
+               "raw": case_errors(raw, truth, image, axis), "post": case_errors(post, truth, image, axis)}
+        rows.append(row)
+        progress(f"{case.case_id}: Dice {row['dice']:.3f} (raw {row['dice_raw']:.3f})")
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| case | Dice | raw Dice | lesion vox | pred vox | FP vox | FN vox | false regions (raw), largest | "
+             "missed lesions | lesion slices | missed slices (ends) | false slices | lesion / head intensity |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: r["dice"]):
+        p, q = r["post"], r["raw"]
+        lines.append(f"| {r['case']} | {r['dice']:.3f} | {r['dice_raw']:.3f} | {p['truth_voxels']} | {p['pred_voxels']} | "
+                     f"{p['fp_voxels']} | {p['fn_voxels']} | {q['false_regions']}, {q['largest_false_region']} | "
+                     f"{p['missed_lesions']}/{p['truth_components']} | {p['lesion_slices']}/{p['slices']} | "
+                     f"{p['missed_slices']} ({p['missed_end_slices']}) | {p['false_slices']} | "
+                     f"{p['lesion_intensity']:.2f} / {p['head_intensity']:.2f} |")
+    d = np.array([r["dice"] for r in rows])
+    lines.append(f"\nmean {d.mean():.4f}, median {np.median(d):.4f}, min {d.min():.4f}, below 0.5: {(d < 0.5).sum()} of {len(d)}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", choices=["train", "val"], default="val")
+    p.add_argument("--json")
+    args = p.parse_args(argv)
+    rows = analyse(args.model, Path(args.data), args.split)
+    print(markdown(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
