@@ -129,7 +129,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.train import train
 
     train(Path(args.data), args.arch, args.kind, Path(args.out), init=args.init, epochs=args.epochs,
-          batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_minutes=args.max_minutes)
+          batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_minutes=args.max_minutes,
+          runs_dir=Path(args.runs_dir), size=args.size, context=args.context, augment=args.augment, loss=args.loss)
     return 0
 
 
@@ -203,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-minutes", type=float, default=120.0)
+    p.add_argument("--size", type=int, help="square input size of a new model (default: the preset's, 128 for LGG)")
+    p.add_argument("--context", type=int, default=0, help="2.5D: neighbouring slices on each side fed as channels")
+    p.add_argument("--augment", choices=["standard", "strong"], default="standard")
+    p.add_argument("--loss", choices=["dicece", "dicefocal"], default="dicece")
+    p.add_argument("--runs-dir", default="runs", help="where checkpoints and the log go (resumed from there)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("postprocess", help="choose a model's post-processing on its validation split")

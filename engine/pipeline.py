@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from engine.inference import Cancelled, Segmenter
 from engine.postprocessing import keep_largest_component
-from engine.preprocessing import get_slice, normalise_volume, resize_probabilities, set_slice, slice_count, to_model_input
+from engine.preprocessing import get_slice, input_slices, normalise_volume, resize_probabilities, set_slice, slice_count, to_model_input
 from engine.uncertainty import MAPS, SliceStats, mc_statistics
 from engine.volume import Volume
 
@@ -212,7 +212,7 @@ def run_slices(segmenter: Segmenter, volume: Volume, axis: str | None = None, st
     def preprocess() -> None:
         data = normalise_volume(volume.data, prep) if normalised is None else normalised
         for k in order:
-            x = to_model_input(get_slice(data, axis, k)[None], prep)
+            x = to_model_input(input_slices(data, axis, k, prep)[None], prep)
             if not put(to_infer, (k, x, time.perf_counter())):
                 return
 
@@ -291,7 +291,7 @@ def preview_while_programming(segmenter: Segmenter, volume: Volume, index: int, 
     axis = axis or prep.slice_axis
     t0 = time.perf_counter()
     data = normalise_volume(volume.data, prep) if normalised is None else normalised
-    x = to_model_input(get_slice(data, axis, index)[None], prep)
+    x = to_model_input(input_slices(data, axis, index, prep)[None], prep)
     size = get_slice(volume.data, axis, 0).shape
     programmed = len(segmenter.chips)
     samples: list[torch.Tensor] = []

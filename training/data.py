@@ -17,14 +17,16 @@ from monai.transforms import (
     Compose,
     RandAdjustContrastd,
     RandAffined,
+    RandBiasFieldd,
     RandFlipd,
     RandGaussianNoised,
+    RandGaussianSmoothd,
     RandScaleIntensityd,
     RandShiftIntensityd,
 )
 from torch.utils.data import Dataset
 
-from engine.preprocessing import Preprocessing, get_slice, normalise_volume, resize_labels, slice_count, to_model_input
+from engine.preprocessing import Preprocessing, get_slice, input_slices, normalise_volume, resize_labels, slice_count, to_model_input
 from engine.volume import ScanError, load_scan
 
 
@@ -79,7 +81,7 @@ def load_volume_case(case: Case, prep: Preprocessing) -> tuple[np.ndarray, np.nd
         raise ScanError(f"{case.label}: label shape {label.shape} differs from image {image.shape}")
     data = normalise_volume(image.data, prep)
     n = slice_count(image.shape, prep.slice_axis)
-    imgs = np.stack([get_slice(data, prep.slice_axis, k) for k in range(n)])
+    imgs = np.stack([input_slices(data, prep.slice_axis, k, prep) for k in range(n)])  # (N, C, H, W)
     labs = np.stack([get_slice(np.rint(label.data), prep.slice_axis, k) for k in range(n)]).astype(np.int64)
     x = to_model_input(imgs, prep).numpy()
     y = resize_labels(labs, prep.input_size)
@@ -113,8 +115,32 @@ def load_cases(cases: list[Case], layout: str, prep: Preprocessing, log=print) -
     return out
 
 
-def augmentations(seed: int) -> Compose:
-    """Flips, small rotations and scalings, intensity changes: MONAI's dictionary transforms."""
+AUGMENTATIONS = ("standard", "strong")
+
+
+def augmentations(seed: int, strength: str = "standard") -> Compose:
+    """Flips, small rotations and scalings, intensity changes: MONAI's dictionary transforms.
+
+    "strong" widens the geometry (rotation up to 20 degrees, scale 0.8-1.2, shifts) and the intensity
+    changes (gain, offset, gamma 0.6-1.6, noise), and adds scanner effects: a smooth bias field
+    (coil inhomogeneity) and blur. Every channel of a 2.5D input moves and changes together.
+    """
+    if strength == "strong":
+        t = Compose([
+            RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=1),
+            RandAffined(keys=["image", "label"], prob=0.7, rotate_range=0.35, scale_range=0.2,
+                        translate_range=(12, 12), mode=("bilinear", "nearest"), padding_mode="zeros"),
+            RandBiasFieldd(keys="image", coeff_range=(0.0, 0.3), prob=0.3),
+            RandScaleIntensityd(keys="image", factors=0.25, prob=0.5),
+            RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+            RandAdjustContrastd(keys="image", gamma=(0.6, 1.6), prob=0.5),
+            RandGaussianSmoothd(keys="image", sigma_x=(0.25, 1.0), sigma_y=(0.25, 1.0), prob=0.2),
+            RandGaussianNoised(keys="image", std=0.04, prob=0.3),
+        ])
+        t.set_random_state(seed)
+        return t
+    if strength != "standard":
+        raise ValueError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}, not {strength!r}")
     t = Compose([
         RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=1),
         RandAffined(keys=["image", "label"], prob=0.5, rotate_range=0.26, scale_range=0.1,
@@ -132,7 +158,7 @@ class SliceDataset(Dataset):
     """2D slices of the given cases. Empty slices are subsampled so foreground is not drowned out."""
 
     def __init__(self, loaded: dict[str, tuple[np.ndarray, np.ndarray]], case_ids: list[str],
-                 augment: bool, seed: int = 0, empty_fraction: float = 0.25) -> None:
+                 augment: bool, seed: int = 0, empty_fraction: float = 0.25, strength: str = "standard") -> None:
         xs, ys = [], []
         rng = np.random.default_rng(seed)
         for cid in case_ids:
@@ -145,7 +171,7 @@ class SliceDataset(Dataset):
             ys.append(y[keep])
         self.x = torch.from_numpy(np.concatenate(xs)).float()
         self.y = torch.from_numpy(np.concatenate(ys)).long()
-        self.transform = augmentations(seed) if augment else None
+        self.transform = augmentations(seed, strength) if augment else None
 
     def __len__(self) -> int:
         return len(self.x)

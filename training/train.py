@@ -15,6 +15,7 @@ runs through `training.fast_hwa` (aihwkit's forward and gradients without its im
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import platform
 import time
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from aihwkit.nn.conversion import convert_to_analog, convert_to_digital
 from aihwkit.optim import AnalogOptimizer
-from monai.losses import DiceCELoss
+from monai.losses import DiceCELoss, DiceFocalLoss
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -35,7 +36,7 @@ from engine.metrics import mean_dice
 from engine.model_store import (ANALOG_WEIGHTS, Label, ModelSpec, find_model, load_digital, load_tensors, save_model,
                                 tensors_only)
 from engine.preprocessing import Preprocessing
-from training.data import SliceDataset, load_cases, read_dataset, split_by_patient
+from training.data import AUGMENTATIONS, SliceDataset, load_cases, read_dataset, split_by_patient
 from training.fast_hwa import use_fast_hwa
 from training.postprocessing import choose_postprocessing
 
@@ -58,6 +59,29 @@ def preset_for(data: Path) -> tuple[Preprocessing, list[Label]]:
         if key in data.resolve().name.lower():
             return value
     raise ValueError(f"{data}: no preset for this data set; known: {', '.join(PRESETS)}")
+
+
+LOSSES = ("dicece", "dicefocal")
+
+
+def loss_function(name: str) -> torch.nn.Module:
+    """Dice + cross-entropy (the default), or Dice + focal (gamma 2), which weighs the hard pixels at a
+    lesion's border and the small lesions more than the easy background."""
+    if name == "dicece":
+        return DiceCELoss(to_onehot_y=True, softmax=True)
+    if name == "dicefocal":
+        return DiceFocalLoss(to_onehot_y=True, softmax=True, gamma=2.0)
+    raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {name!r}")
+
+
+def input_preprocessing(prep: Preprocessing, size: int | None = None, context: int = 0) -> Preprocessing:
+    """The data set's preset with the model's input size (e.g. the native 256) and 2.5D context."""
+    if context < 0:
+        raise ValueError(f"context must be 0 or more slices, not {context}")
+    if context and prep.in_channels != 1:
+        raise ValueError("2.5D context needs a one-channel scan")
+    return dataclasses.replace(prep, input_size=(size, size) if size else prep.input_size,
+                               context=context, in_channels=2 * context + 1 if context else prep.in_channels)
 
 
 def hwa_start(base: ModelSpec, settings: DeviceSettings) -> torch.nn.Module:
@@ -87,7 +111,11 @@ def _validate(model: torch.nn.Module, loaded: dict, case_ids: list[str], num_cla
 
 def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, epochs: int = 30,
           batch_size: int = 16, lr: float | None = None, seed: int = 0, max_minutes: float = 120.0,
-          runs_dir: Path = Path("runs"), settings: DeviceSettings | None = None, log=print) -> ModelSpec:
+          runs_dir: Path = Path("runs"), settings: DeviceSettings | None = None, log=print,
+          size: int | None = None, context: int = 0, augment: str = "standard", loss: str = "dicece") -> ModelSpec:
+    """`size` (square input, default the preset's), `context` (2.5D: neighbouring slices on each side as
+    channels), `augment` ("standard" or "strong") and `loss` ("dicece" or "dicefocal") are the levers of a
+    new digital model; a further round or an HWA model keeps its base model's input."""
     torch.manual_seed(seed)
     np.random.seed(seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -96,11 +124,18 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
     run.mkdir(parents=True, exist_ok=True)
     layout, cases = read_dataset(data)
     prep, labels = preset_for(data)
+    prep = input_preprocessing(prep, size, context)
+    if init is not None:
+        if size or context:
+            raise ValueError("--size and --context are for a new model; a further round keeps its base's input")
+        prep = find_model(init).preprocessing
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, not {augment!r}")
     split = split_by_patient(cases, seed)
     started = time.time()
     loaded = load_cases([c for c in cases if c.case_id not in split["test"]], layout, prep, log)
     log(f"{len(loaded)} cases loaded in {time.time() - started:.0f}s; split {', '.join(f'{k} {len(v)}' for k, v in split.items())}")
-    train_set = SliceDataset(loaded, split["train"], augment=True, seed=seed)
+    train_set = SliceDataset(loaded, split["train"], augment=True, seed=seed, strength=augment)
     val_ids = [c for c in split["val"] if c in loaded]
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, num_workers=0, drop_last=True,
                         generator=torch.Generator().manual_seed(seed))
@@ -130,7 +165,7 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
     else:
         raise ValueError(f"kind must be digital or hwa, not {kind!r}")
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    loss_name, loss_fn = loss, loss_function(loss)
 
     ckpt_path = run / "checkpoint.pt"
     best_path = run / "best.pt"
@@ -180,7 +215,8 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
                  **{k: v for k, v in spec.data.items() if k not in ("split", "split_seed")}}
     spec.training = {"kind": kind, "init": init if kind == "hwa" else None,
                      "epochs_run": len(history) + earlier.get("epochs_run", 0), "epochs_planned": epochs,
-                     "batch_size": batch_size, "loss": "DiceCE", "optimizer": type(optimizer).__name__,
+                     "batch_size": batch_size, "loss": {"dicece": "DiceCE", "dicefocal": "DiceFocal"}[loss_name],
+                     "augmentation": augment, "optimizer": type(optimizer).__name__,
                      "learning_rate": optimizer.param_groups[0]["initial_lr"],
                      "wall_time_s": round(sum(h["seconds"] for h in history)) + earlier.get("wall_time_s", 0),
                      "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU",

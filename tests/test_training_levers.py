@@ -1,0 +1,147 @@
+"""The training levers of round 2 (issue 14): 2.5D input, input size, strong augmentation, Dice + focal,
+and the failure analysis, on the bundled LGG sample (fast: small inputs, one epoch)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.preprocessing import Preprocessing, get_slice, input_slices
+from tests.conftest import REPO
+
+SAMPLE = REPO / "resources" / "samples"
+
+
+@pytest.fixture(scope="module")
+def tiny_lgg(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "lgg"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    entries = []
+    for i in range(5):
+        shutil.copy(SAMPLE / "lgg_sample.nii.gz", root / "imagesTr" / f"lgg_{i}.nii.gz")
+        shutil.copy(SAMPLE / "lgg_sample_label.nii.gz", root / "labelsTr" / f"lgg_{i}.nii.gz")
+        entries.append({"image": f"./imagesTr/lgg_{i}.nii.gz", "label": f"./labelsTr/lgg_{i}.nii.gz", "patient": f"P{i}"})
+    (root / "dataset.json").write_text(json.dumps({"training": entries}))
+    return root
+
+
+def test_input_slices_stack_the_neighbours_in_order_and_repeat_the_ends():
+    volume = np.arange(4 * 3 * 5, dtype=np.float32).reshape(4, 3, 5)  # 5 axial slices
+    flat = input_slices(volume, "axial", 2, Preprocessing())
+    assert flat.shape == (1, 3, 4) and np.array_equal(flat[0], get_slice(volume, "axial", 2))
+    prep = Preprocessing(in_channels=3, context=1)
+    middle = input_slices(volume, "axial", 2, prep)
+    assert [np.array_equal(middle[c], get_slice(volume, "axial", k)) for c, k in enumerate((1, 2, 3))] == [True] * 3
+    first, last = input_slices(volume, "axial", 0, prep), input_slices(volume, "axial", 4, prep)
+    assert np.array_equal(first[0], first[1]) and np.array_equal(first[2], get_slice(volume, "axial", 1))
+    assert np.array_equal(last[2], last[1]) and np.array_equal(last[0], get_slice(volume, "axial", 3))
+
+
+def test_a_2_5d_case_pairs_each_label_with_its_own_slice_in_the_middle_channel(tiny_lgg):
+    from training.data import load_volume_case, read_msd
+
+    case = read_msd(tiny_lgg)[0]
+    flat_x, flat_y = load_volume_case(case, Preprocessing(input_size=(64, 64)))
+    x, y = load_volume_case(case, Preprocessing(input_size=(64, 64), in_channels=5, context=2))
+    assert x.shape == (len(flat_x), 5, 64, 64) and np.array_equal(y, flat_y)
+    assert np.allclose(x[:, 2], flat_x[:, 0])
+    assert np.allclose(x[3:, 0], flat_x[1:-2, 0]) and np.allclose(x[:-1, 3], flat_x[1:, 0])
+
+
+def test_strong_augmentation_moves_image_and_label_together_and_keeps_labels_binary():
+    from training.data import augmentations
+
+    t = augmentations(0, "strong")
+    image = torch.zeros(3, 64, 64)
+    image[:, 10:30, 5:20] = 1.0  # a bright square, its mask below, in every channel
+    label = (image[:1] > 0.5).float()
+    moved_any = False
+    for _ in range(30):
+        d = t({"image": image.clone(), "label": label.clone()})
+        im, lab = torch.as_tensor(d["image"]), torch.as_tensor(d["label"])
+        assert set(torch.unique(lab.round()).tolist()) <= {0.0, 1.0}
+        inside, outside = im[1][lab[0] > 0.5], im[1][lab[0] < 0.5]
+        if inside.numel() > 20:  # the bright square stays under its (moved) mask
+            assert inside.mean() > outside.mean() + 0.3
+        moved_any |= not torch.equal(lab, label)
+    assert moved_any
+    with pytest.raises(ValueError, match="augmentation"):
+        augmentations(0, "wild")
+
+
+def test_loss_choices():
+    from monai.losses import DiceCELoss, DiceFocalLoss
+
+    from training.train import loss_function
+
+    assert isinstance(loss_function("dicece"), DiceCELoss) and isinstance(loss_function("dicefocal"), DiceFocalLoss)
+    logits, target = torch.randn(2, 2, 8, 8), torch.randint(0, 2, (2, 1, 8, 8))
+    assert float(loss_function("dicefocal")(logits, target)) > 0
+    with pytest.raises(ValueError):
+        loss_function("l2")
+
+
+def test_a_2_5d_model_trains_with_the_levers_records_them_and_the_pipeline_feeds_it_neighbours(tiny_lgg, tmp_path):
+    from engine.inference import RunSettings, Segmenter
+    from engine.model_store import read_spec
+    from engine.pipeline import segment_volume
+    from engine.preprocessing import normalise_volume, to_model_input
+    from engine.volume import load_scan
+    from training.train import train
+
+    out = tmp_path / "models" / "tiny_unet_25d"
+    train(tiny_lgg, "unet", "digital", out, epochs=1, batch_size=8, runs_dir=tmp_path / "runs", log=lambda *_: None,
+          size=64, context=1, augment="strong", loss="dicefocal")
+    spec = read_spec(out)
+    assert spec.preprocessing.input_size == (64, 64) and spec.preprocessing.context == 1
+    assert spec.preprocessing.in_channels == 3 and spec.arguments["in_channels"] == 3
+    assert spec.training["loss"] == "DiceFocal" and spec.training["augmentation"] == "strong"
+
+    volume = load_scan(tiny_lgg / "imagesTr" / "lgg_0.nii.gz")
+    result = segment_volume(Segmenter(spec, RunSettings(spec.name, "digital", 1, 0.0, 0.0, 0)), volume)
+    # slice 5 by hand: slices 4, 5, 6 as channels, the network, back to the slice's size
+    data = normalise_volume(volume.data, spec.preprocessing)
+    from engine.model_store import load_digital
+    net = load_digital(spec).eval()
+    x = to_model_input(np.stack([get_slice(data, "axial", k) for k in (4, 5, 6)])[None], spec.preprocessing)
+    with torch.no_grad():
+        probs = torch.softmax(net(x), 1)
+    from engine.preprocessing import resize_probabilities
+    expected = resize_probabilities(probs, get_slice(data, "axial", 5).shape)[0, 1].numpy()
+    got = get_slice(result.foreground_probability(), "axial", 5)
+    assert np.allclose(got, expected, atol=1e-4)
+
+
+def test_a_further_round_keeps_its_base_input(tiny_lgg, tmp_path):
+    from training.train import train
+
+    with pytest.raises(ValueError, match="keeps its base"):
+        train(tiny_lgg, "unet", "digital", tmp_path / "m", init="lgg_unet_digital", epochs=1, runs_dir=tmp_path,
+              log=lambda *_: None, context=1)
+
+
+def test_failure_analysis_names_false_regions_missed_lesions_and_end_slices():
+    from training.failure_analysis import case_errors
+
+    truth = np.zeros((20, 20, 10), np.int64)
+    truth[2:6, 2:6, 3:7] = 1  # a lesion on slices 3-6
+    truth[15:17, 15:17, 5] = 1  # a small second lesion
+    pred = np.zeros_like(truth)
+    pred[2:6, 2:6, 4:7] = 1  # misses the lesion's first slice and the small lesion
+    pred[10:12, 2:4, 8:10] = 1  # a false region on slices without lesion
+    image = np.random.default_rng(0).random(truth.shape).astype(np.float32)
+    e = case_errors(pred, truth, image)
+    assert e["truth_components"] == 2 and e["missed_lesions"] == 1 and e["missed_lesion_voxels"] == 4
+    assert e["false_regions"] == 1 and e["largest_false_region"] == 8 and e["false_slices"] == 2
+    assert e["missed_slices"] == 1 and e["missed_end_slices"] == 1
+    assert e["fn_voxels"] == 16 + 4 and e["fp_voxels"] == 8
+    assert e["dice"] == pytest.approx(2 * 48 / (2 * 48 + 8 + 20))
+    with pytest.raises(ValueError, match="validation"):
+        from training.failure_analysis import analyse
+        analyse("lgg_unet_digital", Path("."), split="test")
