@@ -130,7 +130,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     train(Path(args.data), args.arch, args.kind, Path(args.out), init=args.init, epochs=args.epochs,
           batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_minutes=args.max_minutes,
-          runs_dir=Path(args.runs_dir), size=args.size, context=args.context, augment=args.augment, loss=args.loss)
+          runs_dir=Path(args.runs_dir), size=args.size, context=args.context, augment=args.augment, loss=args.loss,
+          crop=args.crop)
     return 0
 
 
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", type=int, default=0, help="2.5D: neighbouring slices on each side fed as channels")
     p.add_argument("--augment", choices=["standard", "strong"], default="standard")
     p.add_argument("--loss", choices=["dicece", "dicefocal"], default="dicece")
+    p.add_argument("--crop", type=int, help="train on random CROP x CROP patches, mostly around the lesion")
     p.add_argument("--runs-dir", default="runs", help="where checkpoints and the log go (resumed from there)")
     p.set_defaults(func=cmd_train)
 

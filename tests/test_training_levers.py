@@ -75,6 +75,26 @@ def test_strong_augmentation_moves_image_and_label_together_and_keeps_labels_bin
         augmentations(0, "wild")
 
 
+def test_patches_are_cut_from_the_slice_with_their_labels_and_mostly_around_the_lesion():
+    from training.data import SliceDataset
+
+    x = np.arange(2 * 64 * 64, dtype=np.float32).reshape(2, 1, 64, 64)  # every pixel tells where it came from
+    y = np.zeros((2, 64, 64), np.int64)
+    y[:, 50:54, 2:6] = 1  # a small lesion near a corner
+    data = SliceDataset({"a": (x, y)}, ["a"], augment=False, crop=24, foreground_fraction=1.0)
+    for i in range(40):
+        px, py = data[i % 2]
+        assert px.shape == (1, 24, 24) and py.shape == (24, 24)
+        s, r, q = np.unravel_index(int(px[0, 0, 0]), (2, 64, 64))
+        assert np.array_equal(px[0].numpy(), x[s, 0, r:r + 24, q:q + 24])
+        assert np.array_equal(py.numpy(), y[s, r:r + 24, q:q + 24])
+        assert py.any()  # always around the lesion at foreground_fraction 1
+    anywhere = SliceDataset({"a": (x, y)}, ["a"], augment=False, crop=24, foreground_fraction=0.0)
+    assert not all(anywhere[i % 2][1].any() for i in range(40))
+    with pytest.raises(ValueError, match="crop"):
+        SliceDataset({"a": (x, y)}, ["a"], augment=False, crop=65)
+
+
 def test_loss_choices():
     from monai.losses import DiceCELoss, DiceFocalLoss
 
@@ -97,11 +117,12 @@ def test_a_2_5d_model_trains_with_the_levers_records_them_and_the_pipeline_feeds
 
     out = tmp_path / "models" / "tiny_unet_25d"
     train(tiny_lgg, "unet", "digital", out, epochs=1, batch_size=8, runs_dir=tmp_path / "runs", log=lambda *_: None,
-          size=64, context=1, augment="strong", loss="dicefocal")
+          size=32, context=1, augment="strong", loss="dicefocal", crop=16)
     spec = read_spec(out)
-    assert spec.preprocessing.input_size == (64, 64) and spec.preprocessing.context == 1
+    assert spec.preprocessing.input_size == (32, 32) and spec.preprocessing.context == 1
     assert spec.preprocessing.in_channels == 3 and spec.arguments["in_channels"] == 3
     assert spec.training["loss"] == "DiceFocal" and spec.training["augmentation"] == "strong"
+    assert spec.training["patch"] == 16
 
     volume = load_scan(tiny_lgg / "imagesTr" / "lgg_0.nii.gz")
     result = segment_volume(Segmenter(spec, RunSettings(spec.name, "digital", 1, 0.0, 0.0, 0)), volume)
