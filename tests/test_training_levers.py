@@ -166,3 +166,20 @@ def test_failure_analysis_names_false_regions_missed_lesions_and_end_slices():
     with pytest.raises(ValueError, match="validation"):
         from training.failure_analysis import analyse
         analyse("lgg_unet_digital", Path("."), split="test")
+
+
+def test_the_flip_ensemble_is_left_right_equivariant(small_model):
+    """Mirroring the scan left-right mirrors the flip ensemble's labels: the flip is along the display's columns."""
+    from engine.inference import RunSettings, Segmenter
+    from engine.volume import Volume
+    from training.failure_analysis import flip_ensemble
+
+    rng = np.random.default_rng(0)
+    data = rng.random((48, 40, 3)).astype(np.float32)
+    data[5:20, 10:30] += 2.0  # something asymmetric to segment
+    volume = Volume(data, np.eye(4))
+    segmenter = Segmenter(small_model, RunSettings(small_model.name, "digital", 1, 0.0, 0.0, 0))
+    labels = flip_ensemble(segmenter, volume)
+    mirrored = flip_ensemble(segmenter, Volume(np.ascontiguousarray(data[::-1]), np.eye(4)))
+    assert labels.shape == data.shape and labels.any() and not labels.all()
+    assert np.array_equal(mirrored, labels[::-1])

@@ -5,6 +5,8 @@ behind a low score: false regions (predicted 3D components that touch no lesion,
 largest is), missed lesions (reference components the prediction does not touch), slices wrong at
 the ends of the lesion (first/last slices), the post-processing keeping the wrong component, and
 intensity (how bright the lesion is against the rest of the head after the model's normalisation).
+With `flips`, also the Dice of a left-right test-time flip ensemble (mean class probabilities of the scan
+and its mirror image, then the same post-processing), to decide that lever on validation.
 
     python -m training.failure_analysis --model lgg_unet_digital --data ../shared/data/lgg --json out.json
 """
@@ -61,7 +63,16 @@ def case_errors(pred: np.ndarray, truth: np.ndarray, image: np.ndarray, axis: in
     }
 
 
-def analyse(model: str, data: Path, split: str = "val", progress=print) -> list[dict]:
+def flip_ensemble(segmenter: Segmenter, volume, first=None) -> np.ndarray:
+    """Labels from the mean class probabilities of the scan and its left-right mirror (canonical axis 0 is
+    the display's columns, right to left), before post-processing."""
+    first = first if first is not None else segment_volume(segmenter, volume)
+    mirrored = segment_volume(segmenter, dataclasses.replace(volume, data=np.ascontiguousarray(volume.data[::-1])))
+    probs = first.probabilities + mirrored.probabilities[::-1]
+    return probs.argmax(-1).astype(np.int64)
+
+
+def analyse(model: str, data: Path, split: str = "val", progress=print, flips: bool = False) -> list[dict]:
     if split == "test":
         raise ValueError("failure analysis is for model selection: use the validation (or training) split")
     spec = find_model(model)
@@ -72,14 +83,19 @@ def analyse(model: str, data: Path, split: str = "val", progress=print) -> list[
     rows = []
     for case in cases:
         volume, truth = load_scan(case.image), np.rint(load_scan(case.label).data).astype(np.int64)
-        raw = segment_volume(segmenter, volume).segmentation
+        result = segment_volume(segmenter, volume)
+        raw = result.segmentation
         post = keep_largest_component(raw, spec.keep_largest)
         image = normalise_volume(volume.data, spec.preprocessing)
         row = {"case": case.case_id, "dice_raw": dice_per_label(raw, truth, spec.num_classes)[1],
                "dice": dice_per_label(post, truth, spec.num_classes)[1],
                "raw": case_errors(raw, truth, image, axis), "post": case_errors(post, truth, image, axis)}
+        if flips:
+            tta = keep_largest_component(flip_ensemble(segmenter, volume, result), spec.keep_largest)
+            row["dice_flips"] = dice_per_label(tta, truth, spec.num_classes)[1]
         rows.append(row)
-        progress(f"{case.case_id}: Dice {row['dice']:.3f} (raw {row['dice_raw']:.3f})")
+        progress(f"{case.case_id}: Dice {row['dice']:.3f} (raw {row['dice_raw']:.3f})"
+                 + (f", with flips {row['dice_flips']:.3f}" if flips else ""))
     return rows
 
 
@@ -95,6 +111,9 @@ def markdown(rows: list[dict]) -> str:
                      f"{p['missed_slices']} ({p['missed_end_slices']}) | {p['false_slices']} | "
                      f"{p['lesion_intensity']:.2f} / {p['head_intensity']:.2f} |")
     d = np.array([r["dice"] for r in rows])
+    if all("dice_flips" in r for r in rows):
+        f = np.array([r["dice_flips"] for r in rows])
+        lines.append(f"\nwith left-right flips: mean {f.mean():.4f}, min {f.min():.4f}")
     lines.append(f"\nmean {d.mean():.4f}, median {np.median(d):.4f}, min {d.min():.4f}, below 0.5: {(d < 0.5).sum()} of {len(d)}")
     return "\n".join(lines)
 
@@ -104,9 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--split", choices=["train", "val"], default="val")
+    p.add_argument("--flips", action="store_true", help="also score a left-right test-time flip ensemble")
     p.add_argument("--json")
     args = p.parse_args(argv)
-    rows = analyse(args.model, Path(args.data), args.split)
+    rows = analyse(args.model, Path(args.data), args.split, flips=args.flips)
     print(markdown(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
