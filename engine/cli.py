@@ -7,6 +7,7 @@ Errors in the user's input end with one line on stderr and exit status 2, never 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -131,7 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     train(Path(args.data), args.arch, args.kind, Path(args.out), init=args.init, epochs=args.epochs,
           batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_minutes=args.max_minutes,
           runs_dir=Path(args.runs_dir), size=args.size, context=args.context, augment=args.augment, loss=args.loss,
-          crop=args.crop)
+          crop=args.crop, arch_arguments=args.arch_args)
     return 0
 
 
@@ -209,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", type=int, default=0, help="2.5D: neighbouring slices on each side fed as channels")
     p.add_argument("--augment", choices=["standard", "strong"], default="standard")
     p.add_argument("--loss", choices=["dicece", "dicefocal"], default="dicece")
+    p.add_argument("--arch-args", type=json.loads, help='JSON overriding the default widths, e.g. \'{"features": [28, 28, 56, 112, 224, 28]}\'')
     p.add_argument("--crop", type=int, help="train on random CROP x CROP patches, mostly around the lesion")
     p.add_argument("--runs-dir", default="runs", help="where checkpoints and the log go (resumed from there)")
     p.set_defaults(func=cmd_train)

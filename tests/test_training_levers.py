@@ -183,3 +183,16 @@ def test_the_flip_ensemble_is_left_right_equivariant(small_model):
     mirrored = flip_ensemble(segmenter, Volume(np.ascontiguousarray(data[::-1]), np.eye(4)))
     assert labels.shape == data.shape and labels.any() and not labels.all()
     assert np.array_equal(mirrored, labels[::-1])
+
+
+def test_architecture_widths_can_be_set_for_a_new_model(tiny_lgg, tmp_path):
+    from engine.model_store import load_digital, read_spec
+    from training.train import train
+
+    out = tmp_path / "models" / "tiny_unetpp"
+    features = [4, 4, 8, 8, 16, 4]
+    train(tiny_lgg, "unetpp", "digital", out, epochs=1, batch_size=8, runs_dir=tmp_path / "runs", log=lambda *_: None,
+          size=32, arch_arguments={"features": features})
+    spec = read_spec(out)
+    assert spec.arguments["features"] == features and spec.arguments["upsample"] == "nontrainable"
+    assert load_digital(spec).conv_0_0.conv_0.conv.out_channels == 4

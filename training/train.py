@@ -113,11 +113,12 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
           batch_size: int = 16, lr: float | None = None, seed: int = 0, max_minutes: float = 120.0,
           runs_dir: Path = Path("runs"), settings: DeviceSettings | None = None, log=print,
           size: int | None = None, context: int = 0, augment: str = "standard", loss: str = "dicece",
-          crop: int | None = None) -> ModelSpec:
+          crop: int | None = None, arch_arguments: dict | None = None) -> ModelSpec:
     """`size` (square input, default the preset's), `context` (2.5D: neighbouring slices on each side as
     channels), `augment` ("standard" or "strong") and `loss` ("dicece" or "dicefocal") are the levers of a
     new digital model; a further round or an HWA model keeps its base model's input. `crop` trains on
-    random crop x crop patches (mostly around the lesion) of the slices; validation and inference see whole slices."""
+    random crop x crop patches (mostly around the lesion) of the slices; validation and inference see whole slices.
+    `arch_arguments` override the architecture's default widths (e.g. a U-Net++ at the U-Net's parameter count)."""
     torch.manual_seed(seed)
     np.random.seed(seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -128,8 +129,8 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
     prep, labels = preset_for(data)
     prep = input_preprocessing(prep, size, context)
     if init is not None:
-        if size or context:
-            raise ValueError("--size and --context are for a new model; a further round keeps its base's input")
+        if size or context or arch_arguments:
+            raise ValueError("--size, --context and --arch-args are for a new model; a further round keeps its base's")
         prep = find_model(init).preprocessing
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, not {augment!r}")
@@ -146,8 +147,8 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
     earlier: dict = {}
     if kind == "digital":
         if init is None:
-            spec = ModelSpec(name, arch, default_arguments(arch, prep.in_channels, len(labels), prep.input_size[0]),
-                             prep, labels, "digital", settings)
+            arguments = {**default_arguments(arch, prep.in_channels, len(labels), prep.input_size[0]), **(arch_arguments or {})}
+            spec = ModelSpec(name, arch, arguments, prep, labels, "digital", settings)
             model = spec.build()
         else:  # a further round from a shipped digital model (warm restart of the schedule)
             base = find_model(init)
