@@ -132,7 +132,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     train(Path(args.data), args.arch, args.kind, Path(args.out), init=args.init, epochs=args.epochs,
           batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_minutes=args.max_minutes,
           runs_dir=Path(args.runs_dir), size=args.size, context=args.context, augment=args.augment, loss=args.loss,
-          crop=args.crop, arch_arguments=args.arch_args)
+          crop=args.crop, arch_arguments=args.arch_args,
+          patience=args.patience)
     return 0
 
 
@@ -211,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", choices=["standard", "strong"], default="standard")
     p.add_argument("--loss", choices=["dicece", "dicefocal"], default="dicece")
     p.add_argument("--arch-args", type=json.loads, help='JSON overriding the default widths, e.g. \'{"features": [28, 28, 56, 112, 224, 28]}\'')
+    p.add_argument("--patience", type=int, help="stop when validation Dice has not improved for this many epochs")
     p.add_argument("--crop", type=int, help="train on random CROP x CROP patches, mostly around the lesion")
     p.add_argument("--runs-dir", default="runs", help="where checkpoints and the log go (resumed from there)")
     p.set_defaults(func=cmd_train)

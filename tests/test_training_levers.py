@@ -196,3 +196,12 @@ def test_architecture_widths_can_be_set_for_a_new_model(tiny_lgg, tmp_path):
     spec = read_spec(out)
     assert spec.arguments["features"] == features and spec.arguments["upsample"] == "nontrainable"
     assert load_digital(spec).conv_0_0.conv_0.conv.out_channels == 4
+
+
+def test_a_run_has_plateaued_when_no_new_best_came_for_patience_epochs():
+    from training.train import plateaued
+
+    run = [{"val_dice": v} for v in (0.5, 0.7, 0.69, 0.7, 0.68)]
+    assert plateaued(run, 3) and not plateaued(run, 4) and not plateaued(run, None)
+    assert not plateaued(run + [{"val_dice": 0.71}], 3)
+    assert not plateaued(run[:3], 3)  # too short to tell

@@ -84,6 +84,14 @@ def input_preprocessing(prep: Preprocessing, size: int | None = None, context: i
                                context=context, in_channels=2 * context + 1 if context else prep.in_channels)
 
 
+def plateaued(history: list[dict], patience: int | None) -> bool:
+    """True when validation Dice has not improved on its best for the last `patience` epochs."""
+    if not patience or len(history) <= patience:
+        return False
+    scores = [h["val_dice"] for h in history]
+    return max(scores[-patience:]) <= max(scores[:-patience])
+
+
 def hwa_start(base: ModelSpec, settings: DeviceSettings) -> torch.nn.Module:
     """The digital model on training tiles, input ranges taken from its calibration, fast forward on."""
     model = convert_to_analog(load_digital(base), rpu_config(settings, training=True))
@@ -113,11 +121,12 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
           batch_size: int = 16, lr: float | None = None, seed: int = 0, max_minutes: float = 120.0,
           runs_dir: Path = Path("runs"), settings: DeviceSettings | None = None, log=print,
           size: int | None = None, context: int = 0, augment: str = "standard", loss: str = "dicece",
-          crop: int | None = None, arch_arguments: dict | None = None) -> ModelSpec:
+          crop: int | None = None, arch_arguments: dict | None = None, patience: int | None = None) -> ModelSpec:
     """`size` (square input, default the preset's), `context` (2.5D: neighbouring slices on each side as
     channels), `augment` ("standard" or "strong") and `loss` ("dicece" or "dicefocal") are the levers of a
     new digital model; a further round or an HWA model keeps its base model's input. `crop` trains on
     random crop x crop patches (mostly around the lesion) of the slices; validation and inference see whole slices.
+    `patience` stops a run once validation Dice has been flat (no new best) for that many epochs.
     `arch_arguments` override the architecture's default widths (e.g. a U-Net++ at the U-Net's parameter count)."""
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -186,6 +195,9 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
         if (time.time() - started) / 60 + wall_before / 60 > max_minutes:
             log(f"time budget of {max_minutes} min reached; stopping after epoch {epoch}")
             break
+        if plateaued(history, patience):
+            log(f"validation Dice flat for {patience} epochs; stopping after epoch {epoch}")
+            break
         t0 = time.time()
         model.train()
         losses = []
@@ -218,6 +230,7 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
                  **{k: v for k, v in spec.data.items() if k not in ("split", "split_seed")}}
     spec.training = {"kind": kind, "init": init if kind == "hwa" else None,
                      "epochs_run": len(history) + earlier.get("epochs_run", 0), "epochs_planned": epochs,
+                     **({"patience": patience, "converged": plateaued(history, patience)} if patience else {}),
                      "batch_size": batch_size, "loss": {"dicece": "DiceCE", "dicefocal": "DiceFocal"}[loss_name],
                      "augmentation": augment, **({"patch": crop} if crop else {}), "optimizer": type(optimizer).__name__,
                      "learning_rate": optimizer.param_groups[0]["initial_lr"],
