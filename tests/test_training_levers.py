@@ -138,6 +138,14 @@ def test_a_2_5d_model_trains_with_the_levers_records_them_and_the_pipeline_feeds
     got = get_slice(result.foreground_probability(), "axial", 5)
     assert np.allclose(got, expected, atol=1e-4)
 
+    # the run's best checkpoint, looked at while training, is the network that was saved
+    from training.failure_analysis import snapshot_model
+    snap = snapshot_model(tmp_path / "runs" / "tiny_unet_25d", tmp_path / "snap")
+    assert snap.preprocessing == spec.preprocessing and snap.keep_largest == [1]
+    assert snap.data["split"] == spec.data["split"]
+    with torch.no_grad():
+        assert torch.allclose(load_digital(snap).eval()(x), net(x), atol=2e-2)
+
 
 def test_a_further_round_keeps_its_base_input(tiny_lgg, tmp_path):
     from training.train import train

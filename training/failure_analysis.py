@@ -9,6 +9,7 @@ With `flips`, also the Dice of a left-right test-time flip ensemble (mean class 
 and its mirror image, then the same post-processing), to decide that lever on validation.
 
     python -m training.failure_analysis --model lgg_unet_digital --data ../shared/data/lgg --json out.json
+    python -m training.failure_analysis --run /work/runs/NAME --data ../shared/data/lgg   # a digital run's best epoch so far
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from scipy import ndimage
 
 from engine.inference import RunSettings, Segmenter
 from engine.metrics import dice_per_label
-from engine.model_store import find_model
+from engine.model_store import ModelSpec, find_model, save_model
 from engine.pipeline import segment_volume
 from engine.postprocessing import keep_largest_component
 from engine.preprocessing import AXES, normalise_volume
@@ -70,6 +71,23 @@ def flip_ensemble(segmenter: Segmenter, volume, first=None) -> np.ndarray:
     mirrored = segment_volume(segmenter, dataclasses.replace(volume, data=np.ascontiguousarray(volume.data[::-1])))
     probs = first.probabilities + mirrored.probabilities[::-1]
     return probs.argmax(-1).astype(np.int64)
+
+
+def snapshot_model(run: Path, out: Path, checkpoint: str = "best.pt") -> ModelSpec:
+    """A digital-only model folder from a training run's `spec.json` and a checkpoint (the best epoch so far),
+    with every foreground label cut to its largest component, so `analyse` reports Dice raw and cut."""
+    import torch
+
+    spec = ModelSpec.from_dict(json.loads((run / "spec.json").read_text()))
+    if spec.kind != "digital":
+        raise ValueError(f"{run}: only digital runs can be looked at from their checkpoints")
+    state = torch.load(run / checkpoint, weights_only=True)
+    net = spec.build()
+    net.load_state_dict(state["model"] if "model" in state else state)
+    spec.keep_largest = list(range(1, spec.num_classes))
+    out.mkdir(parents=True, exist_ok=True)
+    save_model(spec, out, net.eval())
+    return spec
 
 
 def analyse(model: str, data: Path, split: str = "val", progress=print, flips: bool = False) -> list[dict]:
@@ -120,13 +138,22 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", help="a model name or folder")
+    p.add_argument("--run", help="a digital training run folder instead (spec.json and best.pt)")
     p.add_argument("--data", required=True)
     p.add_argument("--split", choices=["train", "val"], default="val")
     p.add_argument("--flips", action="store_true", help="also score a left-right test-time flip ensemble")
     p.add_argument("--json")
     args = p.parse_args(argv)
-    rows = analyse(args.model, Path(args.data), args.split, flips=args.flips)
+    if bool(args.model) == bool(args.run):
+        p.error("give --model or --run")
+    model = args.model
+    if args.run:
+        import tempfile
+
+        model = Path(tempfile.mkdtemp(prefix="snapshot_")) / Path(args.run).name
+        snapshot_model(Path(args.run), model)
+    rows = analyse(str(model), Path(args.data), args.split, flips=args.flips)
     print(markdown(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -178,6 +178,9 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
         raise ValueError(f"kind must be digital or hwa, not {kind!r}")
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     loss_name, loss_fn = loss, loss_function(loss)
+    # what the run builds, so its checkpoints can be evaluated while it trains (training.failure_analysis --run)
+    (run / "spec.json").write_text(json.dumps({**spec.to_dict(), "data": {"dataset": str(data.name), "layout": layout,
+                                                                         "split_seed": seed, "split": split}}, indent=1))
 
     ckpt_path = run / "checkpoint.pt"
     best_path = run / "best.pt"
