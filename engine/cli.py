@@ -133,7 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
           batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_minutes=args.max_minutes,
           runs_dir=Path(args.runs_dir), size=args.size, context=args.context, augment=args.augment, loss=args.loss,
           crop=args.crop, arch_arguments=args.arch_args,
-          patience=args.patience)
+          patience=args.patience, crop_foreground=args.crop_foreground)
     return 0
 
 
@@ -213,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=["dicece", "dicefocal"], default="dicece")
     p.add_argument("--arch-args", type=json.loads, help='JSON overriding the default widths, e.g. \'{"features": [28, 28, 56, 112, 224, 28]}\'')
     p.add_argument("--patience", type=int, help="stop when validation Dice has not improved for this many epochs")
-    p.add_argument("--crop", type=int, help="train on random CROP x CROP patches, mostly around the lesion")
+    p.add_argument("--crop", type=int, help="train on random CROP x CROP patches of the slices")
+    p.add_argument("--crop-foreground", type=float, default=1 / 3, help="share of patches centred on a lesion pixel")
     p.add_argument("--runs-dir", default="runs", help="where checkpoints and the log go (resumed from there)")
     p.set_defaults(func=cmd_train)
 

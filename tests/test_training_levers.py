@@ -75,7 +75,7 @@ def test_strong_augmentation_moves_image_and_label_together_and_keeps_labels_bin
         augmentations(0, "wild")
 
 
-def test_patches_are_cut_from_the_slice_with_their_labels_and_mostly_around_the_lesion():
+def test_patches_are_cut_from_the_slice_with_their_labels_and_around_the_lesion_as_asked():
     from training.data import SliceDataset
 
     x = np.arange(2 * 64 * 64, dtype=np.float32).reshape(2, 1, 64, 64)  # every pixel tells where it came from
@@ -122,7 +122,7 @@ def test_a_2_5d_model_trains_with_the_levers_records_them_and_the_pipeline_feeds
     assert spec.preprocessing.input_size == (32, 32) and spec.preprocessing.context == 1
     assert spec.preprocessing.in_channels == 3 and spec.arguments["in_channels"] == 3
     assert spec.training["loss"] == "DiceFocal" and spec.training["augmentation"] == "strong"
-    assert spec.training["patch"] == 16
+    assert spec.training["patch"] == 16 and spec.training["patch_foreground"] == pytest.approx(1 / 3)
 
     volume = load_scan(tiny_lgg / "imagesTr" / "lgg_0.nii.gz")
     result = segment_volume(Segmenter(spec, RunSettings(spec.name, "digital", 1, 0.0, 0.0, 0)), volume)

@@ -158,13 +158,13 @@ class SliceDataset(Dataset):
     """2D slices of the given cases. Empty slices are subsampled so foreground is not drowned out.
 
     With `crop`, each (augmented) slice is cut to a random crop x crop patch, centred on a lesion pixel
-    two times in three when the slice has one (as nnU-Net samples patches): a network trains at the
+    with probability `foreground_fraction` when the slice has one (nnU-Net: one in three): a network trains at the
     native resolution for the cost of a smaller input and still segments whole slices.
     """
 
     def __init__(self, loaded: dict[str, tuple[np.ndarray, np.ndarray]], case_ids: list[str],
                  augment: bool, seed: int = 0, empty_fraction: float = 0.25, strength: str = "standard",
-                 crop: int | None = None, foreground_fraction: float = 2 / 3) -> None:
+                 crop: int | None = None, foreground_fraction: float = 1 / 3) -> None:
         xs, ys = [], []
         rng = np.random.default_rng(seed)
         for cid in case_ids:

@@ -121,11 +121,13 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
           batch_size: int = 16, lr: float | None = None, seed: int = 0, max_minutes: float = 120.0,
           runs_dir: Path = Path("runs"), settings: DeviceSettings | None = None, log=print,
           size: int | None = None, context: int = 0, augment: str = "standard", loss: str = "dicece",
-          crop: int | None = None, arch_arguments: dict | None = None, patience: int | None = None) -> ModelSpec:
+          crop: int | None = None, arch_arguments: dict | None = None, patience: int | None = None,
+          crop_foreground: float = 1 / 3) -> ModelSpec:
     """`size` (square input, default the preset's), `context` (2.5D: neighbouring slices on each side as
     channels), `augment` ("standard" or "strong") and `loss` ("dicece" or "dicefocal") are the levers of a
     new digital model; a further round or an HWA model keeps its base model's input. `crop` trains on
-    random crop x crop patches (mostly around the lesion) of the slices; validation and inference see whole slices.
+    random crop x crop patches of the slices (centred on a lesion pixel with probability
+    `crop_foreground`); validation and inference see whole slices.
     `patience` stops a run once validation Dice has been flat (no new best) for that many epochs.
     `arch_arguments` override the architecture's default widths (e.g. a U-Net++ at the U-Net's parameter count)."""
     torch.manual_seed(seed)
@@ -147,7 +149,8 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
     started = time.time()
     loaded = load_cases([c for c in cases if c.case_id not in split["test"]], layout, prep, log)
     log(f"{len(loaded)} cases loaded in {time.time() - started:.0f}s; split {', '.join(f'{k} {len(v)}' for k, v in split.items())}")
-    train_set = SliceDataset(loaded, split["train"], augment=True, seed=seed, strength=augment, crop=crop)
+    train_set = SliceDataset(loaded, split["train"], augment=True, seed=seed, strength=augment, crop=crop,
+                             foreground_fraction=crop_foreground)
     val_ids = [c for c in split["val"] if c in loaded]
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, num_workers=0, drop_last=True,
                         generator=torch.Generator().manual_seed(seed))
@@ -235,7 +238,7 @@ def train(data: Path, arch: str, kind: str, out: Path, init: str | None = None, 
                      "epochs_run": len(history) + earlier.get("epochs_run", 0), "epochs_planned": epochs,
                      **({"patience": patience, "converged": plateaued(history, patience)} if patience else {}),
                      "batch_size": batch_size, "loss": {"dicece": "DiceCE", "dicefocal": "DiceFocal"}[loss_name],
-                     "augmentation": augment, **({"patch": crop} if crop else {}), "optimizer": type(optimizer).__name__,
+                     "augmentation": augment, **({"patch": crop, "patch_foreground": crop_foreground} if crop else {}), "optimizer": type(optimizer).__name__,
                      "learning_rate": optimizer.param_groups[0]["initial_lr"],
                      "wall_time_s": round(sum(h["seconds"] for h in history)) + earlier.get("wall_time_s", 0),
                      "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU",
