@@ -19,6 +19,7 @@ from training.report.jobs import KINDS, CaseCache, DatasetSplit
 from training.report.pipelining import pipelining
 from training.report.robustness import drop_rows, robustness, robustness_table
 from training.report.tile_mapping import tile_mapping
+from training.report.trust import trust_report
 from training.report.uncertainty import example, summary_rows, uncertainty
 
 DATASETS = ("lgg", "hippocampus", "nuclei")  # LGG first: uncertainty and pipelining are measured on it
@@ -105,6 +106,7 @@ def write_report(
     markdown.write_csv(urows, out / "uncertainty.csv")
     unmeasured = [spec.name for key, spec in models.items() if key not in unc]
     text += markdown.uncertainty_section(urows, unc, unmeasured, mc)
+    text += trust_report(data_root, out, measure)
 
     spec = models.get(("unet", "hwa")) or models.get(("unet", "digital")) or next(iter(models.values()))
     first = cases.cases[0]
