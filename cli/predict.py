@@ -134,7 +134,7 @@ def predict(args: argparse.Namespace) -> int:
             if not args.quiet:  # after the model loaded: a refusal stays one line
                 print(gate_line(fit, bool(args.model)), file=sys.stderr)
             result = segment(segmenter, volume, spec, args.quiet)
-            trust = case_trust(result, spec, run.mode)
+            trust = case_trust(result, spec, run)
             paths = write_results(result, Path(args.out), spec, run, fit=fit, outputs=outputs, **trust)
     finally:
         if main_thread:

@@ -134,17 +134,18 @@ def summary(
     }
 
 
-def case_trust(result: VolumeResult, spec: ModelSpec, mode: str) -> dict:
+def case_trust(result: VolumeResult, spec: ModelSpec, run: RunSettings) -> dict:
     """`write_results`' `verdict` and `lesions` for a finished result, computed here (the viewer keeps
-    its own, computed in the background): the case verdict under the model's calibration for `mode` (or
+    its own, computed in the background): the case verdict under the model's calibration for the run's
+    mode (or
     why there is none), and the lesions on the predictive entropy, flagged above the calibrated
     threshold (the map `training/trust_calibration.py` fits it on)."""
     from engine.findings import lesions
     from engine.trust import NO_CALIBRATION, calibration_for, verdict
 
-    calibration = calibration_for(spec, mode)
+    calibration = calibration_for(spec, run.mode)
     return {
-        "verdict": verdict(result, spec.preprocessing, calibration) if calibration else NO_CALIBRATION,
+        "verdict": verdict(result, spec.preprocessing, calibration, run) if calibration else NO_CALIBRATION,
         "lesions": lesions(
             result, "entropy", review_above=calibration.lesion_review_above if calibration else None
         ),
