@@ -137,9 +137,8 @@ def summary(
 def case_trust(result: VolumeResult, spec: ModelSpec, run: RunSettings) -> dict:
     """`write_results`' `verdict` and `lesions` for a finished result, computed here (the viewer keeps
     its own, computed in the background): the case verdict under the model's calibration for the run's
-    mode (or
-    why there is none), and the lesions on the predictive entropy, flagged above the calibrated
-    threshold (the map `training/trust_calibration.py` fits it on)."""
+    mode (or why there is none), and the lesions on the predictive entropy, flagged above the
+    calibrated threshold (the map `training/trust_calibration.py` fits it on)."""
     from engine.findings import lesions
     from engine.trust import NO_CALIBRATION, calibration_for, verdict
 
