@@ -412,21 +412,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from engine.files import OutputError
-    from engine.model_store import ModelError
-    from engine.volume import ScanError
+# The errors that are the user's to fix: one line, exit status 2.
+_USER_ERRORS = (
+    ("engine.volume", "ScanError"),
+    ("engine.model_store", "ModelError"),
+    ("engine.files", "OutputError"),
+)
 
-    args = build_parser().parse_args(argv)
+
+def _for_the_user(exc: Exception) -> bool:
+    """Whether `exc` is one of `_USER_ERRORS` (or a ValueError). The classes are looked up in the modules
+    already loaded: a module never imported raised nothing, and importing engine.volume for its
+    ScanError alone would load nibabel and pydicom for every command."""
+    kinds = tuple(
+        getattr(sys.modules[module], name) for module, name in _USER_ERRORS if module in sys.modules
+    )
+    return isinstance(exc, (ValueError, *kinds))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # --help and wrong arguments end here, having loaded nothing
     try:
         return args.func(args)
-    except (ScanError, ModelError, OutputError, ValueError) as exc:
-        message = str(exc).encode("utf-8", "backslashreplace").decode()  # names that are not UTF-8
-        print(f"aimc: error: {message}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("aimc: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not _for_the_user(exc):
+            raise
+        message = str(exc).encode("utf-8", "backslashreplace").decode()  # names that are not UTF-8
+        print(f"aimc: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -10,11 +10,14 @@ with like whether or not the scan carries metadata.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.preprocessing import AXES
-from engine.volume import Volume
+
+if TYPE_CHECKING:  # reading a card (aimc models) needs no scan reader: nibabel and pydicom stay unloaded
+    from engine.volume import Volume
 
 QUANTILES = (1, 50, 99)  # intensity percentiles that describe a scan's histogram
 
