@@ -62,7 +62,8 @@ def _training_running() -> bool:
 
 def bench_cold_start(rounds: int = 5) -> dict[str, float]:
     """Median wall seconds of each listing command in a fresh Python process (imports included), in
-    interleaved rounds, beside importing torch alone: what every command paid before imports were lazy."""
+    interleaved rounds, beside importing torch alone (what every command paid before imports were lazy)
+    and the bare interpreter (the floor)."""
     python = [sys.executable]
     detail = next(iter(s.name for s in list_models()), "lgg_unet_hwa")
     commands = {
@@ -70,6 +71,7 @@ def bench_cold_start(rounds: int = 5) -> dict[str, float]:
         "aimc models": [*python, "-m", "cli.main", "models"],
         "aimc models --detail": [*python, "-m", "cli.main", "models", "--detail", detail],
         'python -c "import torch"': [*python, "-c", "import torch"],
+        'python -c "pass"': [*python, "-c", "pass"],  # the interpreter alone: the floor
     }
     env = {**os.environ, "PYTHONPATH": str(RESOURCES.parent)}
     times: dict[str, list[float]] = {name: [] for name in commands}

@@ -24,6 +24,7 @@ def test_bench_prints_and_writes_every_number(tmp_path, monkeypatch):
         "aimc models",
         "aimc models --detail",
         'python -c "import torch"',
+        'python -c "pass"',
     } and all(v > 0 for v in report["cold_start_s"].values())
     (row,) = report["architectures"]
     assert row["arch"] == "unet" and row["input"] == [128, 128]
