@@ -39,13 +39,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from engine.export import write_results
+    from engine.export_formats import check_formats, parse_formats
     from engine.inference import Segmenter
     from engine.model_store import default_model, find_model
     from engine.pipeline import VolumeResult, run_slices
     from engine.run_settings import RunSettings
     from engine.volume import load_scan
 
+    formats = parse_formats(args.format or ["nifti"])
     volume = load_scan(args.scan, channel=args.channel)
+    check_formats(volume, formats)  # before any work: a DICOM SEG needs a DICOM source
     spec = find_model(args.model) if args.model else default_model()
     run = RunSettings(
         model=spec.name,
@@ -70,7 +73,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         bar.update(1)
     bar.close()
     result.finalise()
-    paths = write_results(result, Path(args.out), spec, run)
+    paths = write_results(result, Path(args.out), spec, run, formats=formats)
     if not args.quiet:
         written = ", ".join(str(p) for p in paths.values())
         print(f"{len(result.seconds)} slices in {time.perf_counter() - t0:.1f}s; wrote {written}")
@@ -249,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--channel", type=int, default=None, help="channel or time point of a 4D scan")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--format",
+        action="append",
+        metavar="FORMATS",
+        help="nifti (default), dicom-seg (SEG + parametric map + fractional SEG; DICOM scans only), "
+        "seg-nrrd (3D Slicer); repeat or separate with commas",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_predict)
 

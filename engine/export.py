@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from engine.compatibility import Fit
+from engine.export_formats import NIFTI, write_formats
 from engine.files import atomic_write_json
 from engine.findings import Lesion
 from engine.model_store import ModelSpec
@@ -145,18 +147,25 @@ def write_results(
     verdict: Verdict | str | None = None,
     fit: Fit | None = None,
     lesions: list[Lesion] | None = None,
+    formats: Sequence[str] = (NIFTI,),
 ) -> dict[str, Path]:
     """seg (uint8), the `uncertainty_map` and the probability map (float32) as NIfTI, and summary.json, in
     `out_dir`; the viewer may leave out either map. `verdict`, `fit` and `lesions` go into the summary
-    (see `summary`). A refused write is a `ScanError`."""
+    (see `summary`). `formats` chooses NIfTI, DICOM SEG and seg.nrrd (`engine.export_formats`; those
+    are written first, as they can be refused). A refused write is a `ScanError`."""
     out_dir = Path(out_dir)
     vol = result.volume
-    paths = {"segmentation": save_nifti(vol, result.segmentation, out_dir / SEGMENTATION, np.uint8)}
-    if uncertainty:
+    paths = write_formats(
+        result, out_dir, spec, run, formats, uncertainty_map, uncertainty=uncertainty, probability=probability
+    )
+    nifti = NIFTI in formats
+    if nifti:
+        paths["segmentation"] = save_nifti(vol, result.segmentation, out_dir / SEGMENTATION, np.uint8)
+    if uncertainty and nifti:
         paths["uncertainty"] = save_nifti(
             vol, result.maps[uncertainty_map], out_dir / UNCERTAINTY, np.float32
         )
-    if probability:
+    if probability and nifti:
         paths["probability"] = save_nifti(vol, probability_map(result), out_dir / PROBABILITY, np.float32)
     write_json(
         summary(result, spec, run, uncertainty_map, verdict=verdict, fit=fit, lesions=lesions),
