@@ -82,9 +82,17 @@ def nifti_values(nifti: nib.Nifti1Image, ds: pydicom.Dataset, frame: pydicom.Dat
     return np.asanyarray(nifti.dataobj)[index[..., 0], index[..., 1], index[..., 2]]
 
 
+def in_memory(nifti: nib.Nifti1Image) -> nib.Nifti1Image:
+    """The image decompressed once, not once per frame."""
+    return nib.Nifti1Image(np.asanyarray(nifti.dataobj), nifti.affine)
+
+
 def check_frames_on_source(ds: pydicom.Dataset, series: Path) -> None:
     """Every frame references a source instance and lies on its slice, with its orientation."""
-    sources = {d.SOPInstanceUID: d for d in (pydicom.dcmread(p) for p in series.glob("*.dcm"))}
+    sources = {
+        d.SOPInstanceUID: d
+        for d in (pydicom.dcmread(p, stop_before_pixels=True) for p in series.glob("*.dcm"))
+    }
     shared = ds.SharedFunctionalGroupsSequence[0]
     first = next(iter(sources.values()))
     assert list(shared.PlaneOrientationSequence[0].ImageOrientationPatient) == pytest.approx(
@@ -120,6 +128,7 @@ def check_binary_seg(path: Path, series: Path, nifti_labels: nib.Nifti1Image, na
     frames hold every labelled voxel."""
     ds = pydicom.dcmread(path)
     shared = ds.SharedFunctionalGroupsSequence[0]
+    nifti_labels = in_memory(nifti_labels)
     check_frames_on_source(ds, series)
     check_source_study(ds, series)
     assert ds.SegmentationType == "BINARY"
@@ -147,6 +156,7 @@ def check_float_map(
 ) -> pydicom.Dataset:
     """Each frame's values (times `scale`) equal the NIfTI map at the frame's world points."""
     ds = pydicom.dcmread(path)
+    nifti = in_memory(nifti)
     check_frames_on_source(ds, series)
     check_source_study(ds, series)
     pixels = ds.pixel_array.reshape(-1, ds.Rows, ds.Columns)
