@@ -57,10 +57,11 @@ def write_series(folder: Path, array_zyx: np.ndarray, direction=(1, 0, 0, 0, 1, 
     return folder
 
 
-def lgg_series(folder: Path) -> Path:
-    """The bundled LGG sample as a DICOM series (its LPS grid: rows posterior, columns left)."""
+def lgg_series(folder: Path, slices: slice = slice(None)) -> Path:
+    """The bundled LGG sample (or some of its axial `slices`) as a DICOM series (its LPS grid: rows
+    posterior, columns left)."""
     image = sitk.ReadImage(str(SAMPLES / "lgg_sample.nii.gz"))
-    return write_series(folder, sitk.GetArrayFromImage(image), tuple(image.GetDirection()))
+    return write_series(folder, sitk.GetArrayFromImage(image)[slices], tuple(image.GetDirection()))
 
 
 def nifti_values(nifti: nib.Nifti1Image, ds: pydicom.Dataset, frame: pydicom.Dataset) -> np.ndarray:
