@@ -26,8 +26,12 @@ from engine.terminology import Code, map_region, terms_for
 from engine.uncertainty import MAP_TITLES, MAP_UNITS
 
 MANUFACTURER = "aimc-med"
-# Series numbers of what we add to the study, high enough not to collide with a scanner's own.
-SERIES_NUMBERS = {"segmentation": 9001, "uncertainty": 9002, "probability": 9003}
+# What we add to the study: series number (high, not to collide with a scanner's), content label, title.
+OBJECTS = {
+    "segmentation": (9001, "AIMC_SEG", "AI segmentation"),
+    "uncertainty": (9002, "AIMC_UNCERTAINTY", "AI uncertainty"),
+    "probability": (9003, "AIMC_PROB", "AI probability"),
+}
 # UCUM codes of the map units: entropies in nats (a dimensionless annotation), probabilities unitless.
 _UCUM = {"nats": Code("{nat}", "UCUM", "nat"), "probability": Code("1", "UCUM", "no units")}
 
@@ -87,9 +91,18 @@ def _descriptions(spec: ModelSpec, run: RunSettings) -> list[hd.seg.SegmentDescr
     return descriptions
 
 
-def _equipment(spec: ModelSpec, run: RunSettings) -> dict:
-    """Who made the object: this software, the model, and the simulated device it ran on."""
+def _new_object(what: str, spec: ModelSpec, run: RunSettings) -> dict:
+    """A new series and instance (new UIDs) for `what` (a key of OBJECTS), and who made it: this
+    software, the model, and the simulated device it ran on."""
+    number, label, title = OBJECTS[what]
     return {
+        "series_instance_uid": hd.UID(),
+        "series_number": number,
+        "sop_instance_uid": hd.UID(),
+        "instance_number": 1,
+        "series_description": f"{title} {spec.name}"[:64],
+        "content_label": label,
+        "content_description": _settings_text(spec, run)[:64],
         "manufacturer": MANUFACTURER,
         "manufacturer_model_name": spec.name,
         "software_versions": _software_version(),
@@ -120,14 +133,7 @@ def segmentation(
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=_descriptions(spec, run),
-        series_instance_uid=hd.UID(),
-        series_number=SERIES_NUMBERS["segmentation"],
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        series_description=f"AI segmentation {spec.name}"[:64],
-        content_label="AIMC_SEG",
-        content_description=_settings_text(spec, run)[:64],
-        **_equipment(spec, run),
+        **_new_object("segmentation", spec, run),
     )
 
 
@@ -143,15 +149,8 @@ def probability_segmentation(
         segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
         fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
         segment_descriptions=_descriptions(spec, run),
-        series_instance_uid=hd.UID(),
-        series_number=SERIES_NUMBERS["probability"],
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        series_description=f"AI probability {spec.name}"[:64],
-        content_label="AIMC_PROB",
-        content_description=_settings_text(spec, run)[:64],
         omit_empty_frames=False,
-        **_equipment(spec, run),
+        **_new_object("probability", spec, run),
     )
 
 
@@ -194,17 +193,10 @@ def uncertainty_map(
     pm = hd.pm.ParametricMap(
         source_images=headers,
         pixel_array=frames,
-        series_instance_uid=hd.UID(),
-        series_number=SERIES_NUMBERS["uncertainty"],
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
         contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping],
         voi_lut_transformations=[window],
-        series_description=f"AI {title} {spec.name}"[:64],
-        content_label="AIMC_UNCERTAINTY",
-        content_description=_settings_text(spec, run)[:64],
-        **_equipment(spec, run),
+        **_new_object("uncertainty", spec, run),
     )
     if (anatomy := _frame_anatomy(spec)) is not None:
         pm.SharedFunctionalGroupsSequence[0].FrameAnatomySequence = [anatomy]

@@ -37,7 +37,7 @@ def source_headers(volume: Volume) -> list[Dataset]:
     """
     if not is_dicom(volume):
         raise ScanError(f"{volume.source}: {NOT_DICOM}")
-    headers = []
+    headers: list[Dataset] = []
     for name in volume.meta[DICOM_FILES]:
         try:
             header = pydicom.dcmread(name, stop_before_pixels=True)

@@ -10,6 +10,7 @@ by this call are removed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import partial
 from pathlib import Path
 
 from engine.dicom_source import NOT_DICOM, is_dicom
@@ -73,14 +74,14 @@ def write_formats(
     written: dict[str, Path] = {}
     try:
         if DICOM_SEG in formats:
-            from engine.dicom_export import dicom_objects
+            from engine.dicom_export import dicom_objects  # highdicom loads in seconds: only when asked
 
             objects = dicom_objects(
                 result, spec, run, uncertainty_map, uncertainty=uncertainty, probability=probability
             )
             for what, dataset in objects.items():
                 path = out_dir / DICOM_FILES[f"dicom_{what}"]
-                atomic_write(path, lambda tmp, ds=dataset: ds.save_as(tmp, enforce_file_format=True), ".dcm")
+                atomic_write(path, partial(dataset.save_as, enforce_file_format=True), ".dcm")
                 written[f"dicom_{what}"] = path
         if SEG_NRRD in formats:
             from engine.segnrrd import save_seg_nrrd
