@@ -45,6 +45,10 @@ PATIENT = {
     "0020|0052": "1.2.826.0.1.3680043.2.1125.1.55555",  # Frame of Reference
 }
 _LPS = np.diag([-1.0, -1.0, 1.0])
+NEEDS_DCIODVFY = pytest.mark.skipif(
+    shutil.which("dciodvfy") is None,
+    reason="dciodvfy is not installed (Debian package dicom3tools; .ci/run installs it where it can)",
+)
 
 
 def write_series(folder: Path, array_zyx: np.ndarray, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1), **kw) -> Path:
@@ -266,10 +270,8 @@ def test_seg_nrrd_has_the_niftis_geometry(predicted) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    shutil.which("dciodvfy") is None, reason="dciodvfy (Debian package dicom3tools) is not installed"
-)
-def test_dciodvfy_finds_no_errors(predicted) -> None:
+@NEEDS_DCIODVFY
+def test_dciodvfy_finds_no_errors_on_the_lgg_export(predicted) -> None:
     _, out = predicted
     for name in DICOM_FILES.values():
         assert dciodvfy(out / name) == [], name
@@ -314,17 +316,24 @@ def _result(volume, spec, seed: int = 0) -> VolumeResult:
 RUN = RunSettings(model="small_unet", mode="analog", mc_samples=4, noise_level=1.5, drift_s=86400, seed=3)
 
 
-def test_seg_map_and_fractional_seg_of_a_sagittal_series(tmp_path, small_model) -> None:
+@pytest.fixture
+def sagittal_export(tmp_path, small_model) -> tuple[Path, Path]:
+    """A made-up analog result on a small sagittal series, exported as NIfTI and DICOM."""
     series = write_series(
         tmp_path / "series", np.arange(5 * 7 * 6).reshape(5, 7, 6), ORIENTATIONS["sagittal"]
     )
-    volume = load_scan(series)
     background, lesion = small_model.labels
     spec = replace(small_model, labels=[background, replace(lesion, name="FLAIR abnormality")])
-    result = _result(volume, spec)
     out = tmp_path / "out"
-    written = write_results(result, out, spec, RUN, "std", formats=("nifti", "dicom-seg"))
+    written = write_results(
+        _result(load_scan(series), spec), out, spec, RUN, "std", formats=("nifti", "dicom-seg")
+    )
     assert {p.name for p in written.values()} >= set(DICOM_FILES.values())
+    return series, out
+
+
+def test_seg_map_and_fractional_seg_of_a_sagittal_series(sagittal_export) -> None:
+    series, out = sagittal_export
     check_binary_seg(out / "seg.dcm", series, nib.load(out / "seg.nii.gz"), {1: "FLAIR abnormality"})
     ds = check_float_map(out / "uncertainty.dcm", series, nib.load(out / "uncertainty.nii.gz"), 1e-6)
     assert ds.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0].LUTLabel == "std"
@@ -332,9 +341,13 @@ def test_seg_map_and_fractional_seg_of_a_sagittal_series(tmp_path, small_model) 
     seg = hd.seg.segread(out / "seg.dcm")
     parameters = seg.get_segment_description(1).algorithm_identification[0].AlgorithmParameters
     assert "mode=analog" in parameters and "noise_level=1.5" in parameters and "drift_s=86400" in parameters
-    if shutil.which("dciodvfy"):
-        for name in DICOM_FILES.values():
-            assert dciodvfy(out / name) == [], name
+
+
+@NEEDS_DCIODVFY
+def test_dciodvfy_finds_no_errors_on_a_sagittal_series(sagittal_export) -> None:
+    _, out = sagittal_export
+    for name in DICOM_FILES.values():
+        assert dciodvfy(out / name) == [], name
 
 
 def test_an_empty_segmentation_still_makes_a_valid_seg(tmp_path, small_model) -> None:
