@@ -44,7 +44,10 @@ def parse_formats(values: Iterable[str]) -> tuple[str, ...]:
 
 def check_formats(volume: Volume, formats: Sequence[str]) -> None:
     """Raise `ScanError` (one line for the user) when `volume` cannot be exported in `formats`."""
-    parse_formats(formats)
+    try:
+        parse_formats(formats)
+    except ValueError as exc:
+        raise ScanError(str(exc)) from None
     if DICOM_SEG in formats and not is_dicom(volume):
         raise ScanError(f"{volume.source}: {NOT_DICOM}")
 

@@ -23,7 +23,7 @@ from cli.main import main
 from engine.dicom_export import dicom_objects
 from engine.dicom_source import source_frames, source_headers
 from engine.export import write_results
-from engine.export_formats import DICOM_FILES, SEG_NRRD_FILE, parse_formats, write_formats
+from engine.export_formats import DICOM_FILES, SEG_NRRD_FILE, check_formats, parse_formats, write_formats
 from engine.pipeline import VolumeResult
 from engine.run_settings import RunSettings
 from engine.volume import ScanError, load_scan
@@ -378,6 +378,8 @@ def test_an_unknown_format_is_exit_2(tmp_path, capsys) -> None:
     )
     assert "unknown export format dicom" in capsys.readouterr().err and not out.exists()
     assert parse_formats(["seg-nrrd", "NIfTI , dicom-seg"]) == ("nifti", "dicom-seg", "seg-nrrd")
+    with pytest.raises(ScanError, match="no export format chosen"):  # the viewer with every format unticked
+        check_formats(load_scan(SAMPLES / "lgg_sample.nii.gz"), ())
 
 
 def test_a_source_series_gone_since_reading_is_one_message(tmp_path, small_model) -> None:

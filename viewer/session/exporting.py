@@ -29,7 +29,7 @@ def refusal(volume: Volume, formats: Sequence[str]) -> str | None:
     """Why `volume` cannot be exported in `formats` (a DICOM SEG of a scan not read from DICOM), or None."""
     try:
         check_formats(volume, formats)
-    except (ScanError, ValueError) as exc:
+    except ScanError as exc:
         return str(exc)
     return None
 
