@@ -306,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace files in the output folder that aimc did not write (or that were changed since)",
     )
+    p.add_argument(
+        "--format",
+        action="append",
+        metavar="FORMATS",
+        help="nifti (default), dicom-seg (SEG + parametric map + fractional SEG; DICOM scans only), "
+        "seg-nrrd (3D Slicer); repeat or separate with commas",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_predict)
 

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.compatibility import Fit, assess, choose_model
-from engine.export import RESULT_FILES, case_trust, write_results
+from engine.export import RESULT_FILES, SUMMARY, case_trust, write_results
+from engine.export_formats import NIFTI, check_formats, file_names, parse_formats
 from engine.files import OutputSet
 from engine.model_store import ModelError, ModelSpec, find_model, scan_models
 from engine.run_settings import RunSettings
-from engine.volume import Volume, load_scan
+from engine.volume import ScanError, Volume, load_scan
 
 if TYPE_CHECKING:
     from engine.inference import Segmenter
@@ -115,6 +116,11 @@ def predict(args: argparse.Namespace) -> int:
     """The command: check, choose, run, write, say what was found. SIGTERM ends it as Ctrl-C does: the
     output set being written is dropped, the folder keeps its earlier set."""
     volume = load_scan(args.scan, channel=args.channel)
+    try:
+        formats = parse_formats(args.format or [NIFTI])
+    except ValueError as exc:
+        raise ScanError(str(exc)) from None
+    check_formats(volume, formats)  # a DICOM SEG needs a DICOM source: said before any work
     spec, fit = choose(volume, args.model, args.force)
     run = RunSettings(
         model=spec.name,
@@ -128,14 +134,16 @@ def predict(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         with OutputSet(args.out, overwrite=args.overwrite, protect=[args.scan]) as outputs:
-            outputs.check(RESULT_FILES)
+            outputs.check([*(RESULT_FILES if NIFTI in formats else (SUMMARY,)), *file_names(formats)])
             t0 = time.perf_counter()
             segmenter = load(spec, run)
             if not args.quiet:  # after the model loaded: a refusal stays one line
                 print(gate_line(fit, bool(args.model)), file=sys.stderr)
             result = segment(segmenter, volume, spec, args.quiet)
             trust = case_trust(result, spec, run)
-            paths = write_results(result, Path(args.out), spec, run, fit=fit, outputs=outputs, **trust)
+            paths = write_results(
+                result, Path(args.out), spec, run, fit=fit, outputs=outputs, formats=formats, **trust
+            )
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

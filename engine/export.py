@@ -6,12 +6,13 @@ that tells our files from the user's, one writer at a time per folder."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engine.export_formats import NIFTI, file_names, write_formats
 from engine.files import OutputSet, atomic_write_json
 from engine.volume import ScanError, save_nifti
 
@@ -175,6 +176,7 @@ def write_results(
     extra_files: Mapping[str, Callable[[Path], object]] | None = None,
     overwrite: bool = False,
     outputs: OutputSet | None = None,
+    formats: Sequence[str] = (NIFTI,),
 ) -> dict[str, Path]:
     """seg (uint8), the `uncertainty_map` and the probability map (float32) as NIfTI, and summary.json, in
     `out_dir`, as one output set; the viewer may leave out either map. `verdict`, `fit` and `lesions` go
@@ -185,7 +187,8 @@ def write_results(
     work); otherwise one is opened here, refusing to replace files aimc did not write unless `overwrite`.
     A refused or failed write raises `ScanError` or `engine.files.OutputError` and leaves the folder as
     it was. Returns the final paths by kind (segmentation, uncertainty, probability, summary, and the
-    names of `extra_files`)."""
+    names of `extra_files`). `formats` chooses NIfTI, DICOM SEG and seg.nrrd (`engine.export_formats`).
+    """
     if outputs is None:
         with OutputSet(out_dir, overwrite=overwrite, protect=[result.volume.source]) as opened:
             return write_results(
@@ -202,18 +205,24 @@ def write_results(
                 extra=extra,
                 extra_files=extra_files,
                 outputs=opened,
+                formats=formats,
             )
     vol = result.volume
-    arrays: dict[str, tuple[str, np.ndarray, type]] = {
-        "segmentation": (SEGMENTATION, result.segmentation, np.uint8)
-    }
-    if uncertainty:
-        arrays["uncertainty"] = (UNCERTAINTY, result.maps[uncertainty_map], np.float32)
-    if probability:
-        arrays["probability"] = (PROBABILITY, probability_map(result), np.float32)
+    arrays: dict[str, tuple[str, np.ndarray, type]] = {}
+    if NIFTI in formats:
+        arrays["segmentation"] = (SEGMENTATION, result.segmentation, np.uint8)
+        if uncertainty:
+            arrays["uncertainty"] = (UNCERTAINTY, result.maps[uncertainty_map], np.float32)
+        if probability:
+            arrays["probability"] = (PROBABILITY, probability_map(result), np.float32)
     names = {kind: name for kind, (name, _, _) in arrays.items()}
     names.update({"summary": SUMMARY, **{name: name for name in extra_files or {}}})
-    outputs.check(names.values())
+    outputs.check([*names.values(), *file_names(formats)])
+    staging = outputs.path(SUMMARY).parent  # the other formats are written beside, into the same set
+    for kind, path in write_formats(
+        result, staging, spec, run, formats, uncertainty_map, uncertainty=uncertainty, probability=probability
+    ).items():
+        names[kind] = outputs.path(path.name).name
     for name, array, dtype in arrays.values():
         save_nifti(vol, array, outputs.path(name), dtype)
     record = summary(result, spec, run, uncertainty_map, verdict=verdict, fit=fit, lesions=lesions)

@@ -38,6 +38,9 @@ DICOM_DESCRIPTORS = {
     "patient_id": "0010|0020",
     "study_date": "0008|0020",
 }
+# The series' files in reading order, kept in `Volume.meta` so exports can reference the source
+# instances (engine/dicom_source.py reads their headers).
+DICOM_FILES = "dicom_files"
 
 
 class ScanError(Exception):
@@ -344,7 +347,9 @@ def _read_dicom_series(folder: Path, channel: int | None) -> Volume:
         except MemoryError:
             raise ScanError(f"{folder}: the series does not fit in memory") from None
         _check_even_spacing(reader, list(files), folder)
+        kept = tuple(str(folder / os.path.relpath(f, name)) for f in files)
     volume = _itk_to_volume(image, str(folder), channel, "DICOM")
+    volume.meta[DICOM_FILES] = kept
     volume.modality = _dicom_tag(reader, "0008|0060") or "unknown"
     for key, tag in DICOM_DESCRIPTORS.items():
         if value := _dicom_tag(reader, tag):

@@ -64,7 +64,8 @@ def test_labels_are_written_as_uint8(tmp_path):
     assert np.asanyarray(out.dataobj).sum() == 1
 
 
-def _write_dicom_series(folder, array_zyx, spacing, origin, direction):
+def _write_dicom_series(folder, array_zyx, spacing, origin, direction, tags=None):
+    """One file per slice with the geometry tags; `tags` adds or overrides ("gggg|eeee": value)."""
     image = sitk.GetImageFromArray(array_zyx.astype(np.int16))
     image.SetSpacing(spacing)
     image.SetOrigin(origin)
@@ -86,6 +87,7 @@ def _write_dicom_series(folder, array_zyx, spacing, origin, direction):
             ("0020|0013", str(z + 1)),
             ("0008|0016", "1.2.840.10008.5.1.4.1.1.4"),
             ("0008|0018", f"{series_uid}.{z + 1}"),
+            *(tags or {}).items(),
         ]:
             sl.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))

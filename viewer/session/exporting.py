@@ -3,24 +3,35 @@ trusting the result in the summary (the gate's fit of the model, the case verdic
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from engine.export import PROBABILITY, SEGMENTATION, SUMMARY, UNCERTAINTY
+from engine.export_formats import NIFTI, check_formats, file_names
 from engine.findings import lesions
 from engine.model_store import ModelSpec
 from engine.pipeline import VolumeResult
 from engine.run_settings import RunSettings
+from engine.volume import ScanError, Volume
 from viewer.session.gate import Gate
 from viewer.session.verdicts import Verdicts, lesion_review
 
 NOT_FINISHED = "the run has not finished: no verdict yet"
 
 
-def would_replace(folder: str | Path) -> list[str]:
-    """The names of the files an export to `folder` would replace."""
-    return [
-        name for name in (SEGMENTATION, UNCERTAINTY, PROBABILITY, SUMMARY) if (Path(folder) / name).exists()
-    ]
+def would_replace(folder: str | Path, formats: Sequence[str] = (NIFTI,)) -> list[str]:
+    """The names of the files an export to `folder` in `formats` would replace."""
+    nifti = [SEGMENTATION, UNCERTAINTY, PROBABILITY] if NIFTI in formats else []
+    return [name for name in (*nifti, *file_names(formats), SUMMARY) if (Path(folder) / name).exists()]
+
+
+def refusal(volume: Volume, formats: Sequence[str]) -> str | None:
+    """Why `volume` cannot be exported in `formats` (a DICOM SEG of a scan not read from DICOM), or None."""
+    try:
+        check_formats(volume, formats)
+    except ScanError as exc:
+        return str(exc)
+    return None
 
 
 def trust_record(

@@ -11,6 +11,7 @@ state of their own.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from engine.export import write_results
+from engine.export_formats import NIFTI
 from engine.model_store import ModelSpec
 from engine.pipeline import VolumeResult
 from engine.preprocessing import AXES, get_slice, slice_count
@@ -36,7 +38,7 @@ from viewer.session.display import (
     window_for,
 )
 from viewer.session.events import SessionEvents
-from viewer.session.exporting import trust_record, would_replace
+from viewer.session.exporting import refusal, trust_record, would_replace
 from viewer.session.findings_table import findings
 from viewer.session.gate import Gate, check_scan
 from viewer.session.notices import Notice, fit_line, gate_notice, verdict_notice
@@ -371,10 +373,21 @@ class ReadingSession:
         default = str(Path(self.volume.source).parent) if self.volume is not None else str(Path.home())
         return str(self.store.value("export_dir", default))
 
-    def export_would_replace(self, folder: str | Path) -> list[str]:
-        return would_replace(folder)
+    def export_would_replace(self, folder: str | Path, formats: Sequence[str] = (NIFTI,)) -> list[str]:
+        return would_replace(folder, formats)
 
-    def export(self, folder: str | Path, map_name: str, uncertainty: bool, probability: bool) -> list[Path]:
+    def export_refusal(self, formats: Sequence[str]) -> str | None:
+        """Why the scan on screen cannot be exported in `formats`, before a folder is asked for."""
+        return refusal(self.volume, formats) if self.volume is not None else None
+
+    def export(
+        self,
+        folder: str | Path,
+        map_name: str,
+        uncertainty: bool,
+        probability: bool,
+        formats: Sequence[str] = (NIFTI,),
+    ) -> list[Path]:
         """The result on screen as `engine.export` writes it (the CLI's file names) in `folder`, with the
         case verdict, the gate's fit of the model and the lesions (of a complete result) in the summary.
 
@@ -393,6 +406,7 @@ class ReadingSession:
             uncertainty=uncertainty,
             probability=probability,
             overwrite=True,  # the export dialog asked before replacing any file (`export_would_replace`)
+            formats=formats,
             **trust,
         )
         self.store.setValue("export_dir", str(folder))

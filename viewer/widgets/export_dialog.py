@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
 
+from engine.export_formats import NIFTI
 from engine.volume import ScanError
 from viewer.session.session import ReadingSession
 
@@ -15,12 +16,21 @@ if TYPE_CHECKING:
     from viewer.widgets.main_window import MainWindow
 
 
-def ask_export_folder(parent: QWidget, session: ReadingSession) -> str | None:
-    """The folder to export the result on screen to, or None when there is nothing to export or the
-    reader changes their mind. The files inside have fixed names (those of `aimc predict`)."""
+def ask_export_folder(
+    parent: QWidget, session: ReadingSession, formats: tuple[str, ...] = (NIFTI,)
+) -> str | None:
+    """The folder to export the result on screen to in `formats`, or None when there is nothing to
+    export, the scan cannot be exported so (a DICOM SEG of a scan not read from DICOM), or the reader
+    changes their mind. The files inside have fixed names (those of `aimc predict`)."""
     done, total = session.segmented()
     if not done:
         QMessageBox.information(parent, "Export", "There is no segmentation to export yet.")
+        return None
+    if not formats:
+        QMessageBox.information(parent, "Export", "Choose a format in File > Export formats.")
+        return None
+    if problem := session.export_refusal(formats):
+        QMessageBox.warning(parent, "Export", f"{problem}\n\nChoose another format in File > Export formats.")
         return None
     yes = QMessageBox.StandardButton.Yes
     if (
@@ -36,7 +46,7 @@ def ask_export_folder(parent: QWidget, session: ReadingSession) -> str | None:
     folder = QFileDialog.getExistingDirectory(parent, "Export results to a folder", session.export_folder())
     if not folder:
         return None
-    replaced = session.export_would_replace(folder)
+    replaced = session.export_would_replace(folder, formats)
     if (
         replaced
         and QMessageBox.question(
@@ -54,9 +64,13 @@ class Exporter:
     def __init__(self, window: MainWindow, session: ReadingSession) -> None:
         self.window, self.session = window, session
 
+    def formats(self) -> tuple[str, ...]:
+        """The formats checked in File > Export formats."""
+        return tuple(name for name, action in self.window.menus.export_formats.items() if action.isChecked())
+
     def export_results(self) -> None:
         """Ask for a folder, then write the segmentation (and the chosen maps) aligned with the scan."""
-        folder = ask_export_folder(self.window, self.session)
+        folder = ask_export_folder(self.window, self.session, self.formats())
         if folder:
             self.export_to(folder)
 
@@ -69,6 +83,7 @@ class Exporter:
                 window.overlay_panel.map_name,
                 menus.export_uncertainty.isChecked(),
                 menus.export_probability.isChecked(),
+                self.formats(),
             )
         except (ScanError, OSError) as exc:
             QMessageBox.critical(

@@ -13,11 +13,19 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QMenu
 
+from engine.export_formats import DICOM_SEG, NIFTI, SEG_NRRD
 from viewer.session.display import CT_PRESETS, MR_AUTO, VIEWS
 from viewer.widgets.help_dialogs import show_about, show_shortcuts
 
 if TYPE_CHECKING:
     from viewer.widgets.main_window import MainWindow
+
+
+EXPORT_FORMATS = {
+    NIFTI: "NIfTI (.nii.gz)",
+    DICOM_SEG: "DICOM SEG + parametric map (scans read from DICOM)",
+    SEG_NRRD: "3D Slicer segmentation (.seg.nrrd)",
+}
 
 
 @dataclass(frozen=True)
@@ -27,6 +35,7 @@ class Menus:
     recent: QMenu
     export_uncertainty: QAction
     export_probability: QAction
+    export_formats: dict[str, QAction]  # engine.export_formats.FORMATS -> its toggle
     large_views: dict[str, QAction]
 
 
@@ -68,6 +77,12 @@ def build_menus(window: MainWindow) -> Menus:
         window, "Export includes the probability map", lambda: None, None, file, True
     )
     export_uncertainty.setChecked(True)
+    formats = file.addMenu("Export &formats")
+    export_formats = {
+        name: _action(window, text, lambda: None, None, formats, True)
+        for name, text in EXPORT_FORMATS.items()
+    }
+    export_formats[NIFTI].setChecked(True)
     file.addSeparator()
     _action(window, "&Quit", window.close, "Ctrl+Q", file)
 
@@ -103,4 +118,4 @@ def build_menus(window: MainWindow) -> Menus:
     helpm = bar.addMenu("&Help")
     _action(window, "&Keyboard and mouse…", lambda: show_shortcuts(window), "F1", helpm)
     _action(window, "&About…", lambda: show_about(window), None, helpm)
-    return Menus(recent, export_uncertainty, export_probability, large_views)
+    return Menus(recent, export_uncertainty, export_probability, export_formats, large_views)
