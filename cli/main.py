@@ -7,6 +7,7 @@ Errors in the user's input end with one line on stderr and exit status 2, never 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -38,15 +39,19 @@ def _mc(text: str) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from engine.compatibility import assess, dimension_mismatch, dimension_refusal
     from engine.export import write_results
     from engine.inference import Segmenter
-    from engine.model_store import default_model, find_model
+    from engine.model_store import default_model, find_model, list_models
     from engine.pipeline import VolumeResult, run_slices
     from engine.run_settings import RunSettings
-    from engine.volume import load_scan
+    from engine.volume import ScanError, load_scan
 
     volume = load_scan(args.scan, channel=args.channel)
     spec = find_model(args.model) if args.model else default_model()
+    refusal = dimension_mismatch(volume, spec) and dimension_refusal(volume, spec, list_models())
+    if refusal and not args.force:
+        raise ScanError(refusal)
     run = RunSettings(
         model=spec.name,
         mode=args.mode,
@@ -70,10 +75,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         bar.update(1)
     bar.close()
     result.finalise()
-    paths = write_results(result, Path(args.out), spec, run)
+    paths = write_results(result, Path(args.out), spec, run, fit=assess(volume, spec) if refusal else None)
     if not args.quiet:
         written = ", ".join(str(p) for p in paths.values())
         print(f"{len(result.seconds)} slices in {time.perf_counter() - t0:.1f}s; wrote {written}")
+        if "nuclei" in paths:
+            print(f"{json.loads(paths['summary'].read_text())['nuclei']['count']} nuclei")
     return 0
 
 
@@ -231,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predict", help="segment a scan and write seg, uncertainty, probability and a summary")
-    p.add_argument("scan", help="NIfTI file, MHA/MHD, NRRD or a DICOM folder")
+    p.add_argument("scan", help="NIfTI file, MHA/MHD, NRRD, a DICOM folder, or a PNG, TIFF or JPEG image")
     p.add_argument(
         "--model", help="model name in resources/models or a model folder (default: the LGG U-Net)"
     )
@@ -247,7 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--drift", type=_positive_drift, default=3600.0, help="seconds from programming to inference"
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--channel", type=int, default=None, help="channel or time point of a 4D scan")
+    p.add_argument(
+        "--channel", type=int, default=None, help="channel or time point of a 4D scan, or of a colour image"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="run a 2D model on a 3D scan or a 3D model on a 2D image"
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_predict)

@@ -10,6 +10,8 @@ import numpy as np
 from engine.compatibility import Fit
 from engine.files import atomic_write_json
 from engine.findings import Lesion
+from engine.images2d import in_image_units
+from engine.instances import write_instances
 from engine.model_store import ModelSpec
 from engine.pipeline import VolumeResult
 from engine.run_settings import RunSettings
@@ -93,7 +95,7 @@ def summary(
         trust["verdict"] = verdict_entry(verdict)
     if lesions is not None:
         trust["lesions"] = lesion_entries(lesions, names, uncertainty_map)
-    return {
+    report = {
         "scan": result.volume.source,
         "model": spec.name,
         "model_kind": spec.kind,
@@ -123,6 +125,7 @@ def summary(
         "voxel_volume_ml": result.volume.voxel_volume_ml,
         **trust,
     }
+    return in_image_units(report, result.volume, result.segmentation)
 
 
 def write_json(data: dict, path: Path) -> None:
@@ -158,8 +161,10 @@ def write_results(
         )
     if probability:
         paths["probability"] = save_nifti(vol, probability_map(result), out_dir / PROBABILITY, np.float32)
+    nuclei_paths, nuclei_entry = write_instances(result, spec, out_dir, uncertainty_map)
+    paths.update(nuclei_paths)
     write_json(
-        summary(result, spec, run, uncertainty_map, verdict=verdict, fit=fit, lesions=lesions),
+        summary(result, spec, run, uncertainty_map, verdict=verdict, fit=fit, lesions=lesions) | nuclei_entry,
         out_dir / SUMMARY,
     )
     paths["summary"] = out_dir / SUMMARY
