@@ -104,7 +104,7 @@ def _statistics(stats: ScanStatistics, card: ModelCard) -> list[str]:
 
 
 def dimensionality(volume: Volume) -> str:
-    """"2D" for an image (read from a 2D file, or one slice thick along any axis), "3D" for a volume."""
+    """ "2D" for an image (read from a 2D file, or one slice thick along any axis), "3D" for a volume."""
     return "2D" if is_planar(volume) or 1 in volume.shape else "3D"
 
 

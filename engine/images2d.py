@@ -152,42 +152,59 @@ def _physical(dpi_x: float, dpi_y: float) -> tuple[float, float] | None:
     return 25.4 / dpi_x, 25.4 / dpi_y
 
 
-def _pillow_pixel_size(path: Path) -> tuple[float, float] | None:
-    """PNG pHYs (Pillow reports it only when its unit is the metre) or JPEG JFIF density, in mm."""
+def _deep_colour(im) -> bool:  # noqa: ANN001 (a PIL image, opened lazily)
+    """16 bits per colour channel, which Pillow would cut to 8."""
+    return im.mode in ("RGB", "RGBA") and any(";16" in str(tile.args) for tile in im.tile)
+
+
+def _read_picture(path: Path, channel: int | None) -> Volume:
+    """PNG or JPEG: decoded by Pillow (clean errors, no libpng noise on stderr), 16-bit colour by
+    SimpleITK; the declared size is checked before any pixel is decoded."""
     from PIL import Image
 
+    fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
+                _check_declared_size(im.size, path)
                 dpi = im.info.get("dpi")
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
-    if not dpi or len(dpi) != 2:
-        return None
-    return _physical(float(dpi[0]), float(dpi[1]))
+                deep = _deep_colour(im)
+                if not deep:
+                    if im.mode in ("1", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+                        alpha = im.mode == "PA" or "transparency" in im.info
+                        im = im.convert("L" if im.mode == "1" else "RGBA" if alpha else "RGB")
+                    pixels = np.asarray(im)
+    except ScanError:
+        raise
+    except Image.DecompressionBombError:
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise ScanError(
+            f"{path}: the header declares more pixels than Pillow decodes safely ({limit:,}); "
+            "a decompression bomb, or an image to tile first"
+        ) from None
+    except MemoryError:
+        raise ScanError(f"{path}: the image does not fit in memory") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ScanError(f"{path}: not a readable image ({str(exc).splitlines()[0][:200]})") from None
+    if deep:
+        pixels = _read_deep_colour(path)
+    size = _physical(float(dpi[0]), float(dpi[1])) if dpi and len(dpi) == 2 else None
+    return image_volume(pixels, path, fmt, size, channel)
 
 
-def _read_itk_image(path: Path, channel: int | None) -> Volume:
-    """PNG or JPEG through SimpleITK (Pillow would cut 16-bit colour to 8 bits)."""
+def _read_deep_colour(path: Path) -> np.ndarray:
+    """A 16-bit colour PNG's pixels through SimpleITK."""
     import SimpleITK as sitk
 
     with _itk_path(path) as name:
         try:
-            info = sitk.ImageFileReader()
-            info.SetFileName(name)
-            info.ReadImageInformation()
-            _check_declared_size(info.GetSize(), path)
-            image = sitk.ReadImage(name)
+            return sitk.GetArrayFromImage(sitk.ReadImage(name))
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
             raise ScanError(f"{path}: not a readable image ({first[:200]})") from None
         except MemoryError:
             raise ScanError(f"{path}: the image does not fit in memory") from None
-    if image.GetDimension() != 2:
-        raise ScanError(f"{path}: a {image.GetDimension()}D image; a 2D picture was expected")
-    fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
-    return image_volume(sitk.GetArrayFromImage(image), path, fmt, _pillow_pixel_size(path), channel)
 
 
 def _tiff_pixel_size(tif) -> tuple[float, float] | None:  # noqa: ANN001 (tifffile.TiffFile)
@@ -243,7 +260,7 @@ def read_image(path: Path, channel: int | None = None) -> Volume:
     """A PNG, TIFF or JPEG file as a one-slice volume; `ScanError` for anything unreadable."""
     if path.suffix.lower() in (".tif", ".tiff"):
         return _read_tiff(path, channel)
-    return _read_itk_image(path, channel)
+    return _read_picture(path, channel)
 
 
 def read_dicom_image(file: Path, channel: int | None = None) -> Volume:

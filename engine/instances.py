@@ -179,7 +179,9 @@ def write_instances(
         return {}, {}
     found = instances(result, map_name)
     out_dir = Path(out_dir)
-    paths = {"instances": save_nifti(result.volume, instance_volume(result, found), out_dir / INSTANCES, np.int32)}
+    paths = {
+        "instances": save_nifti(result.volume, instance_volume(result, found), out_dir / INSTANCES, np.int32)
+    }
     table = out_dir / NUCLEI_TABLE
     try:
         atomic_write(table, lambda tmp: Path(tmp).write_text(nuclei_csv(found), encoding="utf-8"), ".csv")

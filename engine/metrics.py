@@ -102,7 +102,7 @@ def dsb_average_precision(
 
 
 def instance_f1(pred: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> float:
-    """Detection F1 (2 TP / (2 TP + FP + FN)) with a match at IoU above `threshold`; 1.0 when both are empty."""
+    """Detection F1, 2 TP / (2 TP + FP + FN), a match being IoU above `threshold`; 1.0 when both are empty."""
     iou = instance_iou(pred, truth)
     if iou.size == 0:
         return 1.0 if iou.shape == (0, 0) else 0.0

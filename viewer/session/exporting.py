@@ -7,6 +7,7 @@ from pathlib import Path
 
 from engine.export import PROBABILITY, SEGMENTATION, SUMMARY, UNCERTAINTY
 from engine.findings import lesions
+from engine.instances import INSTANCES, NUCLEI_TABLE
 from engine.model_store import ModelSpec
 from engine.pipeline import VolumeResult
 from engine.run_settings import RunSettings
@@ -19,7 +20,9 @@ NOT_FINISHED = "the run has not finished: no verdict yet"
 def would_replace(folder: str | Path) -> list[str]:
     """The names of the files an export to `folder` would replace."""
     return [
-        name for name in (SEGMENTATION, UNCERTAINTY, PROBABILITY, SUMMARY) if (Path(folder) / name).exists()
+        name
+        for name in (SEGMENTATION, UNCERTAINTY, PROBABILITY, INSTANCES, NUCLEI_TABLE, SUMMARY)
+        if (Path(folder) / name).exists()
     ]
 
 
