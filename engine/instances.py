@@ -78,12 +78,17 @@ def detects_instances(spec: ModelSpec) -> bool:
 
 def split_instances(foreground: np.ndarray, params: WatershedParameters = CHOSEN) -> np.ndarray:
     """Instance labels (int32, 1..n in raster order) of a 2D foreground mask, touching objects apart."""
+    return drop_small(watershed_regions(foreground, params.h, params.sigma), params.min_area)
+
+
+def watershed_regions(foreground: np.ndarray, h: float, sigma: float) -> np.ndarray:
+    """The watershed of a mask's smoothed distance map from its `h`-high peaks (one region per peak)."""
     mask = np.asarray(foreground, bool)
     if not mask.any():
         return np.zeros(mask.shape, np.int32)
     distance = ndimage.distance_transform_edt(mask)
-    smooth = ndimage.gaussian_filter(distance, params.sigma) if params.sigma > 0 else distance
-    markers, n = ndimage.label(h_maxima(smooth, params.h) & mask)
+    smooth = ndimage.gaussian_filter(distance, sigma) if sigma > 0 else distance
+    markers, n = ndimage.label(h_maxima(smooth, h) & mask)
     # A component too flat to hold an h-high peak is one nucleus: it seeds itself.
     components, _ = ndimage.label(mask)
     seeded = np.zeros(components.max() + 1, bool)
@@ -91,11 +96,16 @@ def split_instances(foreground: np.ndarray, params: WatershedParameters = CHOSEN
     unseeded = ~seeded[components] & mask
     extra, _ = ndimage.label(unseeded)
     markers[unseeded] = extra[unseeded] + n
-    labels = watershed(-smooth, markers, mask=mask)
-    if params.min_area > 1:
+    return watershed(-smooth, markers, mask=mask).astype(np.int32)
+
+
+def drop_small(regions: np.ndarray, min_area: int) -> np.ndarray:
+    """Regions under `min_area` pixels removed, the rest numbered 1..n in raster order of their first
+    pixel (so the map reads the same every run)."""
+    labels = regions.copy()
+    if min_area > 1:
         sizes = np.bincount(labels.ravel())
-        labels[sizes[labels] < params.min_area] = 0
-    # Renumber 1..n in raster order of each nucleus' first pixel, so the map reads the same every run.
+        labels[sizes[labels] < min_area] = 0
     values, first = np.unique(labels.ravel(), return_index=True)
     order = values[np.argsort(first)]
     order = order[order > 0]

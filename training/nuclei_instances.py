@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from engine.files import atomic_write_json
 from engine.inference import Segmenter
-from engine.instances import CHOSEN, WatershedParameters, instances, split_instances
+from engine.instances import CHOSEN, drop_small, split_instances, watershed_regions
 from engine.metrics import dsb_average_precision, instance_f1, mean_dice
 from engine.model_store import find_model
 from engine.pipeline import segment_volume
@@ -54,71 +54,99 @@ def _segmented(model: str, data: Path, split: str, run: RunSettings, limit: int 
 
 
 def choose(model: str, data: Path, progress: bool = True) -> dict:
-    """Mean DSB score on the validation images of every setting in `GRID`, best first."""
+    """Mean DSB score (and F1) on the validation images of every setting in `GRID`, best first.
+
+    The watershed runs once per (h, sigma); the area cut is applied to its regions afterwards.
+    """
     run = RunSettings(model=model, mode="digital", mc_samples=1)
     masks = [
         (get_slice(r.segmentation, "axial", 0) > 0, truth)
         for _, r, truth in _segmented(model, data, "val", run, None, progress)
     ]
     rows = []
-    for h, sigma, min_area in itertools.product(*GRID.values()):
-        params = WatershedParameters(h=h, sigma=sigma, min_area=min_area)
-        split = [(split_instances(m, params), t) for m, t in masks]
-        scores = [dsb_average_precision(p, t) for p, t in split]
-        f1 = [instance_f1(p, t) for p, t in split]
-        rows.append(
-            {
-                "h": h,
-                "sigma": sigma,
-                "min_area": min_area,
-                "dsb": float(np.mean(scores)),
-                "f1": float(np.mean(f1)),
-            }
-        )
+    for h, sigma in tqdm(
+        list(itertools.product(GRID["h"], GRID["sigma"])), disable=not progress, leave=False
+    ):
+        regions = [(watershed_regions(m, h, sigma), t) for m, t in masks]
+        for min_area in GRID["min_area"]:
+            split = [(drop_small(r, min_area), t) for r, t in regions]
+            rows.append(
+                {
+                    "h": h,
+                    "sigma": sigma,
+                    "min_area": min_area,
+                    "dsb": float(np.mean([dsb_average_precision(p, t) for p, t in split])),
+                    "f1": float(np.mean([instance_f1(p, t) for p, t in split])),
+                }
+            )
     rows.sort(key=lambda r: -r["dsb"])
     return {"model": model, "split": "val", "images": len(masks), "mode": "digital", "grid": rows}
+
+
+def segment_split(
+    model: str, data: Path, split: str, run: RunSettings, limit: int | None = None, progress: bool = True
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per image of `split`: its segmented foreground and the data set's instance map (what scoring needs;
+    the network's part, which does not depend on the watershed, so it can be kept and scored later)."""
+    return {
+        case_id: (get_slice(result.segmentation, "axial", 0) > 0, truth)
+        for case_id, result, truth in _segmented(model, data, split, run, limit, progress)
+    }
+
+
+def _run_settings(model: str, mode: str, mc: int, noise: float, drift: float, seed: int) -> RunSettings:
+    analog = mode == "analog"
+    return RunSettings(
+        model=model, mode=mode, mc_samples=mc if analog else 1, noise_level=noise, drift_s=drift, seed=seed
+    )
 
 
 def measure(
     model: str,
     data: Path,
     split: str = "test",
-    mode: str = "digital",
-    mc: int = 4,
-    noise: float = 1.0,
-    drift: float = 86400.0,
-    seed: int = 0,
+    run: RunSettings | None = None,
     limit: int | None = None,
+    masks: Path | None = None,
     progress: bool = True,
 ) -> dict:
-    """DSB score, F1 at IoU 0.5, pixel Dice and counts per image of `split`, and their means."""
-    analog = mode == "analog"
-    run = RunSettings(
-        model=model, mode=mode, mc_samples=mc if analog else 1, noise_level=noise, drift_s=drift, seed=seed
-    )
+    """DSB score, F1 at IoU 0.5, pixel Dice and counts per image of `split` with `engine.instances.CHOSEN`,
+    and their means. `masks`: an .npz of the segmented split, read if it exists, else written."""
+    run = run or RunSettings(model=model, mode="digital", mc_samples=1)
     t0 = time.perf_counter()
+    if masks is not None and masks.exists():
+        with np.load(masks) as stored:
+            segmented = {
+                k[5:]: (stored[k], stored["truth" + k[4:]]) for k in stored.files if k.startswith("mask")
+            }
+    else:
+        segmented = segment_split(model, data, split, run, limit, progress)
+        if masks is not None:
+            arrays = {f"mask_{k}": m for k, (m, _) in segmented.items()}
+            np.savez_compressed(masks, **arrays, **{f"truth_{k}": t for k, (_, t) in segmented.items()})
     rows = []
-    for case_id, result, truth in _segmented(model, data, split, run, limit, progress):
-        found = instances(result)
+    for case_id, (mask, truth) in segmented.items():
+        labels = split_instances(mask)
         rows.append(
             {
                 "image": case_id,
-                "dsb": dsb_average_precision(found.labels, truth),
-                "f1": instance_f1(found.labels, truth),
-                "dice": mean_dice(get_slice(result.segmentation, "axial", 0), (truth > 0).astype(int), 2),
-                "count": found.count,
+                "dsb": dsb_average_precision(labels, truth),
+                "f1": instance_f1(labels, truth),
+                "dice": mean_dice(mask.astype(int), (truth > 0).astype(int), 2),
+                "count": int(labels.max()),
                 "true_count": int(len(np.unique(truth)) - (truth == 0).any()),
             }
         )
+    analog = run.mode == "analog"
     return {
         "model": model,
         "split": split,
         "images": len(rows),
-        "mode": mode,
+        "mode": str(run.mode),
         "mc_samples": run.mc_samples,
-        "noise_level": noise if analog else None,
-        "drift_s": drift if analog else None,
-        "seed": seed,
+        "noise_level": run.noise_level if analog else None,
+        "drift_s": run.drift_s if analog else None,
+        "seed": run.seed,
         "parameters": {"h": CHOSEN.h, "sigma": CHOSEN.sigma, "min_area": CHOSEN.min_area},
         "mean_dsb": float(np.mean([r["dsb"] for r in rows])),
         "mean_f1": float(np.mean([r["f1"] for r in rows])),
@@ -144,23 +172,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")
     parser.add_argument("--json", help="write the result here")
+    parser.add_argument(
+        "--masks", help="measure: .npz of the segmented split, read if it exists, else written (score later)"
+    )
     args = parser.parse_args(argv)
     if args.what == "choose":
         report = choose(args.model, Path(args.data))
         for row in report["grid"][:10]:
             print(row)
     else:
-        report = measure(
-            args.model,
-            Path(args.data),
-            args.split,
-            args.mode,
-            args.mc,
-            args.noise,
-            args.drift,
-            args.seed,
-            args.limit,
-        )
+        run = _run_settings(args.model, args.mode, args.mc, args.noise, args.drift, args.seed)
+        masks = Path(args.masks) if args.masks else None
+        report = measure(args.model, Path(args.data), args.split, run, args.limit, masks)
         print({k: v for k, v in report.items() if k != "per_image"})
     if args.json:
         atomic_write_json(report, Path(args.json))
