@@ -157,6 +157,14 @@ def _deep_colour(im) -> bool:  # noqa: ANN001 (a PIL image, opened lazily)
     return im.mode in ("RGB", "RGBA") and any(";16" in str(tile.args) for tile in im.tile)
 
 
+def _plain_mode(im):  # noqa: ANN001, ANN202 (a PIL image)
+    """Grey, grey+alpha, RGB or RGBA as they are; palette, bilevel and other colour spaces converted."""
+    if im.mode not in ("1", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+        return im
+    alpha = im.mode == "PA" or "transparency" in im.info
+    return im.convert("L" if im.mode == "1" else "RGBA" if alpha else "RGB")
+
+
 def _read_picture(path: Path, channel: int | None) -> Volume:
     """PNG or JPEG: decoded by Pillow (clean errors, no libpng noise on stderr), 16-bit colour by
     SimpleITK; the declared size is checked before any pixel is decoded."""
@@ -171,10 +179,7 @@ def _read_picture(path: Path, channel: int | None) -> Volume:
                 dpi = im.info.get("dpi")
                 deep = _deep_colour(im)
                 if not deep:
-                    if im.mode in ("1", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
-                        alpha = im.mode == "PA" or "transparency" in im.info
-                        im = im.convert("L" if im.mode == "1" else "RGBA" if alpha else "RGB")
-                    pixels = np.asarray(im)
+                    pixels = np.asarray(_plain_mode(im))
     except ScanError:
         raise
     except Image.DecompressionBombError:

@@ -76,6 +76,13 @@ def test_rgba_drops_alpha_grey_keeps_16_bits_and_16_bit_colour_is_not_cut(tmp_pa
         load_scan(tmp_path / "rgb16.png", channel=5)
 
 
+def test_palette_png_is_read_as_its_colours(tmp_path) -> None:
+    grey = np.repeat(np.array([[0, 60, 120, 240]], np.uint8), 3, axis=0)
+    Image.fromarray(np.stack([grey] * 3, axis=-1)).quantize(4).save(tmp_path / "palette.png")
+    assert Image.open(tmp_path / "palette.png").mode == "P"
+    np.testing.assert_allclose(_shown(tmp_path / "palette.png"), grey, atol=1e-4)
+
+
 def test_jpeg_opens_in_pixels(tmp_path) -> None:
     Image.fromarray(_pattern().astype(np.uint8)).save(tmp_path / "cells.jpg", quality=95)
     volume = load_scan(tmp_path / "cells.jpg")
