@@ -7,6 +7,7 @@ from pathlib import Path
 
 from engine.export import PROBABILITY, SEGMENTATION, SUMMARY, UNCERTAINTY
 from engine.findings import lesions
+from engine.images2d import is_planar
 from engine.instances import INSTANCES, NUCLEI_TABLE
 from engine.model_store import ModelSpec
 from engine.pipeline import VolumeResult
@@ -42,7 +43,7 @@ def trust_record(
         "fit": gate.fit(spec.name) if gate is not None else None,
         "lesions": (
             lesions(result, map_name, review_above=lesion_review(spec, run.mode, map_name)[0])
-            if settled
+            if settled and not is_planar(result.volume)  # a 2D image's objects are nuclei, in pixels
             else None
         ),
     }

@@ -115,6 +115,8 @@ def findings(
             if nuclei is not None
             else "Nuclei are counted once the image is segmented."
         )
+    elif planar:
+        note = "Lesions (volumes in mL, diameters in mm) are listed for 3D scans, not for a 2D image."
     elif not result.complete:
         note = f"Lesions are listed once all {total} slices are segmented."
     elif not final:
