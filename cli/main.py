@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predict", help="segment a scan and write seg, uncertainty, probability and a summary")
-    p.add_argument("scan", help="NIfTI file, MHA/MHD, NRRD or a DICOM folder")
+    p.add_argument("scan", help="NIfTI file, MHA/MHD, NRRD, a DICOM folder, or a PNG, TIFF or JPEG image")
     p.add_argument(
         "--model",
         help="model name in resources/models or a model folder (default: the installed model that fits "
@@ -299,7 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--drift", type=_positive_drift, default=3600.0, help="seconds from programming to inference"
     )
     p.add_argument("--seed", type=_seed, default=0, help=f"chip programming and read seed, 0..{MAX_SEED}")
-    p.add_argument("--channel", type=_channel, default=None, help="channel or time point of a 4D scan")
+    p.add_argument(
+        "--channel",
+        type=_channel,
+        default=None,
+        help="channel or time point of a 4D scan, or of a colour image",
+    )
     p.add_argument("--out", required=True, type=_folder, help="output folder")
     p.add_argument(
         "--overwrite",

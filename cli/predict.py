@@ -91,8 +91,15 @@ def segment(segmenter: Segmenter, volume: Volume, spec: ModelSpec, quiet: bool) 
 
 def summary_lines(summary: dict) -> list[str]:
     """The short printed summary: volumes, the verdict, the lesions to review."""
-    volumes = ", ".join(f"{name} {entry['volume_ml']:.2f} mL" for name, entry in summary["labels"].items())
+    def size(entry: dict) -> str:  # a 2D image has areas (engine.images2d.in_image_units), not volumes
+        if "volume_ml" in entry:
+            return f"{entry['volume_ml']:.2f} mL"
+        return f"{entry['area_px']} px" if "area_px" in entry else f"{entry['area_um2']:.1f} µm²"
+
+    volumes = ", ".join(f"{name} {size(entry)}" for name, entry in summary["labels"].items())
     lines = [f"segmented: {volumes or 'nothing'}"]
+    if "nuclei" in summary:
+        lines.append(f"{summary['nuclei']['count']} nuclei (instance map and table written)")
     if not summary["gate"]["fits"]:
         lines.append("OUTSIDE THE MODEL'S TRAINING DOMAIN: " + "; ".join(summary["gate"]["reasons"]))
     verdict = summary["verdict"]
@@ -103,7 +110,7 @@ def summary_lines(summary: dict) -> list[str]:
         top = found[0]
         lines.append(
             f"lesions: {len(found)}, {len(flagged)} flagged for review; most uncertain: {top['label']} "
-            f"{top['volume_ml']:.2f} mL, slices {top['first_slice']}-{top['last_slice']}"
+            f"{size(top)}, slices {top['first_slice']}-{top['last_slice']}"
         )
     return lines
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from engine.images2d import is_planar
 from engine.model_card import ModelCard, ScanStatistics
 from engine.model_store import ModelSpec
 from engine.volume import Volume
@@ -102,17 +103,40 @@ def _statistics(stats: ScanStatistics, card: ModelCard) -> list[str]:
     return problems
 
 
+def dimensionality(volume: Volume) -> str:
+    """ "2D" for an image (read from a 2D file, or one slice thick along any axis), "3D" for a volume."""
+    return "2D" if is_planar(volume) or 1 in volume.shape else "3D"
+
+
+def dimension_mismatch(volume: Volume, spec: ModelSpec) -> str | None:
+    """Why `spec` cannot read `volume` as a 2D image or a 3D volume; None where they agree (or the
+    model has no card to say). The one refusal no statistics can soften: a microscopy model on each
+    slice of an MRI, or a brain model on a photograph, is not a reading of the scan; `aimc predict`
+    refuses it unless forced."""
+    if spec.card is None or (scan := dimensionality(volume)) == spec.card.dimensionality:
+        return None
+    what = "a 2D image" if scan == "2D" else "a 3D volume"
+    return f"the scan is {what}; the model reads {spec.card.dimensionality} scans"
+
+
+def dimension_refusal(volume: Volume, spec: ModelSpec, specs: list[ModelSpec]) -> str | None:
+    """The one-line refusal of `spec` for `volume`, naming the installed models that read its kind."""
+    mismatch = dimension_mismatch(volume, spec)
+    if mismatch is None:
+        return None
+    others = [s.name for s in specs if dimension_mismatch(volume, s) is None and s.card is not None]
+    hint = f"; models for it: {', '.join(others)}" if others else "; no installed model reads it"
+    return f"{volume.source}: {mismatch} ({spec.name}){hint}; --force runs it anyway"
+
+
 def assess(volume: Volume, spec: ModelSpec) -> Fit:
     """Whether `spec` fits `volume`, and why."""
     card = spec.card
     if card is None:
         return Fit(spec.name, True, False, ("the model has no card: its fit cannot be checked",))
+    if mismatch := dimension_mismatch(volume, spec):
+        return Fit(spec.name, False, False, (mismatch,))
     stats = ScanStatistics.of(volume, spec.preprocessing.slice_axis)
-    if stats.dimensionality != card.dimensionality:
-        what = "a 2D image" if stats.dimensionality == "2D" else "a 3D volume"
-        return Fit(
-            spec.name, False, False, (f"the scan is {what}; the model reads {card.dimensionality} scans",)
-        )
     verdict, reasons = _metadata(volume, card)
     if verdict is False:
         return Fit(spec.name, False, True, tuple(reasons))

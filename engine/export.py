@@ -103,7 +103,7 @@ def summary(
         trust["verdict"] = verdict_entry(verdict)
     if lesions is not None:
         trust["lesions"] = lesion_entries(lesions, names, uncertainty_map)
-    return {
+    report = {
         "scan": result.volume.source,
         "model": spec.name,
         "model_kind": spec.kind,
@@ -133,6 +133,9 @@ def summary(
         "voxel_volume_ml": result.volume.voxel_volume_ml,
         **trust,
     }
+    from engine.images2d import in_image_units
+
+    return in_image_units(report, result.volume, result.segmentation)
 
 
 def case_trust(result: VolumeResult, spec: ModelSpec, run: RunSettings) -> dict:
@@ -225,8 +228,13 @@ def write_results(
         names[kind] = outputs.path(path.name).name
     for name, array, dtype in arrays.values():
         save_nifti(vol, array, outputs.path(name), dtype)
+    from engine.instances import write_instances
+
+    nuclei_paths, nuclei_entry = write_instances(result, spec, staging, uncertainty_map)
+    for kind, path in nuclei_paths.items():
+        names[kind] = outputs.path(path.name).name
     record = summary(result, spec, run, uncertainty_map, verdict=verdict, fit=fit, lesions=lesions)
-    write_json({**record, **(extra or {})}, outputs.path(SUMMARY))
+    write_json({**record, **nuclei_entry, **(extra or {})}, outputs.path(SUMMARY))
     for name, write in (extra_files or {}).items():
         write(outputs.path(name))
     written = outputs.commit()

@@ -26,7 +26,8 @@ from engine.files import atomic_write
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
-SCAN_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")  # 2D images: engine.images2d
+SCAN_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES + IMAGE_SUFFIXES
 _RAS = ornt.axcodes2ornt(("R", "A", "S"))
 # The largest scan we read: 2^28 voxels (e.g. 512 x 512 x 1024), about 1 GiB as float32 before the
 # result maps (several times that) are allocated. A header declaring more is refused before any read.
@@ -334,8 +335,10 @@ def _read_dicom_series(folder: Path, channel: int | None) -> Volume:
             raise ScanError(f"{folder}: the folder holds no DICOM series")
         # Several series: take the one with the most slices, as viewers do by default.
         files = max((reader.GetGDCMSeriesFileNames(name, s) for s in series), key=len)
-        if len(files) < 2:
-            raise ScanError(f"{folder}: the DICOM series has a single slice; a 3D volume is needed")
+        if len(files) < 2:  # one image: a 2D picture, not a volume
+            from engine.images2d import read_dicom_image
+
+            return read_dicom_image(Path(files[0]), channel)
         reader.SetFileNames(files)
         reader.MetaDataDictionaryArrayUpdateOn()
         try:
@@ -382,11 +385,18 @@ def load_scan(path: str | os.PathLike, channel: int | None = None) -> Volume:
     name = p.name.lower()
     if name.endswith(NIFTI_SUFFIXES):
         return _read_nifti(p, channel)
+    if name.endswith(IMAGE_SUFFIXES):
+        from engine.images2d import read_image
+
+        return read_image(p, channel)
     if name.endswith(ITK_SUFFIXES) or name.endswith(".dcm"):
         if name.endswith(".dcm"):
             return _read_dicom_series(p.parent, channel)
         return _read_itk(p, channel)
-    raise ScanError(f"{p}: unknown scan format; open NIfTI (.nii, .nii.gz), MHA/MHD, NRRD or a DICOM folder")
+    raise ScanError(
+        f"{p}: unknown scan format; open NIfTI (.nii, .nii.gz), MHA/MHD, NRRD, a DICOM folder, "
+        "or a PNG, TIFF or JPEG image"
+    )
 
 
 def save_nifti(

@@ -9,6 +9,8 @@ from pathlib import Path
 from engine.export import PROBABILITY, SEGMENTATION, SUMMARY, UNCERTAINTY
 from engine.export_formats import NIFTI, check_formats, file_names
 from engine.findings import lesions
+from engine.images2d import is_planar
+from engine.instances import INSTANCES, NUCLEI_TABLE
 from engine.model_store import ModelSpec
 from engine.pipeline import VolumeResult
 from engine.run_settings import RunSettings
@@ -21,7 +23,7 @@ NOT_FINISHED = "the run has not finished: no verdict yet"
 
 def would_replace(folder: str | Path, formats: Sequence[str] = (NIFTI,)) -> list[str]:
     """The names of the files an export to `folder` in `formats` would replace."""
-    nifti = [SEGMENTATION, UNCERTAINTY, PROBABILITY] if NIFTI in formats else []
+    nifti = [SEGMENTATION, UNCERTAINTY, PROBABILITY, INSTANCES, NUCLEI_TABLE] if NIFTI in formats else []
     return [name for name in (*nifti, *file_names(formats), SUMMARY) if (Path(folder) / name).exists()]
 
 
@@ -50,7 +52,7 @@ def trust_record(
         "fit": gate.fit(spec.name) if gate is not None else None,
         "lesions": (
             lesions(result, map_name, review_above=lesion_review(spec, run.mode, map_name)[0])
-            if settled
+            if settled and not is_planar(result.volume)  # a 2D image's objects are nuclei, in pixels
             else None
         ),
     }

@@ -6,6 +6,7 @@ is decided, and tested, in one place.
 
 from __future__ import annotations
 
+from engine.images2d import is_planar, position_text
 from engine.pipeline import VolumeResult
 from engine.preprocessing import AXES
 from engine.run_settings import Mode, RunSettings
@@ -71,10 +72,12 @@ def describe_voxel(
     if volume is None or not inside(volume.shape, ijk):
         return ""
     x, y, z = volume.world(ijk)
-    text = (
-        f"voxel ({ijk[0]}, {ijk[1]}, {ijk[2]})   RAS ({x:.1f}, {y:.1f}, {z:.1f}) mm"
-        f"   intensity {volume.data[ijk]:.5g}"
+    where = (
+        position_text(volume, ijk)
+        if is_planar(volume)
+        else f"voxel ({ijk[0]}, {ijk[1]}, {ijk[2]})   RAS ({x:.1f}, {y:.1f}, {z:.1f}) mm"
     )
+    text = f"{where}   intensity {volume.data[ijk]:.5g}"
     if result is None:
         return text
     index = ijk[AXES[result.axis]]

@@ -21,6 +21,7 @@ import numpy as np
 
 from engine.export import write_results
 from engine.export_formats import NIFTI
+from engine.instances import Instances, detects_instances
 from engine.model_store import ModelSpec
 from engine.pipeline import VolumeResult
 from engine.preprocessing import AXES, get_slice, slice_count
@@ -33,13 +34,14 @@ from viewer.session.display import (
     WindowLevel,
     clamp_voxel,
     display_position,
+    instance_layer,
     outline,
     voxel_at,
     window_for,
 )
 from viewer.session.events import SessionEvents
 from viewer.session.exporting import refusal, trust_record, would_replace
-from viewer.session.findings_table import findings
+from viewer.session.findings_table import Findings, findings
 from viewer.session.gate import Gate, check_scan
 from viewer.session.notices import Notice, fit_line, gate_notice, verdict_notice
 from viewer.session.readout import describe_voxel, run_line, slice_note
@@ -125,6 +127,7 @@ class ReadingSession:
         self.blocked: str | None = None  # the model refused on this scan (nothing ran), if any
         self.verdicts = Verdicts(self.background, self._verdict_changed)
         self._findings = Latest(self.background)
+        self._nuclei: tuple[VolumeResult, Instances] | None = None  # the shown result's, once counted
 
     # -- scan ---------------------------------------------------------------------------------
     def check(self, volume: Volume) -> Gate:
@@ -219,6 +222,8 @@ class ReadingSession:
         if result is not None and run is not None:
             labels = get_slice(result.segmentation, view, index)
             labels = outline(labels) if outlined else labels
+            if self._nuclei is not None and self._nuclei[0] is result and view == "axial":
+                labels = instance_layer(self._nuclei[1].labels, outlined)
             heatmap = get_slice(result.maps[map_name], view, index)
             note = slice_note(result, run, view, index)
         truth = outline(get_slice(self.truth, view, index)) if self.truth is not None and show_truth else None
@@ -239,11 +244,20 @@ class ReadingSession:
         if result is None or spec is None or run is None:
             return
         review, final = lesion_review(spec, run.mode, map_name), self.settled(result)
+        count = detects_instances(spec)
         self._findings.submit(
-            lambda: findings(result, spec.label_names, map_name, truth, review, final),
-            lambda found: self.events.findings_ready.emit(found) if result is self.result else None,
+            lambda: findings(result, spec.label_names, map_name, truth, review, final, count),
+            lambda found: self._found(result, found),
             lambda message: None,  # a partial result read while it was written: the next refresh redoes it
         )
+
+    def _found(self, result: VolumeResult, found: Findings) -> None:
+        """Findings of `result` are ready: shown if it is still on screen; its nuclei are drawn."""
+        if result is not self.result:
+            return
+        if found.nuclei is not None:
+            self._nuclei = (result, found.nuclei)
+        self.events.findings_ready.emit(found)
 
     def settled(self, result: VolumeResult) -> bool:
         """Every slice is in and its run has ended, the model's post-processing applied: its lesions and

@@ -38,6 +38,13 @@ LESION_TIPS = (
     "Mean of the chosen uncertainty map inside the lesion",
     "Flagged for review: its uncertainty is above the model's calibrated threshold",
 )
+NUCLEUS_COLUMNS = ("Nucleus", "px", "Unc.", "P")
+NUCLEUS_TIPS = (
+    "Number of the nucleus in the instance map (instances.nii.gz and nuclei.csv on export)",
+    "Area (px: the image records no pixel size)",
+    "Mean of the chosen uncertainty map inside the nucleus",
+    "Mean foreground probability inside the nucleus",
+)
 REVIEW_COLOUR = "#ffb347"
 MAX_RANKED = 50
 MAX_LABEL_ROWS = 3  # the label table shows this many rows before it scrolls
@@ -46,11 +53,7 @@ MAX_LABEL_ROWS = 3  # the label table shows this many rows before it scrolls
 def _table(columns: tuple[str, ...], tips: tuple[str, ...], numbers_fit: bool = True) -> QTableWidget:
     """A read-only table; the number columns share the width (`numbers_fit`), or the first one takes it."""
     table = QTableWidget(0, len(columns))
-    table.setHorizontalHeaderLabels(columns)
-    for col, tip in enumerate(tips):
-        item = table.horizontalHeaderItem(col)
-        if item is not None:
-            item.setToolTip(tip)
+    _set_columns(table, columns, tips)
     table.verticalHeader().setVisible(False)
     table.setWordWrap(False)  # a long label name is elided (full in its tooltip), rows keep one line
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -58,6 +61,15 @@ def _table(columns: tuple[str, ...], tips: tuple[str, ...], numbers_fit: bool = 
     table.horizontalHeader().setSectionResizeMode(stretch if numbers_fit else fit)
     table.horizontalHeader().setSectionResizeMode(0, fit if numbers_fit else stretch)
     return table
+
+
+def _set_columns(table: QTableWidget, columns: tuple[str, ...], tips: tuple[str, ...]) -> None:
+    table.setColumnCount(len(columns))
+    table.setHorizontalHeaderLabels(columns)
+    for col, tip in enumerate(tips):
+        item = table.horizontalHeaderItem(col)
+        if item is not None:
+            item.setToolTip(tip)
 
 
 def _fill_row(table: QTableWidget, row: int, cells: tuple[str, ...]) -> None:
@@ -138,13 +150,16 @@ class FindingsPanel(QWidget):
         self.progress.setText(findings.progress)
         self.table.setRowCount(len(findings.labels))
         self._fit_label_table(len(findings.labels))
+        size_item = self.table.horizontalHeaderItem(1)
+        if size_item is not None:
+            size_item.setText(findings.size_unit)
         for row, label in enumerate(findings.labels):
             _fill_row(
                 self.table,
                 row,
                 (
                     label.name,
-                    f"{label.volume_ml:.2f}",
+                    f"{label.volume_ml:.2f}" if label.area is None else f"{label.area:.0f}",
                     f"{label.mean_uncertainty:.4f}",
                     f"{label.dice:.3f}" if label.dice is not None else "–",
                 ),
@@ -157,7 +172,26 @@ class FindingsPanel(QWidget):
             entry.setData(Qt.ItemDataRole.UserRole, index)
             self.ranked.addItem(entry)
 
+    def _show_nuclei(self, findings: Findings) -> None:
+        """A nuclei model on a 2D image: the nuclei in place of lesions, their count on the tab."""
+        nuclei = findings.nuclei.nuclei if findings.nuclei is not None else []
+        _set_columns(
+            self.lesions, (NUCLEUS_COLUMNS[0], findings.size_unit, *NUCLEUS_COLUMNS[2:]), NUCLEUS_TIPS
+        )
+        self.tabs.setTabText(0, f"Nuclei ({len(nuclei)})" if findings.nuclei is not None else "Nuclei")
+        self.lesion_title.setText("Click a nucleus to centre the view on it" if nuclei else "")
+        self.lesion_title.setVisible(bool(nuclei))
+        self.lesion_note.setText(findings.lesion_note)
+        self.lesions.setRowCount(len(nuclei))
+        for row, nucleus in enumerate(nuclei):
+            _fill_row(self.lesions, row, findings.nucleus_cells(nucleus))
+            self.lesions.item(row, 0).setData(Qt.ItemDataRole.UserRole, nucleus.centre)
+
     def _show_lesions(self, findings: Findings) -> None:
+        if findings.counts_nuclei:
+            self._show_nuclei(findings)
+            return
+        _set_columns(self.lesions, LESION_COLUMNS, LESION_TIPS)
         found = findings.lesions or []
         flagged = sum(lesion.review for lesion in found)
         self.lesion_title.setText(

@@ -13,11 +13,13 @@ from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QMainWindow, QWidget
 from superqt.utils import qthrottled
 
+from engine.images2d import is_planar, pixel_size_known
 from engine.model_store import ModelSpec, default_model, list_models
 from engine.pipeline import VolumeResult
 from engine.preprocessing import slice_count
 from engine.volume import Volume
 from viewer.session.display import VIEWS, WindowLevel
+from viewer.session.findings_table import Findings
 from viewer.session.readout import describe_run, map_label
 from viewer.session.session import ReadingSession, RunOutcome
 from viewer.widgets.background import ThreadBackground
@@ -124,6 +126,7 @@ class MainWindow(QMainWindow):
         events.cursor_moved.connect(self._on_cursor_moved)
         events.centred.connect(self._on_centred)
         events.findings_ready.connect(self.findings.show_findings)
+        events.findings_ready.connect(self._on_findings)
         events.trust_changed.connect(self.trustShown.emit)
         events.window_changed.connect(self._on_window_changed)
         events.result_shown.connect(self._on_result_shown)
@@ -133,6 +136,9 @@ class MainWindow(QMainWindow):
 
     # -- opening ------------------------------------------------------------------------------
     def _on_scan_opened(self, volume: Volume, path: str) -> None:
+        self.grid.set_planar(is_planar(volume))
+        if is_planar(volume):
+            self.set_large_view("axial")
         for name, view in self.grid.views.items():
             view.set_geometry(volume.shape, volume.spacing, slice_count(volume.shape, name))
         self.overlay_panel.set_truth_loaded(None)
@@ -142,9 +148,13 @@ class MainWindow(QMainWindow):
         self._update_readout()
         name = Path(path).name
         spacing = " × ".join(f"{s:.2f}" for s in volume.spacing)
-        self.statusBar().showMessage(
-            f"Opened {name}: {' × '.join(map(str, volume.shape))} voxels, {spacing} mm", 8000
+        size = (
+            f"{' × '.join(map(str, volume.shape))} voxels, {spacing} mm"
+            if not is_planar(volume)
+            else f"2D image {volume.shape[0]} × {volume.shape[1]} pixels"
+            + ("" if pixel_size_known(volume) else ", pixel size unknown (sizes in px)")
         )
+        self.statusBar().showMessage(f"Opened {name}: {size}", 8000)
         self.scanLoaded.emit(volume)
         QTimer.singleShot(0, self.request_run)  # next event-loop turn: no single long UI step
 
@@ -154,6 +164,11 @@ class MainWindow(QMainWindow):
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
         self.files.drop(event)
+
+    def _on_findings(self, found: Findings) -> None:
+        """Nuclei, once counted, are drawn one by one in the image's view."""
+        if found.nuclei is not None:
+            self._refresh_overlays("axial")
 
     def _on_truth_loaded(self, name: str) -> None:
         self.overlay_panel.set_truth_loaded(name)

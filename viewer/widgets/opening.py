@@ -18,7 +18,10 @@ from viewer.session.session import ReadingSession
 if TYPE_CHECKING:
     from viewer.widgets.main_window import MainWindow
 
-SCAN_FILTER = "Scans (*.nii *.nii.gz *.mha *.mhd *.nrrd *.nhdr *.dcm);;All files (*)"
+SCAN_FILTER = (
+    "Scans (*.nii *.nii.gz *.mha *.mhd *.nrrd *.nhdr *.dcm);;"
+    "2D images (*.png *.tif *.tiff *.jpg *.jpeg);;All files (*)"
+)
 
 
 class Opener:

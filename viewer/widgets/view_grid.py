@@ -36,6 +36,12 @@ class ViewGrid(QWidget):
         self._layout.addWidget(self.views[small[0]], 0, 1)
         self._layout.addWidget(self.views[small[1]], 1, 1)
 
+    def set_planar(self, planar: bool) -> None:
+        """A 2D image (one slice) shows only its axial view, across the whole grid; a volume all three."""
+        for name in VIEWS[1:]:
+            self.views[name].setVisible(not planar)
+        self._layout.setColumnStretch(1, 0 if planar else 1)
+
     def reset_zoom(self) -> None:
         for view in self.views.values():
             view.reset_zoom()
