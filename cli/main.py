@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from cli.batch import add_batch_options, add_executor_options
 from engine.run_settings import MAX_DRIFT_S, MAX_MC, MAX_NOISE_LEVEL, MIN_DRIFT_S
 
 
@@ -36,6 +37,10 @@ def _mc(text: str) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from cli.batch import is_batch, predict_batch
+
+    if is_batch(args):
+        return predict_batch(args)
     from tqdm import tqdm
 
     from engine.export import write_results
@@ -45,7 +50,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from engine.run_settings import RunSettings
     from engine.volume import load_scan
 
-    volume = load_scan(args.scan, channel=args.channel)
+    volume = load_scan(args.scan[0], channel=args.channel)
     spec = find_model(args.model) if args.model else default_model()
     run = RunSettings(
         model=spec.name,
@@ -178,21 +183,24 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cli.batch import executor_of
     from engine.export import write_json
     from training.evaluate import evaluate, print_report
 
-    report = evaluate(
-        args.model,
-        Path(args.data),
-        args.split,
-        args.mode,
-        args.mc,
-        args.noise,
-        args.drift,
-        args.programmings,
-        record=args.record,
-        progress=not args.quiet,
-    )
+    with executor_of(args) as executor:
+        report = evaluate(
+            args.model,
+            Path(args.data),
+            args.split,
+            args.mode,
+            args.mc,
+            args.noise,
+            args.drift,
+            args.programmings,
+            record=args.record,
+            progress=not args.quiet,
+            executor=executor,
+        )
     print_report(report)
     if args.json:
         write_json(report, Path(args.json))
@@ -207,18 +215,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from cli.batch import executor_of
+    from engine.executor import Executor
     from training.report.build import write_report
 
-    path = write_report(
-        Path(args.out),
-        Path(args.data),
-        args.programmings,
-        args.mc,
-        args.limit,
-        not args.quiet,
-        args.workers,
-        measure=not args.from_measurements,
-    )
+    with Executor(0) if args.from_measurements else executor_of(args) as executor:
+        path = write_report(
+            Path(args.out),
+            Path(args.data),
+            args.programmings,
+            args.mc,
+            args.limit,
+            not args.quiet,
+            executor,
+            measure=not args.from_measurements,
+        )
     print(f"wrote {path}")
     return 0
 
@@ -230,8 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("predict", help="segment a scan and write seg, uncertainty, probability and a summary")
-    p.add_argument("scan", help="NIfTI file, MHA/MHD, NRRD or a DICOM folder")
+    p = sub.add_parser("predict", help="segment scans and write seg, uncertainty, probability and a summary")
+    p.add_argument(
+        "scan",
+        nargs="+",
+        help="NIfTI file, MHA/MHD, NRRD or a DICOM folder; for a batch: several, a glob, a folder of "
+        "scans or DICOM series, an MSD dataset.json, or a text/CSV list (one output folder per case)",
+    )
     p.add_argument(
         "--model", help="model name in resources/models or a model folder (default: the LGG U-Net)"
     )
@@ -250,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", type=int, default=None, help="channel or time point of a 4D scan")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--quiet", action="store_true")
+    add_batch_options(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("models", help="list the installed models")
@@ -294,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the report (with per-case rows) to this file")
     p.add_argument("--record", action="store_true", help="store the summary in the model's model.json")
     p.add_argument("--quiet", action="store_true")
+    add_executor_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="measure the paper's claims on the test splits (long; resumable)")
@@ -306,9 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--programmings", type=int, default=5, help="chip programmings per noise level")
     p.add_argument("--mc", type=_mc, default=16, help="Monte-Carlo samples for the uncertainty claims")
     p.add_argument("--limit", type=int, default=None, help="only the first N test patients (a quick look)")
-    p.add_argument(
-        "--workers", type=int, default=1, help="measurements run at once (one process, one thread each)"
-    )
+    add_executor_options(p)
     p.add_argument(
         "--from-measurements",
         action="store_true",
