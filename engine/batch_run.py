@@ -8,7 +8,8 @@ verdict where the model has a trust calibration, and writes the outputs with
 
 Resuming: a case folder whose summary.json records the same model and settings is complete (the
 summary is written last, after the maps), and is skipped unless `overwrite`. Before a case is run
-its summary is removed first, so a run that dies half-way never leaves a folder that reads complete.
+its summary is removed first, so a run that dies half-way never leaves a folder that reads complete,
+and the temporary files a killed writer left there are cleared.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.batch import BatchCase
-from engine.files import atomic_write, atomic_write_json
+from engine.files import TEMP_PREFIX, atomic_write, atomic_write_json
 from engine.model_store import ModelError
 from engine.run_settings import RunSettings
 from engine.volume import ScanError
@@ -141,6 +142,8 @@ def _run(job: CaseJob, progress: Callable[[dict], None] | None, t0: float) -> di
     if not job.overwrite and (done := finished_summary(job, spec.name)) is not None:
         return row_of(job, SKIPPED, time.perf_counter() - t0, done)
     _summary_path(job.out_dir).unlink(missing_ok=True)  # the mark of a complete folder goes first
+    for stale in Path(job.out_dir).glob(f"{TEMP_PREFIX}*"):  # a killed writer's (one writer per case)
+        stale.unlink(missing_ok=True)
     volume = job.case.load(job.channel)
     # Chips are programmed by the pipeline's inference threads, on one torch thread each: a case's
     # result is then the same whatever share of cores its worker has.

@@ -101,11 +101,14 @@ class Executor:
     """Runs units in this process (`workers=0`), on a local cluster of `workers` processes (None: one
     per core), or on the Dask cluster at `scheduler` (tcp://HOST:PORT). Use it as a context manager."""
 
-    def __init__(self, workers: int | None = None, scheduler: str | None = None) -> None:
+    def __init__(
+        self, workers: int | None = None, scheduler: str | None = None, timeout_s: float = CONNECT_TIMEOUT_S
+    ) -> None:
         if workers is not None and workers < 0:
             raise ValueError(f"workers must be 0 (this process) or more, not {workers}")
         self.requested = workers
         self.scheduler = scheduler
+        self.timeout_s = timeout_s
         self.client: Client | None = None
         self._cluster: LocalCluster | None = None
 
@@ -126,7 +129,7 @@ class Executor:
             return
         if self.scheduler is not None:
             try:
-                self.client = Client(self.scheduler, timeout=CONNECT_TIMEOUT_S)
+                self.client = Client(self.scheduler, timeout=self.timeout_s)
             except (OSError, TimeoutError) as exc:
                 raise ValueError(f"no Dask scheduler reachable at {self.scheduler} ({exc})") from None
         else:

@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+TEMP_PREFIX = ".tmp-"  # a temporary file being written; one left behind was killed mid-write
+
 
 def _umask_mode() -> int:
     mask = os.umask(0)
@@ -27,7 +29,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object], suffix
     """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=out.parent)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=out.parent)
     os.close(fd)
     try:
         write(tmp)
