@@ -210,7 +210,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from cli.benchmark import run_benchmark
 
-    run_benchmark(Path(args.json), rounds=args.rounds, archs=tuple(args.arch), threads=args.threads)
+    run_benchmark(
+        Path(args.json),
+        rounds=args.rounds,
+        archs=tuple(args.arch),
+        threads=args.threads,
+        batch=tuple(args.batch),
+    )
     return 0
 
 
@@ -340,6 +346,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--arch", nargs="+", choices=["unet", "unetpp", "swinunetr"], default=["unet", "unetpp", "swinunetr"]
     )
     p.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
+    p.add_argument(
+        "--batch",
+        nargs="*",
+        choices=["digital", "analog"],
+        default=["digital"],
+        help="modes of the 10-scan batch rows (serial, 1 and 2 Dask workers; analog at MC 4); none: skip",
+    )
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -117,3 +117,14 @@ def test_a_worker_killed_mid_case_loses_nothing(scans, cluster, tmp_path):
     for job in jobs:
         _same_outputs(tmp_path / "serial" / job.case.name, Path(job.out_dir))
     assert killed[0] not in cluster.pids().values()  # that worker was replaced
+
+
+def test_bench_batch_rows_compare_the_serial_loop_with_one_and_two_workers(small_model, scans):
+    from cli.bench_batch import VARIANTS, bench_batch
+
+    lines: list[str] = []
+    rows = bench_batch(small_model, ("digital",), sorted(scans.glob("*.nii.gz"))[:2], lines.append)
+    assert [(r["variant"], r["workers"]) for r in rows] == list(VARIANTS.items())
+    for r in rows:
+        assert r["scans"] == 2 and r["failed"] == 0 and r["slices"] == 6 and r["scans_per_min"] > 0, r
+    assert len(lines) == 1 and "2 workers" in lines[0]
