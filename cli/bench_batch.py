@@ -60,8 +60,10 @@ def bench_batch(
     modes: tuple[str, ...],
     scans: list[Path] | None = None,
     echo: Callable[[str], None] = print,
+    variants: dict[str, int] = VARIANTS,
 ) -> list[dict]:
-    """One row per (mode, variant): scans per minute of the batch, the cluster's start apart."""
+    """One row per (mode, variant): scans per minute of the batch, the cluster's start apart.
+    `variants`: name -> local Dask workers (0: the serial loop in this process)."""
     source = f"{len(scans)} given scans"
     if scans is None:
         scans, source = batch_scans()
@@ -76,8 +78,8 @@ def bench_batch(
         for mode in modes:
             run = RunSettings(model=spec.name, mode=mode, mc_samples=BATCH_MC if mode == "analog" else 1)
             line = []
-            for variant, workers in VARIANTS.items():
-                out = Path(tmp) / f"{mode}-{workers}"
+            for k, (variant, workers) in enumerate(variants.items()):
+                out = Path(tmp) / f"{mode}-{k}"
                 jobs = [CaseJob(c, str(out / c.name), model, run) for c in cases]
                 row = {"mode": mode, "mc": run.mc_samples, "variant": variant, "workers": workers}
                 row |= {"scans": len(jobs), "source": source, **_run_variant(Executor(workers), jobs)}

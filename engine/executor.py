@@ -60,9 +60,18 @@ def local_model(name: str) -> ModelSpec:
     return find_model(name)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (a SLURM allocation, a container's
+    cpuset), else the machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity on this platform (macOS)
+        return max(1, os.cpu_count() or 1)
+
+
 def machine_workers() -> int:
-    """The default size of a local cluster: one single-threaded worker per core, as a desktop runs."""
-    return max(1, os.cpu_count() or 1)
+    """The default size of a local cluster: one single-threaded worker per usable core."""
+    return usable_cores()
 
 
 def _pin_torch(threads: int) -> None:
@@ -74,7 +83,8 @@ def _pin_torch(threads: int) -> None:
 
 
 class TorchShare(WorkerPlugin):
-    """Pins torch in each worker to its share of its host's cores (cores / workers on that host)."""
+    """Pins torch in each worker to its share of its host's cores (usable cores / workers on that
+    host, at least 1); AIMC_TORCH_THREADS in a worker's environment overrides it."""
 
     name = "aimc-torch-share"
 
@@ -83,7 +93,8 @@ class TorchShare(WorkerPlugin):
 
     def setup(self, worker: Worker) -> None:
         host = worker.address.rsplit(":", 1)[0]
-        _pin_torch(max(1, (os.cpu_count() or 1) // self.workers_per_host.get(host, 1)))
+        share = usable_cores() // self.workers_per_host.get(host, 1)
+        _pin_torch(int(os.environ.get("AIMC_TORCH_THREADS") or max(1, share)))
 
 
 def _unit(fn: Callable[..., Any], item: Any, topic: str | None) -> Any:

@@ -270,3 +270,18 @@ def test_predict_batch_with_nothing_to_read_is_one_line_and_exit_2(small_model, 
     )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "no file or folder matches" in err
+
+
+def test_bench_batch_rows_time_each_variant_on_fresh_folders(small_model, tmp_path):
+    from cli.bench_batch import bench_batch
+
+    scans = [_scan(tmp_path / f"s{k}.nii.gz", value=k + 1) for k in range(2)]
+    lines: list[str] = []
+    variants = {"serial": 0, "serial again": 0}  # the Dask variants' mechanics: tests/test_batch_cluster.py
+    rows = bench_batch(small_model, ("digital", "analog"), scans, lines.append, variants)
+    assert [(r["mode"], r["variant"]) for r in rows] == [
+        (m, v) for m in ("digital", "analog") for v in variants
+    ]
+    for r in rows:  # nothing skipped: each variant ran every case
+        assert r["scans"] == 2 and r["failed"] == 0 and r["slices"] == 6 and r["scans_per_min"] > 0, r
+    assert rows[2]["mc"] == 4 and len(lines) == 2 and "serial again" in lines[1]
