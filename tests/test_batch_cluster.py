@@ -31,12 +31,17 @@ RUNS = {
 
 @pytest.fixture(scope="module")
 def scans(lgg_case, tmp_path_factory) -> Path:
-    """Three real scans: slabs of 3 slices of the LGG sample, through the lesion."""
+    """Three real scans: slabs of 3 slices of the LGG sample, through the lesion (labels in labels/)."""
     folder = tmp_path_factory.mktemp("scans")
-    image = nib.load(str(lgg_case[0]))
-    data = np.asanyarray(image.dataobj)
+    (folder / "labels").mkdir()
+    image, label = nib.load(str(lgg_case[0])), nib.load(str(lgg_case[1]))
+    data, truth = np.asanyarray(image.dataobj), np.asanyarray(label.dataobj)
     for k, first in enumerate((12, 13, 14)):
-        nib.save(nib.Nifti1Image(data[:, :, first : first + 3], image.affine), folder / f"slab{k}.nii.gz")
+        for array, path in (
+            (data, folder / f"slab{k}.nii.gz"),
+            (truth, folder / "labels" / f"slab{k}.nii.gz"),
+        ):
+            nib.save(nib.Nifti1Image(array[:, :, first : first + 3], image.affine), path)
     return folder
 
 
@@ -50,7 +55,7 @@ def _jobs(scans: Path, out: Path, run: RunSettings) -> list[CaseJob]:
     from engine.model_store import find_model
 
     model = str(find_model(run.model).folder)
-    return [CaseJob(c, str(out / c.name), model, run) for c in discover([str(scans)])]
+    return [CaseJob(c, str(out / c.name), model, run) for c in discover([str(scans / "slab*.nii.gz")])]
 
 
 def _serial(jobs: list[CaseJob]) -> None:
@@ -89,6 +94,19 @@ def test_two_workers_write_what_a_serial_run_writes(mode, scans, cluster, tmp_pa
     # each worker built the model once, and read its chips (MC 2 analog) from one cached chip set
     if mode == "analog":
         assert all(sets <= 2 and chips <= 2 * sets for _, _, sets, chips in states)
+
+
+def test_evaluation_on_two_workers_equals_the_serial_one(scans, cluster):
+    from engine.model_store import find_model
+    from training.data import Case
+    from training.evaluate import evaluate_runs
+
+    spec = find_model("lgg_unet_hwa")
+    cases = [Case(p.stem, p, scans / "labels" / p.name, p.stem) for p in sorted(scans.glob("slab*.nii.gz"))]
+    runs = [RUNS["analog"], RunSettings(model=spec.name, mode="analog", mc_samples=2, seed=6)]
+    serial = evaluate_runs(spec, cases, "msd", runs, progress=False)
+    assert evaluate_runs(spec, cases, "msd", runs, progress=False, executor=cluster) == serial
+    assert serial[0] != serial[1]
 
 
 def test_a_worker_killed_mid_case_loses_nothing(scans, cluster, tmp_path):

@@ -53,3 +53,29 @@ def test_models_and_chips_are_kept_per_process(small_model):
     first.program_all()
     again = local_chips().segmenter(small_model, run)
     assert local_chips() is local_chips() and again.chip_set is first.chip_set and len(again.chips) == 2
+
+
+def test_evaluation_units_give_each_run_its_cases_in_order_and_skip_unreadable_ones(
+    small_model, tmp_path, capsys
+):
+    import nibabel as nib
+    import numpy as np
+
+    from engine.run_settings import RunSettings
+    from training.data import Case
+    from training.evaluate import evaluate_runs
+
+    cases = []
+    for k in range(2):
+        image, label = tmp_path / f"i{k}.nii.gz", tmp_path / f"l{k}.nii.gz"
+        data = np.random.default_rng(k).random((20, 20, 2)).astype(np.float32)
+        nib.save(nib.Nifti1Image(data, np.eye(4)), image)
+        nib.save(nib.Nifti1Image((data > 0.5).astype(np.uint8), np.eye(4)), label)
+        cases.append(Case(f"c{k}", image, label, f"p{k}"))
+    cases.insert(1, Case("broken", tmp_path / "absent.nii.gz", tmp_path / "absent.nii.gz", "p9"))
+    runs = [RunSettings(model=small_model.name, mode="analog", mc_samples=1, seed=s) for s in (0, 1)]
+    first, second = evaluate_runs(small_model, cases, "msd", runs, progress=False, executor=Executor(0))
+    assert [r["case"] for r in first["cases"]] == ["c0", "c1"] == [r["case"] for r in second["cases"]]
+    assert capsys.readouterr().out.count("skipping broken") == 2
+    assert first["mean_dice"] == np.mean([r["mean_dice"] for r in first["cases"]])
+    assert first["cases"] != second["cases"]  # two programmings, two sets of chips
