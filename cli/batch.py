@@ -80,20 +80,13 @@ class _Bars:
 
 
 def predict_batch(args: argparse.Namespace) -> int:
+    from cli.main import predict_settings
     from engine.batch import discover
     from engine.batch_run import FAILED, CaseJob, pending_row, row_of, run_case, write_table
     from engine.model_store import default_model, find_model
-    from engine.run_settings import RunSettings
 
     spec = find_model(args.model) if args.model else default_model()
-    run = RunSettings(
-        model=spec.name,
-        mode=args.mode,
-        mc_samples=args.mc,
-        noise_level=args.noise,
-        drift_s=args.drift,
-        seed=args.seed,
-    )
+    run = predict_settings(args, spec.name)
     out = Path(args.out)
     cases = discover(args.scan, exclude=out)
     model = str(spec.folder) if spec.folder is not None else spec.name

@@ -10,9 +10,13 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cli.batch import add_batch_options, add_executor_options
 from engine.run_settings import MAX_DRIFT_S, MAX_MC, MAX_NOISE_LEVEL, MIN_DRIFT_S
+
+if TYPE_CHECKING:
+    from engine.run_settings import RunSettings
 
 
 def _positive_drift(text: str) -> float:
@@ -36,6 +40,20 @@ def _mc(text: str) -> int:
     return value
 
 
+def predict_settings(args: argparse.Namespace, model: str) -> RunSettings:
+    """The run settings `aimc predict` was given, for one scan or a batch."""
+    from engine.run_settings import RunSettings
+
+    return RunSettings(
+        model=model,
+        mode=args.mode,
+        mc_samples=args.mc,
+        noise_level=args.noise,
+        drift_s=args.drift,
+        seed=args.seed,
+    )
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from cli.batch import is_batch, predict_batch
 
@@ -47,19 +65,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from engine.inference import Segmenter
     from engine.model_store import default_model, find_model
     from engine.pipeline import VolumeResult, run_slices
-    from engine.run_settings import RunSettings
     from engine.volume import load_scan
 
     volume = load_scan(args.scan[0], channel=args.channel)
     spec = find_model(args.model) if args.model else default_model()
-    run = RunSettings(
-        model=spec.name,
-        mode=args.mode,
-        mc_samples=args.mc,
-        noise_level=args.noise,
-        drift_s=args.drift,
-        seed=args.seed,
-    )
+    run = predict_settings(args, spec.name)
     t0 = time.perf_counter()
     segmenter = Segmenter(spec, run)
     segmenter.program_all()

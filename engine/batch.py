@@ -182,6 +182,8 @@ def discover(inputs: Sequence[str], exclude: str | os.PathLike | None = None) ->
     for text in inputs:
         for name, source, files in _expand(str(text), skip):
             key = (os.path.realpath(source), files)
+            if skip is not None and Path(key[0]).is_relative_to(skip):
+                continue  # an output of this batch, matched by a pattern or a list
             if key not in seen:
                 seen.add(key)
                 chosen.append((name, source, files))

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from engine.batch import BatchCase, discover, is_single_scan, safe_name
-from engine.batch_run import DONE, FAILED, SKIPPED, CaseJob, run_case, table_csv, write_table
+from engine.batch_run import DONE, FAILED, SKIPPED, CaseJob, row_of, run_case, table_csv, write_table
 from engine.run_settings import RunSettings
 from engine.volume import ScanError
+from tests.test_engine_volume import _write_dicom_series
 
 AFFINE = np.diag([1.0, 1.0, 2.0, 1.0])
 
@@ -28,27 +29,11 @@ def _scan(path: Path, slices: int = 3, value: float = 1.0) -> Path:
 
 
 def _dicom_series(folder: Path, uid: str, slices: int = 3) -> None:
-    import SimpleITK as sitk
-
     folder.mkdir(parents=True, exist_ok=True)
-    image = sitk.GetImageFromArray(np.arange(slices * 8 * 8, dtype=np.int16).reshape(slices, 8, 8))
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for z in range(slices):
-        sl = image[:, :, z]
-        for tag, value in [
-            ("0008|0060", "MR"),
-            ("0020|000e", uid),
-            ("0020|000d", uid + ".1"),
-            ("0020|0037", "1\\0\\0\\0\\1\\0"),
-            ("0020|0032", f"0\\0\\{2.0 * z}"),
-            ("0020|0013", str(z + 1)),
-            ("0008|0016", "1.2.840.10008.5.1.4.1.1.4"),
-            ("0008|0018", f"{uid}.{z + 1}"),
-        ]:
-            sl.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"{uid[-3:]}_{z:03d}.dcm"))
-        writer.Execute(sl)
+    array = np.arange(slices * 8 * 8).reshape(slices, 8, 8)
+    _write_dicom_series(
+        folder, array, (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), uid, uid[-3:]
+    )
 
 
 def _names(cases: list[BatchCase]) -> list[str]:
@@ -143,6 +128,7 @@ def test_the_output_folder_under_an_input_folder_is_not_searched(tmp_path):
     _scan(tmp_path / "a.nii.gz")
     _scan(tmp_path / "out" / "a" / "seg.nii.gz")
     assert _names(discover([str(tmp_path)], exclude=tmp_path / "out")) == ["a"]
+    assert _names(discover([str(tmp_path / "**" / "*.nii.gz")], exclude=tmp_path / "out")) == ["a"]
 
 
 def _job(small_model, scan: Path, out: Path, overwrite: bool = False) -> CaseJob:
@@ -192,45 +178,21 @@ def test_a_bad_case_is_a_failed_row_and_leaves_no_complete_folder(small_model, t
 
 
 def test_the_table_has_one_row_per_case_and_a_column_per_label(tmp_path):
-    rows = [
-        {
-            "case": "a",
-            "status": DONE,
-            "scan": "a.nii.gz",
-            "output": "out/a",
-            "model": "m",
-            "mode": "analog",
-            "slices": 3,
-            "volume_ml": {"tumour": 1.5, "oedema": 2.0},
-            "mean_uncertainty": 0.1,
-            "verdict": "expected Dice 0.80 (0.70-0.90)",
-            "review": False,
-            "expected_dice": 0.8,
-            "fits_model": True,
-            "seconds": 1.0,
-            "error": "",
-        },
-        {
-            "case": "b",
-            "status": FAILED,
-            "scan": "b.nii.gz",
-            "output": "out/b",
-            "model": None,
-            "mode": "analog",
-            "slices": None,
-            "volume_ml": {},
-            "mean_uncertainty": None,
-            "verdict": None,
-            "review": None,
-            "expected_dice": None,
-            "fits_model": None,
-            "seconds": 0.2,
-            "error": "b.nii.gz: the file is empty",
-        },
-    ]
+    run = RunSettings(model="m")
+    a, b = (CaseJob(BatchCase(n, f"{n}.nii.gz"), f"out/{n}", "m", run) for n in "ab")
+    summary = {
+        "model": "m",
+        "slices": 3,
+        "labels": {"tumour": {"value": 1, "volume_ml": 1.5}, "oedema": {"value": 2, "volume_ml": 2.0}},
+        "mean_uncertainty_in_segmentation": 0.1,
+        "verdict": {"available": True, "message": "expected Dice 0.80 (0.70-0.90)", "review": False},
+        "gate": {"fits": True},
+    }
+    rows = [row_of(a, DONE, 1.0, summary), row_of(b, FAILED, 0.2, error="b.nii.gz: the file is empty")]
     table = list(csv.DictReader(table_csv(rows).splitlines()))
-    assert [r["case"] for r in table] == ["a", "b"]
+    assert [r["case"] for r in table] == ["a", "b"] and table[0]["verdict"].startswith("expected Dice 0.80")
     assert table[0]["volume_ml_tumour"] == "1.5" and table[0]["volume_ml_oedema"] == "2.0"
+    assert table[0]["review"] == "False" and table[0]["fits_model"] == "True"
     assert table[1]["volume_ml_tumour"] == "" and table[1]["error"] == "b.nii.gz: the file is empty"
     csv_path, json_path = write_table(rows, tmp_path)
     assert json.loads(json_path.read_text()) == rows and csv_path.read_text() == table_csv(rows)
