@@ -64,9 +64,7 @@ def bench_batch(
 ) -> list[dict]:
     """One row per (mode, variant): scans per minute of the batch, the cluster's start apart.
     `variants`: name -> local Dask workers (0: the serial loop in this process)."""
-    source = f"{len(scans)} given scans"
-    if scans is None:
-        scans, source = batch_scans()
+    scans, source = batch_scans() if scans is None else (scans, f"{len(scans)} given scans")
     model = str(spec.folder) if spec.folder is not None else spec.name
     rows = []
     with tempfile.TemporaryDirectory(prefix="aimc-bench-batch-") as tmp:

@@ -235,7 +235,10 @@ def test_predict_batch_with_nothing_to_read_is_one_line_and_exit_2(small_model, 
 
 
 def test_bench_batch_rows_time_each_variant_on_fresh_folders(small_model, tmp_path):
-    from cli.bench_batch import bench_batch
+    from cli.bench_batch import BATCH_SCANS, batch_scans, bench_batch
+
+    default, source = batch_scans()  # the shared LGG scans, else the bundled sample, 10 times
+    assert len(default) == BATCH_SCANS and all(p.is_file() for p in default) and str(BATCH_SCANS) in source
 
     scans = [_scan(tmp_path / f"s{k}.nii.gz", value=k + 1) for k in range(2)]
     lines: list[str] = []
