@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -144,6 +145,8 @@ class Executor:
             except (OSError, TimeoutError) as exc:
                 raise ValueError(f"no Dask scheduler reachable at {self.scheduler} ({exc})") from None
         else:
+            # the scheduler's HTTP server moves to a free port when 8787 is taken (another cluster)
+            warnings.filterwarnings("ignore", message="Port 8787 is already in use", category=UserWarning)
             self._cluster = LocalCluster(
                 n_workers=self.requested or machine_workers(),
                 threads_per_worker=1,
