@@ -6,7 +6,9 @@ background load hits them alike; MC-16 ms per slice through the `Segmenter`; the
 cost per chip; the floor under any exact simulation of a read: the digital forward plus drawing the
 read's Gaussian noise numbers (`noise_draws_per_read`) and adding them, as aihwkit's tile does too;
 after the U-Net, a whole LGG volume at MC 16 from cold, as the viewer runs it (`bench_volume`); the
-peak memory of the process (after the U-Net and the volume, then after each other architecture).
+peak memory of the process (after the U-Net and the volume, then after each other architecture);
+the batch rows (`cli.bench_batch`): scans per minute of a 10-scan LGG batch, serial against 1 and 2
+local Dask workers, with the U-Net.
 First, the cold start of the command line (`bench_cold_start`): `aimc --help`, `aimc models` and
 `aimc models --detail` in fresh processes, beside `python -c "import torch"`, the cost they avoid.
 An architecture without a shipped model is built with `default_arguments(arch, 1, 2, 128)`,
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from cli.bench_batch import bench_batch
 from engine.analog.conversion import calibrated_analog
 from engine.analog.device import DeviceSettings
 from engine.analog.periphery import add_gaussian_, noise_draws_per_read
@@ -211,6 +214,7 @@ def run_benchmark(
     threads: int | None = None,
     echo: Callable[[str], None] = print,
     cold_start_only: bool = False,
+    batch: tuple[str, ...] = ("digital",),
 ) -> dict:
     if threads is not None:
         torch.set_num_threads(threads)
@@ -242,7 +246,7 @@ def run_benchmark(
         f"{'ours/dig':>8s} {'aihw/ours':>9s} {'draws':>6s} {'floor':>7s} {'floor/dig':>9s} "
         f"{'aihw/floor':>10s} {'MC16/slice':>10s} {'prog/chip':>9s} {'chip MB':>7s}"
     )
-    rows, volume = [], {"skipped": "U-Net not benchmarked"}
+    rows, volume, batch_rows = [], {"skipped": "U-Net not benchmarked"}, []
     with tempfile.TemporaryDirectory(prefix="aimc-bench-") as scratch:
         for arch in archs:
             spec, shipped = bench_spec(arch, Path(scratch))
@@ -250,6 +254,7 @@ def run_benchmark(
             rows.append(row)
             if arch == "unet":  # before the others, so that its peak memory is the product's
                 volume = bench_volume(spec)
+                batch_rows = bench_batch(spec, batch, echo=echo) if batch else []
             name = spec.name + ("" if shipped else " *")
             echo(
                 f"{arch:10s} {name:20s} {'x'.join(map(str, row['input'])):>8s} "
@@ -281,6 +286,7 @@ def run_benchmark(
         "cold_start_s": cold,
         "architectures": rows,
         "volume": volume,
+        "batch": batch_rows,
         "peak_rss_mb": _peak_rss_mb(),
     }
     echo(

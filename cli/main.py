@@ -12,9 +12,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
+from cli.batch import add_batch_options, add_executor_options
 from engine.run_settings import MAX_DRIFT_S, MAX_MC, MAX_NOISE_LEVEL, MAX_SEED, MIN_DRIFT_S
+
+if TYPE_CHECKING:
+    from engine.run_settings import RunSettings
 
 
 def _positive_drift(text: str) -> float:
@@ -58,9 +62,28 @@ def _folder(text: str) -> str:
     return text
 
 
+def predict_settings(args: argparse.Namespace, model: str) -> RunSettings:
+    """The run settings `aimc predict` was given, for one scan or a batch."""
+    from engine.run_settings import RunSettings
+
+    return RunSettings(
+        model=model,
+        mode=args.mode,
+        mc_samples=args.mc,
+        noise_level=args.noise,
+        drift_s=args.drift,
+        seed=args.seed,
+    )
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    from cli.batch import is_batch, predict_batch
+
+    if is_batch(args):
+        return predict_batch(args)
     from cli.predict import predict
 
+    args.scan = args.scan[0]
     return predict(args)
 
 
@@ -210,21 +233,24 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cli.batch import executor_of
     from engine.export import write_json
     from training.evaluate import evaluate, print_report
 
-    report = evaluate(
-        args.model,
-        Path(args.data),
-        args.split,
-        args.mode,
-        args.mc,
-        args.noise,
-        args.drift,
-        args.programmings,
-        record=args.record,
-        progress=not args.quiet,
-    )
+    with executor_of(args) as executor:
+        report = evaluate(
+            args.model,
+            Path(args.data),
+            args.split,
+            args.mode,
+            args.mc,
+            args.noise,
+            args.drift,
+            args.programmings,
+            record=args.record,
+            progress=not args.quiet,
+            executor=executor,
+        )
     print_report(report)
     if args.json:
         write_json(report, Path(args.json))
@@ -240,23 +266,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
         archs=tuple(args.arch),
         threads=args.threads,
         cold_start_only=args.cold_start,
+        batch=tuple(args.batch),
     )
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from cli.batch import executor_of
+    from engine.executor import Executor
     from training.report.build import write_report
 
-    path = write_report(
-        Path(args.out),
-        Path(args.data),
-        args.programmings,
-        args.mc,
-        args.limit,
-        not args.quiet,
-        args.workers,
-        measure=not args.from_measurements,
-    )
+    with Executor(0) if args.from_measurements else executor_of(args) as executor:
+        path = write_report(
+            Path(args.out),
+            Path(args.data),
+            args.programmings,
+            args.mc,
+            args.limit,
+            not args.quiet,
+            executor,
+            measure=not args.from_measurements,
+        )
     print(f"wrote {path}")
     return 0
 
@@ -275,8 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("predict", help="segment a scan and write seg, uncertainty, probability and a summary")
-    p.add_argument("scan", help="NIfTI file, MHA/MHD, NRRD, a DICOM folder, or a PNG, TIFF or JPEG image")
+    p = sub.add_parser("predict", help="segment scans and write seg, uncertainty, probability and a summary")
+    p.add_argument(
+        "scan",
+        nargs="+",
+        help="NIfTI file, MHA/MHD, NRRD, a DICOM folder, a PNG, TIFF or JPEG image; for a batch: several, "
+        "a glob, a folder of scans or DICOM series, an MSD dataset.json, or a text/CSV list (one output folder per case)",
+    )
     p.add_argument(
         "--model",
         help="model name in resources/models or a model folder (default: the installed model that fits "
@@ -309,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace files in the output folder that aimc did not write (or that were changed since)",
+        help="replace files in the output folder that aimc did not write (or that were changed since); "
+        "in a batch, also redo the cases whose outputs are already complete",
     )
     p.add_argument(
         "--format",
@@ -319,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
         "seg-nrrd (3D Slicer); repeat or separate with commas",
     )
     p.add_argument("--quiet", action="store_true")
+    add_batch_options(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("models", help="list the installed models")
@@ -387,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the report (with per-case rows) to this file")
     p.add_argument("--record", action="store_true", help="store the summary in the model's model.json")
     p.add_argument("--quiet", action="store_true")
+    add_executor_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="measure the paper's claims on the test splits (long; resumable)")
@@ -399,9 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--programmings", type=int, default=5, help="chip programmings per noise level")
     p.add_argument("--mc", type=_mc, default=16, help="Monte-Carlo samples for the uncertainty claims")
     p.add_argument("--limit", type=int, default=None, help="only the first N test patients (a quick look)")
-    p.add_argument(
-        "--workers", type=int, default=1, help="measurements run at once (one process, one thread each)"
-    )
+    add_executor_options(p)
     p.add_argument(
         "--from-measurements",
         action="store_true",
@@ -419,6 +455,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
     p.add_argument(
         "--cold-start", action="store_true", help="only the cold start of the command line (seconds)"
+    )
+    p.add_argument(
+        "--batch",
+        nargs="*",
+        choices=["digital", "analog"],
+        default=["digital"],
+        help="modes of the 10-scan batch rows (serial, 1 and 2 Dask workers; analog at MC 4); none: skip",
     )
     p.set_defaults(func=cmd_bench)
     return parser

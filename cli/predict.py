@@ -91,6 +91,7 @@ def segment(segmenter: Segmenter, volume: Volume, spec: ModelSpec, quiet: bool) 
 
 def summary_lines(summary: dict) -> list[str]:
     """The short printed summary: volumes, the verdict, the lesions to review."""
+
     def size(entry: dict) -> str:  # a 2D image has areas (engine.images2d.in_image_units), not volumes
         if "volume_ml" in entry:
             return f"{entry['volume_ml']:.2f} mL"

@@ -15,7 +15,7 @@ def test_bench_prints_and_writes_every_number(tmp_path, monkeypatch):
     threads = torch.get_num_threads()
     try:
         report = bench.run_benchmark(
-            tmp_path / "bench.json", rounds=1, archs=("unet",), threads=1, echo=lines.append
+            tmp_path / "bench.json", rounds=1, archs=("unet",), threads=1, echo=lines.append, batch=()
         )
     finally:
         torch.set_num_threads(threads)

@@ -64,15 +64,24 @@ def test_labels_are_written_as_uint8(tmp_path):
     assert np.asanyarray(out.dataobj).sum() == 1
 
 
-def _write_dicom_series(folder, array_zyx, spacing, origin, direction, tags=None):
-    """One file per slice with the geometry tags; `tags` adds or overrides ("gggg|eeee": value)."""
+def _write_dicom_series(
+    folder,
+    array_zyx,
+    spacing,
+    origin,
+    direction,
+    tags=None,
+    series_uid="1.2.826.0.1.3680043.2.1125.1.123456789",
+    name="slice",
+):
+    """A DICOM series, one file NAMEzzz.dcm per slice (`series_uid` and `name` let series share a folder);
+    `tags` adds or overrides ("gggg|eeee": value)."""
     image = sitk.GetImageFromArray(array_zyx.astype(np.int16))
     image.SetSpacing(spacing)
     image.SetOrigin(origin)
     image.SetDirection(direction)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
-    series_uid = "1.2.826.0.1.3680043.2.1125.1.123456789"
     d = np.array(direction).reshape(3, 3)
     orientation = "\\".join(f"{v:.6f}" for v in (*d[:, 0], *d[:, 1]))
     for z in range(image.GetDepth()):
@@ -90,7 +99,7 @@ def _write_dicom_series(folder, array_zyx, spacing, origin, direction, tags=None
             *(tags or {}).items(),
         ]:
             sl.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
+        writer.SetFileName(str(folder / f"{name}{z:03d}.dcm"))
         writer.Execute(sl)
     return image
 

@@ -1,4 +1,4 @@
-"""The report's bookkeeping (measurements appended and resumed, the sweep's runs, parallel runs), its
+"""The report's bookkeeping (measurements appended and resumed, the sweep's runs), its
 verdicts, its figures and the chip timing model of the pipelining claim."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from training.report.jobs import DatasetSplit, RobustnessJob, RowCache, UncertaintyJob, run_parallel
+from training.report.jobs import DatasetSplit, RobustnessJob, RowCache, UncertaintyJob
 from training.report.robustness import NOISE_LEVELS, robustness_jobs, robustness_table
 
 KEY = ("model", "noise", "seed")
@@ -70,12 +70,6 @@ def test_the_table_averages_programmings_and_keeps_their_spread():
     assert digital == {"m": 0.8}
     (row,) = [r for r in table if r["noise"] == 1.0 and r["drift"] == "1 day"]
     assert row["mean"] == pytest.approx(0.65) and row["std"] == pytest.approx(0.05) and row["n"] == 2
-
-
-@pytest.mark.parametrize("workers", [1, 2])
-def test_parallel_runs_give_every_result_once(workers):
-    jobs = [(i, 10 * i) for i in range(5)]
-    assert sorted(run_parallel(sum, jobs, workers)) == [((i, 10 * i), 11 * i) for i in range(5)]
 
 
 def test_the_verdict_compares_the_digitally_trained_isotropic_model_with_the_pyramidal_ones():

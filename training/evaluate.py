@@ -3,15 +3,20 @@
 Cases run through the same slice pipeline as the viewer and `aimc predict`, at the scan's own
 resolution. In analog mode the evaluation is repeated over several chip programmings (seeds) and
 reports the mean and standard deviation of the mean Dice across them: chip-to-chip spread.
+
+Each (case, programming) is one unit of `engine.executor`: it ships the model's folder, the case and
+the settings; the worker that runs it builds the model and its chips once and keeps them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from engine.executor import Executor, local_chips, local_model
 from engine.inference import Segmenter
 from engine.metrics import dice_per_label
 from engine.model_store import ModelSpec, find_model, metrics_key, write_spec
@@ -43,37 +48,80 @@ def _segment_case(segmenter: Segmenter, case: Case, layout: str) -> tuple[np.nda
     return result.segmentation, result.maps["entropy"], np.rint(truth.data).astype(np.int64)
 
 
-def evaluate_run(
-    spec: ModelSpec, cases: list[Case], layout: str, run: RunSettings, progress: bool = True
-) -> dict:
-    """One pass over the cases with one set of chips: per-case Dice per label and uncertainty."""
-    segmenter = Segmenter(spec, run)
-    names = spec.label_names
-    rows = []
-    for case in tqdm(
-        cases, desc=f"{spec.name} {run.mode} seed {run.seed}", disable=not progress, leave=False
-    ):
-        try:
-            pred, entropy, truth = _segment_case(segmenter, case, layout)
-        except (ScanError, OSError, ValueError) as exc:
-            print(f"skipping {case.case_id}: {exc}")
-            continue
-        dice = dice_per_label(pred, truth, spec.num_classes)
-        inside = [float(entropy[pred == c].mean()) for c in range(1, spec.num_classes) if (pred == c).any()]
-        rows.append(
-            {
-                "case": case.case_id,
-                "dice": {names[c]: d for c, d in dice.items()},
-                "mean_dice": float(np.mean(list(dice.values()))),
-                "mean_entropy": float(entropy.mean()),
-                "mean_entropy_in_segmentation": float(np.mean(inside)) if inside else 0.0,
-            }
-        )
+@dataclass(frozen=True)
+class EvaluationUnit:
+    """One case under one run (one programming): names and settings, built on the worker."""
+
+    model: str  # the model's folder (or name)
+    case: Case
+    layout: str
+    run: RunSettings
+
+
+def model_ref(spec: ModelSpec) -> str:
+    """What a unit ships instead of the model: its folder, or its name where it has none."""
+    return str(spec.folder) if spec.folder is not None else spec.name
+
+
+def evaluate_case(unit: EvaluationUnit) -> dict | str:
+    """One case's Dice per label and uncertainty, on the worker's cached chips; a str says why the case
+    was skipped (unreadable)."""
+    spec = local_model(unit.model)
+    segmenter = local_chips().segmenter(spec, unit.run)
+    try:
+        pred, entropy, truth = _segment_case(segmenter, unit.case, unit.layout)
+    except (ScanError, OSError, ValueError) as exc:
+        return f"skipping {unit.case.case_id}: {exc}"
+    dice = dice_per_label(pred, truth, spec.num_classes)
+    inside = [float(entropy[pred == c].mean()) for c in range(1, spec.num_classes) if (pred == c).any()]
+    return {
+        "case": unit.case.case_id,
+        "dice": {spec.label_names[c]: d for c, d in dice.items()},
+        "mean_dice": float(np.mean(list(dice.values()))),
+        "mean_entropy": float(entropy.mean()),
+        "mean_entropy_in_segmentation": float(np.mean(inside)) if inside else 0.0,
+    }
+
+
+def _summarise(rows: list[dict]) -> dict:
     return {
         "cases": rows,
         "mean_dice": float(np.mean([r["mean_dice"] for r in rows])),
         "mean_entropy": float(np.mean([r["mean_entropy"] for r in rows])),
     }
+
+
+def evaluate_runs(
+    spec: ModelSpec,
+    cases: list[Case],
+    layout: str,
+    runs: list[RunSettings],
+    progress: bool = True,
+    executor: Executor | None = None,
+) -> list[dict]:
+    """One pass over the cases per run (each with its own chips), every (run, case) a unit of
+    `executor` (default: this process): per run, per-case Dice per label and uncertainty, in case order."""
+    units = [EvaluationUnit(model_ref(spec), case, layout, run) for run in runs for case in cases]
+    found: dict[tuple[RunSettings, str], dict] = {}
+    done = (executor or Executor(0)).map(evaluate_case, units)
+    for unit, row in tqdm(done, desc=f"{spec.name} {runs[0].mode}", total=len(units), disable=not progress):
+        if isinstance(row, str):
+            print(row)
+        else:
+            found[(unit.run, unit.case.case_id)] = row
+    return [_summarise([found[(run, c.case_id)] for c in cases if (run, c.case_id) in found]) for run in runs]
+
+
+def evaluate_run(
+    spec: ModelSpec,
+    cases: list[Case],
+    layout: str,
+    run: RunSettings,
+    progress: bool = True,
+    executor: Executor | None = None,
+) -> dict:
+    """One pass over the cases with one set of chips: per-case Dice per label and uncertainty."""
+    return evaluate_runs(spec, cases, layout, [run], progress, executor)[0]
 
 
 def evaluate(
@@ -87,28 +135,25 @@ def evaluate(
     programmings: int = 3,
     record: bool = False,
     progress: bool = True,
+    executor: Executor | None = None,
 ) -> dict:
-    """Evaluate; with `record`, store the summary under metrics[split] in the model's model.json."""
+    """Evaluate; with `record`, store the summary under metrics[split] in the model's model.json.
+    The (case, programming) units run on `executor` (default: this process)."""
     spec = find_model(model)
     layout, cases = cases_of_split(spec, data, split)
     seeds = range(programmings) if mode == "analog" else range(1)
-    runs = [
-        evaluate_run(
-            spec,
-            cases,
-            layout,
-            RunSettings(
-                model=spec.name,
-                mode=mode,
-                mc_samples=mc if mode == "analog" else 1,
-                noise_level=noise,
-                drift_s=drift,
-                seed=seed,
-            ),
-            progress,
+    settings = [
+        RunSettings(
+            model=spec.name,
+            mode=mode,
+            mc_samples=mc if mode == "analog" else 1,
+            noise_level=noise,
+            drift_s=drift,
+            seed=seed,
         )
         for seed in seeds
     ]
+    runs = evaluate_runs(spec, cases, layout, settings, progress, executor)
     means = [r["mean_dice"] for r in runs]
     report = {
         "model": spec.name,

@@ -12,6 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from engine.architectures import ARCHITECTURES
+from engine.executor import Executor
 from engine.model_store import MODELS_DIR, ModelError, ModelSpec, find_model
 from training.evaluate import cases_of_split
 from training.report import figures, markdown
@@ -60,13 +61,13 @@ def write_report(
     mc: int = 16,
     limit: int | None = None,
     progress: bool = True,
-    workers: int = 1,
+    executor: Executor | None = None,
     measure: bool = True,
 ) -> Path:
     """The whole report; `data_root` holds the data sets (lgg/, hippocampus/, nuclei/) as in ../shared/data.
 
     With `measure` False, nothing slow is measured: the report is written from the measurements made
-    so far, and says how complete they are."""
+    so far, and says how complete they are. The measurements run on `executor` (default: this process)."""
     out.mkdir(parents=True, exist_ok=True)
     sets = splits_of(data_root, limit)
     models = sets["lgg"].models
@@ -78,9 +79,9 @@ def write_report(
     missing = [f"lgg_{a}_{k}" for a in ARCHITECTURES for k in KINDS if (a, k) not in models]
     text = markdown.header(out, sets, missing)
 
-    robustness(sets, out, programmings, bar, workers, measure, nominal_only=True)
-    unc = uncertainty(models, sets["lgg"].cases, out, mc, NOMINAL_NOISE, ONE_DAY_S, bar, workers, measure)
-    rows, done, planned = robustness(sets, out, programmings, bar, workers, measure)
+    robustness(sets, out, programmings, bar, executor, measure, nominal_only=True)
+    unc = uncertainty(models, sets["lgg"].cases, out, mc, NOMINAL_NOISE, ONE_DAY_S, bar, executor, measure)
+    rows, done, planned = robustness(sets, out, programmings, bar, executor, measure)
     table, digital = robustness_table(rows, sets)
     markdown.write_csv(table, out / "robustness.csv")
     for dataset in sets:

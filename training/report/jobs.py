@@ -1,19 +1,18 @@
 """The report's measurements: what one run measures, where finished runs are kept, and who runs them.
 
 A job names one slow measurement (a frozen dataclass, so that its fields are read by name, never by
-position). Finished measurements are appended to `OUT/measurements/` as they come in, so an
-interrupted report resumes where it stopped; `run_parallel` runs jobs in worker processes.
+position): a model's description, cases and settings, never a network; the worker that runs it builds
+the model and chips (`engine.executor`). Jobs run through an `engine.executor.Executor` (a local
+Dask cluster, an existing one, or this process). Finished measurements are appended to
+`OUT/measurements/` as they come in, so an interrupted report resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import csv
-import multiprocessing
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 
@@ -24,7 +23,6 @@ from training.data import Case
 
 KINDS = ("digital", "hwa")  # how a model was trained; with its architecture, the key of a measured model
 
-Job = TypeVar("Job")
 Bar = Callable[..., Iterable]  # bar(items, description, total, initial): a progress bar over items
 
 
@@ -151,22 +149,3 @@ class RowCache:
             w.writerow(row)
         self.rows.append(row)
         self._done.add(self._key(row))
-
-
-def _one_thread() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
-def run_parallel(fn: Callable[[Job], object], jobs: list[Job], workers: int) -> Iterator[tuple[Job, object]]:
-    """(job, fn(job)) as each finishes; in this process when `workers` is 1, else in that many processes."""
-    if workers <= 1:
-        for job in jobs:
-            yield job, fn(job)
-        return
-    ctx = multiprocessing.get_context("spawn")  # no forked OpenMP state
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_one_thread) as pool:
-        futures = {pool.submit(fn, job): job for job in jobs}
-        for future in as_completed(futures):
-            yield futures[future], future.result()

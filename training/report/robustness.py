@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.executor import Executor
 from engine.model_store import NOMINAL_CHIPS, ModelSpec
 from engine.run_settings import Mode
 from training.evaluate import evaluate_run
-from training.report.jobs import Bar, DatasetSplit, RobustnessJob, RowCache, run_parallel
+from training.report.jobs import Bar, DatasetSplit, RobustnessJob, RowCache
 
 NOISE_LEVELS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 DRIFTS = {"1 hour": 3600.0, "1 day": 86400.0}
@@ -56,14 +57,15 @@ def robustness(
     out: Path,
     programmings: int,
     bar: Bar,
-    workers: int = 1,
+    executor: Executor | None = None,
     measure: bool = True,
     nominal_only: bool = False,
 ) -> tuple[list[dict], int, int]:
     """Mean test Dice of every model of every data set, digitally and on chips over the noise sweep.
 
     Returns the measured rows, and how many of the sweep's runs are measured out of how many.
-    `nominal_only` measures just the digital runs and those at noise 1.0 (the drop table)."""
+    `nominal_only` measures just the digital runs and those at noise 1.0 (the drop table). Each run
+    is one unit of `executor` (default: this process)."""
     cache = RowCache(out / "measurements" / RUNS_FILE, RUN_KEY)
     jobs = robustness_jobs(sets, programmings)
     wanted = [j for j in jobs if not (nominal_only and j.mode == "analog" and j.noise != 1.0)]
@@ -71,7 +73,10 @@ def robustness(
     if measure:
         desc = "noise robustness, nominal noise" if nominal_only else "noise robustness"
         for job, dice in bar(
-            run_parallel(_robustness_run, todo, workers), desc, len(wanted), len(wanted) - len(todo)
+            (executor or Executor(0)).map(_robustness_run, todo),
+            desc,
+            len(wanted),
+            len(wanted) - len(todo),
         ):
             cache.add({**job.key, "mean_dice": dice})
     done = sum(cache.has(**j.key) for j in jobs)

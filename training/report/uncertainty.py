@@ -17,6 +17,7 @@ from scipy.ndimage import distance_transform_edt
 from scipy.stats import pearsonr, spearmanr
 
 from engine.architectures import ARCHITECTURES
+from engine.executor import Executor, local_chips
 from engine.inference import Segmenter
 from engine.metrics import calibration_bins, dice_per_label, ece_from_bins, error_detection_auroc
 from engine.model_store import ModelSpec
@@ -25,7 +26,7 @@ from engine.preprocessing import get_slice, input_slices, normalise_volume
 from engine.run_settings import Mode, RunSettings
 from engine.uncertainty import SliceStats
 from training.data import Case
-from training.report.jobs import Bar, CaseCache, UncertaintyJob, run_parallel
+from training.report.jobs import Bar, CaseCache, UncertaintyJob
 
 ENTROPY_BINS = np.linspace(0.0, np.log(2.0), 61)
 NEAR_MM = 10.0  # the "near the lesion" region of the error-detection AUROC
@@ -34,7 +35,7 @@ NEAR_MM = 10.0  # the "near the lesion" region of the error-detection AUROC
 def _uncertainty_of(job: UncertaintyJob) -> dict:
     """A model's Monte-Carlo pass over the LGG test cases: entropy density, error AUROC, ECE, correlations."""
     spec = job.spec
-    segmenter = Segmenter(spec, job.run)
+    segmenter = local_chips().segmenter(spec, job.run)
     hist = np.zeros(len(ENTROPY_BINS) - 1)
     bins = np.zeros((3, 15))
     scores: dict[str, tuple[list, list]] = {region: ([], []) for region in ("head", "near")}  # wrong, right
@@ -92,16 +93,17 @@ def uncertainty(
     noise: float,
     drift: float,
     bar: Bar,
-    workers: int = 1,
+    executor: Executor | None = None,
     measure: bool = True,
 ) -> dict[tuple[str, str], dict]:
-    """Per model, the uncertainty measurements (read from `OUT/measurements/` when already made)."""
+    """Per model, the uncertainty measurements (read from `OUT/measurements/` when already made); each
+    model's pass is one unit of `executor` (default: this process)."""
     folder = out / "measurements"
     folder.mkdir(parents=True, exist_ok=True)
     jobs = {key: UncertaintyJob(spec, cases, mc, noise, drift) for key, spec in models.items()}
     todo = [job for job in jobs.values() if not (folder / job.file_name).exists()]
     for job, result in bar(
-        run_parallel(_uncertainty_of, todo if measure else [], workers),
+        (executor or Executor(0)).map(_uncertainty_of, todo if measure else []),
         "uncertainty",
         len(models),
         len(models) - len(todo),
