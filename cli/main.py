@@ -309,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "scan",
         nargs="+",
-        help="NIfTI file, MHA/MHD, NRRD, a DICOM folder, a PNG, TIFF or JPEG image; for a batch: several, "
+        help="NIfTI file, MHA/MHD, NRRD, a DICOM folder, a PNG, TIFF or JPEG image; for a batch: "
+        "several, "
         "a glob, a folder of scans or DICOM series, an MSD dataset.json, or a text/CSV list (one output folder per case)",
     )
     p.add_argument(
