@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from cli.device_option import add_device_option
+from engine.compute_device import use_device
 from engine.run_settings import MAX_DRIFT_S, MAX_MC, MAX_NOISE_LEVEL, MIN_DRIFT_S
 
 
@@ -250,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", type=int, default=None, help="channel or time point of a 4D scan")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--quiet", action="store_true")
+    add_device_option(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("models", help="list the installed models")
@@ -274,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-minutes", type=float, default=120.0)
+    add_device_option(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("postprocess", help="choose a model's post-processing on its validation split")
@@ -294,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the report (with per-case rows) to this file")
     p.add_argument("--record", action="store_true", help="store the summary in the model's model.json")
     p.add_argument("--quiet", action="store_true")
+    add_device_option(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="measure the paper's claims on the test splits (long; resumable)")
@@ -315,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure nothing slow: write the report from OUT/measurements/ as far as it goes",
     )
     p.add_argument("--quiet", action="store_true")
+    add_device_option(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("bench", help="time digital, aihwkit's tile and the fast analog path side by side")
@@ -324,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--arch", nargs="+", choices=["unet", "unetpp", "swinunetr"], default=["unet", "unetpp", "swinunetr"]
     )
     p.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
+    add_device_option(p)
     p.set_defaults(func=cmd_bench)
     return parser
 
@@ -333,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.volume import ScanError
 
     args = build_parser().parse_args(argv)
+    use_device(getattr(args, "device", None))
     try:
         return args.func(args)
     except (ScanError, ModelError, ValueError) as exc:

@@ -11,6 +11,9 @@ torch's default OpenMP teams the pipeline ran 1.7x slower than one slice at a ti
 with one thread each and one inference worker it was on par; two workers on one thread each read
 1.5x as fast as one on two torch threads (U-Net: 71 against 46 reads/s), and a 20-slice LGG volume
 at MC 16 took 4.8 s instead of 7.2 s.
+Slices travel to inference in batches (`Segmenter.batch_size`, sized for the device: a few on a CPU,
+tens on a GPU): each chip read takes the whole batch, and each slice gets the result it gets read
+alone. The slice on screen goes alone in the first batch, so it still comes out first.
 No Qt here: the viewer's worker and the CLI both drive this generator.
 """
 
@@ -66,8 +69,22 @@ def segment_slice(segmenter: Segmenter, image: np.ndarray, index: int = 0) -> Sl
 
     `index` seeds the analog reads as the pipeline does for slice `index` of a volume.
     """
-    x = to_model_input(image[None], segmenter.spec.preprocessing)
-    return slice_statistics(segmenter.predict(x, index), image.shape)
+    return segment_slices(segmenter, [image], [index])[0]
+
+
+def segment_slices(
+    segmenter: Segmenter, images: list[np.ndarray], indices: list[int] | None = None
+) -> list[SliceStats]:
+    """Several normalised 2D slices (or images) through the model, in batches of
+    `segmenter.batch_size`: each gets the statistics `segment_slice` gives it alone."""
+    indices = list(range(len(images))) if indices is None else indices
+    prep, size = segmenter.spec.preprocessing, segmenter.batch_size
+    out: list[SliceStats] = []
+    for i in range(0, len(images), size):
+        x = torch.cat([to_model_input(im[None], prep) for im in images[i : i + size]])
+        samples = segmenter.predict_batch(x, indices[i : i + size])
+        out += [slice_statistics(s, im.shape) for s, im in zip(samples, images[i : i + size], strict=True)]
+    return out
 
 
 @dataclass
@@ -184,10 +201,13 @@ def run_slices(
     indices: list[int] | None = None,
     progress: Callable[[int, int], None] | None = None,
     normalised: np.ndarray | None = None,
+    batch_size: int | None = None,
 ) -> Iterator[SliceResult]:
     """Yield one `SliceResult` per slice, in fan-out order from `start`.
 
     `normalised`: the volume after `normalise_volume`, where the caller has it already.
+    `batch_size`: slices per chip read (default: `segmenter.batch_size`, sized for its device); the
+    results do not depend on it.
 
     Closing the generator early or setting `cancel` stops all stages; a cancel raises nothing
     here, the generator just ends.
@@ -243,19 +263,24 @@ def run_slices(
 
         return body
 
+    size = max(1, batch_size or segmenter.batch_size)
+    batches = [order[:1], *(order[i : i + size] for i in range(1, len(order), size))] if order else []
+
     def preprocess() -> None:
         data = normalise_volume(volume.data, prep) if normalised is None else normalised
-        for k in order:
-            x = to_model_input(get_slice(data, axis, k)[None], prep)
-            if not put(to_infer, (k, x, time.perf_counter())):
+        for ks in batches:
+            x = torch.cat([to_model_input(get_slice(data, axis, k)[None], prep) for k in ks])
+            if not put(to_infer, (ks, x, time.perf_counter())):
                 return
 
     def infer() -> None:
         while (item := get(to_infer)) is not _DONE:
-            k, x, t0 = item
-            samples = segmenter.predict(x, k, cancel)
-            if not put(to_post, (k, samples, t0)):
-                return
+            ks, x, t0 = item
+            samples = segmenter.predict_batch(x, ks, cancel)
+            share = (time.perf_counter() - t0) / len(ks)  # a slice's part of its batch's time
+            for k, one in zip(ks, samples, strict=True):
+                if not put(to_post, (k, one, share)):
+                    return
         put(to_infer, _DONE)  # the end, for the other inference workers too
 
     def postprocess() -> None:
@@ -267,8 +292,9 @@ def run_slices(
             if item is _DONE:  # an inference worker ended (or the run was halted)
                 ended += 1
                 continue
-            k, samples, t0 = item
-            held.append((k, slice_statistics(samples, size), time.perf_counter() - t0))
+            k, samples, share = item
+            t0 = time.perf_counter()
+            held.append((k, slice_statistics(samples, size), share + time.perf_counter() - t0))
             if emitted == 0 and all(h[0] != order[0] for h in held):
                 continue  # the slice on screen comes out first
             for k, stats, seconds in sorted(held, key=lambda h: h[0] != order[0]):
