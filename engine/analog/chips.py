@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import copy
 import threading
-from importlib.metadata import version
 from collections import OrderedDict
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
