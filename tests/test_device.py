@@ -21,7 +21,6 @@ from engine.compute_device import (
     resolve_device,
     use_device,
 )
-from engine.inference import Segmenter
 from engine.run_settings import RunSettings
 
 
