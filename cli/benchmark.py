@@ -6,7 +6,9 @@ background load hits them alike; MC-16 ms per slice through the `Segmenter`; the
 cost per chip; the floor under any exact simulation of a read: the digital forward plus drawing the
 read's Gaussian noise numbers (`noise_draws_per_read`) and adding them, as aihwkit's tile does too;
 after the U-Net, a whole LGG volume at MC 16 from cold, as the viewer runs it (`bench_volume`); the
-peak memory of the process (after the U-Net and the volume, then after each other architecture).
+peak memory of the process (after the U-Net and the volume, then after each other architecture);
+per-slice throughput of the U-Net with batched chip reads against one slice per read
+(`bench_batched_reads`) and, on a GPU, a whole LGG volume at MC 64 (`bench_gpu_volume`).
 An architecture without a shipped model is built with `default_arguments(arch, 1, 2, 128)`,
 randomly initialised and calibrated on random inputs.
 """
@@ -30,9 +32,10 @@ from engine.analog.conversion import calibrated_analog
 from engine.analog.device import DeviceSettings
 from engine.analog.periphery import add_gaussian_, noise_draws_per_read
 from engine.architectures import ARCHITECTURES, default_arguments
+from engine.compute_device import resolve_device
 from engine.inference import Segmenter
 from engine.model_store import RESOURCES, Label, ModelSpec, list_models, read_spec, save_model
-from engine.pipeline import preview_while_programming, segment_volume
+from engine.pipeline import preview_while_programming, run_slices, segment_volume
 from engine.preprocessing import Preprocessing, normalise_volume, slice_count
 from engine.run_settings import Mode, RunSettings
 from engine.volume import load_scan
@@ -178,6 +181,73 @@ def bench_volume(spec: ModelSpec) -> dict:
     }
 
 
+BATCH_MC = 8
+BATCH_SLICES = 16
+GPU_MC = 64
+
+
+def bench_batched_reads(spec: ModelSpec, rounds: int = 2) -> dict:
+    """Slices per second through the pipeline at MC 8 on the compute device, each chip read taking one
+    slice against a batch sized for the device, in alternating rounds over the same slices (chips
+    programmed first)."""
+    path = next((p for p in VOLUMES if p.exists()), None)
+    if path is None:
+        return {"skipped": "no LGG volume found"}
+    volume = load_scan(path)
+    segmenter = Segmenter(spec, RunSettings(model=spec.name, mode=Mode.ANALOG, mc_samples=BATCH_MC))
+    segmenter.program_all()
+    n = slice_count(volume.shape, spec.preprocessing.slice_axis)
+    indices = list(range(max(0, n // 2 - BATCH_SLICES // 2), min(n, n // 2 + BATCH_SLICES // 2)))
+    normalised = normalise_volume(volume.data, spec.preprocessing)
+    sizes = {"one_slice_per_read": 1, "batched": segmenter.batch_size}
+    seconds: dict[str, list[float]] = {k: [] for k in sizes}
+    for _ in range(rounds):
+        for name, size in sizes.items():
+            t0 = time.perf_counter()
+            for _ in run_slices(segmenter, volume, indices=indices, normalised=normalised, batch_size=size):
+                pass
+            seconds[name].append(time.perf_counter() - t0)
+    rates = {k: len(indices) / statistics.median(v) for k, v in seconds.items()}
+    return {
+        "volume": path.name,
+        "model": spec.name,
+        "device": str(segmenter.device),
+        "mc": BATCH_MC,
+        "slices": len(indices),
+        "batch_size": sizes["batched"],
+        "slices_per_s_one_per_read": rates["one_slice_per_read"],
+        "slices_per_s_batched": rates["batched"],
+        "speed_up": rates["batched"] / rates["one_slice_per_read"],
+    }
+
+
+def bench_gpu_volume(spec: ModelSpec) -> dict:
+    """A whole LGG volume at MC 64 on the GPU (chips programmed on the CPU first, or loaded from the
+    chip store), where the process's device is one."""
+    device = resolve_device()
+    path = next((p for p in VOLUMES if p.exists()), None)
+    if device.type != "cuda" or path is None:
+        return {"skipped": "no GPU" if device.type != "cuda" else "no LGG volume found"}
+    volume = load_scan(path)
+    segmenter = Segmenter(spec, RunSettings(model=spec.name, mode=Mode.ANALOG, mc_samples=GPU_MC))
+    t0 = time.perf_counter()
+    segmenter.program_all()
+    t1 = time.perf_counter()
+    result = segment_volume(segmenter, volume)
+    torch.cuda.synchronize(device)
+    t2 = time.perf_counter()
+    return {
+        "volume": path.name,
+        "model": spec.name,
+        "device": torch.cuda.get_device_name(device),
+        "mc": GPU_MC,
+        "slices": len(result.seconds),
+        "chips_s": t1 - t0,
+        "segment_s": t2 - t1,
+        "slices_per_s": len(result.seconds) / (t2 - t1),
+    }
+
+
 def run_benchmark(
     json_path: Path,
     rounds: int = 5,
@@ -206,6 +276,7 @@ def run_benchmark(
         f"{'aihw/floor':>10s} {'MC16/slice':>10s} {'prog/chip':>9s} {'chip MB':>7s}"
     )
     rows, volume = [], {"skipped": "U-Net not benchmarked"}
+    batched = gpu = volume
     with tempfile.TemporaryDirectory(prefix="aimc-bench-") as scratch:
         for arch in archs:
             spec, shipped = bench_spec(arch, Path(scratch))
@@ -213,6 +284,7 @@ def run_benchmark(
             rows.append(row)
             if arch == "unet":  # before the others, so that its peak memory is the product's
                 volume = bench_volume(spec)
+                batched, gpu = bench_batched_reads(spec), bench_gpu_volume(spec)
             name = spec.name + ("" if shipped else " *")
             echo(
                 f"{arch:10s} {name:20s} {'x'.join(map(str, row['input'])):>8s} "
@@ -229,6 +301,19 @@ def run_benchmark(
         )
         if any(not r["shipped"] for r in rows):
             echo("* no shipped model: random weights, input ranges calibrated on random inputs")
+    if "skipped" not in batched:
+        echo(
+            f"batched reads, {batched['model']} on {batched['device']}, MC {batched['mc']}, "
+            f"{batched['slices']} slices of {batched['volume']}: one slice per read "
+            f"{batched['slices_per_s_one_per_read']:.2f} slices/s, {batched['batch_size']} per read "
+            f"{batched['slices_per_s_batched']:.2f} slices/s ({batched['speed_up']:.2f}x)"
+        )
+    if "skipped" not in gpu:
+        echo(
+            f"GPU {gpu['device']}: {gpu['volume']} at MC {gpu['mc']}, {gpu['slices']} slices in "
+            f"{gpu['segment_s']:.1f}s ({gpu['slices_per_s']:.1f} slices/s), "
+            f"after {gpu['chips_s']:.1f}s of chips"
+        )
     if "skipped" not in volume:
         echo(
             f"volume {volume['volume']} {'x'.join(map(str, volume['shape']))}, {volume['slices']} slices, "
@@ -239,7 +324,14 @@ def run_benchmark(
             f"total {volume['total_s']:.1f}s; peak memory so far {volume['peak_rss_mb_so_far']:.0f} MB"
         )
     env["load_average_1min_at_end"] = os.getloadavg()[0]
-    report = {"environment": env, "architectures": rows, "volume": volume, "peak_rss_mb": _peak_rss_mb()}
+    report = {
+        "environment": env,
+        "architectures": rows,
+        "volume": volume,
+        "batched_reads": batched,
+        "gpu_volume": gpu,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
     echo(
         "peak memory (RSS) of the whole run, with the random models' calibration: "
         f"{report['peak_rss_mb']:.0f} MB"

@@ -47,9 +47,8 @@ def main() -> None:
     for step in STEPS:
         times = [r[step] for r in runs if step in r]
         if times:
-            print(
-                f"  {step:18s} median {statistics.median(times):6.2f} s  (runs: {', '.join(f'{t:.2f}' for t in times)})"
-            )
+            each = ", ".join(f"{t:.2f}" for t in times)
+            print(f"  {step:18s} median {statistics.median(times):6.2f} s  (runs: {each})")
 
 
 if __name__ == "__main__":
