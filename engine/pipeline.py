@@ -34,6 +34,7 @@ from engine.model_store import ModelSpec
 from engine.postprocessing import keep_largest_component
 from engine.preprocessing import (
     get_slice,
+    input_slices,
     normalise_volume,
     resize_probabilities,
     set_slice,
@@ -67,7 +68,9 @@ def slice_statistics(samples: torch.Tensor, size: tuple[int, int]) -> SliceStats
 def segment_slice(segmenter: Segmenter, image: np.ndarray, index: int = 0) -> SliceStats:
     """One normalised 2D slice (or image) through the model: its statistics at its own size.
 
-    `index` seeds the analog reads as the pipeline does for slice `index` of a volume.
+    `image` is (H, W), or (C, H, W) as `input_slices` gives it: a 2.5D model reads the slice with its
+    neighbours, which a lone slice cannot supply. `index` seeds the analog reads as the pipeline does
+    for slice `index` of a volume.
     """
     return segment_slices(segmenter, [image], [index])[0]
 
@@ -75,15 +78,21 @@ def segment_slice(segmenter: Segmenter, image: np.ndarray, index: int = 0) -> Sl
 def segment_slices(
     segmenter: Segmenter, images: list[np.ndarray], indices: list[int] | None = None
 ) -> list[SliceStats]:
-    """Several normalised 2D slices (or images) through the model, in batches of
-    `segmenter.batch_size`: each gets the statistics `segment_slice` gives it alone."""
+    """Several normalised slices (or images), each as `segment_slice` takes it, through the model in
+    batches of `segmenter.batch_size`: each gets the statistics `segment_slice` gives it alone."""
     indices = list(range(len(images))) if indices is None else indices
     prep, size = segmenter.spec.preprocessing, segmenter.batch_size
+    stacks = [image if image.ndim == 3 else image[None] for image in images]
+    for channels in stacks:
+        if channels.shape[0] != 2 * prep.context + 1:
+            raise ValueError(
+                f"{segmenter.spec.name} reads {2 * prep.context + 1} neighbouring slices; got {channels.shape[0]}"
+            )
     out: list[SliceStats] = []
-    for i in range(0, len(images), size):
-        x = torch.cat([to_model_input(im[None], prep) for im in images[i : i + size]])
+    for i in range(0, len(stacks), size):
+        x = torch.cat([to_model_input(c[None], prep) for c in stacks[i : i + size]])
         samples = segmenter.predict_batch(x, indices[i : i + size])
-        out += [slice_statistics(s, im.shape) for s, im in zip(samples, images[i : i + size], strict=True)]
+        out += [slice_statistics(s, c.shape[1:]) for s, c in zip(samples, stacks[i : i + size], strict=True)]
     return out
 
 
@@ -263,13 +272,13 @@ def run_slices(
 
         return body
 
-    size = max(1, batch_size or segmenter.batch_size)
-    batches = [order[:1], *(order[i : i + size] for i in range(1, len(order), size))] if order else []
+    per_read = max(1, batch_size or segmenter.batch_size)
+    batches = [order[:1], *(order[i : i + per_read] for i in range(1, len(order), per_read))] if order else []
 
     def preprocess() -> None:
         data = normalise_volume(volume.data, prep) if normalised is None else normalised
         for ks in batches:
-            x = torch.cat([to_model_input(get_slice(data, axis, k)[None], prep) for k in ks])
+            x = torch.cat([to_model_input(input_slices(data, axis, k, prep)[None], prep) for k in ks])
             if not put(to_infer, (ks, x, time.perf_counter())):
                 return
 
@@ -358,7 +367,7 @@ def preview_while_programming(
     axis = axis or prep.slice_axis
     t0 = time.perf_counter()
     data = normalise_volume(volume.data, prep) if normalised is None else normalised
-    x = to_model_input(get_slice(data, axis, index)[None], prep)
+    x = to_model_input(input_slices(data, axis, index, prep)[None], prep)
     size = get_slice(volume.data, axis, 0).shape
     programmed = len(segmenter.chips)
     samples: list[torch.Tensor] = []
