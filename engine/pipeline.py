@@ -83,10 +83,11 @@ def segment_slices(
     indices = list(range(len(images))) if indices is None else indices
     prep, size = segmenter.spec.preprocessing, segmenter.batch_size
     stacks = [image if image.ndim == 3 else image[None] for image in images]
+    reads = 2 * prep.context + 1
     for channels in stacks:
-        if channels.shape[0] != 2 * prep.context + 1:
+        if channels.shape[0] != reads:
             raise ValueError(
-                f"{segmenter.spec.name} reads {2 * prep.context + 1} neighbouring slices; got {channels.shape[0]}"
+                f"{segmenter.spec.name} reads {reads} neighbouring slices; got {channels.shape[0]}"
             )
     out: list[SliceStats] = []
     for i in range(0, len(stacks), size):
