@@ -108,8 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     start.show()
     app.processEvents()
     clock.mark("window")
-    imported, failed = threading.Event(), []
-    threading.Thread(target=_import_main_window, args=(imported, failed), daemon=True).start()
     if args.scan:
         try:
             start.show_scan(load_scan(args.scan), Path(args.scan).name)
@@ -117,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
             clock.mark("scan")
         except ScanError:
             pass  # the main window says why when it opens the path
+    # started once the scan is shown: the import would otherwise hold the interpreter while it is read
+    imported, failed = threading.Event(), []
+    threading.Thread(target=_import_main_window, args=(imported, failed), daemon=True).start()
     holder: dict[str, Any] = {}
 
     def when_imported() -> None:
