@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,10 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # Tests compute on the CPU unless they ask for a device (the golden arrays are the CPU's).
 os.environ["AIMC_DEVICE"] = "cpu"
+# Never the user's chip store, not even from module- or session-wide fixtures (set up before any
+# test's own store below); removed when the session ends.
+os.environ["AIMC_CHIP_CACHE_DIR"] = tempfile.mkdtemp(prefix="aimc-test-chips-")
+atexit.register(shutil.rmtree, os.environ["AIMC_CHIP_CACHE_DIR"], ignore_errors=True)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
