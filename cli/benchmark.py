@@ -219,7 +219,8 @@ def bench_batched_reads(spec: ModelSpec, rounds: int = 2) -> dict:
     segmenter.program_all()  # a reopened scan: the chips from the store
     t2 = time.perf_counter()
     n = slice_count(volume.shape, spec.preprocessing.slice_axis)
-    indices = list(range(max(0, n // 2 - BATCH_SLICES // 2), min(n, n // 2 + BATCH_SLICES // 2)))
+    first = max(0, n // 2 - BATCH_SLICES // 2)
+    indices = list(range(first, min(n, first + BATCH_SLICES)))
     normalised = normalise_volume(volume.data, spec.preprocessing)
     sizes = {"one_slice_per_read": 1, "batched": segmenter.batch_size}
     seconds: dict[str, list[float]] = {k: [] for k in sizes}
