@@ -4,7 +4,8 @@ The start is in two steps so that the scan is on screen within moments: first a 
 (`StartWindow`: Qt, pyqtgraph and the scan reader only) shows the scan's middle slice, while a thread
 imports the main window and what it builds on (torch, aihwkit, MONAI); then the main window takes its
 place and opens the scan, the model being built in the inference worker as before.
-`--exit-when-shown` prints when each step was reached, for `scripts/viewer_start.py`.
+`--exit-when-shown` prints when each step was reached (wall clock and CPU time), for
+`scripts/viewer_start.py`.
 """
 
 from __future__ import annotations
@@ -71,8 +72,10 @@ class _StartClock:
         self.t0 = float(launched) if launched else _IMPORTED_AT
 
     def mark(self, what: str) -> None:
+        """The step, the wall-clock seconds since launch and the CPU seconds the process has used (on a
+        loaded machine the wall clock mostly measures the other processes)."""
         if self.enabled:
-            print(f"{what} {time.time() - self.t0:.3f}", flush=True)
+            print(f"{what} {time.time() - self.t0:.3f} {time.process_time():.3f}", flush=True)
 
 
 def _import_main_window(done: threading.Event, failed: list[BaseException]) -> None:
