@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run predict test fuzz lint bench clean
+.PHONY: setup run predict test fuzz lint bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,10 @@ lint: setup
 
 bench: setup
 	$(BIN)/aimc bench
+
+# On a machine with a CUDA GPU: digital, analog and HWA training on the GPU against the CPU, with timings.
+gpu-check: setup
+	$(BIN)/python scripts/gpu_check.py
 
 clean:
 	rm -rf $(VENV) out

@@ -11,12 +11,15 @@ the batch rows (`cli.bench_batch`): scans per minute of a 10-scan LGG batch, ser
 local Dask workers, with the U-Net.
 First, the cold start of the command line (`bench_cold_start`): `aimc --help`, `aimc models` and
 `aimc models --detail` in fresh processes, beside `python -c "import torch"`, the cost they avoid.
+Then the per-slice throughput of the U-Net with batched chip reads against one slice per read
+(`bench_batched_reads`) and, on a GPU, a whole LGG volume at MC 64 (`bench_gpu_volume`).
 An architecture without a shipped model is built with `default_arguments(arch, 1, 2, 128)`,
 randomly initialised and calibrated on random inputs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -26,19 +29,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
 from cli.bench_batch import bench_batch
+from engine.analog.chip_store import DIR_ENV
 from engine.analog.conversion import calibrated_analog
 from engine.analog.device import DeviceSettings
 from engine.analog.periphery import add_gaussian_, noise_draws_per_read
 from engine.architectures import ARCHITECTURES, default_arguments
+from engine.compute_device import resolve_device
 from engine.inference import Segmenter
 from engine.model_store import RESOURCES, Label, ModelSpec, list_models, read_spec, save_model
-from engine.pipeline import preview_while_programming, segment_volume
+from engine.pipeline import preview_while_programming, run_slices, segment_volume
 from engine.preprocessing import Preprocessing, normalise_volume, slice_count
 from engine.run_settings import Mode, RunSettings
 from engine.volume import load_scan
@@ -48,6 +53,21 @@ VOLUMES = (
     RESOURCES.parent.parent / "shared" / "data" / "lgg" / "imagesTr" / "lgg_002.nii.gz",
     RESOURCES / "samples" / "lgg_sample.nii.gz",
 )
+
+
+@contextlib.contextmanager
+def _scratch_chip_store(scratch: Path) -> Iterator[None]:
+    """Chips programmed during the bench go to an empty store of its own: timings from cold stay cold,
+    and the user's store is left as it was."""
+    previous = os.environ.get(DIR_ENV)
+    os.environ[DIR_ENV] = str(scratch / "chips")
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(DIR_ENV, None)
+        else:
+            os.environ[DIR_ENV] = previous
 
 
 def _peak_rss_mb() -> float:
@@ -207,6 +227,81 @@ def bench_volume(spec: ModelSpec) -> dict:
     }
 
 
+BATCH_MC = 8
+BATCH_SLICES = 16
+GPU_MC = 64
+
+
+def bench_batched_reads(spec: ModelSpec, rounds: int = 2) -> dict:
+    """Slices per second through the pipeline at MC 8 on the compute device, each chip read taking one
+    slice against a batch sized for the device, in alternating rounds over the same slices (chips
+    programmed first)."""
+    path = next((p for p in VOLUMES if p.exists()), None)
+    if path is None:
+        return {"skipped": "no LGG volume found"}
+    volume = load_scan(path)
+    run = RunSettings(model=spec.name, mode=Mode.ANALOG, mc_samples=BATCH_MC)
+    t0 = time.perf_counter()
+    Segmenter(spec, run).program_all()  # programmed and stored in the (empty) chip store
+    t1 = time.perf_counter()
+    segmenter = Segmenter(spec, run)
+    segmenter.program_all()  # a reopened scan: the chips from the store
+    t2 = time.perf_counter()
+    n = slice_count(volume.shape, spec.preprocessing.slice_axis)
+    first = max(0, n // 2 - BATCH_SLICES // 2)
+    indices = list(range(first, min(n, first + BATCH_SLICES)))
+    normalised = normalise_volume(volume.data, spec.preprocessing)
+    sizes = {"one_slice_per_read": 1, "batched": segmenter.batch_size}
+    seconds: dict[str, list[float]] = {k: [] for k in sizes}
+    for _ in range(rounds):
+        for name, size in sizes.items():
+            t0 = time.perf_counter()
+            for _ in run_slices(segmenter, volume, indices=indices, normalised=normalised, batch_size=size):
+                pass
+            seconds[name].append(time.perf_counter() - t0)
+    rates = {k: len(indices) / statistics.median(v) for k, v in seconds.items()}
+    return {
+        "volume": path.name,
+        "model": spec.name,
+        "device": str(segmenter.device),
+        "mc": BATCH_MC,
+        "slices": len(indices),
+        "batch_size": sizes["batched"],
+        "slices_per_s_one_per_read": rates["one_slice_per_read"],
+        "slices_per_s_batched": rates["batched"],
+        "speed_up": rates["batched"] / rates["one_slice_per_read"],
+        "program_s_per_chip": (t1 - t0) / BATCH_MC,
+        "stored_chip_load_s_per_chip": (t2 - t1) / BATCH_MC,
+    }
+
+
+def bench_gpu_volume(spec: ModelSpec) -> dict:
+    """A whole LGG volume at MC 64 on the GPU (chips programmed on the CPU first, or loaded from the
+    chip store), where the process's device is one."""
+    device = resolve_device()
+    path = next((p for p in VOLUMES if p.exists()), None)
+    if device.type != "cuda" or path is None:
+        return {"skipped": "no GPU" if device.type != "cuda" else "no LGG volume found"}
+    volume = load_scan(path)
+    segmenter = Segmenter(spec, RunSettings(model=spec.name, mode=Mode.ANALOG, mc_samples=GPU_MC))
+    t0 = time.perf_counter()
+    segmenter.program_all()
+    t1 = time.perf_counter()
+    result = segment_volume(segmenter, volume)
+    torch.cuda.synchronize(device)
+    t2 = time.perf_counter()
+    return {
+        "volume": path.name,
+        "model": spec.name,
+        "device": torch.cuda.get_device_name(device),
+        "mc": GPU_MC,
+        "slices": len(result.seconds),
+        "chips_s": t1 - t0,
+        "segment_s": t2 - t1,
+        "slices_per_s": len(result.seconds) / (t2 - t1),
+    }
+
+
 def run_benchmark(
     json_path: Path,
     rounds: int = 5,
@@ -247,7 +342,8 @@ def run_benchmark(
         f"{'aihw/floor':>10s} {'MC16/slice':>10s} {'prog/chip':>9s} {'chip MB':>7s}"
     )
     rows, volume, batch_rows = [], {"skipped": "U-Net not benchmarked"}, []
-    with tempfile.TemporaryDirectory(prefix="aimc-bench-") as scratch:
+    batched = gpu = volume
+    with tempfile.TemporaryDirectory(prefix="aimc-bench-") as scratch, _scratch_chip_store(Path(scratch)):
         for arch in archs:
             spec, shipped = bench_spec(arch, Path(scratch))
             row = bench_architecture(spec, shipped, rounds)
@@ -255,6 +351,7 @@ def run_benchmark(
             if arch == "unet":  # before the others, so that its peak memory is the product's
                 volume = bench_volume(spec)
                 batch_rows = bench_batch(spec, batch, echo=echo) if batch else []
+                batched, gpu = bench_batched_reads(spec), bench_gpu_volume(spec)
             name = spec.name + ("" if shipped else " *")
             echo(
                 f"{arch:10s} {name:20s} {'x'.join(map(str, row['input'])):>8s} "
@@ -271,6 +368,21 @@ def run_benchmark(
         )
         if any(not r["shipped"] for r in rows):
             echo("* no shipped model: random weights, input ranges calibrated on random inputs")
+    if "skipped" not in batched:
+        echo(
+            f"batched reads, {batched['model']} on {batched['device']}, MC {batched['mc']}, "
+            f"{batched['slices']} slices of {batched['volume']}: one slice per read "
+            f"{batched['slices_per_s_one_per_read']:.2f} slices/s, {batched['batch_size']} per read "
+            f"{batched['slices_per_s_batched']:.2f} slices/s ({batched['speed_up']:.2f}x); a chip "
+            f"programmed {batched['program_s_per_chip']:.2f}s, loaded from the chip store "
+            f"{batched['stored_chip_load_s_per_chip']:.3f}s"
+        )
+    if "skipped" not in gpu:
+        echo(
+            f"GPU {gpu['device']}: {gpu['volume']} at MC {gpu['mc']}, {gpu['slices']} slices in "
+            f"{gpu['segment_s']:.1f}s ({gpu['slices_per_s']:.1f} slices/s), "
+            f"after {gpu['chips_s']:.1f}s of chips"
+        )
     if "skipped" not in volume:
         echo(
             f"volume {volume['volume']} {'x'.join(map(str, volume['shape']))}, {volume['slices']} slices, "
@@ -287,6 +399,8 @@ def run_benchmark(
         "architectures": rows,
         "volume": volume,
         "batch": batch_rows,
+        "batched_reads": batched,
+        "gpu_volume": gpu,
         "peak_rss_mb": _peak_rss_mb(),
     }
     echo(

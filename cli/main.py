@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from cli.batch import add_batch_options, add_executor_options
+from cli.device_option import add_device_option
+from engine.compute_device import use_device
 from engine.run_settings import MAX_DRIFT_S, MAX_MC, MAX_NOISE_LEVEL, MAX_SEED, MIN_DRIFT_S
 
 if TYPE_CHECKING:
@@ -310,8 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
         "scan",
         nargs="+",
         help="NIfTI file, MHA/MHD, NRRD, a DICOM folder, a PNG, TIFF or JPEG image; for a batch: "
-        "several, "
-        "a glob, a folder of scans or DICOM series, an MSD dataset.json, or a text/CSV list (one output folder per case)",
+        "several, a glob, a folder of scans or DICOM series, an MSD dataset.json, or a text/CSV list "
+        "(one output folder per case)",
     )
     p.add_argument(
         "--model",
@@ -357,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true")
     add_batch_options(p)
+    add_device_option(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("models", help="list the installed models")
@@ -405,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--crop-foreground", type=float, default=1 / 3, help="share of patches centred on a lesion pixel"
     )
     p.add_argument("--runs-dir", default="runs", help="where checkpoints and the log go (resumed from there)")
+    add_device_option(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("postprocess", help="choose a model's post-processing on its validation split")
@@ -426,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", action="store_true", help="store the summary in the model's model.json")
     p.add_argument("--quiet", action="store_true")
     add_executor_options(p)
+    add_device_option(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="measure the paper's claims on the test splits (long; resumable)")
@@ -445,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure nothing slow: write the report from OUT/measurements/ as far as it goes",
     )
     p.add_argument("--quiet", action="store_true")
+    add_device_option(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("bench", help="time digital, aihwkit's tile and the fast analog path side by side")
@@ -464,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=["digital"],
         help="modes of the 10-scan batch rows (serial, 1 and 2 Dask workers; analog at MC 4); none: skip",
     )
+    add_device_option(p)
     p.set_defaults(func=cmd_bench)
     return parser
 
@@ -488,6 +495,7 @@ def _for_the_user(exc: Exception) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # --help and wrong arguments end here, having loaded nothing
+    use_device(getattr(args, "device", None))
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -5,7 +5,12 @@ N chips programmed once per (model, noise level, drift time, seed) and kept (`en
 Each sample therefore redraws both sources of device noise: the chip (programming noise, drift
 coefficients and 1/f read noise accumulated up to the drift time, which differ from chip to chip)
 and the read (per-read output noise of the ADC path, redrawn on every forward). Reads are seeded by
-(seed, slice, sample), so a slice gives the same result whichever order the slices are processed in.
+(seed, slice, sample), so a slice gives the same result whichever order the slices are processed in,
+and whichever batch it is read in: `predict_batch` reads several slices per chip read, each slice's
+noise drawn from its own generator (`engine.analog.periphery.seeded_reads`).
+
+Networks and chips compute on a device (`engine.compute_device`: the CPU or a GPU); inputs go there and
+the samples come back to the CPU.
 
 A chip is programmed and drifted by aihwkit, then by default read through `engine.analog.fast_layers`
 (the same forward as aihwkit's torch tile without its im2col, several times faster; it adds the
@@ -19,6 +24,7 @@ forward is made. For a hardware-aware model that is its tiles read perfectly (`e
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -26,6 +32,7 @@ from torch import nn
 from engine.analog.chips import ChipKey, ChipSet, read_seed
 from engine.analog.device import DeviceSettings
 from engine.analog.periphery import seeded_reads
+from engine.compute_device import read_batch_size
 from engine.model_store import ModelSpec
 from engine.run_settings import Mode, RunSettings, Simulator
 
@@ -47,17 +54,21 @@ class Segmenter:
         run: RunSettings,
         simulator: Simulator | str = Simulator.FAST,
         chips: ChipSet | None = None,
+        device: str | torch.device | None = None,
     ) -> None:
+        """`device`: where to compute, as `engine.compute_device.resolve_device` takes it (None: the
+        process default); `chips` must have been made for the same key and device."""
         try:
             self.simulator = Simulator(simulator)
         except ValueError:
             raise ValueError(f"simulator must be fast or aihwkit, not {simulator!r}") from None
-        key = ChipKey.of(spec, run, self.simulator)
+        key = ChipKey.of(spec, run, self.simulator, device)
         if chips is not None and chips.key != key:
             raise ValueError(f"chips programmed for {chips.key}, not for {key}")
         self.spec = spec
         self.run = run
         self.chip_set = chips if chips is not None else ChipSet(spec, key)
+        self.device = torch.device(self.chip_set.key.device)
 
     @property
     def digital(self) -> nn.Module:
@@ -87,32 +98,60 @@ class Segmenter:
                 raise Cancelled()
             self.chip(s)
 
+    @property
+    def batch_size(self) -> int:
+        """Slices per chip read: sized for the device; one on aihwkit's tile, whose reads draw from the
+        global generator in the order of the batch's elements."""
+        return read_batch_size(self.device) if self.concurrent_reads else 1
+
     @torch.no_grad()
     def predict(
         self, x: torch.Tensor, slice_index: int = 0, cancel: threading.Event | None = None
     ) -> torch.Tensor:
         """(1, C_in, h, w) input -> (S, C, h, w) softmax samples."""
+        return self.predict_batch(x, [slice_index], cancel)[0]
+
+    @torch.no_grad()
+    def predict_batch(
+        self, x: torch.Tensor, slice_indices: Sequence[int], cancel: threading.Event | None = None
+    ) -> torch.Tensor:
+        """(B, C_in, h, w) inputs of slices `slice_indices` -> (B, S, C, h, w) softmax samples, on the CPU.
+
+        Sample s of every slice is one read of chip s over the whole batch; each slice's result is the
+        one it gets read alone.
+        """
+        if len(slice_indices) != x.shape[0]:
+            raise ValueError(f"{x.shape[0]} inputs but {len(slice_indices)} slice indices")
+        x = x.to(self.device)
         if self.run.mode is Mode.DIGITAL:
-            return torch.softmax(self.digital(x), 1)
+            return torch.softmax(self.digital(x), 1).cpu()[:, None]
         out = []
         for s in range(self.samples):
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
-            out.append(self.read(x, slice_index, s))
-        return torch.cat(out)
+            out.append(self.read_batch(x, slice_indices, s))
+        return torch.stack(out, 1).cpu()
 
     @torch.no_grad()
     def read(self, x: torch.Tensor, slice_index: int, s: int) -> torch.Tensor:
         """Sample s of a slice: softmax of one read of chip s (programmed first if need be), seeded by
         (run seed, slice, sample), so a slice's samples are the same in whatever order, and on
-        whatever thread, they are read."""
-        seed = read_seed(self.run.seed, slice_index, s)
+        whatever thread, they are read. (1, C, h, w) on the CPU."""
+        return self.read_batch(x.to(self.device), [slice_index], s).cpu()
+
+    def read_batch(self, x: torch.Tensor, slice_indices: Sequence[int], s: int) -> torch.Tensor:
+        """Sample s of several slices at once: one read of chip s over the batch (inputs on the device),
+        each slice's noise from its own seed (run seed, slice, sample)."""
+        seeds = [read_seed(self.run.seed, k, s) for k in slice_indices]
         chip = self.chip(s)
         if self.simulator is Simulator.FAST:
-            with seeded_reads(seed):
+            with seeded_reads(seeds, self.device):
                 return torch.softmax(chip(x), 1)
-        torch.manual_seed(seed)  # aihwkit's tile draws from torch's global generator
-        return torch.softmax(chip(x), 1)
+        parts = []
+        for seed, xi in zip(seeds, x.split(1), strict=True):
+            torch.manual_seed(seed)  # aihwkit's tile draws from torch's global generator
+            parts.append(torch.softmax(chip(xi), 1))
+        return torch.cat(parts)
 
     @property
     def concurrent_reads(self) -> bool:

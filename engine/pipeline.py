@@ -11,6 +11,9 @@ torch's default OpenMP teams the pipeline ran 1.7x slower than one slice at a ti
 with one thread each and one inference worker it was on par; two workers on one thread each read
 1.5x as fast as one on two torch threads (U-Net: 71 against 46 reads/s), and a 20-slice LGG volume
 at MC 16 took 4.8 s instead of 7.2 s.
+Slices travel to inference in batches (`Segmenter.batch_size`, sized for the device: a few on a CPU,
+tens on a GPU): each chip read takes the whole batch, and each slice gets the result it gets read
+alone. The slice on screen goes alone in the first batch, so it still comes out first.
 No Qt here: the viewer's worker and the CLI both drive this generator.
 """
 
@@ -69,14 +72,29 @@ def segment_slice(segmenter: Segmenter, image: np.ndarray, index: int = 0) -> Sl
     neighbours, which a lone slice cannot supply. `index` seeds the analog reads as the pipeline does
     for slice `index` of a volume.
     """
-    prep = segmenter.spec.preprocessing
-    channels = image if image.ndim == 3 else image[None]
-    if channels.shape[0] != 2 * prep.context + 1:
-        raise ValueError(
-            f"{segmenter.spec.name} reads {2 * prep.context + 1} neighbouring slices; got {channels.shape[0]}"
-        )
-    x = to_model_input(channels[None], prep)
-    return slice_statistics(segmenter.predict(x, index), channels.shape[1:])
+    return segment_slices(segmenter, [image], [index])[0]
+
+
+def segment_slices(
+    segmenter: Segmenter, images: list[np.ndarray], indices: list[int] | None = None
+) -> list[SliceStats]:
+    """Several normalised slices (or images), each as `segment_slice` takes it, through the model in
+    batches of `segmenter.batch_size`: each gets the statistics `segment_slice` gives it alone."""
+    indices = list(range(len(images))) if indices is None else indices
+    prep, size = segmenter.spec.preprocessing, segmenter.batch_size
+    stacks = [image if image.ndim == 3 else image[None] for image in images]
+    reads = 2 * prep.context + 1
+    for channels in stacks:
+        if channels.shape[0] != reads:
+            raise ValueError(
+                f"{segmenter.spec.name} reads {reads} neighbouring slices; got {channels.shape[0]}"
+            )
+    out: list[SliceStats] = []
+    for i in range(0, len(stacks), size):
+        x = torch.cat([to_model_input(c[None], prep) for c in stacks[i : i + size]])
+        samples = segmenter.predict_batch(x, indices[i : i + size])
+        out += [slice_statistics(s, c.shape[1:]) for s, c in zip(samples, stacks[i : i + size], strict=True)]
+    return out
 
 
 @dataclass
@@ -193,10 +211,13 @@ def run_slices(
     indices: list[int] | None = None,
     progress: Callable[[int, int], None] | None = None,
     normalised: np.ndarray | None = None,
+    batch_size: int | None = None,
 ) -> Iterator[SliceResult]:
     """Yield one `SliceResult` per slice, in fan-out order from `start`.
 
     `normalised`: the volume after `normalise_volume`, where the caller has it already.
+    `batch_size`: slices per chip read (default: `segmenter.batch_size`, sized for its device); the
+    results do not depend on it.
 
     Closing the generator early or setting `cancel` stops all stages; a cancel raises nothing
     here, the generator just ends.
@@ -252,19 +273,24 @@ def run_slices(
 
         return body
 
+    per_read = max(1, batch_size or segmenter.batch_size)
+    batches = [order[:1], *(order[i : i + per_read] for i in range(1, len(order), per_read))] if order else []
+
     def preprocess() -> None:
         data = normalise_volume(volume.data, prep) if normalised is None else normalised
-        for k in order:
-            x = to_model_input(input_slices(data, axis, k, prep)[None], prep)
-            if not put(to_infer, (k, x, time.perf_counter())):
+        for ks in batches:
+            x = torch.cat([to_model_input(input_slices(data, axis, k, prep)[None], prep) for k in ks])
+            if not put(to_infer, (ks, x, time.perf_counter())):
                 return
 
     def infer() -> None:
         while (item := get(to_infer)) is not _DONE:
-            k, x, t0 = item
-            samples = segmenter.predict(x, k, cancel)
-            if not put(to_post, (k, samples, t0)):
-                return
+            ks, x, t0 = item
+            samples = segmenter.predict_batch(x, ks, cancel)
+            share = (time.perf_counter() - t0) / len(ks)  # a slice's part of its batch's time
+            for k, one in zip(ks, samples, strict=True):
+                if not put(to_post, (k, one, share)):
+                    return
         put(to_infer, _DONE)  # the end, for the other inference workers too
 
     def postprocess() -> None:
@@ -276,8 +302,9 @@ def run_slices(
             if item is _DONE:  # an inference worker ended (or the run was halted)
                 ended += 1
                 continue
-            k, samples, t0 = item
-            held.append((k, slice_statistics(samples, size), time.perf_counter() - t0))
+            k, samples, share = item
+            t0 = time.perf_counter()
+            held.append((k, slice_statistics(samples, size), share + time.perf_counter() - t0))
             if emitted == 0 and all(h[0] != order[0] for h in held):
                 continue  # the slice on screen comes out first
             for k, stats, seconds in sorted(held, key=lambda h: h[0] != order[0]):

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Tests compute on the CPU unless they ask for a device (the golden arrays are the CPU's).
+os.environ["AIMC_DEVICE"] = "cpu"
+# Never the user's chip store, not even from module- or session-wide fixtures (set up before any
+# test's own store below); removed when the session ends.
+os.environ["AIMC_CHIP_CACHE_DIR"] = tempfile.mkdtemp(prefix="aimc-test-chips-")
+atexit.register(shutil.rmtree, os.environ["AIMC_CHIP_CACHE_DIR"], ignore_errors=True)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 SAMPLES = REPO / "resources" / "samples"
+
+
+@pytest.fixture(autouse=True)
+def _own_chip_store(tmp_path_factory, monkeypatch) -> None:
+    """Each test starts with an empty chip store of its own: never the user's, never another test's."""
+    monkeypatch.setenv("AIMC_CHIP_CACHE_DIR", str(tmp_path_factory.mktemp("chip-store")))
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,8 @@ import cli.benchmark as bench
 
 def test_bench_prints_and_writes_every_number(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "MC", 2)  # the mechanics, not MC 16's minutes
+    monkeypatch.setattr(bench, "BATCH_MC", 2)
+    monkeypatch.setattr(bench, "BATCH_SLICES", 5)
     lines: list[str] = []
     threads = torch.get_num_threads()
     try:
@@ -50,5 +52,10 @@ def test_bench_prints_and_writes_every_number(tmp_path, monkeypatch):
             < volume["slice_on_screen_all_chips_s"]
             < volume["total_s"]
         )
+    batched = report["batched_reads"]
+    if "skipped" not in batched:
+        assert batched["slices"] == 5 and batched["batch_size"] >= 1 and batched["speed_up"] > 0
+        assert any(line.startswith("batched reads") for line in lines)
+    assert "skipped" in report["gpu_volume"] or report["gpu_volume"]["mc"] == 64
     assert json.loads((tmp_path / "bench.json").read_text()) == json.loads(json.dumps(report))
     assert any(line.startswith("unet") for line in lines) and lines[-1].startswith("wrote")

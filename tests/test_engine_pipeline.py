@@ -99,17 +99,17 @@ def test_cancel_acts_within_one_sample(small_model, real_volume):
     already past its check may start one), and the run stops long before the volume is done."""
     seg = Segmenter(small_model, RunSettings(model=small_model.name, mode="analog", mc_samples=64))
     cancel = threading.Event()
-    read = seg.read
-    after_cancel: list[tuple[int, int]] = []
+    read = seg.read_batch
+    after_cancel: list[tuple[list[int], int]] = []
 
-    def counting_read(x, slice_index: int, s: int):
+    def counting_read(x, slice_indices: list[int], s: int):
         if cancel.is_set():
-            after_cancel.append((slice_index, s))
+            after_cancel.append((slice_indices, s))
         elif s == 3:
             cancel.set()  # in the middle of the first slice's 64 samples
-        return read(x, slice_index, s)
+        return read(x, slice_indices, s)
 
-    seg.read = counting_read
+    seg.read_batch = counting_read
     results = list(run_slices(seg, real_volume, "axial", cancel=cancel))
     assert len(after_cancel) <= os.cpu_count(), after_cancel
     assert len(results) < real_volume.shape[2]
@@ -118,10 +118,10 @@ def test_cancel_acts_within_one_sample(small_model, real_volume):
 def test_errors_in_a_stage_reach_the_caller(small_model, real_volume, monkeypatch):
     seg = Segmenter(small_model, RunSettings(model=small_model.name, mode="digital", mc_samples=1))
 
-    def broken(x, k, cancel=None):
+    def broken(x, ks, cancel=None):
         raise RuntimeError("tile exploded")
 
-    monkeypatch.setattr(seg, "predict", broken)
+    monkeypatch.setattr(seg, "predict_batch", broken)
     with pytest.raises(RuntimeError, match="tile exploded"):
         list(run_slices(seg, real_volume, "axial"))
 
@@ -148,8 +148,10 @@ def test_stages_run_on_one_torch_thread_each_and_the_callers_count_is_kept(
 
     seen: dict[str, set[int]] = {"infer": set(), "post": set()}
     seg = Segmenter(small_model, RunSettings(model=small_model.name, mode="digital"))
-    predict, statistics = seg.predict, pipeline.mc_statistics
-    monkeypatch.setattr(seg, "predict", lambda *a: seen["infer"].add(torch.get_num_threads()) or predict(*a))
+    predict, statistics = seg.predict_batch, pipeline.mc_statistics
+    monkeypatch.setattr(
+        seg, "predict_batch", lambda *a: seen["infer"].add(torch.get_num_threads()) or predict(*a)
+    )
     monkeypatch.setattr(
         pipeline, "mc_statistics", lambda p: seen["post"].add(torch.get_num_threads()) or statistics(p)
     )
@@ -169,21 +171,21 @@ def test_two_inference_workers_read_at_once_and_the_slice_on_screen_still_comes_
 ):
     seg = Segmenter(small_model, RunSettings(model=small_model.name, mode="analog", mc_samples=2, seed=1))
     readers: set[str] = set()
-    predict = seg.predict
+    predict = seg.predict_batch
 
-    def slow_on_the_first(x, k, cancel=None):
+    def slow_on_the_first(x, ks, cancel=None):
         readers.add(threading.current_thread().name + str(threading.get_ident()))
-        if k == 5:
+        if 5 in ks:
             time.sleep(0.5)  # the other worker finishes slices meanwhile
-        return predict(x, k, cancel)
+        return predict(x, ks, cancel)
 
-    monkeypatch.setattr(seg, "predict", slow_on_the_first)
+    monkeypatch.setattr(seg, "predict_batch", slow_on_the_first)
     seen = [r for r in run_slices(seg, real_volume, "axial", start=5)]
     assert len(readers) == 2
     assert seen[0].index == 5 and [r.done for r in seen] == list(range(1, len(seen) + 1))
     assert sorted(r.index for r in seen) == list(range(real_volume.shape[2]))
     # the reads do not depend on which worker made them, nor on what the other read meanwhile
-    monkeypatch.setattr(seg, "predict", predict)
+    monkeypatch.setattr(seg, "predict_batch", predict)
     alone = {k: next(run_slices(seg, real_volume, "axial", indices=[k])).stats for k in (5, 6, 4)}
     for r in seen:
         if r.index in alone:
@@ -197,7 +199,7 @@ def test_aihwkit_chips_are_read_by_one_worker(small_model, real_volume, monkeypa
     )
     assert not seg.concurrent_reads
     readers: set[int] = set()
-    predict = seg.predict
-    monkeypatch.setattr(seg, "predict", lambda *a: readers.add(threading.get_ident()) or predict(*a))
+    predict = seg.predict_batch
+    monkeypatch.setattr(seg, "predict_batch", lambda *a: readers.add(threading.get_ident()) or predict(*a))
     assert len(list(run_slices(seg, real_volume, "axial", indices=[0, 1, 2, 3]))) == 4
     assert len(readers) == 1

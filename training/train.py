@@ -10,6 +10,9 @@ them to aihwkit inference tiles and trains with weight noise in the forward pass
 DAC/ADC quantisation, learned input ranges (starting from the digital model's calibration) and
 output scales, with clipping and remapping after each step (`AnalogOptimizer`). The tiles' forward
 runs through `engine.analog.hwa_forward` (aihwkit's forward and gradients without its im2col).
+
+Training runs on the process's compute device (`engine.compute_device`, `aimc train --device`); the
+best epoch is rebuilt on the CPU to be saved.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from engine.analog.conversion import calibrated_analog
 from engine.analog.device import DeviceSettings, rpu_config
 from engine.analog.hwa_forward import use_fast_hwa
 from engine.architectures import default_arguments
+from engine.compute_device import resolve_device
 from engine.metrics import mean_dice
 from engine.model_store import (
     ANALOG_WEIGHTS,
@@ -130,14 +134,21 @@ def hwa_start(base: ModelSpec, settings: DeviceSettings) -> torch.nn.Module:
     return use_fast_hwa(model)
 
 
-def _validate(model: torch.nn.Module, loaded: dict, case_ids: list[str], num_classes: int) -> float:
+def _validate(
+    model: torch.nn.Module, loaded: dict, case_ids: list[str], num_classes: int, device: torch.device
+) -> float:
     """Mean per-case volume Dice at the model's input size (a fast proxy used to pick the best epoch)."""
     model.eval()
     scores = []
     with torch.no_grad():
         for cid in case_ids:
             x, y = loaded[cid]
-            pred = torch.cat([model(torch.from_numpy(x[i : i + 16])).argmax(1) for i in range(0, len(x), 16)])
+            pred = torch.cat(
+                [
+                    model(torch.from_numpy(x[i : i + 16]).to(device)).argmax(1).cpu()
+                    for i in range(0, len(x), 16)
+                ]
+            )
             scores.append(mean_dice(pred.numpy(), y, num_classes))
     return float(np.mean(scores))
 
@@ -173,6 +184,7 @@ def train(
     `patience` stops a run once validation Dice has been flat (no new best) for that many epochs.
     `arch_arguments` override the architecture's default widths (e.g. a U-Net++ at the U-Net's
     parameter count)."""
+    device = resolve_device()
     torch.manual_seed(seed)
     np.random.seed(seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -234,6 +246,7 @@ def train(
                 )
             spec = ModelSpec(name, arch, base.arguments, prep, labels, "digital", settings)
             model, earlier = load_digital(base).train(), base.training
+        model = model.to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr or 1e-3, weight_decay=1e-5)
     elif kind == "hwa":
         if init is None:
@@ -249,7 +262,7 @@ def train(
             settings,
             data=dict(base.data),
         )
-        model = hwa_start(base, settings)
+        model = hwa_start(base, settings).to(device)
         optimizer = AnalogOptimizer(torch.optim.Adam, model.parameters(), lr=lr or 2e-4)
     else:
         raise ValueError(f"kind must be digital or hwa, not {kind!r}")
@@ -271,7 +284,7 @@ def train(
     best_path = run / "best.pt"
     start_epoch, best, history = 0, -1.0, []
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=True)
+        ckpt = torch.load(ckpt_path, weights_only=True, map_location=device)
         model.load_state_dict(ckpt["model"], strict=False)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -291,12 +304,13 @@ def train(
         losses = []
         for x, y in tqdm(loader, desc=f"{name} epoch {epoch + 1}/{epochs}", leave=False):
             optimizer.zero_grad()
+            x, y = x.to(device), y.to(device)
             loss = loss_fn(model(x), y[:, None])
             loss.backward()
             optimizer.step()
             losses.append(float(loss))
         scheduler.step()
-        val = _validate(model, loaded, val_ids, len(labels))
+        val = _validate(model, loaded, val_ids, len(labels), device)
         seconds = time.time() - t0
         history.append(
             {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_dice": val, "seconds": seconds}
@@ -321,7 +335,9 @@ def train(
             w.writeheader()
             w.writerows(history)
 
-    model.load_state_dict(torch.load(best_path, weights_only=True), strict=False)
+    # the best epoch, rebuilt on the CPU (aihwkit does not move tiles back from a GPU)
+    model = hwa_start(base, settings) if kind == "hwa" else model.cpu()
+    model.load_state_dict(torch.load(best_path, weights_only=True, map_location="cpu"), strict=False)
     model.eval()
     spec.metrics = {"val_dice_model_size": best}
     spec.data = {
@@ -344,7 +360,8 @@ def train(
         "optimizer": type(optimizer).__name__,
         "learning_rate": optimizer.param_groups[0]["initial_lr"],
         "wall_time_s": round(sum(h["seconds"] for h in history)) + earlier.get("wall_time_s", 0),
-        "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU",
+        "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        + (torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"),
         "torch": torch.__version__,
         "best_val_dice": best,
         "history": history,

@@ -9,7 +9,11 @@ What chips depend on is a `ChipKey`: the model, the mode, the noise level, the d
 and the simulator that reads them, but not the number of Monte-Carlo samples. A `ChipSet` holds one
 key's chips and grows lazily: a run at MC 16 after one at MC 8 programs 8 more chips, and going back
 to MC 8 programs nothing. The `ChipCache` keeps the chip sets of the last few keys for whoever runs
-models repeatedly (the viewer, batch runs), so each chip is programmed once.
+models repeatedly (the viewer, batch runs), so each chip is programmed once; fast chips are also kept
+on disk between runs (`engine.analog.chip_store`), so a second run with the same settings loads them.
+
+Chips are programmed by aihwkit on the CPU, then moved to the key's compute device
+(`engine.compute_device`), where they are read; the exact network runs there too.
 
 Seeds live here too: chip k of a run is programmed with `chip_seed`, and sample s of a slice is read
 with `read_seed`, so a slice's samples are the same in whatever order, and on whatever thread, they
@@ -22,16 +26,19 @@ import copy
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
 
+from engine.analog.chip_store import ChipStore, default_store, file_digest
 from engine.analog.conversion import load_analog
 from engine.analog.device import DeviceSettings, noise_model
 from engine.analog.fast_layers import fast_chip
 from engine.analog.periphery import per_read_pcm_noise
+from engine.compute_device import resolve_device
 from engine.model_store import ANALOG_WEIGHTS, ModelError, ModelSpec, load_digital, load_tensors
 from engine.run_settings import Mode, RunSettings, Simulator
 
@@ -78,10 +85,11 @@ def program_chip(
 
 @dataclass(frozen=True)
 class ChipKey:
-    """What the chips of a run depend on: everything in `RunSettings` but the MC count, and the simulator.
+    """What the chips of a run depend on: everything in `RunSettings` but the MC count, the simulator, and
+    the compute device they are read on (`cpu`, `cuda:0`).
 
-    A digital run has no chips, only the exact network: its key is the model and the mode, the other
-    fields keep their defaults.
+    A digital run has no chips, only the exact network: its key is the model, the mode and the device,
+    the other fields keep their defaults.
     """
 
     model: str  # the model's folder, or its name for a model without one
@@ -90,14 +98,23 @@ class ChipKey:
     drift_s: float = 0.0
     seed: int = 0
     simulator: Simulator = Simulator.FAST
+    device: str = "cpu"
 
     @classmethod
-    def of(cls, spec: ModelSpec, run: RunSettings, simulator: Simulator = Simulator.FAST) -> ChipKey:
+    def of(
+        cls,
+        spec: ModelSpec,
+        run: RunSettings,
+        simulator: Simulator = Simulator.FAST,
+        device: str | torch.device | None = None,
+    ) -> ChipKey:
+        """The key of `run`; `device` a choice as `resolve_device` takes it (None: the process default)."""
         model = str(spec.folder) if spec.folder is not None else spec.name
+        where = str(device if isinstance(device, torch.device) else resolve_device(device))
         if run.mode is Mode.DIGITAL:
-            return cls(model, Mode.DIGITAL)
+            return cls(model, Mode.DIGITAL, device=where)
         noise, drift = float(run.noise_level), float(run.drift_s)
-        return cls(model, Mode.ANALOG, noise, drift, int(run.seed), Simulator(simulator))
+        return cls(model, Mode.ANALOG, noise, drift, int(run.seed), Simulator(simulator), where)
 
 
 def _analog_path(spec: ModelSpec) -> Path:
@@ -122,42 +139,99 @@ def _exact_network(spec: ModelSpec) -> nn.Module:
     return load_digital(spec)
 
 
+def _chip_key(spec: ModelSpec, settings: DeviceSettings, key: ChipKey, k: int) -> dict[str, Any]:
+    """What chip k of `key` depends on, as the chip store files it: the stored tiles' content (not the
+    model's path), the device settings, the seed, the index, and the code that programs chips."""
+    assert spec.folder is not None  # an analog model has stored tiles
+    return {
+        "format": "fast-chip",
+        "tiles_sha256": file_digest(spec.folder / ANALOG_WEIGHTS),
+        "architecture": spec.architecture,
+        "settings": settings.to_dict(),
+        "seed": key.seed,
+        "chip": k,
+        "aihwkit": version("aihwkit"),
+        "torch": torch.__version__.split("+")[0],
+    }
+
+
 class ChipSet:
     """A model loaded for one `ChipKey`: its exact network and, in analog mode, the chips programmed so far.
 
-    Chips are programmed on first use, one at a time under a lock, so threads that ask for the same
-    chip at once get one chip. `chips` is the list of programmed chips; only `chip` adds to it.
+    Chips are made on first use, one at a time under a lock, so threads that ask for the same chip at
+    once get one chip: loaded from the chip store where it holds that chip, else programmed (and
+    stored). `chips` is the list of chips ready, on the key's device; only `chip` adds to it.
+    `store`: the chip store to use ("user": the user's, `default_store()`; None: none).
     """
 
-    def __init__(self, spec: ModelSpec, key: ChipKey) -> None:
+    def __init__(
+        self, spec: ModelSpec, key: ChipKey, store: ChipStore | None | Literal["user"] = "user"
+    ) -> None:
         self.key = key
-        self.digital = _exact_network(spec)
+        self.device = torch.device(key.device)
+        self.digital = _exact_network(spec).to(self.device)
         self.chips: list[nn.Module] = []
+        self.programmed = 0  # chips programmed here (the others came from the store)
         self._lock = threading.Lock()
+        self._spec = spec
+        self._template: nn.Module | None = None  # the unprogrammed analog model, built when first needed
+        self._skeleton: nn.Module | None = None  # a fast chip to load stored chips into
+        self.store = default_store() if store == "user" else store
         if key.mode is Mode.ANALOG:
-            state = _analog_state(spec)
+            self._state = _analog_state(spec)
             self.settings = spec.device.with_(noise_level=key.noise_level, drift_s=key.drift_s)
-            self._template = load_analog(spec.build(), state, self.settings, source=_analog_path(spec))
         else:
             self.settings = spec.device
+        if key.simulator is not Simulator.FAST or key.mode is not Mode.ANALOG:
+            self.store = None  # only fast chips are plain tensors to store
 
     def __len__(self) -> int:
         return len(self.chips)
 
+    def _analog_template(self) -> nn.Module:
+        if self._template is None:
+            self._template = load_analog(
+                self._spec.build(), self._state, self.settings, source=_analog_path(self._spec)
+            )
+        return self._template
+
+    def _stored(self, k: int) -> nn.Module | None:
+        """Chip k from the store, or None where it holds no valid chip k."""
+        if self.store is None:
+            return None
+        tensors = self.store.load(_chip_key(self._spec, self.settings, self.key, k))
+        if tensors is None:
+            return None
+        if self._skeleton is None:
+            self._skeleton = fast_chip(self._analog_template(), per_read_pcm_noise(self.settings))
+        chip = copy.deepcopy(self._skeleton)
+        try:
+            chip.load_state_dict(tensors, strict=True)
+        except RuntimeError:
+            return None  # tensors that do not fit this network: programmed again
+        return chip
+
+    def _program(self, k: int) -> nn.Module:
+        seed = chip_seed(self.key.seed, k)
+        self.programmed += 1
+        if self.key.simulator is not Simulator.FAST:
+            return program_chip(self._analog_template(), self.settings, seed)
+        # the template is programmed in place: the fast chip is a copy
+        chip = fast_chip(
+            program_chip(self._analog_template(), self.settings, seed, in_place=True),
+            per_read_pcm_noise(self.settings),
+        )
+        if self.store is not None:
+            self.store.save(_chip_key(self._spec, self.settings, self.key, k), chip.state_dict())
+        return chip
+
     def chip(self, k: int) -> nn.Module:
-        """Chip k, programming it (and any before it) first if need be."""
+        """Chip k, made (and any before it) first if need be."""
         with self._lock:
             while len(self.chips) <= k:
-                seed = chip_seed(self.key.seed, len(self.chips))
-                if self.key.simulator is Simulator.FAST:
-                    # the template is programmed in place: the fast chip is a copy
-                    chip = fast_chip(
-                        program_chip(self._template, self.settings, seed, in_place=True),
-                        per_read_pcm_noise(self.settings),
-                    )
-                else:
-                    chip = program_chip(self._template, self.settings, seed)
-                self.chips.append(chip)
+                n = len(self.chips)
+                chip = self._stored(n)
+                self.chips.append((chip if chip is not None else self._program(n)).to(self.device))
             return self.chips[k]
 
 
@@ -174,9 +248,16 @@ class ChipCache:
     def __len__(self) -> int:
         return len(self._sets)
 
-    def chip_set(self, spec: ModelSpec, run: RunSettings, simulator: Simulator = Simulator.FAST) -> ChipSet:
-        """The chip set for `run`, loaded (slow: call it off the UI thread) only on a miss."""
-        key = ChipKey.of(spec, run, simulator)
+    def chip_set(
+        self,
+        spec: ModelSpec,
+        run: RunSettings,
+        simulator: Simulator = Simulator.FAST,
+        device: str | torch.device | None = None,
+    ) -> ChipSet:
+        """The chip set for `run` on `device` (default: the process's), loaded (slow: call it off the
+        UI thread) only on a miss."""
+        key = ChipKey.of(spec, run, simulator, device)
         with self._lock:
             found = self._sets.get(key)
             if found is None:
@@ -187,18 +268,27 @@ class ChipCache:
         return found
 
     def segmenter(
-        self, spec: ModelSpec, run: RunSettings, simulator: Simulator = Simulator.FAST
+        self,
+        spec: ModelSpec,
+        run: RunSettings,
+        simulator: Simulator = Simulator.FAST,
+        device: str | torch.device | None = None,
     ) -> Segmenter:
         """A `Segmenter` for `run` on the cached chips of its key (slow on a miss: not on the UI thread)."""
         # engine.inference builds on this module: imported here so that imports go one way
         from engine.inference import Segmenter
 
-        return Segmenter(spec, run, simulator, chips=self.chip_set(spec, run, simulator))
+        chips = self.chip_set(spec, run, simulator, device)
+        return Segmenter(spec, run, simulator, chips=chips, device=chips.key.device)
 
     def programmed_chips(
-        self, spec: ModelSpec, run: RunSettings, simulator: Simulator = Simulator.FAST
+        self,
+        spec: ModelSpec,
+        run: RunSettings,
+        simulator: Simulator = Simulator.FAST,
+        device: str | torch.device | None = None,
     ) -> int:
         """How many chips are ready for `run`'s key (0 if none are cached); loads nothing."""
         with self._lock:
-            found = self._sets.get(ChipKey.of(spec, run, simulator))
+            found = self._sets.get(ChipKey.of(spec, run, simulator, device))
         return len(found) if found is not None else 0

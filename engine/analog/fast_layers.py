@@ -38,6 +38,7 @@ class FastAnalogLinear(PeripheryLayer):
                 "input_range", None if self.tile_ranges is None else self.tile_ranges.view(())
             )
         else:
+            self.batch_dim = 1  # the MVM result is (tiles, rows, outputs), a batch's slices split the rows
             width = max(s.stop - s.start for s in self.in_slices)
             index = torch.cat(
                 [torch.arange(s.start, s.start + width).clamp_(max=s.stop - 1) for s in self.in_slices]

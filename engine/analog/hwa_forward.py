@@ -126,7 +126,7 @@ class _RangeTap(torch.autograd.Function):
         h_out, w_out = g.shape[-2:]
         grad = torch.zeros_like(r)
         clipped = 0
-        offsets_h, offsets_w = torch.arange(kh) * dh, torch.arange(kw) * dw
+        offsets_h, offsets_w = torch.arange(kh, device=g.device) * dh, torch.arange(kw, device=g.device) * dw
         for side, mask in ((1.0, x >= r), (-1.0, x <= -r)):
             n, c, hh, ww = mask.nonzero().unbind(1)  # the pixels that clip: few once ranges are set
             if n.numel() == 0:
@@ -183,7 +183,9 @@ def _conv_forward(self: AnalogConv2d, x: torch.Tensor) -> torch.Tensor:
         else:
             y = F.conv2d(xs, kernel, None, self.stride, self.padding, self.dilation)
         if tile.training:
-            rows = F.pad(torch.ones(w.shape[-1], dtype=torch.bool), pad).reshape(c1 - c0, kh, kw)
+            rows = F.pad(torch.ones(w.shape[-1], dtype=torch.bool, device=w.device), pad).reshape(
+                c1 - c0, kh, kw
+            )
             bound = abs(tile.input_range.item())
             y = _RangeTap.apply(
                 y,

@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -45,33 +45,59 @@ from torch import nn
 
 from engine.analog.device import DeviceSettings
 
-_reads = threading.local()  # the generator `seeded_reads` set for this thread's reads, if any
+_reads = threading.local()  # the generators `seeded_reads` set for this thread's reads, if any
 
 
-def add_gaussian_(y: torch.Tensor, std: float, envelope: torch.Tensor | None = None) -> torch.Tensor:
-    """y += std * envelope * N(0, 1) in place, one number per element, from torch's global generator
-    or the one `seeded_reads` set for this thread.
-
-    The numbers are drawn into a tensor with y's memory layout, filled as flat memory: torch's
-    generator is vectorised only on contiguous memory (slower on a channels-last view), and adding
-    tensors of the same layout is one pass.
-    """
+def _draw_(y: torch.Tensor, std: float, envelope: torch.Tensor | None, generator: Any) -> None:
+    """y += std * envelope * N(0, 1) in place, the numbers drawn into a tensor with y's memory layout and
+    filled as flat memory: torch's generator is vectorised only on contiguous memory (slower on a
+    channels-last view), and adding tensors of the same layout is one pass."""
     noise = torch.empty_like(y)  # dense: empty_like keeps y's strides only where they are dense
-    noise.as_strided((noise.numel(),), (1,)).normal_(0.0, std, generator=getattr(_reads, "generator", None))
-    return y.add_(noise) if envelope is None else y.addcmul_(noise, envelope)
+    noise.as_strided((noise.numel(),), (1,)).normal_(0.0, std, generator=generator)
+    y.add_(noise) if envelope is None else y.addcmul_(noise, envelope)
+
+
+def add_gaussian_(
+    y: torch.Tensor, std: float, envelope: torch.Tensor | None = None, batch_dim: int = 0
+) -> torch.Tensor:
+    """y += std * envelope * N(0, 1) in place, one number per element, from torch's global generator
+    or the ones `seeded_reads` set for this thread.
+
+    With one generator per slice of a batch, y splits along `batch_dim` into that many equal parts
+    (the slices, outermost in that dimension) and each part draws from its own slice's generator
+    exactly the numbers, in the same order, that it draws when read alone: a slice's noise does not
+    depend on the batch it is read in.
+    """
+    generators: list[torch.Generator] | None = getattr(_reads, "generators", None)
+    if generators is None or len(generators) == 1:
+        _draw_(y, std, envelope, None if generators is None else generators[0])
+        return y
+    n = len(generators)
+    if y.shape[batch_dim] % n:
+        raise ValueError(
+            f"{y.shape[batch_dim]} rows along dimension {batch_dim} do not split into {n} slices"
+        )
+    rows = y.shape[batch_dim] // n
+    for i, generator in enumerate(generators):
+        env = None if envelope is None else envelope.narrow(batch_dim, i * rows, rows)
+        _draw_(y.narrow(batch_dim, i * rows, rows), std, env, generator)
+    return y
 
 
 @contextlib.contextmanager
-def seeded_reads(seed: int) -> Iterator[None]:
-    """Within the block, reads of fast chips on this thread draw their noise from a generator seeded
-    with `seed` instead of torch's global one, so reads on several threads at once stay reproducible
-    (the same numbers as after `torch.manual_seed(seed)`)."""
-    previous = getattr(_reads, "generator", None)
-    _reads.generator = torch.Generator().manual_seed(seed)
+def seeded_reads(seeds: int | Sequence[int], device: torch.device | str = "cpu") -> Iterator[None]:
+    """Within the block, reads of fast chips on this thread draw their noise from generators seeded with
+    `seeds` (one per slice of the batch read) instead of torch's global one, so reads on several
+    threads at once, and in batches of any size, stay reproducible (on the CPU, the same numbers as
+    after `torch.manual_seed(seed)`; a GPU's generator draws other numbers from the same seed).
+    """
+    previous = getattr(_reads, "generators", None)
+    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+    _reads.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
     try:
         yield
     finally:
-        _reads.generator = previous
+        _reads.generators = previous
 
 
 def per_read_pcm_noise(settings: DeviceSettings) -> float:
@@ -135,6 +161,7 @@ class PeripheryLayer(nn.Module):
     """
 
     feature_dim = -1  # where the output features lie
+    batch_dim = 0  # where a batch's slices lie in the MVM result (outermost along it)
     out_index: torch.Tensor | None  # buffer: the real outputs among the tiles' padded ones, if any are padded
 
     def __init__(self, layer: Any, read_noise: float) -> None:
@@ -237,9 +264,9 @@ class PeripheryLayer(nn.Module):
     def _read(self, y: torch.Tensor, pcm_variance: torch.Tensor | None) -> torch.Tensor:
         """Steps 4-5 on the MVM results y of all tiles, in ADC levels, in place."""
         if pcm_variance is not None:
-            add_gaussian_(y, self.read_noise, pcm_variance.sqrt_())
+            add_gaussian_(y, self.read_noise, pcm_variance.sqrt_(), self.batch_dim)
         if self.out_noise > 0:
-            add_gaussian_(y, self.out_noise)
+            add_gaussian_(y, self.out_noise, None, self.batch_dim)
         if self.adc:
             y.round_()
         if self.out_bound is not None:
