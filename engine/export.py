@@ -79,10 +79,12 @@ def summary(
     verdict: Verdict | str | None = None,
     fit: Fit | None = None,
     lesions: list[Lesion] | None = None,
+    edits: dict | None = None,
 ) -> dict:
     """The run's settings, volumes and uncertainty; with the trust results where the caller has them:
     the case `verdict` (or why there is none), the gate's `fit` of the model to the scan, and the
-    `lesions` (found with `engine.findings.lesions` on the `uncertainty_map`)."""
+    `lesions` (found with `engine.findings.lesions` on the `uncertainty_map`); `edits`, the viewer's
+    record of a reader's corrections of the labels written, as it is."""
     names = spec.label_names
     volumes = result.label_volumes_ml()
     inside = result.mean_uncertainty_in_labels("entropy")
@@ -93,6 +95,8 @@ def summary(
         trust["verdict"] = verdict_entry(verdict)
     if lesions is not None:
         trust["lesions"] = lesion_entries(lesions, names, uncertainty_map)
+    if edits is not None:
+        trust["edits"] = edits
     return {
         "scan": result.volume.source,
         "model": spec.name,
@@ -145,10 +149,11 @@ def write_results(
     verdict: Verdict | str | None = None,
     fit: Fit | None = None,
     lesions: list[Lesion] | None = None,
+    edits: dict | None = None,
 ) -> dict[str, Path]:
     """seg (uint8), the `uncertainty_map` and the probability map (float32) as NIfTI, and summary.json, in
-    `out_dir`; the viewer may leave out either map. `verdict`, `fit` and `lesions` go into the summary
-    (see `summary`). A refused write is a `ScanError`."""
+    `out_dir`; the viewer may leave out either map. `verdict`, `fit`, `lesions` and `edits` go into the
+    summary (see `summary`). A refused write is a `ScanError`."""
     out_dir = Path(out_dir)
     vol = result.volume
     paths = {"segmentation": save_nifti(vol, result.segmentation, out_dir / SEGMENTATION, np.uint8)}
@@ -159,7 +164,7 @@ def write_results(
     if probability:
         paths["probability"] = save_nifti(vol, probability_map(result), out_dir / PROBABILITY, np.float32)
     write_json(
-        summary(result, spec, run, uncertainty_map, verdict=verdict, fit=fit, lesions=lesions),
+        summary(result, spec, run, uncertainty_map, verdict=verdict, fit=fit, lesions=lesions, edits=edits),
         out_dir / SUMMARY,
     )
     paths["summary"] = out_dir / SUMMARY
