@@ -10,11 +10,9 @@ alignment is checked on a real scan file.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pytest
 
 from engine.findings import Lesion
 from engine.model_store import Label, ModelSpec
@@ -269,9 +267,12 @@ def test_a_rerun_asks_and_keeps_the_edits_on_top_or_discards_them() -> None:
     assert session.result is analog and editor.has_edits()  # nothing changed unasked
     assert session.request_run(SPEC, DIGITAL, keep_edits=True) is RunOutcome.CACHED
     assert session.result is not analog and editor.edited()[15, 15, 1] == 1  # on top of the new labels
-    assert session.slice_layers("axial", "entropy", False, False).labels[
-        display_position((20, 20, 4), "axial", (15, 15, 1))
-    ] == 1
+    assert (
+        session.slice_layers("axial", "entropy", False, False).labels[
+            display_position((20, 20, 4), "axial", (15, 15, 1))
+        ]
+        == 1
+    )
 
     assert session.request_run(SPEC, ANALOG, keep_edits=False) is RunOutcome.CACHED
     assert not editor.has_edits() and np.array_equal(editor.edited(), ai)

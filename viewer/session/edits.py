@@ -358,16 +358,16 @@ class Editor:
         if not self._undo or self._stroke is not None or self.layer is None:
             return False
         record = self._undo.pop()
+        self._redo.append(record)  # before the change is announced: listeners ask what can be redone
         self._write(record.indices, record.before_values, record.before_set)
-        self._redo.append(record)
         return True
 
     def redo(self) -> bool:
         if not self._redo or self._stroke is not None or self.layer is None:
             return False
         record = self._redo.pop()
-        self._write(record.indices, record.after_values, record.after_set)
         self._undo.append(record)
+        self._write(record.indices, record.after_values, record.after_set)
         return True
 
     def _write(self, flat: np.ndarray, values: np.ndarray, set_: np.ndarray) -> None:

@@ -6,6 +6,7 @@ replaces an edited one. The edits themselves live in the session's `Editor`; thi
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, Signal
@@ -36,6 +37,7 @@ from engine.model_store import Label, ModelSpec
 from viewer.session.edits import BRUSHES, Tool
 from viewer.session.findings_table import Findings
 from viewer.session.session import ReadingSession
+from viewer.widgets.export_dialog import ask_export_folder
 from viewer.widgets.review_panel import ReviewPanel
 
 if TYPE_CHECKING:
@@ -192,6 +194,7 @@ class EditingControls:
         self.menu = self._menu()
         self.undo = self._action("&Undo edit", "Ctrl+Z", session.editor.undo)
         self.redo = self._action("&Redo edit", "Ctrl+Shift+Z", session.editor.redo)
+        self.export_ai = self._export_ai_action()
         self._connect()
 
     def _dock(self) -> QDockWidget:
@@ -237,6 +240,22 @@ class EditingControls:
         self.window.addAction(action)
         self.menu.addAction(action)
         return action
+
+    def _export_ai_action(self) -> QAction:
+        """File > Export the AI's result (unedited), beside Export results."""
+        action = QAction("Export the AI's result (&unedited)…", self.window)
+        action.triggered.connect(lambda *_: self.export_ai_result())
+        file = next((a.menu() for a in self.window.menuBar().actions() if a.text() == "&File"), None)
+        export = next((a for a in file.actions() if a.text().startswith("&Export")), None) if file else None
+        if file is not None:
+            following = file.actions()[file.actions().index(export) + 1] if export is not None else None
+            file.insertAction(following, action)
+        return action
+
+    def export_ai_result(self) -> list[Path]:
+        """The AI's segmentation as it came, without the reader's edits (the summary says so)."""
+        folder = ask_export_folder(self.window, self.session)
+        return self.window.exporter.export_to(folder, edited=False) if folder else []
 
     def _connect(self) -> None:
         session, window = self.session, self.window
