@@ -135,13 +135,12 @@ class Editor:
         self._offsets = np.zeros((1, 3), int)
 
     def reset(self, shape: tuple[int, ...], spacing: tuple[float, ...]) -> None:
-        """A new scan: no edits, no history."""
+        """A new scan: no edits, no history (announced by the scan's opening, which redraws everything)."""
         self.layer, self.spacing = EditLayer(shape), tuple(spacing)
         self._undo.clear()
         self._redo.clear()
         self._stroke = self._last = None
         self.revision += 1
-        self.changed.emit(True)
 
     @property
     def editing(self) -> bool:

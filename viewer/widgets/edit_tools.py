@@ -266,6 +266,7 @@ class EditingControls:
         session.review.changed.connect(self._on_review_changed)
         session.events.model_changed.connect(self._on_model_changed)
         session.events.findings_ready.connect(self._on_findings)
+        session.events.scan_opened.connect(lambda *_: self._on_edited(True))
         if session.spec is not None:
             self._on_model_changed(session.spec)
         self._update_views()
