@@ -87,10 +87,12 @@ def summary(
     verdict: Verdict | str | None = None,
     fit: Fit | None = None,
     lesions: list[Lesion] | None = None,
+    edits: dict | None = None,
 ) -> dict:
     """The run's settings, volumes and uncertainty; with the trust results where the caller has them:
     the case `verdict` (or why there is none), the gate's `fit` of the model to the scan, and the
-    `lesions` (found with `engine.findings.lesions` on the `uncertainty_map`)."""
+    `lesions` (found with `engine.findings.lesions` on the `uncertainty_map`); `edits`, the viewer's
+    record of a reader's corrections of the labels written, as it is."""
     from engine.uncertainty import MAP_TITLES, MAP_UNITS
 
     names = spec.label_names
@@ -103,6 +105,8 @@ def summary(
         trust["verdict"] = verdict_entry(verdict)
     if lesions is not None:
         trust["lesions"] = lesion_entries(lesions, names, uncertainty_map)
+    if edits is not None:
+        trust["edits"] = edits
     report = {
         "scan": result.volume.source,
         "model": spec.name,
@@ -180,10 +184,12 @@ def write_results(
     overwrite: bool = False,
     outputs: OutputSet | None = None,
     formats: Sequence[str] = (NIFTI,),
+    edits: dict | None = None,
 ) -> dict[str, Path]:
     """seg (uint8), the `uncertainty_map` and the probability map (float32) as NIfTI, and summary.json, in
     `out_dir`, as one output set; the viewer may leave out either map. `verdict`, `fit` and `lesions` go
-    into the summary (see `summary`), `extra` entries are added to it as they are; `extra_files` writes
+    into the summary (see `summary`) with `edits`, the reader's corrections; `extra` entries are added to
+    it as they are; `extra_files` writes
     further files of the set (name -> a function that writes the file at the path it is given).
 
     `outputs` is a set the caller opened already (to hold the folder's lock and refuse early, before the
@@ -209,6 +215,7 @@ def write_results(
                 extra_files=extra_files,
                 outputs=opened,
                 formats=formats,
+                edits=edits,
             )
     vol = result.volume
     arrays: dict[str, tuple[str, np.ndarray, type]] = {}
@@ -233,7 +240,9 @@ def write_results(
     nuclei_paths, nuclei_entry = write_instances(result, spec, staging, uncertainty_map)
     for kind, path in nuclei_paths.items():
         names[kind] = outputs.path(path.name).name
-    record = summary(result, spec, run, uncertainty_map, verdict=verdict, fit=fit, lesions=lesions)
+    record = summary(
+        result, spec, run, uncertainty_map, verdict=verdict, fit=fit, lesions=lesions, edits=edits
+    )
     write_json({**record, **nuclei_entry, **(extra or {})}, outputs.path(SUMMARY))
     for name, write in (extra_files or {}).items():
         write(outputs.path(name))

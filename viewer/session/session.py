@@ -19,7 +19,6 @@ from typing import Protocol
 
 import numpy as np
 
-from engine.export import write_results
 from engine.export_formats import NIFTI
 from engine.instances import Instances, detects_instances
 from engine.model_store import ModelSpec
@@ -39,14 +38,16 @@ from viewer.session.display import (
     voxel_at,
     window_for,
 )
+from viewer.session.edits import Editor
 from viewer.session.events import SessionEvents
-from viewer.session.exporting import refusal, trust_record, would_replace
+from viewer.session.exporting import refusal, would_replace, write_export
 from viewer.session.findings_table import Findings, findings
 from viewer.session.gate import Gate, check_scan
 from viewer.session.notices import Notice, fit_line, gate_notice, verdict_notice
 from viewer.session.readout import describe_voxel, run_line, slice_note
 from viewer.session.recent_files import RecentFiles, SettingsStore
-from viewer.session.result_cache import ResultCache, missing_slices
+from viewer.session.result_cache import ResultCache, missing_slices, result_key
+from viewer.session.review import Review, items_for
 from viewer.session.verdicts import CaseVerdict, Verdicts, VerdictState, lesion_review
 
 CT_DEFAULT = "CT abdomen"
@@ -82,6 +83,7 @@ class RunOutcome(StrEnum):
     RUNNING = "running"  # this result is already being computed
     CACHED = "cached"  # complete from the cache: nothing to compute
     STARTED = "started"  # the missing slices were handed to the runner
+    ASK_EDITS = "ask edits"  # another result would replace the edited one: keep the edits on top, or not?
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class SliceLayers:
     heatmap: np.ndarray | None
     truth: np.ndarray | None
     note: str
+    edits: np.ndarray | None = None  # outline of where the reader's edits changed the AI's labels
 
 
 class ReadingSession:
@@ -128,6 +131,9 @@ class ReadingSession:
         self.verdicts = Verdicts(self.background, self._verdict_changed)
         self._findings = Latest(self.background)
         self._nuclei: tuple[VolumeResult, Instances] | None = None  # the shown result's, once counted
+        self.editor = Editor(lambda: self.result.segmentation if self.result is not None else None)
+        self.review = Review(self.editor, self.centre_on)
+        self.editor.changed.connect(lambda final: self.events.slice_updated.emit(list(VIEWS), final))
 
     # -- scan ---------------------------------------------------------------------------------
     def check(self, volume: Volume) -> Gate:
@@ -152,6 +158,8 @@ class ReadingSession:
         chosen = next((s for s in self.specs if s.name == self.gate.chosen), None)
         self.choose_model(chosen)
         self.volume = volume
+        self.editor.reset(volume.shape, volume.spacing)
+        self.review.clear()
         low, high = float(volume.data.min()), float(volume.data.max())
         self.data_range = (high - low) or 1.0
         is_ct = volume.modality.upper() == "CT" or low < -500  # air in Hounsfield units
@@ -217,17 +225,17 @@ class ReadingSession:
         assert self.volume is not None
         index = self.crosshair[AXES[view]]
         result, run = self.result, self.run
-        labels = heatmap = None
+        labels = heatmap = edits = None
         note = ""
         if result is not None and run is not None:
-            labels = get_slice(result.segmentation, view, index)
+            labels, edits = self.editor.edited_slice(get_slice(result.segmentation, view, index), view, index)
             labels = outline(labels) if outlined else labels
             if self._nuclei is not None and self._nuclei[0] is result and view == "axial":
                 labels = instance_layer(self._nuclei[1].labels, outlined)
             heatmap = get_slice(result.maps[map_name], view, index)
             note = slice_note(result, run, view, index)
         truth = outline(get_slice(self.truth, view, index)) if self.truth is not None and show_truth else None
-        return SliceLayers(index, slice_count(self.volume.shape, view), labels, heatmap, truth, note)
+        return SliceLayers(index, slice_count(self.volume.shape, view), labels, heatmap, truth, note, edits)
 
     def describe_voxel(self, ijk: tuple[int, int, int], map_name: str) -> str:
         return describe_voxel(self.volume, self.result, ijk, map_name, self.label_names())
@@ -245,8 +253,9 @@ class ReadingSession:
             return
         review, final = lesion_review(spec, run.mode, map_name), self.settled(result)
         count = detects_instances(spec)
+        edited = self.editor.applied(result)  # the findings are the reader's: the AI's labels with the edits
         self._findings.submit(
-            lambda: findings(result, spec.label_names, map_name, truth, review, final, count),
+            lambda: findings(edited, spec.label_names, map_name, truth, review, final, count),
             lambda found: self._found(result, found),
             lambda message: None,  # a partial result read while it was written: the next refresh redoes it
         )
@@ -315,16 +324,28 @@ class ReadingSession:
             self.events.model_changed.emit(spec)
 
     def request_run(
-        self, spec: ModelSpec | None, run: RunSettings | None, deliberate: bool = False
+        self,
+        spec: ModelSpec | None,
+        run: RunSettings | None,
+        deliberate: bool = False,
+        keep_edits: bool | None = None,
     ) -> RunOutcome:
         """Show the result of `run` (cached, partial or new) and have the runner segment what is missing,
         the slice on screen first.
 
         A model that does not fit the scan is refused (nothing shown, nothing run) unless the reader
         asks `deliberate`ly; from then on it runs on this scan, its results marked outside its domain.
+        Edits are never dropped unasked: another result than the edited one needs `keep_edits` (True: on
+        top of the new labels; False: discarded), else nothing happens and the answer is ASK_EDITS.
         """
         if self.volume is None or spec is None or run is None:
             return RunOutcome.NOTHING
+        if self.run is None or result_key(run) != result_key(self.run):
+            if self.editor.has_edits() and keep_edits is None:
+                return RunOutcome.ASK_EDITS
+            if keep_edits is False:
+                self.editor.discard()
+            self.review.clear()
         self.choose_model(spec)
         if deliberate:
             self.accepted.add(spec.name)
@@ -374,6 +395,20 @@ class ReadingSession:
             self.events.run_ended.emit(result)
             self.events.trust_changed.emit()
 
+    # -- editing and review -------------------------------------------------------------------
+    def edit(self, view: str, phase: str, row: int, col: int) -> str:
+        """The left button with an editing tool at (row, col) of `view` ('press', 'drag' or 'release');
+        returns why nothing changed, or ''."""
+        ijk = self.voxel_shown(view, row, col) if self.volume is not None else None
+        return self.editor.handle(phase, ijk, AXES[view]) if ijk is not None else ""
+
+    def start_review(self, map_name: str) -> None:
+        """Review the result on screen, most uncertain first, from its first item not reviewed yet."""
+        result, spec, run = self.result, self.spec, self.run
+        if result is not None and spec is not None and run is not None:
+            above = lesion_review(spec, run.mode, map_name)[0]
+            self.review.start(items_for(result, map_name, self.settled(result), above), map_name)
+
     # -- reference segmentation ---------------------------------------------------------------
     def set_truth(self, truth: np.ndarray, name: str, scan: Volume) -> None:
         """The reference read for `scan` by `load_ground_truth`; dropped if another scan is open by now."""
@@ -401,27 +436,12 @@ class ReadingSession:
         uncertainty: bool,
         probability: bool,
         formats: Sequence[str] = (NIFTI,),
+        edited: bool = True,
     ) -> list[Path]:
-        """The result on screen as `engine.export` writes it (the CLI's file names) in `folder`, with the
-        case verdict, the gate's fit of the model and the lesions (of a complete result) in the summary.
-
-        `map_name` is the uncertainty map written; raises `ScanError` if the disk refuses.
-        """
-        result, run, spec = self.result, self.run, self.spec
-        if result is None or run is None or spec is None:
-            return []
-        trust = trust_record(result, spec, run, map_name, self.gate, self.verdicts, self.settled(result))
-        paths = write_results(
-            result,
-            Path(folder),
-            spec,
-            run,
-            map_name,
-            uncertainty=uncertainty,
-            probability=probability,
-            overwrite=True,  # the export dialog asked before replacing any file (`export_would_replace`)
-            formats=formats,
-            **trust,
-        )
-        self.store.setValue("export_dir", str(folder))
-        return list(paths.values())
+        """The result on screen in `folder` as `engine.export` writes it (`exporting.write_export`) in
+        `formats`: the reader's `edited` segmentation, or the AI's, with the case verdict, the gate's fit
+        and the lesions in the summary. Raises `ScanError` if the disk refuses."""
+        paths = write_export(self, Path(folder), map_name, uncertainty, probability, edited, formats)
+        if paths:
+            self.store.setValue("export_dir", str(folder))
+        return paths

@@ -74,8 +74,9 @@ class Exporter:
         if folder:
             self.export_to(folder)
 
-    def export_to(self, folder: str | Path) -> list[Path]:
-        """Write the files; on failure say why. The result stays open either way, nothing is lost."""
+    def export_to(self, folder: str | Path, edited: bool = True) -> list[Path]:
+        """Write the files (the reader's `edited` segmentation, else the AI's); on failure say why. The
+        result stays open either way, nothing is lost."""
         window, menus = self.window, self.window.menus
         try:
             written = self.session.export(
@@ -84,6 +85,7 @@ class Exporter:
                 menus.export_uncertainty.isChecked(),
                 menus.export_probability.isChecked(),
                 self.formats(),
+                edited,
             )
         except (ScanError, OSError) as exc:
             QMessageBox.critical(

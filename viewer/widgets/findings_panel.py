@@ -212,6 +212,16 @@ class FindingsPanel(QWidget):
                 for col in range(self.lesions.columnCount()):
                     self.lesions.item(row, col).setForeground(QColor(REVIEW_COLOUR))
 
+    def mark_reviewed(self, marks: list[str]) -> None:
+        """Beside each lesion, how the reader's review decided it ("✓ accepted", "✎ edited"; '' not yet)."""
+        last = self.lesions.columnCount() - 1
+        for row, mark in enumerate(marks[: self.lesions.rowCount()]):
+            item = self.lesions.item(row, last)
+            if item is not None:
+                flag = "review" if item.text().startswith("review") else ""
+                item.setText(" ".join(filter(None, (flag, mark))))
+                item.setToolTip(item.text())
+
     def _on_lesion_clicked(self, row: int, _column: int) -> None:
         item = self.lesions.item(row, 0)
         if item is not None:

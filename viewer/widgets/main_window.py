@@ -24,6 +24,7 @@ from viewer.session.readout import describe_run, map_label
 from viewer.session.session import ReadingSession, RunOutcome
 from viewer.widgets.background import ThreadBackground
 from viewer.widgets.colour_bar import ColourBar
+from viewer.widgets.edit_tools import EditingControls, ask_keep_edits
 from viewer.widgets.export_dialog import Exporter
 from viewer.widgets.findings_panel import FindingsPanel
 from viewer.widgets.inference_worker import InferenceRunner
@@ -96,6 +97,7 @@ class MainWindow(QMainWindow):
         self.menus = build_menus(self)
         self._refresh_findings = qthrottled(self._update_findings, timeout=300, parent=self)
         self._connect()
+        self.editing = EditingControls(self, self.session)
         self.session.choose_model(self.model_panel.spec())
         self.statusBar().showMessage(
             "Open a scan: File > Open, drag and drop, or a recent file."
@@ -189,6 +191,10 @@ class MainWindow(QMainWindow):
         `deliberate` (Ctrl+R, Run anyway) runs a model even where it does not fit the scan."""
         panel = self.model_panel
         outcome = self.session.request_run(panel.spec(), panel.run_settings(), deliberate)
+        if outcome is RunOutcome.ASK_EDITS:  # never drop the reader's edits unasked
+            outcome = self.session.request_run(
+                panel.spec(), panel.run_settings(), deliberate, ask_keep_edits(self)
+            )
         if outcome is RunOutcome.CACHED and self.session.run is not None:
             self.statusBar().showMessage(f"Cached result: {describe_run(self.session.run)}", 5000)
         elif outcome is RunOutcome.BLOCKED:

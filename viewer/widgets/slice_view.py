@@ -14,11 +14,19 @@ import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.GraphicsScene.mouseEvents import MouseClickEvent, MouseDragEvent
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QFont, QKeyEvent
-from PySide6.QtWidgets import QGraphicsSceneWheelEvent, QLabel, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtGui import QFont, QKeyEvent, QPen
+from PySide6.QtWidgets import (
+    QGraphicsEllipseItem,
+    QGraphicsSceneWheelEvent,
+    QLabel,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 from superqt import QLabeledSlider
 
 from viewer.session.display import ORIENTATION_LETTERS, TRUTH_LUT, display_shape, pixel_size_mm
+from viewer.session.edits import EDIT_LUT
 from viewer.session.session import SliceLayers
 from viewer.widgets.overlay_panel import OverlayStyle
 
@@ -27,6 +35,7 @@ pg.setConfigOptions(imageAxisOrder="row-major", background="k", foreground="#d0d
 
 CROSSHAIR_PEN = pg.mkPen((80, 200, 255, 170), width=1, style=Qt.PenStyle.DashLine)
 LETTER_COLOUR = "#ffd75e"
+EDIT_RING_COLOUR = pg.mkColor(0, 255, 255, 220)
 
 
 class SliceViewBox(pg.ViewBox):
@@ -40,10 +49,12 @@ class SliceViewBox(pg.ViewBox):
     sigPointed = Signal(QPointF)  # view coordinates (mm) of a left click or drag
     sigWindowDrag = Signal(float, float)  # screen pixels moved while right-dragging
     sigDoubleClicked = Signal()
+    sigEdit = Signal(str, QPointF)  # with an editing tool: "press", "drag" or "release" at view coordinates
 
     def __init__(self) -> None:
         super().__init__(lockAspect=True, invertY=True, enableMenu=False)
         self._wheel_rest = 0.0
+        self.edit_mode = False  # a left click or drag edits instead of moving the crosshair
 
     def wheelEvent(self, ev: QGraphicsSceneWheelEvent, axis: int | None = None) -> None:  # noqa: N802 (Qt naming)
         if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
@@ -57,6 +68,8 @@ class SliceViewBox(pg.ViewBox):
         ev.accept()
 
     def mouseClickEvent(self, ev: MouseClickEvent) -> None:  # noqa: N802
+        if self._edit_click(ev):
+            return
         if ev.button() == Qt.MouseButton.LeftButton:
             ev.accept()
             if ev.double():
@@ -67,6 +80,8 @@ class SliceViewBox(pg.ViewBox):
             ev.ignore()
 
     def mouseDragEvent(self, ev: MouseDragEvent, axis: int | None = None) -> None:  # noqa: N802
+        if self._edit_drag(ev):
+            return
         button = ev.button()
         shift = ev.modifiers() & Qt.KeyboardModifier.ShiftModifier
         if button == Qt.MouseButton.RightButton:
@@ -83,6 +98,29 @@ class SliceViewBox(pg.ViewBox):
         else:
             ev.ignore()
 
+    def _edit_click(self, ev: MouseClickEvent) -> bool:
+        """In edit mode a left click is a press and release where it happened (a dab, a fill)."""
+        if not self.edit_mode or ev.button() != Qt.MouseButton.LeftButton or ev.double():
+            return False
+        ev.accept()
+        point = self.mapSceneToView(ev.scenePos())
+        self.sigEdit.emit("press", point)
+        self.sigEdit.emit("release", point)
+        return True
+
+    def _edit_drag(self, ev: MouseDragEvent) -> bool:
+        """In edit mode a left drag (Shift+left still pans) is a stroke: press, drags, release."""
+        shift = ev.modifiers() & Qt.KeyboardModifier.ShiftModifier
+        if not self.edit_mode or ev.button() != Qt.MouseButton.LeftButton or shift:
+            return False
+        ev.accept()
+        if ev.isStart():
+            self.sigEdit.emit("press", self.mapSceneToView(ev.buttonDownScenePos()))
+        self.sigEdit.emit("drag", self.mapSceneToView(ev.scenePos()))
+        if ev.isFinish():
+            self.sigEdit.emit("release", self.mapSceneToView(ev.scenePos()))
+        return True
+
 
 class SliceView(QWidget):
     """A titled slice plane with a slice slider; emits the user's intent, draws what it is told."""
@@ -93,6 +131,7 @@ class SliceView(QWidget):
     windowDragged = Signal(float, float)
     activated = Signal(str)  # the user is working in this view (wheel, click, hover)
     enlargeRequested = Signal(str)
+    editRequested = Signal(str, str, int, int)  # view, "press"/"drag"/"release", row, col
 
     def __init__(self, view: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -151,6 +190,7 @@ class SliceView(QWidget):
         self.box.sigWindowDrag.connect(self.windowDragged)
         self.box.sigDoubleClicked.connect(lambda: self.enlargeRequested.emit(self.view))
         self.canvas.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        self._setup_editing()
 
     @staticmethod
     def _letter(text: str) -> pg.LabelItem:
@@ -237,6 +277,7 @@ class SliceView(QWidget):
         self.set_labels(layers.labels, style.label_lut, style.label_opacity)
         self.set_heatmap(layers.heatmap, style.heatmap_lut, style.heatmap_levels, style.heatmap_opacity)
         self.set_truth(layers.truth, TRUTH_LUT)
+        self._set_layer(self.edits, layers.edits, EDIT_LUT, (0, 255), 1.0)
         self.set_slice_number(layers.index, layers.count, layers.note)
         self.set_crosshair(*crosshair)
 
@@ -283,3 +324,47 @@ class SliceView(QWidget):
         self.activated.emit(self.view)
         pixel = self._pixel_at(self.box.mapSceneToView(scene_pos))
         self.hovered.emit(self.view, *(pixel if pixel is not None else (-1, -1)))
+
+    # -- editing ----------------------------------------------------------------------------
+    def _setup_editing(self) -> None:
+        """The reader's edits drawn above the AI's labels, the brush ring, and the mouse in edit mode."""
+        self.edits = pg.ImageItem(axisOrder="row-major")
+        self.edits.setZValue(5)
+        self.box.addItem(self.edits)
+        self.ring = QGraphicsEllipseItem()
+        pen = QPen(EDIT_RING_COLOUR)
+        pen.setCosmetic(True)  # one screen pixel wide at any zoom
+        self.ring.setPen(pen)
+        self.ring.setZValue(11)
+        self.ring.setVisible(False)
+        self.box.addItem(self.ring, ignoreBounds=True)
+        self._brush_mm: float | None = None
+        self.box.sigEdit.connect(self._on_edit)
+        self.canvas.scene().sigMouseMoved.connect(self._move_ring)
+
+    def set_editing(self, editing: bool, brush_mm: float | None) -> None:
+        """Left button edits (`editing`) or moves the crosshair; a ring of `brush_mm` follows the mouse
+        (None: no brush)."""
+        self.box.edit_mode = editing
+        self._brush_mm = brush_mm
+        if brush_mm is None:
+            self.ring.setVisible(False)
+        else:
+            centre = self.ring.rect().center()
+            self.ring.setRect(
+                QRectF(centre.x() - brush_mm / 2, centre.y() - brush_mm / 2, brush_mm, brush_mm)
+            )
+
+    def _move_ring(self, scene_pos: QPointF) -> None:
+        inside = self.box.sceneBoundingRect().contains(scene_pos)
+        self.ring.setVisible(self._brush_mm is not None and inside and self._shape is not None)
+        if self._brush_mm is not None and inside:
+            point, size = self.box.mapSceneToView(scene_pos), self._brush_mm
+            self.ring.setRect(QRectF(point.x() - size / 2, point.y() - size / 2, size, size))
+
+    def _on_edit(self, phase: str, point: QPointF) -> None:
+        """A stroke's press and drags count where they are on the image; its release always arrives."""
+        self.activated.emit(self.view)
+        pixel = self._pixel_at(point)
+        if pixel is not None or phase == "release":
+            self.editRequested.emit(self.view, phase, *(pixel or (0, 0)))
