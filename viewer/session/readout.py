@@ -6,12 +6,14 @@ is decided, and tested, in one place.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from engine.pipeline import VolumeResult
 from engine.preprocessing import AXES
 from engine.run_settings import Mode, RunSettings
 from engine.uncertainty import MAP_TITLES, MAP_UNITS
 from engine.volume import Volume
-from viewer.session.display import inside
+from viewer.session.display import inside, voxel_at
 
 DRIFT_CHOICES: tuple[tuple[str, float], ...] = (
     ("1 second", 1.0),
@@ -56,7 +58,10 @@ def slice_note(result: VolumeResult, run: RunSettings, view: str, index: int) ->
     if view != result.axis:
         return ""
     if index in result.previews:
-        return f"(preview: {result.previews[index]} of {run.mc_samples} samples)"
+        samples = result.previews[index]
+        if samples == 0:
+            return "(digital preview while the chips are programmed)"
+        return f"(preview: {samples} of {run.mc_samples} samples)"
     return "" if result.finished[index] else "(not segmented yet)"
 
 
@@ -83,10 +88,50 @@ def describe_voxel(
     value = int(result.segmentation[ijk])
     label = label_names.get(value, str(value))
     uncertainty = float(result.maps[map_name][ijk])
-    samples = result.previews.get(index, 0)
-    preview = (
-        "" if result.finished[index] else f"   (preview from {samples} sample{'s' if samples > 1 else ''})"
-    )
+    preview = "" if result.finished[index] else "   " + _preview_words(result.previews.get(index, 0))
     return (
         text + f"   label {label}   {MAP_TITLES[map_name]} {uncertainty:.4f} {MAP_UNITS[map_name]}" + preview
     )
+
+
+def _preview_words(samples: int) -> str:
+    """How an unfinished slice is shown: 0 samples is the digital network's one pass."""
+    if samples == 0:
+        return "(digital preview)"
+    return f"(preview from {samples} sample{'s' if samples > 1 else ''})"
+
+
+@dataclass
+class Pointer:
+    """Where the mouse is over an image, as (view, row, col) of the slice shown; None when it is over none.
+
+    Kept as a place on screen, not as a voxel: the readout recomputes the voxel from the scan, slice and
+    result of the moment, so it never repeats a value of a scan, map or slice that has gone.
+    """
+
+    over: tuple[str, int, int] | None = None
+
+    def hover(self, view: str, row: int, col: int) -> None:
+        self.over = (view, row, col) if row >= 0 and col >= 0 else None
+
+    def leave(self) -> None:
+        self.over = None
+
+
+def readout_line(
+    volume: Volume | None,
+    result: VolumeResult | None,
+    crosshair: tuple[int, int, int],
+    pointer: Pointer,
+    map_name: str,
+    label_names: dict[int, str],
+) -> str:
+    """The line under the views: the voxel under the mouse ("mouse"), else at the crosshair."""
+    if volume is None:
+        return ""
+    if pointer.over is not None:
+        view, row, col = pointer.over
+        ijk = voxel_at(volume.shape, view, crosshair[AXES[view]], row, col)
+        if inside(volume.shape, ijk):
+            return "mouse      " + describe_voxel(volume, result, ijk, map_name, label_names)
+    return "crosshair  " + describe_voxel(volume, result, crosshair, map_name, label_names)

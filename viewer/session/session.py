@@ -26,6 +26,7 @@ from engine.run_settings import RunSettings
 from engine.volume import ScanError, Volume, load_scan
 from viewer.session.background import Background, Immediate, Latest
 from viewer.session.display import (
+    CUSTOM,
     MR_AUTO,
     VIEWS,
     WindowLevel,
@@ -34,13 +35,14 @@ from viewer.session.display import (
     outline,
     voxel_at,
     window_for,
+    window_step,
 )
 from viewer.session.events import SessionEvents
 from viewer.session.exporting import trust_record, would_replace
 from viewer.session.findings_table import findings
 from viewer.session.gate import Gate, check_scan
 from viewer.session.notices import Notice, fit_line, gate_notice, verdict_notice
-from viewer.session.readout import describe_voxel, run_line, slice_note
+from viewer.session.readout import Pointer, describe_voxel, readout_line, run_line, slice_note
 from viewer.session.recent_files import RecentFiles, SettingsStore
 from viewer.session.result_cache import ResultCache, missing_slices
 from viewer.session.verdicts import CaseVerdict, Verdicts, VerdictState, lesion_review
@@ -110,6 +112,7 @@ class ReadingSession:
         self.recent = RecentFiles(store)
         self.volume: Volume | None = None
         self.crosshair: tuple[int, int, int] = (0, 0, 0)
+        self.pointer = Pointer()  # the mouse over an image, for the readout
         self.window_level = WindowLevel(1.0, 0.5)
         self.preset = MR_AUTO
         self.data_range = 1.0
@@ -142,6 +145,7 @@ class ReadingSession:
         self.verdicts.clear()
         self.result = self.run = None
         self.truth = None
+        self.pointer.leave()  # the place under the mouse belongs to the old scan's geometry
         self.gate = gate if gate is not None else self.check(volume)
         self.accepted, self.blocked = set(), None
         chosen = next((s for s in self.specs if s.name == self.gate.chosen), None)
@@ -196,7 +200,13 @@ class ReadingSession:
             self._set_window(window_for(name, self.volume.data))
 
     def drag_window(self, dx: float, dy: float) -> None:
+        self.preset = CUSTOM
         self._set_window(self.window_level.dragged(dx, dy, self.data_range))
+
+    def type_window(self, width: float, level: float) -> None:
+        """A window the reader typed; a width below the smallest drag step is raised to it."""
+        self.preset = CUSTOM
+        self._set_window(WindowLevel(max(float(width), window_step(self.data_range)), float(level)))
 
     def _set_window(self, wl: WindowLevel) -> None:
         self.window_level = wl
@@ -224,6 +234,12 @@ class ReadingSession:
 
     def describe_voxel(self, ijk: tuple[int, int, int], map_name: str) -> str:
         return describe_voxel(self.volume, self.result, ijk, map_name, self.label_names())
+
+    def readout(self, map_name: str) -> str:
+        """The readout line as things stand now: the voxel under the mouse, else at the crosshair."""
+        return readout_line(
+            self.volume, self.result, self.crosshair, self.pointer, map_name, self.label_names()
+        )
 
     def label_names(self) -> dict[int, str]:
         return self.spec.label_names if self.spec is not None else {}

@@ -17,7 +17,7 @@ from engine.model_store import ModelSpec, default_model, list_models
 from engine.pipeline import VolumeResult
 from engine.preprocessing import slice_count
 from engine.volume import Volume
-from viewer.session.display import VIEWS, WindowLevel
+from viewer.session.display import VIEWS, WindowLevel, window_step
 from viewer.session.readout import describe_run, map_label
 from viewer.session.session import ReadingSession, RunOutcome
 from viewer.widgets.background import ThreadBackground
@@ -69,7 +69,6 @@ class MainWindow(QMainWindow):
             self.background,
         )
         self.active_view = "axial"
-        self._hovering = False  # the readout follows the mouse over an image, else the crosshair
         self.grid, self.colour_bar, self.run_label, self.readout = (
             ViewGrid(),
             ColourBar(),
@@ -113,6 +112,7 @@ class MainWindow(QMainWindow):
         self.model_panel.settingsChanged.connect(self._on_model_settings_changed)
         self.overlay_panel.changed.connect(self._on_overlay_changed)
         self.overlay_panel.presetChosen.connect(session.apply_preset)
+        self.overlay_panel.windowTyped.connect(session.type_window)
         self.findings.sliceRequested.connect(session.move_slice)
         self.findings.lesionRequested.connect(session.centre_on)
         self.menus.recent.aboutToShow.connect(lambda: self.files.fill_recent_menu(self.menus.recent))
@@ -219,10 +219,9 @@ class MainWindow(QMainWindow):
         self._update_readout()
 
     def _on_window_changed(self, wl: WindowLevel) -> None:
-        self.overlay_panel.preset_combo.setCurrentText(self.session.preset)
+        self.overlay_panel.show_window(wl, self.session.preset, window_step(self.session.data_range))
         for view in self.grid.views.values():
             view.set_levels((wl.low, wl.high))
-        self.overlay_panel.window_label.setText(f"W {wl.width:.4g}   L {wl.level:.4g}")
 
     # -- drawing ------------------------------------------------------------------------------
     def _refresh_view(self, name: str) -> None:
@@ -254,6 +253,7 @@ class MainWindow(QMainWindow):
         self.colour_bar.setVisible(panel.heatmap_opacity > 0)
         for name in VIEWS:
             self._refresh_overlays(name)
+        self._update_readout()  # the chosen map's name and value
         self._refresh_findings()
 
     def _update_findings(self) -> None:
@@ -262,22 +262,13 @@ class MainWindow(QMainWindow):
 
     # -- cursor readout -----------------------------------------------------------------------
     def _on_hovered(self, view: str, row: int, col: int) -> None:
-        """Under the mouse when it is over an image, else at the crosshair."""
-        if self.session.volume is None:
-            return
-        self._hovering = row >= 0
-        if self._hovering:
-            ijk = self.session.voxel_shown(view, row, col)
-            self.readout.setText(
-                "mouse      " + self.session.describe_voxel(ijk, self.overlay_panel.map_name)
-            )
-        else:
-            self._update_readout()
+        """The mouse moved over a view (row -1: off the image, or it left the view)."""
+        self.session.pointer.hover(view, row, col)
+        self._update_readout()
 
     def _update_readout(self) -> None:
-        if not self._hovering and self.session.volume is not None:
-            text = self.session.describe_voxel(self.session.crosshair, self.overlay_panel.map_name)
-            self.readout.setText("crosshair  " + text)
+        """Recomputed from the session every time: scan, slice, result and map as they are now."""
+        self.readout.setText(self.session.readout(self.overlay_panel.map_name) or " ")
 
     # -- closing ------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
