@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--screenshot", metavar="PNG", help="save the window once inference has finished, then quit"
     )
-    p.add_argument("--size", default="1600x1000", help="window size WxH (default 1600x1000)")
+    p.add_argument("--size", help="window size WxH (default: as the viewer was last closed, else 1600x1000)")
     return p
 
 
@@ -72,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationName("aimc-viewer")
     apply_dark_theme(app)
     window = MainWindow(specs if args.model else None)
-    width, _, height = args.size.partition("x")
-    window.resize(int(width), int(height))
+    if args.size or not window.layout_restored:
+        width, _, height = (args.size or "1600x1000").partition("x")
+        window.resize(int(width), int(height))
     if args.mode:
         window.model_panel.set_mode(args.mode)
     if args.mc:

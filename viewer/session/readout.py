@@ -6,6 +6,8 @@ is decided, and tested, in one place.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.pipeline import VolumeResult
@@ -135,3 +137,28 @@ def readout_line(
         if inside(volume.shape, ijk):
             return "mouse      " + describe_voxel(volume, result, ijk, map_name, label_names)
     return "crosshair  " + describe_voxel(volume, result, crosshair, map_name, label_names)
+
+
+class RemainingTime:
+    """The time left of a run's phase (programming the chips, then the slices) at the pace it went so far.
+
+    A phase's pace is measured from its own start: chips and slices take very different times.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._phase = ""
+        self._start = (0.0, 0)  # time and steps done when the phase was first seen
+
+    def update(self, phase: str, done: int, total: int) -> str:
+        now = self.clock()
+        if phase != self._phase or done < self._start[1]:
+            self._phase, self._start = phase, (now, done)
+        if done >= total:
+            return ""
+        steps = done - self._start[1]
+        if steps < 1:
+            return "estimating the time left"
+        seconds = round((now - self._start[0]) / steps * (total - done))
+        minutes, rest = divmod(max(seconds, 1), 60)
+        return f"about {minutes} min {rest} s left" if minutes else f"about {rest} s left"

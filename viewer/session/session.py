@@ -46,8 +46,7 @@ from viewer.session.readout import Pointer, describe_voxel, readout_line, run_li
 from viewer.session.recent_files import RecentFiles, SettingsStore
 from viewer.session.result_cache import ResultCache, missing_slices
 from viewer.session.verdicts import CaseVerdict, Verdicts, VerdictState, lesion_review
-
-CT_DEFAULT = "CT abdomen"
+from viewer.session.window_memory import WindowMemory, scan_kind
 
 
 def read_scan(path: str) -> Volume:
@@ -116,6 +115,8 @@ class ReadingSession:
         self.window_level = WindowLevel(1.0, 0.5)
         self.preset = MR_AUTO
         self.data_range = 1.0
+        self.windows = WindowMemory(store)  # the last window per kind of scan (CT, MR)
+        self.scan_kind = "MR"
         self.cache = ResultCache()
         self.spec: ModelSpec | None = None
         self.result: VolumeResult | None = None
@@ -153,9 +154,14 @@ class ReadingSession:
         self.volume = volume
         low, high = float(volume.data.min()), float(volume.data.max())
         self.data_range = (high - low) or 1.0
-        is_ct = volume.modality.upper() == "CT" or low < -500  # air in Hounsfield units
+        self.scan_kind = scan_kind(volume.modality, low)
         self.crosshair = (volume.shape[0] // 2, volume.shape[1] // 2, volume.shape[2] // 2)
-        self.apply_preset(CT_DEFAULT if is_ct else MR_AUTO)
+        preset, custom = self.windows.recall(self.scan_kind)
+        if custom is None:
+            self.apply_preset(preset)
+        else:
+            self.preset = preset
+            self._set_window(custom)
         self.recent.add(path)
         self.events.scan_opened.emit(volume, str(path))
         self.events.trust_changed.emit()
@@ -210,6 +216,7 @@ class ReadingSession:
 
     def _set_window(self, wl: WindowLevel) -> None:
         self.window_level = wl
+        self.windows.remember(self.scan_kind, self.preset, wl)
         self.events.window_changed.emit(wl)
 
     # -- what the views draw ------------------------------------------------------------------

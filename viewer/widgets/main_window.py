@@ -31,6 +31,7 @@ from viewer.widgets.model_panel import ModelPanel
 from viewer.widgets.opening import Opener
 from viewer.widgets.overlay_panel import OverlayPanel
 from viewer.widgets.run_status import RunStatus
+from viewer.widgets.saved_layout import restore_layout, save_layout
 from viewer.widgets.trust_view import TrustView
 from viewer.widgets.view_grid import ViewGrid
 
@@ -82,8 +83,9 @@ class MainWindow(QMainWindow):
         )
         self.trust = TrustView(self, self.session)
         banners = (self.trust.gate_banner, self.trust.verdict_banner)
-        self.setCentralWidget(central_area(self.run_label, banners, self.grid, self.colour_bar, self.readout))
-        add_docks(self, self.model_panel, self.overlay_panel, self.findings)
+        area, self.view_area = central_area(self.run_label, banners, self.grid, self.colour_bar, self.readout)
+        self.setCentralWidget(area)
+        self.docks = add_docks(self, self.model_panel, self.overlay_panel, self.findings)
         self.progress = RunStatus(self, self.runner, self.session)
         self.files = Opener(self, self.session)
         self.exporter = Exporter(self, self.session)
@@ -94,6 +96,7 @@ class MainWindow(QMainWindow):
         self._refresh_findings = qthrottled(self._update_findings, timeout=300, parent=self)
         self._connect()
         self.session.choose_model(self.model_panel.spec())
+        self.layout_restored = restore_layout(self)  # the last session's size, docks and large view
         self.statusBar().showMessage(
             "Open a scan: File > Open, drag and drop, or a recent file."
             if specs
@@ -272,7 +275,9 @@ class MainWindow(QMainWindow):
 
     # -- closing ------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
-        """Stop inference (the worker ends on its own within one MC sample) and the analysis' answers."""
+        """Keep the layout for the next start; stop inference (the worker ends on its own within one MC
+        sample) and the analysis' answers."""
+        save_layout(self)
         self.runner.cancel()
         self.background.stop()
         super().closeEvent(event)

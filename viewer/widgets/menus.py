@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QMenu
 
 from viewer.session.display import CT_PRESETS, MR_AUTO, VIEWS
 from viewer.widgets.help_dialogs import show_about, show_shortcuts
+from viewer.widgets.screenshot import ask_and_save
 
 if TYPE_CHECKING:
     from viewer.widgets.main_window import MainWindow
@@ -68,6 +69,11 @@ def build_menus(window: MainWindow) -> Menus:
         window, "Export includes the probability map", lambda: None, None, file, True
     )
     export_uncertainty.setChecked(True)
+    file.addSeparator()
+    _action(
+        window, "Save screenshot of the &views…", lambda: ask_and_save(window, "views"), "Ctrl+Shift+S", file
+    )
+    _action(window, "Save screenshot of the &window…", lambda: ask_and_save(window, "window"), None, file)
     file.addSeparator()
     _action(window, "&Quit", window.close, "Ctrl+Q", file)
 

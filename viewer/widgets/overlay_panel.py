@@ -88,7 +88,7 @@ class OverlayPanel(QWidget):
         self._names: dict[int, str] = {}
         self._num_classes = 2
 
-        display = QGroupBox("Display")
+        display = QGroupBox("Window")
         self.preset_combo = QComboBox()
         self.preset_combo.addItems([*PRESET_NAMES, CUSTOM])
         self.preset_combo.setToolTip("Window/level preset (right-drag in a view, or type below, for Custom)")
