@@ -45,7 +45,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from engine.run_settings import RunSettings
     from engine.volume import load_scan
 
-    volume = load_scan(args.scan, channel=args.channel)
+    volume = load_scan(args.scan, channel=args.channel, series=args.series)
+    if args.series is None and volume.meta.get("series_count", 1) > 1:
+        _say_which_series(args.scan, volume.meta["series_uid"])
     spec = find_model(args.model) if args.model else default_model()
     run = RunSettings(
         model=spec.name,
@@ -75,6 +77,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
         written = ", ".join(str(p) for p in paths.values())
         print(f"{len(result.seconds)} slices in {time.perf_counter() - t0:.1f}s; wrote {written}")
     return 0
+
+
+def _say_which_series(folder: str, read: str) -> None:
+    """A folder of several DICOM series: say on stderr which one was read and how to choose another."""
+    from engine.volume import list_dicom_series
+
+    found = list_dicom_series(folder)
+    print(
+        f"aimc: note: {folder} holds {len(found)} DICOM series; read the one with the most slices "
+        f"({read}). Choose another with --series UID:",
+        file=sys.stderr,
+    )
+    for series in found:
+        print(f"  {'*' if series.uid == read else ' '} {series.summary()}", file=sys.stderr)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -248,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--channel", type=int, default=None, help="channel or time point of a 4D scan")
+    p.add_argument(
+        "--series",
+        metavar="UID",
+        help="SeriesInstanceUID to read from a DICOM folder of several series (default: the one with the "
+        "most slices; a note on stderr lists the others)",
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_predict)

@@ -64,14 +64,22 @@ def test_labels_are_written_as_uint8(tmp_path):
     assert np.asanyarray(out.dataobj).sum() == 1
 
 
-def _write_dicom_series(folder, array_zyx, spacing, origin, direction):
+def _write_dicom_series(
+    folder,
+    array_zyx,
+    spacing,
+    origin,
+    direction,
+    series_uid="1.2.826.0.1.3680043.2.1125.1.123456789",
+    extra_tags=(),
+    prefix="slice",
+):
     image = sitk.GetImageFromArray(array_zyx.astype(np.int16))
     image.SetSpacing(spacing)
     image.SetOrigin(origin)
     image.SetDirection(direction)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
-    series_uid = "1.2.826.0.1.3680043.2.1125.1.123456789"
     d = np.array(direction).reshape(3, 3)
     orientation = "\\".join(f"{v:.6f}" for v in (*d[:, 0], *d[:, 1]))
     for z in range(image.GetDepth()):
@@ -86,9 +94,10 @@ def _write_dicom_series(folder, array_zyx, spacing, origin, direction):
             ("0020|0013", str(z + 1)),
             ("0008|0016", "1.2.840.10008.5.1.4.1.1.4"),
             ("0008|0018", f"{series_uid}.{z + 1}"),
+            *extra_tags,
         ]:
             sl.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
+        writer.SetFileName(str(folder / f"{prefix}{z:03d}.dcm"))
         writer.Execute(sl)
     return image
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from engine.pipeline import VolumeResult
 from engine.preprocessing import AXES
@@ -48,6 +49,16 @@ def run_line(run: RunSettings | None, done: int, total: int, outside: bool) -> s
         return "No result"
     mark = "⚠ OUTSIDE THE MODEL'S TRAINING DOMAIN   ·   " if outside else ""
     return f"{mark}{describe_run(run)}   ·   {done}/{total} slices segmented"
+
+
+def scan_title(volume: Volume) -> str:
+    """The scan's name and, for DICOM, its patient, study and series: which of a folder's series is open."""
+    meta = volume.meta
+    said = (meta.get("patient_name") or meta.get("patient_id"), meta.get("study_description"))
+    series = meta.get("series_description") or (
+        "series " + meta["series_uid"] if "series_uid" in meta else ""
+    )
+    return " · ".join([Path(volume.source).name, *(str(s) for s in (*said, series) if s)])
 
 
 def map_label(map_name: str) -> str:

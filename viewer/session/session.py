@@ -49,10 +49,11 @@ from viewer.session.verdicts import CaseVerdict, Verdicts, VerdictState, lesion_
 from viewer.session.window_memory import WindowMemory, scan_kind
 
 
-def read_scan(path: str) -> Volume:
-    """`load_scan` with every failure as a `ScanError` the user can read (slow: call it off the UI thread)."""
+def read_scan(path: str, series: str | None = None) -> Volume:
+    """`load_scan` with every failure as a `ScanError` the user can read (slow: call it off the UI thread);
+    `series` chooses a DICOM folder's series."""
     try:
-        return load_scan(path)
+        return load_scan(path, series=series)
     except ScanError:
         raise
     except Exception as exc:  # noqa: BLE001 (a reader bug must not pass silently or kill the app)
@@ -133,9 +134,9 @@ class ReadingSession:
         """The gate's answer for `volume` with the model now selected (slow: may run off the UI thread)."""
         return check_scan(volume, self.specs, self.spec.name if self.spec is not None else None)
 
-    def read(self, path: str) -> tuple[Volume, Gate]:
+    def read(self, path: str, series: str | None = None) -> tuple[Volume, Gate]:
         """`read_scan` and the gate, both slow: for a worker thread; `open` takes the answer."""
-        volume = read_scan(path)
+        volume = read_scan(path, series)
         return volume, self.check(volume)
 
     def open(self, volume: Volume, path: str | Path, gate: Gate | None = None) -> None:
