@@ -95,3 +95,35 @@ def test_cli_says_which_series_it_read_and_how_to_choose(two_series, tmp_path, c
     assert aimc(["predict", str(two_series), "--series", "9.9", "--out", str(tmp_path / "out")]) == 2
     assert "no DICOM series 9.9" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_series_browser_lets_the_reader_choose(qtbot, two_series, tmp_path) -> None:
+    pytest.importorskip("pytestqt")
+    from PySide6.QtCore import QSettings
+
+    from viewer.widgets.inference_worker import InferenceRunner
+    from viewer.widgets.main_window import MainWindow
+
+    window = MainWindow([], QSettings(str(tmp_path / "v.ini"), QSettings.Format.IniFormat), InferenceRunner())
+    qtbot.addWidget(window)
+    window.show()
+    window.files.open_path(two_series)
+    qtbot.waitUntil(lambda: window.files.series_dialog is not None, timeout=30_000)
+    dialog = window.files.series_dialog
+    table = dialog.table
+    assert table.rowCount() == 2 and dialog.chosen().uid == FLAIR_UID  # the largest, preselected
+    cells = [[table.item(r, c).text() for c in range(table.columnCount())] for r in range(2)]
+    assert cells[0][:4] == ["AX T2 FLAIR", "MR", "256 x 256 x 27", "2024-01-31"]
+    assert cells[1][0] == "FLAIR flipped crop" and cells[1][5] == CROP_UID
+    table.selectRow(1)
+    with qtbot.waitSignal(window.scanLoaded, timeout=30_000) as opened:
+        dialog.accept()
+    assert opened.args[0].meta["series_uid"] == CROP_UID and opened.args[0].shape == (256, 160, CROP_SLICES)
+    title = window.windowTitle()
+    assert "Doe Jane" in title and "MRI BRAIN" in title and "FLAIR flipped crop" in title
+
+    window.files.open_path(two_series / "flair000.dcm")  # a file of the folder: the same question
+    qtbot.waitUntil(lambda: window.files.series_dialog is not None, timeout=30_000)
+    window.files.series_dialog.reject()
+    assert window.session.volume.meta["series_uid"] == CROP_UID, "cancelled: the open scan stays"
+    assert window.files.series_dialog is None

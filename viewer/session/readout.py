@@ -54,7 +54,8 @@ def run_line(run: RunSettings | None, done: int, total: int, outside: bool) -> s
 def scan_title(volume: Volume) -> str:
     """The scan's name and, for DICOM, its patient, study and series: which of a folder's series is open."""
     meta = volume.meta
-    said = (meta.get("patient_name") or meta.get("patient_id"), meta.get("study_description"))
+    patient = str(meta.get("patient_name", "")).replace("^", " ").strip() or meta.get("patient_id")
+    said = (patient, meta.get("study_description"))
     series = meta.get("series_description") or (
         "series " + meta["series_uid"] if "series_uid" in meta else ""
     )
