@@ -140,6 +140,7 @@ class MainWindow(QMainWindow):
             view.set_geometry(volume.shape, volume.spacing, slice_count(volume.shape, name))
         self.overlay_panel.set_truth_loaded(None)
         self.findings.clear()
+        self._show_colour_bar()
         for name in VIEWS:
             self._refresh_view(name)
         self._update_readout()
@@ -242,8 +243,13 @@ class MainWindow(QMainWindow):
             layers, panel.overlay_style(), self.session.crosshair_position(name)
         )
 
+    def _show_colour_bar(self) -> None:
+        """The heatmap's scale where a heatmap is drawn: it is shown, and a result is on screen."""
+        self.colour_bar.setVisible(self.overlay_panel.heatmap_opacity > 0 and self.session.result is not None)
+
     def _redraw_result(self) -> None:
         """All that shows the result: the run line, every view's overlays, the readout, the findings."""
+        self._show_colour_bar()
         self.trust.update_banners()
         for name in VIEWS:
             self._refresh_overlays(name)
@@ -253,7 +259,7 @@ class MainWindow(QMainWindow):
     def _on_overlay_changed(self) -> None:
         panel = self.overlay_panel
         self.colour_bar.show_map(map_label(panel.map_name), panel.map_levels, panel.heatmap_lut())
-        self.colour_bar.setVisible(panel.heatmap_opacity > 0)
+        self._show_colour_bar()
         for name in VIEWS:
             self._refresh_overlays(name)
         self._update_readout()  # the chosen map's name and value
