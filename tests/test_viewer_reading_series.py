@@ -28,28 +28,13 @@ def two_series(lgg_case, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("dicom") / "study"
     folder.mkdir()
     zyx = np.transpose(np.asanyarray(nib.load(str(lgg_case[0])).dataobj), (2, 1, 0)).astype(np.int16)
-    identity = (1, 0, 0, 0, 1, 0, 0, 0, 1)
-    _write_dicom_series(
-        folder,
-        zyx,
-        (1.0, 1.0, 1.0),
-        (0.0, 0.0, 0.0),
-        identity,
-        FLAIR_UID,
-        (*PATIENT, ("0008|103e", "AX T2 FLAIR"), ("0008|0021", "20240131")),
-        "flair",
-    )
     crop = np.ascontiguousarray(zyx[5 : 5 + CROP_SLICES, 40:200, ::-1])
-    _write_dicom_series(
-        folder,
-        crop,
-        (1.0, 1.0, 1.0),
-        (0.0, 40.0, 5.0),
-        identity,
-        CROP_UID,
-        (*PATIENT, ("0008|103e", "FLAIR flipped crop")),
-        "crop",
-    )
+    for array, origin, uid, tags, prefix in (
+        (zyx, (0.0, 0.0, 0.0), FLAIR_UID, (("0008|103e", "AX T2 FLAIR"), ("0008|0021", "20240131")), "flair"),
+        (crop, (0.0, 40.0, 5.0), CROP_UID, (("0008|103e", "FLAIR flipped crop"),), "crop"),
+    ):
+        identity = (1, 0, 0, 0, 1, 0, 0, 0, 1)
+        _write_dicom_series(folder, array, (1.0, 1.0, 1.0), origin, identity, uid, (*PATIENT, *tags), prefix)
     return folder
 
 
