@@ -7,6 +7,7 @@ Errors in the user's input end with one line on stderr and exit status 2, never 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -181,6 +182,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         max_minutes=args.max_minutes,
+        runs_dir=Path(args.runs_dir),
+        size=args.size,
+        context=args.context,
+        augment=args.augment,
+        loss=args.loss,
+        crop=args.crop,
+        arch_arguments=args.arch_args,
+        patience=args.patience,
+        crop_foreground=args.crop_foreground,
     )
     return 0
 
@@ -296,6 +306,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-minutes", type=float, default=120.0)
+    p.add_argument(
+        "--size", type=int, help="square input size of a new model (default: the preset's, 128 for LGG)"
+    )
+    p.add_argument(
+        "--context", type=int, default=0, help="2.5D: neighbouring slices on each side fed as channels"
+    )
+    p.add_argument("--augment", choices=["standard", "strong"], default="standard")
+    p.add_argument("--loss", choices=["dicece", "dicefocal"], default="dicece")
+    p.add_argument(
+        "--arch-args",
+        type=json.loads,
+        help="JSON overriding the default widths, e.g. '{\"features\": [28, 28, 56, 112, 224, 28]}'",
+    )
+    p.add_argument(
+        "--patience", type=int, help="stop when validation Dice has not improved for this many epochs"
+    )
+    p.add_argument("--crop", type=int, help="train on random CROP x CROP patches of the slices")
+    p.add_argument(
+        "--crop-foreground", type=float, default=1 / 3, help="share of patches centred on a lesion pixel"
+    )
+    p.add_argument("--runs-dir", default="runs", help="where checkpoints and the log go (resumed from there)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("postprocess", help="choose a model's post-processing on its validation split")

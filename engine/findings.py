@@ -1,8 +1,8 @@
 """What a reader reviews: each lesion of a result with its size and uncertainty, and the slices to look at.
 
 Uncertainty is averaged where it can mean something: inside a lesion, or in the region of interest
-of a slice (the segmentation and whatever the model gave some foreground probability, widened by
-`NEAR_MM` in the slice plane). Averaged over a whole head, nearly every voxel is trivially certain
+of a slice (the segmentation and whatever the model gave some foreground probability next to it,
+widened by `NEAR_MM` in the slice plane). Averaged over a whole head, nearly every voxel is trivially certain
 background and the signal is washed out (the orbits outranked the lesion).
 """
 
@@ -93,11 +93,22 @@ def lesions(
     return sorted(found, key=lambda lesion: -lesion.mean_uncertainty)
 
 
-def region_of_interest(
-    segmentation: np.ndarray, foreground: np.ndarray, pixel: tuple[float, float]
-) -> np.ndarray:
-    """A slice's voxels within `NEAR_MM` of what the model segmented or considered."""
-    seeds = (segmentation > 0) | (foreground > CONSIDERED)
+def attended(segmentation: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """The segmentation, and what the model considered where it touches the segmentation.
+
+    Considered regions that the post-processing cut away (a false region far from the lesion) are not
+    where a reader should look; they count only when nothing was segmented at all.
+    """
+    kept = segmentation > 0
+    considered = foreground > CONSIDERED
+    if not kept.any():
+        return considered
+    regions, _ = ndimage.label(considered | kept, structure=np.ones((3,) * kept.ndim))
+    return kept | (considered & np.isin(regions, np.unique(regions[kept])))
+
+
+def region_of_interest(seeds: np.ndarray, pixel: tuple[float, float]) -> np.ndarray:
+    """A slice's voxels within `NEAR_MM` of its attended voxels (`attended`)."""
     if not seeds.any():
         return seeds
     return ndimage.distance_transform_edt(~seeds, sampling=pixel) <= NEAR_MM
@@ -107,12 +118,10 @@ def slice_ranking(result: VolumeResult, map_name: str = "entropy") -> list[tuple
     """Finished slices with a region of interest, by decreasing mean uncertainty inside it."""
     pixel = _in_plane_spacing(result)
     uncertainty = result.maps[map_name]
-    foreground = result.foreground_probability()
+    seeds = attended(result.segmentation, result.foreground_probability())
     scores = []
     for s in map(int, np.flatnonzero(result.finished)):
-        roi = region_of_interest(
-            get_slice(result.segmentation, result.axis, s), get_slice(foreground, result.axis, s), pixel
-        )
+        roi = region_of_interest(get_slice(seeds, result.axis, s), pixel)
         if roi.any():
             scores.append((s, float(get_slice(uncertainty, result.axis, s)[roi].mean())))
     return sorted(scores, key=lambda sv: -sv[1])

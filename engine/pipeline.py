@@ -31,6 +31,7 @@ from engine.model_store import ModelSpec
 from engine.postprocessing import keep_largest_component
 from engine.preprocessing import (
     get_slice,
+    input_slices,
     normalise_volume,
     resize_probabilities,
     set_slice,
@@ -64,10 +65,18 @@ def slice_statistics(samples: torch.Tensor, size: tuple[int, int]) -> SliceStats
 def segment_slice(segmenter: Segmenter, image: np.ndarray, index: int = 0) -> SliceStats:
     """One normalised 2D slice (or image) through the model: its statistics at its own size.
 
-    `index` seeds the analog reads as the pipeline does for slice `index` of a volume.
+    `image` is (H, W), or (C, H, W) as `input_slices` gives it: a 2.5D model reads the slice with its
+    neighbours, which a lone slice cannot supply. `index` seeds the analog reads as the pipeline does
+    for slice `index` of a volume.
     """
-    x = to_model_input(image[None], segmenter.spec.preprocessing)
-    return slice_statistics(segmenter.predict(x, index), image.shape)
+    prep = segmenter.spec.preprocessing
+    channels = image if image.ndim == 3 else image[None]
+    if channels.shape[0] != 2 * prep.context + 1:
+        raise ValueError(
+            f"{segmenter.spec.name} reads {2 * prep.context + 1} neighbouring slices; got {channels.shape[0]}"
+        )
+    x = to_model_input(channels[None], prep)
+    return slice_statistics(segmenter.predict(x, index), channels.shape[1:])
 
 
 @dataclass
@@ -246,7 +255,7 @@ def run_slices(
     def preprocess() -> None:
         data = normalise_volume(volume.data, prep) if normalised is None else normalised
         for k in order:
-            x = to_model_input(get_slice(data, axis, k)[None], prep)
+            x = to_model_input(input_slices(data, axis, k, prep)[None], prep)
             if not put(to_infer, (k, x, time.perf_counter())):
                 return
 
@@ -332,7 +341,7 @@ def preview_while_programming(
     axis = axis or prep.slice_axis
     t0 = time.perf_counter()
     data = normalise_volume(volume.data, prep) if normalised is None else normalised
-    x = to_model_input(get_slice(data, axis, index)[None], prep)
+    x = to_model_input(input_slices(data, axis, index, prep)[None], prep)
     size = get_slice(volume.data, axis, 0).shape
     programmed = len(segmenter.chips)
     samples: list[torch.Tensor] = []

@@ -47,6 +47,9 @@ class Preprocessing:
     input_size: tuple[int, int] = (128, 128)
     slice_axis: str = "axial"
     in_channels: int = 1
+    context: int = (
+        0  # 2.5D: neighbouring slices on each side fed as extra channels (in_channels = 2 * context + 1)
+    )
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocessing:
@@ -58,6 +61,14 @@ class Preprocessing:
         d = asdict(self)
         d["input_size"] = list(self.input_size)
         return d
+
+
+def input_slices(volume: np.ndarray, axis: str, index: int, prep: Preprocessing) -> np.ndarray:
+    """What the model reads for slice `index`: (C, H, W), the slice with its `prep.context` neighbours on each
+    side in slice order (repeated at the volume's ends); (1, H, W) for a 2D model."""
+    n = slice_count(volume.shape, axis)
+    picks = np.clip(np.arange(index - prep.context, index + prep.context + 1), 0, n - 1)
+    return np.stack([get_slice(volume, axis, int(k)) for k in picks])
 
 
 def normalise_volume(data: np.ndarray, prep: Preprocessing) -> np.ndarray:

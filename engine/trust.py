@@ -7,13 +7,14 @@ Zenk, Jaeger et al. 2025) and the share of the segmentation that is uncertain. W
 its mapping to an expected Dice (isotonic regression) and the range around it are fitted per model
 on its validation cases (`training/trust_calibration.py`) and kept in model.json under "trust".
 
-The out-of-distribution score needs no metadata: how far the scan's normalised intensities and the
-run's uncertainty over the whole scan lie from the model's validation scans.
+The out-of-distribution score needs no metadata: how far the scan's normalised intensities lie from
+the model's training and validation scans, and the run's uncertainty over the whole scan from its
+runs on the validation scans.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -21,6 +22,7 @@ from scipy import ndimage
 from engine.model_store import ModelSpec
 from engine.pipeline import VolumeResult
 from engine.preprocessing import Preprocessing, normalise_volume
+from engine.run_settings import Mode, RunSettings
 
 BAND_MM = 3.0  # half-width of the band around the segmentation's border
 UNCERTAIN_NATS = 0.5 * np.log(2)  # a voxel is "uncertain" above half the entropy of a coin toss
@@ -88,6 +90,7 @@ class TrustCalibration:
     ood_threshold: float  # OOD score above which a scan is "outside the model's training domain"
     ood_reference: tuple[float, ...]  # (mean, std) per OOD feature on validation scans
     fitted_on: str  # what it was fitted on, e.g. "val: 9 cases, analog noise 1 drift 86400 s MC 8"
+    run: dict = field(default_factory=dict)  # the chips it was fitted on (noise_level, drift_s, mc_samples)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -122,23 +125,35 @@ class Verdict:
     score: str
     score_value: float
     message: str
+    settings_note: str = ""  # where the run's chips differ from those the calibration was fitted on
 
     def to_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
+INTENSITY_FEATURES = 3  # the first features of `ood_features` need no model run (`intensity_features`)
+
+
+def intensity_features(data: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+    """The scan's normalised intensity histogram: share of near-black and of bright voxels, and mean."""
+    normalised = normalise_volume(data, preprocessing)
+    return np.array(
+        [float((normalised <= 0.05).mean()), float((normalised >= 0.5).mean()), float(normalised.mean())]
+    )
+
+
 def ood_features(result: VolumeResult, preprocessing: Preprocessing) -> np.ndarray:
-    """What an out-of-distribution scan changes: its normalised intensity histogram (share of near-black
-    and of bright voxels, mean) and how unsure the model is over the whole scan."""
+    """What an out-of-distribution scan changes: its intensities (`intensity_features`) and how unsure
+    the model is over the whole scan."""
     normalised = normalise_volume(result.volume.data, preprocessing)
     body = normalised > 0.05
-    return np.array(
+    return np.concatenate(
         [
-            float((normalised <= 0.05).mean()),
-            float((normalised >= 0.5).mean()),
-            float(normalised.mean()),
-            float(result.maps["entropy"][body].mean()) if body.any() else 0.0,
-            float((result.maps["entropy"] > UNCERTAIN_NATS).mean()),
+            intensity_features(result.volume.data, preprocessing),
+            [
+                float(result.maps["entropy"][body].mean()) if body.any() else 0.0,
+                float((result.maps["entropy"] > UNCERTAIN_NATS).mean()),
+            ],
         ]
     )
 
@@ -158,12 +173,44 @@ def calibration_for(spec: ModelSpec, mode: str) -> TrustCalibration | None:
     return TrustCalibration.from_dict(fitted) if fitted else None
 
 
-def verdict(result: VolumeResult, preprocessing: Preprocessing, calibration: TrustCalibration) -> Verdict:
-    """The case verdict of a finished result under a model's fitted calibration."""
+def _drift(seconds: float) -> str:
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
+
+
+def settings_note(calibration: TrustCalibration, run: RunSettings | None) -> str:
+    """Where an analog run's chips differ from those the calibration was fitted on ("" if they match):
+    noise, drift and the number of samples all move the uncertainty the expected Dice is read from."""
+    if run is None or Mode(run.mode) is not Mode.ANALOG or not calibration.run:
+        return ""
+    fitted = calibration.run
+    differences = [
+        f"{name} {show(fitted[key])} (this run {show(getattr(run, key))})"
+        for key, name, show in (
+            ("noise_level", "noise", lambda v: f"{v:g}"),
+            ("drift_s", "drift", _drift),
+            ("mc_samples", "MC", lambda v: f"{v:g}"),
+        )
+        if key in fitted and not np.isclose(float(fitted[key]), float(getattr(run, key)))
+    ]
+    return f"calibrated at {', '.join(differences)}: the expected Dice may be off" if differences else ""
+
+
+def verdict(
+    result: VolumeResult,
+    preprocessing: Preprocessing,
+    calibration: TrustCalibration,
+    run: RunSettings | None = None,
+) -> Verdict:
+    """The case verdict of a finished result under a model's fitted calibration; `run` (the result's
+    settings) adds a note where its chips are not those the calibration was fitted on."""
     value = case_scores(result)[calibration.score]
     expected = calibration.expected_dice(value)
     ood = ood_score(ood_features(result, preprocessing), calibration.ood_reference)
     outside = ood > calibration.ood_threshold
+    note = settings_note(calibration, run)
     if not np.isfinite(expected):
         expected, low, high = float("nan"), float("nan"), float("nan")
         review, message = outside, "nothing segmented"
@@ -176,4 +223,6 @@ def verdict(result: VolumeResult, preprocessing: Preprocessing, calibration: Tru
         message = f"outside the model's training domain (OOD score {ood:.1f}); " + message
     if review:
         message = "review carefully: " + message
-    return Verdict(review, expected, low, high, outside, ood, calibration.score, value, message)
+    if note:
+        message += f"; {note}"
+    return Verdict(review, expected, low, high, outside, ood, calibration.score, value, message, note)

@@ -48,3 +48,27 @@ def test_slices_rank_by_uncertainty_near_the_segmentation_not_over_the_whole_sli
     assert [s for s, _ in ranking][0] == 7
     assert 5 not in [s for s, _ in ranking]  # no region of interest: not a place to look
     assert set(s for s, _ in ranking) == {1, 2, 3, 7}
+
+
+def test_a_considered_region_far_from_the_segmentation_is_not_a_place_to_look():
+    """The orbits case: foreground probability the post-processing cut away, very uncertain."""
+    result = _result()
+    far = (slice(20, 24), slice(2, 6), 9)  # slice 9: nothing segmented, probability 0.4, entropy 0.69
+    result.probabilities[far + (1,)] = 0.4
+    result.probabilities[far + (0,)] = 0.6
+    result.maps["entropy"][:, :, 9] = 0.69
+    assert 9 not in [s for s, _ in slice_ranking(result)]
+    # next to the segmentation, the same hesitation is where to look
+    near = (slice(12, 14), slice(2, 6), 3)
+    result.probabilities[near + (1,)] = 0.4
+    result.maps["entropy"][near] = 0.69
+    assert slice_ranking(result)[0][0] == 3
+
+
+def test_with_nothing_segmented_the_hesitations_are_all_there_is():
+    result = _result()
+    result.segmentation[:] = 0
+    result.probabilities[..., 1], result.probabilities[..., 0] = 0.0, 1.0
+    result.probabilities[20:24, 2:6, 9, 1], result.probabilities[20:24, 2:6, 9, 0] = 0.4, 0.6
+    result.maps["entropy"][20:24, 2:6, 9] = 0.69
+    assert [s for s, _ in slice_ranking(result)] == [9]

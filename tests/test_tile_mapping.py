@@ -55,3 +55,12 @@ def test_row_split_matches_aihwkit_tile_arrays():
         + map_network(nn.Sequential(net[1]), (4, 8)).layers
     )
     assert counts == [layer.tiles for layer in m]
+
+
+@pytest.mark.parametrize("arch", ["unet", "unetpp", "swinunetr"])
+def test_the_paper_scale_networks_have_the_papers_parameter_counts(arch):
+    from engine.architectures import build_network
+    from training.report.tile_mapping import PAPER_SCALE, PAPER_TABLE1
+
+    parameters = sum(p.numel() for p in build_network(arch, PAPER_SCALE[arch]).parameters())
+    assert parameters == pytest.approx(PAPER_TABLE1[arch][2], rel=0.02)

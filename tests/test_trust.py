@@ -11,7 +11,7 @@ import torch
 
 from engine.pipeline import SliceResult, VolumeResult
 from engine.preprocessing import Preprocessing
-from engine.run_settings import Mode
+from engine.run_settings import Mode, RunSettings
 from engine.trust import (
     TrustCalibration,
     calibration_for,
@@ -19,11 +19,13 @@ from engine.trust import (
     ood_features,
     ood_score,
     pairwise_dice,
+    settings_note,
     verdict,
 )
 from engine.uncertainty import mc_statistics
 from engine.volume import Volume
-from training.trust_calibration import CaseRecord, choose_score, fit, lesion_threshold
+from training.trust_calibration import choose_score, fit, lesion_threshold
+from training.trust_records import CaseRecord
 
 
 def _result_from_samples(samples: torch.Tensor) -> VolumeResult:
@@ -98,6 +100,24 @@ def test_fit_chooses_the_informative_score_and_maps_it_monotonically():
     ) == pytest.approx(0.29)
 
 
+def test_the_ood_reference_takes_intensities_from_every_training_scan_not_only_validation():
+    """Nine validation scans gave the mean intensity too narrow a spread: a good test scan looked foreign."""
+    rng = np.random.default_rng(1)
+    records = _records(rng, 9)
+    for r in records:
+        r.ood[:3] = 0.5 + rng.normal(0, 0.01, 3)  # validation scans that happen to be alike
+    training = {f"t{i}": 0.5 + rng.normal(0, 0.05, 3) for i in range(60)}  # the wider real spread
+    validation_only = fit(records, Mode.ANALOG, "test")
+    wide = fit(
+        records, Mode.ANALOG, "test", {**training, **{r.case.split("/")[0]: r.ood[:3] for r in records}}
+    )
+    typical = np.concatenate([[0.5, 0.5, 0.6], records[0].ood[3:]])  # 2 SD off the training scans
+    assert ood_score(typical, validation_only.ood_reference) > validation_only.ood_threshold
+    assert ood_score(typical, wide.ood_reference) <= wide.ood_threshold
+    foreign = np.concatenate([[0.9, 0.0, 0.1], records[0].ood[3:]])  # a CT through an MR model
+    assert ood_score(foreign, wide.ood_reference) > wide.ood_threshold
+
+
 def test_verdict_reads_the_models_calibration(small_model):
     calibration = TrustCalibration(
         score="pairwise_dice",
@@ -125,6 +145,35 @@ def test_verdict_reads_the_models_calibration(small_model):
     agreeing = verdict(_result_from_samples(_samples([a, a])), prep, loaded)
     assert not agreeing.review and agreeing.expected_dice == pytest.approx(0.9)
     assert (agreeing.low, agreeing.high) == (pytest.approx(0.8), pytest.approx(0.95))
+    assert agreeing.settings_note == ""  # no run given, nothing to compare
+
+
+def test_a_run_on_other_chips_than_the_calibrations_says_so():
+    calibration = TrustCalibration(
+        score="entropy_inside",
+        knots=(0.0, 1.0),
+        expected=(0.9, 0.1),
+        error_low=-0.1,
+        error_high=0.1,
+        review_below=0.7,
+        lesion_review_above=0.3,
+        ood_threshold=1e9,
+        ood_reference=(0.0,) * 10,
+        fitted_on="test",
+        run={"noise_level": 1.0, "drift_s": 86400.0, "mc_samples": 8},
+    )
+    same = RunSettings(model="m", mode="analog", mc_samples=8, noise_level=1.0, drift_s=86400.0)
+    assert settings_note(calibration, same) == ""
+    assert settings_note(calibration, dataclasses.replace(same, mode="digital")) == ""
+    other = dataclasses.replace(same, drift_s=3600.0, mc_samples=16)
+    assert settings_note(calibration, other) == (
+        "calibrated at drift 1 d (this run 1 h), MC 8 (this run 16): the expected Dice may be off"
+    )
+    a = np.zeros((8, 8), bool)
+    a[0:4, 0:4] = True
+    result = _result_from_samples(_samples([a, a]))
+    answer = verdict(result, Preprocessing(input_size=(8, 8)), calibration, other)
+    assert answer.settings_note and answer.message.endswith("the expected Dice may be off")
 
 
 def test_ood_score_flags_features_far_from_validation():

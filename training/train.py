@@ -15,6 +15,7 @@ runs through `engine.analog.hwa_forward` (aihwkit's forward and gradients withou
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import platform
 import time
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from aihwkit.nn.conversion import convert_to_analog, convert_to_digital
 from aihwkit.optim import AnalogOptimizer
-from monai.losses import DiceCELoss
+from monai.losses import DiceCELoss, DiceFocalLoss
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -44,7 +45,7 @@ from engine.model_store import (
     tensors_only,
 )
 from engine.preprocessing import Preprocessing
-from training.data import SliceDataset, load_cases, read_dataset, split_by_patient
+from training.data import AUGMENTATIONS, SliceDataset, load_cases, read_dataset, split_by_patient
 from training.postprocessing import choose_postprocessing
 
 PRESETS = {
@@ -77,6 +78,41 @@ def preset_for(data: Path) -> tuple[Preprocessing, list[Label]]:
         if key in data.resolve().name.lower():
             return value
     raise ValueError(f"{data}: no preset for this data set; known: {', '.join(PRESETS)}")
+
+
+LOSSES = ("dicece", "dicefocal")
+
+
+def loss_function(name: str) -> torch.nn.Module:
+    """Dice + cross-entropy (the default), or Dice + focal (gamma 2), which weighs the hard pixels at a
+    lesion's border and the small lesions more than the easy background."""
+    if name == "dicece":
+        return DiceCELoss(to_onehot_y=True, softmax=True)
+    if name == "dicefocal":
+        return DiceFocalLoss(to_onehot_y=True, softmax=True, gamma=2.0)
+    raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {name!r}")
+
+
+def input_preprocessing(prep: Preprocessing, size: int | None = None, context: int = 0) -> Preprocessing:
+    """The data set's preset with the model's input size (e.g. the native 256) and 2.5D context."""
+    if context < 0:
+        raise ValueError(f"context must be 0 or more slices, not {context}")
+    if context and prep.in_channels != 1:
+        raise ValueError("2.5D context needs a one-channel scan")
+    return dataclasses.replace(
+        prep,
+        input_size=(size, size) if size else prep.input_size,
+        context=context,
+        in_channels=2 * context + 1 if context else prep.in_channels,
+    )
+
+
+def plateaued(history: list[dict], patience: int | None) -> bool:
+    """True when validation Dice has not improved on its best for the last `patience` epochs."""
+    if not patience or len(history) <= patience:
+        return False
+    scores = [h["val_dice"] for h in history]
+    return max(scores[-patience:]) <= max(scores[:-patience])
 
 
 def hwa_start(base: ModelSpec, settings: DeviceSettings) -> torch.nn.Module:
@@ -120,7 +156,23 @@ def train(
     runs_dir: Path = Path("runs"),
     settings: DeviceSettings | None = None,
     log=print,
+    size: int | None = None,
+    context: int = 0,
+    augment: str = "standard",
+    loss: str = "dicece",
+    crop: int | None = None,
+    arch_arguments: dict | None = None,
+    patience: int | None = None,
+    crop_foreground: float = 1 / 3,
 ) -> ModelSpec:
+    """`size` (square input, default the preset's), `context` (2.5D: neighbouring slices on each side as
+    channels), `augment` ("standard" or "strong") and `loss` ("dicece" or "dicefocal") are the levers of a
+    new digital model; a further round or an HWA model keeps its base model's input. `crop` trains on
+    random crop x crop patches of the slices (centred on a lesion pixel with probability
+    `crop_foreground`); validation and inference see whole slices.
+    `patience` stops a run once validation Dice has been flat (no new best) for that many epochs.
+    `arch_arguments` override the architecture's default widths (e.g. a U-Net++ at the U-Net's
+    parameter count)."""
     torch.manual_seed(seed)
     np.random.seed(seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -129,6 +181,15 @@ def train(
     run.mkdir(parents=True, exist_ok=True)
     layout, cases = read_dataset(data)
     prep, labels = preset_for(data)
+    prep = input_preprocessing(prep, size, context)
+    if init is not None:
+        if size or context or arch_arguments:
+            raise ValueError(
+                "--size, --context and --arch-args are for a new model; a further round keeps its base's"
+            )
+        prep = find_model(init).preprocessing
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, not {augment!r}")
     split = split_by_patient(cases, seed)
     started = time.time()
     loaded = load_cases([c for c in cases if c.case_id not in split["test"]], layout, prep, log)
@@ -136,7 +197,15 @@ def train(
         f"{len(loaded)} cases loaded in {time.time() - started:.0f}s; "
         f"split {', '.join(f'{k} {len(v)}' for k, v in split.items())}"
     )
-    train_set = SliceDataset(loaded, split["train"], augment=True, seed=seed)
+    train_set = SliceDataset(
+        loaded,
+        split["train"],
+        augment=True,
+        seed=seed,
+        strength=augment,
+        crop=crop,
+        foreground_fraction=crop_foreground,
+    )
     val_ids = [c for c in split["val"] if c in loaded]
     loader = DataLoader(
         train_set,
@@ -151,15 +220,11 @@ def train(
     earlier: dict = {}
     if kind == "digital":
         if init is None:
-            spec = ModelSpec(
-                name,
-                arch,
-                default_arguments(arch, prep.in_channels, len(labels), prep.input_size[0]),
-                prep,
-                labels,
-                "digital",
-                settings,
-            )
+            arguments = {
+                **default_arguments(arch, prep.in_channels, len(labels), prep.input_size[0]),
+                **(arch_arguments or {}),
+            }
+            spec = ModelSpec(name, arch, arguments, prep, labels, "digital", settings)
             model = spec.build()
         else:  # a further round from a shipped digital model (warm restart of the schedule)
             base = find_model(init)
@@ -189,7 +254,18 @@ def train(
     else:
         raise ValueError(f"kind must be digital or hwa, not {kind!r}")
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    loss_name, loss_fn = loss, loss_function(loss)
+    # what the run builds, so its checkpoints can be evaluated while it trains
+    # (training.failure_analysis --run)
+    (run / "spec.json").write_text(
+        json.dumps(
+            {
+                **spec.to_dict(),
+                "data": {"dataset": str(data.name), "layout": layout, "split_seed": seed, "split": split},
+            },
+            indent=1,
+        )
+    )
 
     ckpt_path = run / "checkpoint.pt"
     best_path = run / "best.pt"
@@ -206,6 +282,9 @@ def train(
     for epoch in range(start_epoch, epochs):
         if (time.time() - started) / 60 + wall_before / 60 > max_minutes:
             log(f"time budget of {max_minutes} min reached; stopping after epoch {epoch}")
+            break
+        if plateaued(history, patience):
+            log(f"validation Dice flat for {patience} epochs; stopping after epoch {epoch}")
             break
         t0 = time.time()
         model.train()
@@ -257,8 +336,11 @@ def train(
         "init": init if kind == "hwa" else None,
         "epochs_run": len(history) + earlier.get("epochs_run", 0),
         "epochs_planned": epochs,
+        **({"patience": patience, "converged": plateaued(history, patience)} if patience else {}),
         "batch_size": batch_size,
-        "loss": "DiceCE",
+        "loss": {"dicece": "DiceCE", "dicefocal": "DiceFocal"}[loss_name],
+        "augmentation": augment,
+        **({"patch": crop, "patch_foreground": crop_foreground} if crop else {}),
         "optimizer": type(optimizer).__name__,
         "learning_rate": optimizer.param_groups[0]["initial_lr"],
         "wall_time_s": round(sum(h["seconds"] for h in history)) + earlier.get("wall_time_s", 0),

@@ -2,14 +2,18 @@
 
 For each validation case (several chip programmings in analog mode, for more points) the model's
 result gives every candidate case score (`engine.trust.SCORES`), its true Dice, the per-lesion
-uncertainties and the out-of-distribution features. Then, on validation only:
+uncertainties and the out-of-distribution features (`training.trust_records`). Then, on validation only:
 - the score is the candidate with the strongest rank correlation with Dice;
 - its mapping to an expected Dice is an isotonic regression, and the range shown around it is the
   10th-90th percentile of leave-one-case-out errors (honest, unlike in-sample residuals);
 - a lesion is flagged above the uncertainty that best separates predicted lesions that touch the
   reference from those that do not (Youden's J);
-- the OOD threshold is 1.1 times the largest leave-one-case-out OOD score of the validation scans.
-The result goes into model.json under "trust", per mode. Refit it whenever the model is replaced:
+- the OOD reference: the intensity features over the training and validation scans (no model run
+  needed, so all of them: nine validation scans alone made a good test scan look foreign), the
+  uncertainty features over the validation runs; the threshold is 1.1 times the largest
+  leave-one-case-out OOD score of those scans.
+The result goes into model.json under "trust", per mode, with the chips it was fitted on. Refit it
+whenever the model is replaced (the records are saved with the weights' hash and re-measured then):
 
     python -m training.trust_calibration --data ../shared/data --model lgg_unet_hwa [--mode analog digital]
 """
@@ -17,82 +21,30 @@ The result goes into model.json under "trust", per mode. Refit it whenever the m
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 from scipy.stats import spearmanr
 from sklearn.isotonic import IsotonicRegression
 
-from engine.findings import lesions
-from engine.inference import Segmenter
-from engine.metrics import dice_per_label
 from engine.model_store import ModelSpec, find_model, write_spec
-from engine.pipeline import segment_volume
-from engine.run_settings import Mode, RunSettings
+from engine.run_settings import Mode
 from engine.trust import (
     FAILURE_DICE,
     HIGHER_IS_BETTER,
+    INTENSITY_FEATURES,
     SCORES,
     TrustCalibration,
-    case_scores,
-    ood_features,
+    intensity_features,
     ood_score,
 )
 from engine.volume import load_scan
+from training import trust_records
 from training.evaluate import cases_of_split
+from training.trust_records import CALIBRATION_RUN, CaseRecord
 
-CALIBRATION_RUN = {"mc_samples": 8, "noise_level": 1.0, "drift_s": 86400.0}  # the model table's nominal chips
 PROGRAMMINGS = 3
-
-
-@dataclass
-class CaseRecord:
-    case: str
-    dice: float
-    scores: dict[str, float]
-    lesions: list[tuple[float, bool]]  # (mean uncertainty, touches the reference)
-    ood: np.ndarray
-
-
-def measure(spec: ModelSpec, data: Path, mode: Mode, split: str = "val") -> list[CaseRecord]:
-    """One record per (case, programming) of `split`."""
-    layout, cases = cases_of_split(spec, data, split)
-    if layout != "msd":
-        raise ValueError(
-            f"{spec.name}: trust calibration needs 3D volumes; {layout} images are not supported yet"
-        )
-    seeds = range(PROGRAMMINGS) if mode is Mode.ANALOG else range(1)
-    records = []
-    for seed in seeds:
-        run = RunSettings(
-            model=spec.name,
-            mode=mode,
-            seed=seed,
-            **(CALIBRATION_RUN if mode is Mode.ANALOG else {"mc_samples": 1}),
-        )
-        segmenter = Segmenter(spec, run)
-        for case in cases:
-            volume, truth = load_scan(case.image), np.rint(load_scan(case.label).data).astype(np.int64)
-            result = segment_volume(segmenter, volume)
-            dice = float(np.mean(list(dice_per_label(result.segmentation, truth, spec.num_classes).values())))
-            components, _ = ndimage.label(result.segmentation > 0, structure=np.ones((3, 3, 3)))
-            found = [
-                (lesion.mean_uncertainty, bool(truth[components == components[lesion.centre]].any()))
-                for lesion in lesions(result)
-            ]
-            records.append(
-                CaseRecord(
-                    f"{case.case_id}/seed{seed}",
-                    dice,
-                    case_scores(result),
-                    found,
-                    ood_features(result, spec.preprocessing),
-                )
-            )
-            print(f"{spec.name} {mode} {case.case_id} seed {seed}: Dice {dice:.3f}", flush=True)
-    return records
+RECORDS = Path(__file__).resolve().parents[1] / "reports" / "measurements" / "trust"
 
 
 def _oriented(score: str, values: np.ndarray) -> np.ndarray:
@@ -146,7 +98,48 @@ def lesion_threshold(records: list[CaseRecord]) -> float:
     return best
 
 
-def fit(records: list[CaseRecord], mode: Mode, description: str) -> TrustCalibration:
+def ood_reference(records: list[CaseRecord], intensities: np.ndarray) -> tuple[float, ...]:
+    """(mean..., std...) per OOD feature: intensities over `intensities` (one row per scan), the
+    uncertainty features over the records."""
+    uncertainty = np.stack([r.ood[INTENSITY_FEATURES:] for r in records])
+    means = np.concatenate([intensities.mean(0), uncertainty.mean(0)])
+    stds = np.concatenate([intensities.std(0), uncertainty.std(0)])
+    return tuple(float(v) for v in (*means, *stds))
+
+
+def ood_threshold(records: list[CaseRecord], intensities: dict[str, np.ndarray]) -> float:
+    """1.1 times the largest OOD score of a scan held out of its own reference: each validation case
+    (all features), and each training scan (intensity features; it has no model run)."""
+    rows = np.stack(list(intensities.values()))
+    names = list(intensities)
+
+    def held_out(held: list[CaseRecord], rest: list[CaseRecord]) -> float:
+        case = held[0].case.split("/")[0]
+        others = rows[[n != case for n in names]]
+        return max(ood_score(r.ood, ood_reference(rest, others)) for r in held)
+
+    worst = max(_leave_one_case_out(records, held_out))
+    validation = {r.case.split("/")[0] for r in records}
+    for i, name in enumerate(names):
+        if name in validation:
+            continue
+        reference = np.asarray(ood_reference(records, np.delete(rows, i, 0))).reshape(2, -1)
+        intensity_only = tuple(
+            float(v) for v in (*reference[0, :INTENSITY_FEATURES], *reference[1, :INTENSITY_FEATURES])
+        )
+        worst = max(worst, ood_score(rows[i], intensity_only))
+    return 1.1 * worst
+
+
+def fit(
+    records: list[CaseRecord],
+    mode: Mode,
+    description: str,
+    intensities: dict[str, np.ndarray] | None = None,
+    run: dict | None = None,
+) -> TrustCalibration:
+    """The calibration from validation records; `intensities` (case -> intensity features of the
+    training and validation scans) widen the OOD reference beyond the validation runs."""
     candidates = SCORES if mode is Mode.ANALOG else ("entropy_inside", "entropy_border", "uncertain_ratio")
     score, _ = choose_score(records, candidates)
     usable = [r for r in records if np.isfinite(r.scores[score])]
@@ -158,14 +151,8 @@ def fit(records: list[CaseRecord], mode: Mode, description: str) -> TrustCalibra
         return [r.dice - float(m.predict([r.scores[score]])[0]) for r in held]
 
     errors = np.concatenate(_leave_one_case_out(usable, held_out_errors))
-    features = np.stack([r.ood for r in records])
-    reference = tuple(float(v) for v in (*features.mean(0), *features.std(0)))
-
-    def held_out_ood(held: list[CaseRecord], rest: list[CaseRecord]) -> float:
-        f = np.stack([r.ood for r in rest])
-        ref = tuple(float(v) for v in (*f.mean(0), *f.std(0)))
-        return max(ood_score(r.ood, ref) for r in held)
-
+    if intensities is None:  # the validation runs' own intensities, one row per case
+        intensities = {r.case.split("/")[0]: r.ood[:INTENSITY_FEATURES] for r in records}
     return TrustCalibration(
         score=score,
         knots=tuple(float(v) for v in model.X_thresholds_),
@@ -174,22 +161,46 @@ def fit(records: list[CaseRecord], mode: Mode, description: str) -> TrustCalibra
         error_high=float(np.quantile(errors, 0.9)),
         review_below=FAILURE_DICE,
         lesion_review_above=lesion_threshold(records),
-        ood_threshold=1.1 * max(_leave_one_case_out(records, held_out_ood)),
-        ood_reference=reference,
+        ood_threshold=ood_threshold(records, intensities),
+        ood_reference=ood_reference(records, np.stack(list(intensities.values()))),
         fitted_on=description,
+        run=dict(run or {}),
     )
+
+
+def scan_intensities(spec: ModelSpec, data: Path) -> dict[str, np.ndarray]:
+    """Intensity features of every training and validation scan of the model (never its test scans)."""
+    out = {}
+    for split in ("train", "val"):
+        for case in cases_of_split(spec, data, split)[1]:
+            out[case.case_id] = intensity_features(load_scan(case.image).data, spec.preprocessing)
+    return out
+
+
+def validation_records(spec: ModelSpec, data: Path, mode: Mode) -> list[CaseRecord]:
+    """The model's validation records: saved ones if measured on these weights, else measured now."""
+    path = RECORDS / f"{spec.name}_{mode}_val.json"
+    saved = trust_records.load(path, spec)
+    if saved is not None:
+        return saved["records"]
+    records = trust_records.measure(spec, data, mode, "val", PROGRAMMINGS)
+    trust_records.save(path, spec, mode, "val", records)
+    return records
 
 
 def calibrate(spec: ModelSpec, data: Path, mode: Mode) -> TrustCalibration:
-    records = measure(spec, data, mode)
+    records = validation_records(spec, data, mode)
+    intensities = scan_intensities(spec, data)
     cases = len({r.case.split("/")[0] for r in records})
-    run = (
-        f"analog noise {CALIBRATION_RUN['noise_level']:g} drift {CALIBRATION_RUN['drift_s']:g} s "
-        f"MC {CALIBRATION_RUN['mc_samples']}, {PROGRAMMINGS} programmings"
-        if mode is Mode.ANALOG
+    run = CALIBRATION_RUN if mode is Mode.ANALOG else {}
+    chips = (
+        f"analog noise {run['noise_level']:g} drift {run['drift_s']:g} s MC {run['mc_samples']}, "
+        f"{PROGRAMMINGS} programmings"
+        if run
         else "digital"
     )
-    return fit(records, mode, f"val: {cases} cases, {run}")
+    description = f"val: {cases} cases, {chips}; OOD intensities over {len(intensities)} train+val scans"
+    return fit(records, mode, description, intensities, run)
 
 
 def main(argv: list[str] | None = None) -> None:

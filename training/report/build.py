@@ -18,7 +18,8 @@ from training.report import figures, markdown
 from training.report.jobs import KINDS, CaseCache, DatasetSplit
 from training.report.pipelining import pipelining
 from training.report.robustness import drop_rows, robustness, robustness_table
-from training.report.tile_mapping import tile_mapping
+from training.report.tile_mapping import paper_scale_mapping, tile_mapping
+from training.report.trust import trust_report
 from training.report.uncertainty import example, summary_rows, uncertainty
 
 DATASETS = ("lgg", "hippocampus", "nuclei")  # LGG first: uncertainty and pipelining are measured on it
@@ -92,6 +93,9 @@ def write_report(
     markdown.write_csv(mapping, out / "tile_mapping.csv")
     figures.tile_mapping_figure(mappings, out / "tile_mapping.png")
     text += markdown.tile_mapping_section(mapping)
+    paper_scale = paper_scale_mapping()
+    markdown.write_csv(paper_scale, out / "tile_mapping_paper_scale.csv")
+    text += markdown.paper_scale_section(paper_scale)
 
     figures.uncertainty_figure(unc, out / "uncertainty.png")
     figures.examples_figure(
@@ -105,6 +109,7 @@ def write_report(
     markdown.write_csv(urows, out / "uncertainty.csv")
     unmeasured = [spec.name for key, spec in models.items() if key not in unc]
     text += markdown.uncertainty_section(urows, unc, unmeasured, mc)
+    text += trust_report(data_root, out, measure)
 
     spec = models.get(("unet", "hwa")) or models.get(("unet", "digital")) or next(iter(models.values()))
     first = cases.cases[0]

@@ -26,7 +26,7 @@ import numpy as np
 from engine.inference import Segmenter
 from engine.model_store import ModelSpec
 from engine.pipeline import segment_slice, segment_volume
-from engine.preprocessing import get_slice, normalise_volume
+from engine.preprocessing import input_slices, normalise_volume
 from engine.run_settings import Mode, RunSettings
 from engine.volume import Volume
 from training.report.tile_mapping import NetworkMapping
@@ -79,7 +79,7 @@ def pipelining(spec: ModelSpec, volume: Volume, mc: int, mappings: dict[str, Net
     t0 = time.perf_counter()
     data = normalise_volume(volume.data, spec.preprocessing)
     for k in range(n):
-        segment_slice(segmenter, get_slice(data, "axial", k), k)
+        segment_slice(segmenter, input_slices(data, "axial", k, spec.preprocessing), k)
     sequential = time.perf_counter() - t0
     t0 = time.perf_counter()
     segment_volume(segmenter, volume)

@@ -21,7 +21,7 @@ from engine.inference import Segmenter
 from engine.metrics import calibration_bins, dice_per_label, ece_from_bins, error_detection_auroc
 from engine.model_store import ModelSpec
 from engine.pipeline import segment_slice, segment_volume
-from engine.preprocessing import get_slice, normalise_volume
+from engine.preprocessing import get_slice, input_slices, normalise_volume
 from engine.run_settings import Mode, RunSettings
 from engine.uncertainty import SliceStats
 from training.data import Case
@@ -169,6 +169,9 @@ def example(
             model=spec.name, mode=Mode.ANALOG, mc_samples=mc, noise_level=noise, drift_s=drift, seed=0
         )
         segmenter = Segmenter(spec, run)
-        image = get_slice(normalise_volume(case.volume.data, spec.preprocessing), "axial", k)
-        readings.append(ExampleReading(arch, kind, image, segment_slice(segmenter, image, k)))
+        stack = input_slices(
+            normalise_volume(case.volume.data, spec.preprocessing), "axial", k, spec.preprocessing
+        )
+        image = stack[spec.preprocessing.context]
+        readings.append(ExampleReading(arch, kind, image, segment_slice(segmenter, stack, k)))
     return Example(case.case_id, k, get_slice(case.truth, "axial", k), readings)

@@ -35,7 +35,7 @@ def trust_record(
     """`engine.export.write_results`' trust arguments for `result`, as the viewer shows them: lesions only
     once the run has ended (`settled`), the verdict computed now if it is not there yet (slow)."""
     return {
-        "verdict": verdicts.now(result, spec, run.mode) if settled or not result.complete else NOT_FINISHED,
+        "verdict": verdicts.now(result, spec, run) if settled or not result.complete else NOT_FINISHED,
         "fit": gate.fit(spec.name) if gate is not None else None,
         "lesions": (
             lesions(result, map_name, review_above=lesion_review(spec, run.mode, map_name)[0])

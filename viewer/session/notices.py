@@ -129,6 +129,7 @@ def verdict_notice(case: CaseVerdict, slices: str = "") -> Notice:
     )
     source = (
         f"from the {SCORE_WORDS.get(v.score, v.score)} ({v.score_value:.3g}); calibrated on {cal.fitted_on}"
+        + (f"; {v.settings_note}" if v.settings_note else "")
     )
     if math.isnan(v.expected_dice):
         level = Level.REVIEW if v.review else Level.INFO

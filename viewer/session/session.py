@@ -314,7 +314,7 @@ class ReadingSession:
     def _assess(self) -> None:
         result, spec, run = self.result, self.spec, self.run
         if result is not None and spec is not None and run is not None and self.settled(result):
-            self.verdicts.assess(result, spec, run.mode)
+            self.verdicts.assess(result, spec, run)
 
     # -- model and runs -----------------------------------------------------------------------
     def choose_model(self, spec: ModelSpec | None) -> None:

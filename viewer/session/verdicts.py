@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from engine.model_store import ModelSpec
 from engine.pipeline import VolumeResult
+from engine.run_settings import RunSettings
 from engine.trust import TrustCalibration, Verdict, calibration_for, verdict
 from viewer.session.background import Background
 
@@ -69,24 +70,24 @@ class Verdicts:
         entry = self._known.get(id(result))
         return entry[1] if entry is not None and entry[0] is result else None
 
-    def assess(self, result: VolumeResult, spec: ModelSpec, mode: str) -> None:
+    def assess(self, result: VolumeResult, spec: ModelSpec, run: RunSettings) -> None:
         """Start the verdict of a complete `result` (once; a partial result is refused)."""
         if not result.complete or self.get(result) is not None:
             return
-        calibration = calibration_for(spec, mode)
+        calibration = calibration_for(spec, run.mode)
         if calibration is None:
             self._set(result, CaseVerdict(VerdictState.UNCALIBRATED))
             return
         self._set(result, CaseVerdict(VerdictState.COMPUTING, calibration=calibration))
         self.background.submit(
-            lambda: verdict(result, spec.preprocessing, calibration),
+            lambda: verdict(result, spec.preprocessing, calibration, run),
             lambda answer: self._finish(result, CaseVerdict(VerdictState.READY, answer, calibration)),
             lambda message: self._finish(
                 result, CaseVerdict(VerdictState.FAILED, calibration=calibration, note=message)
             ),
         )
 
-    def now(self, result: VolumeResult, spec: ModelSpec, mode: str) -> Verdict | str:
+    def now(self, result: VolumeResult, spec: ModelSpec, run: RunSettings) -> Verdict | str:
         """The verdict for an export: the one computed, else computed here (slow), else why there is none."""
         if not result.complete:
             done, total = int(result.finished.sum()), int(result.finished.size)
@@ -94,10 +95,10 @@ class Verdicts:
         known = self.get(result)
         if known is not None and known.verdict is not None:
             return known.verdict
-        calibration = calibration_for(spec, mode)
+        calibration = calibration_for(spec, run.mode)
         if calibration is None:
             return NO_CALIBRATION
-        return verdict(result, spec.preprocessing, calibration)
+        return verdict(result, spec.preprocessing, calibration, run)
 
     def _finish(self, result: VolumeResult, answer: CaseVerdict) -> None:
         if self.get(result) is not None:  # not cleared by a new scan meanwhile

@@ -1,0 +1,285 @@
+"""The training levers of round 2 (issue 14): 2.5D input, input size, strong augmentation, Dice + focal,
+and the failure analysis, on the bundled LGG sample (fast: small inputs, one epoch)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.preprocessing import Preprocessing, get_slice, input_slices
+from tests.conftest import REPO
+
+SAMPLE = REPO / "resources" / "samples"
+
+
+@pytest.fixture(scope="module")
+def tiny_lgg(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "lgg"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    entries = []
+    for i in range(5):
+        shutil.copy(SAMPLE / "lgg_sample.nii.gz", root / "imagesTr" / f"lgg_{i}.nii.gz")
+        shutil.copy(SAMPLE / "lgg_sample_label.nii.gz", root / "labelsTr" / f"lgg_{i}.nii.gz")
+        entries.append(
+            {"image": f"./imagesTr/lgg_{i}.nii.gz", "label": f"./labelsTr/lgg_{i}.nii.gz", "patient": f"P{i}"}
+        )
+    (root / "dataset.json").write_text(json.dumps({"training": entries}))
+    return root
+
+
+def test_input_slices_stack_the_neighbours_in_order_and_repeat_the_ends():
+    volume = np.arange(4 * 3 * 5, dtype=np.float32).reshape(4, 3, 5)  # 5 axial slices
+    flat = input_slices(volume, "axial", 2, Preprocessing())
+    assert flat.shape == (1, 3, 4) and np.array_equal(flat[0], get_slice(volume, "axial", 2))
+    prep = Preprocessing(in_channels=3, context=1)
+    middle = input_slices(volume, "axial", 2, prep)
+    assert [np.array_equal(middle[c], get_slice(volume, "axial", k)) for c, k in enumerate((1, 2, 3))] == [
+        True
+    ] * 3
+    first, last = input_slices(volume, "axial", 0, prep), input_slices(volume, "axial", 4, prep)
+    assert np.array_equal(first[0], first[1]) and np.array_equal(first[2], get_slice(volume, "axial", 1))
+    assert np.array_equal(last[2], last[1]) and np.array_equal(last[0], get_slice(volume, "axial", 3))
+
+
+def test_a_2_5d_case_pairs_each_label_with_its_own_slice_in_the_middle_channel(tiny_lgg):
+    from training.data import load_volume_case, read_msd
+
+    case = read_msd(tiny_lgg)[0]
+    flat_x, flat_y = load_volume_case(case, Preprocessing(input_size=(64, 64)))
+    x, y = load_volume_case(case, Preprocessing(input_size=(64, 64), in_channels=5, context=2))
+    assert x.shape == (len(flat_x), 5, 64, 64) and np.array_equal(y, flat_y)
+    assert np.allclose(x[:, 2], flat_x[:, 0])
+    assert np.allclose(x[3:, 0], flat_x[1:-2, 0]) and np.allclose(x[:-1, 3], flat_x[1:, 0])
+
+
+def test_strong_augmentation_moves_image_and_label_together_and_keeps_labels_binary():
+    from training.data import augmentations
+
+    t = augmentations(0, "strong")
+    image = torch.zeros(3, 64, 64)
+    image[:, 10:30, 5:20] = 1.0  # a bright square, its mask below, in every channel
+    label = (image[:1] > 0.5).float()
+    moved_any = False
+    for _ in range(30):
+        d = t({"image": image.clone(), "label": label.clone()})
+        im, lab = torch.as_tensor(d["image"]), torch.as_tensor(d["label"])
+        assert set(torch.unique(lab.round()).tolist()) <= {0.0, 1.0}
+        inside, outside = im[1][lab[0] > 0.5], im[1][lab[0] < 0.5]
+        if inside.numel() > 20:  # the bright square stays under its (moved) mask
+            assert inside.mean() > outside.mean() + 0.3
+        moved_any |= not torch.equal(lab, label)
+    assert moved_any
+    with pytest.raises(ValueError, match="augmentation"):
+        augmentations(0, "wild")
+
+
+def test_patches_are_cut_from_the_slice_with_their_labels_and_around_the_lesion_as_asked():
+    from training.data import SliceDataset
+
+    x = np.arange(2 * 64 * 64, dtype=np.float32).reshape(2, 1, 64, 64)  # every pixel tells where it came from
+    y = np.zeros((2, 64, 64), np.int64)
+    y[:, 50:54, 2:6] = 1  # a small lesion near a corner
+    data = SliceDataset({"a": (x, y)}, ["a"], augment=False, crop=24, foreground_fraction=1.0)
+    for i in range(40):
+        px, py = data[i % 2]
+        assert px.shape == (1, 24, 24) and py.shape == (24, 24)
+        s, r, q = np.unravel_index(int(px[0, 0, 0]), (2, 64, 64))
+        assert np.array_equal(px[0].numpy(), x[s, 0, r : r + 24, q : q + 24])
+        assert np.array_equal(py.numpy(), y[s, r : r + 24, q : q + 24])
+        assert py.any()  # always around the lesion at foreground_fraction 1
+    anywhere = SliceDataset({"a": (x, y)}, ["a"], augment=False, crop=24, foreground_fraction=0.0)
+    assert not all(anywhere[i % 2][1].any() for i in range(40))
+    with pytest.raises(ValueError, match="crop"):
+        SliceDataset({"a": (x, y)}, ["a"], augment=False, crop=65)
+
+
+def test_loss_choices():
+    from monai.losses import DiceCELoss, DiceFocalLoss
+
+    from training.train import loss_function
+
+    assert isinstance(loss_function("dicece"), DiceCELoss) and isinstance(
+        loss_function("dicefocal"), DiceFocalLoss
+    )
+    logits, target = torch.randn(2, 2, 8, 8), torch.randint(0, 2, (2, 1, 8, 8))
+    assert float(loss_function("dicefocal")(logits, target)) > 0
+    with pytest.raises(ValueError):
+        loss_function("l2")
+
+
+def test_a_2_5d_model_trains_with_the_levers_records_them_and_the_pipeline_feeds_it_neighbours(
+    tiny_lgg, tmp_path
+):
+    from engine.inference import Segmenter
+    from engine.model_store import read_spec
+    from engine.pipeline import segment_volume
+    from engine.preprocessing import normalise_volume, to_model_input
+    from engine.run_settings import RunSettings
+    from engine.volume import load_scan
+    from training.train import train
+
+    out = tmp_path / "models" / "tiny_unet_25d"
+    train(
+        tiny_lgg,
+        "unet",
+        "digital",
+        out,
+        epochs=1,
+        batch_size=8,
+        runs_dir=tmp_path / "runs",
+        log=lambda *_: None,
+        size=32,
+        context=1,
+        augment="strong",
+        loss="dicefocal",
+        crop=16,
+    )
+    spec = read_spec(out)
+    assert spec.preprocessing.input_size == (32, 32) and spec.preprocessing.context == 1
+    assert spec.preprocessing.in_channels == 3 and spec.arguments["in_channels"] == 3
+    assert spec.training["loss"] == "DiceFocal" and spec.training["augmentation"] == "strong"
+    assert spec.training["patch"] == 16 and spec.training["patch_foreground"] == pytest.approx(1 / 3)
+
+    volume = load_scan(tiny_lgg / "imagesTr" / "lgg_0.nii.gz")
+    result = segment_volume(
+        Segmenter(
+            spec,
+            RunSettings(model=spec.name, mode="digital", mc_samples=1, noise_level=0.0, drift_s=0.0, seed=0),
+        ),
+        volume,
+    )
+    # slice 5 by hand: slices 4, 5, 6 as channels, the network, back to the slice's size
+    data = normalise_volume(volume.data, spec.preprocessing)
+    from engine.model_store import load_digital
+
+    net = load_digital(spec).eval()
+    x = to_model_input(np.stack([get_slice(data, "axial", k) for k in (4, 5, 6)])[None], spec.preprocessing)
+    with torch.no_grad():
+        probs = torch.softmax(net(x), 1)
+    from engine.preprocessing import resize_probabilities
+
+    expected = resize_probabilities(probs, get_slice(data, "axial", 5).shape)[0, 1].numpy()
+    got = get_slice(result.foreground_probability(), "axial", 5)
+    assert np.allclose(got, expected, atol=1e-4)
+    # one slice alone cannot feed it; the slice with its neighbours gives the pipeline's answer
+    from engine.pipeline import segment_slice
+    from engine.preprocessing import input_slices
+
+    segmenter = Segmenter(
+        spec, RunSettings(model=spec.name, mode="digital", mc_samples=1, noise_level=0.0, drift_s=0.0, seed=0)
+    )
+    with pytest.raises(ValueError, match="neighbouring"):
+        segment_slice(segmenter, get_slice(data, "axial", 5), 5)
+    alone = segment_slice(segmenter, input_slices(data, "axial", 5, spec.preprocessing), 5)
+    assert np.allclose(alone.probabilities[1], expected, atol=1e-4)
+
+    # the run's best checkpoint, looked at while training, is the network that was saved
+    from training.failure_analysis import snapshot_model
+
+    snap = snapshot_model(tmp_path / "runs" / "tiny_unet_25d", tmp_path / "snap")
+    assert snap.preprocessing == spec.preprocessing and snap.keep_largest == [1]
+    assert snap.data["split"] == spec.data["split"]
+    with torch.no_grad():
+        assert torch.allclose(load_digital(snap).eval()(x), net(x), atol=2e-2)
+
+
+def test_a_further_round_keeps_its_base_input(tiny_lgg, tmp_path):
+    from training.train import train
+
+    with pytest.raises(ValueError, match="keeps its base"):
+        train(
+            tiny_lgg,
+            "unet",
+            "digital",
+            tmp_path / "m",
+            init="lgg_unet_digital",
+            epochs=1,
+            runs_dir=tmp_path,
+            log=lambda *_: None,
+            context=1,
+        )
+
+
+def test_failure_analysis_names_false_regions_missed_lesions_and_end_slices():
+    from training.failure_analysis import case_errors
+
+    truth = np.zeros((20, 20, 10), np.int64)
+    truth[2:6, 2:6, 3:7] = 1  # a lesion on slices 3-6
+    truth[15:17, 15:17, 5] = 1  # a small second lesion
+    pred = np.zeros_like(truth)
+    pred[2:6, 2:6, 4:7] = 1  # misses the lesion's first slice and the small lesion
+    pred[10:12, 2:4, 8:10] = 1  # a false region on slices without lesion
+    image = np.random.default_rng(0).random(truth.shape).astype(np.float32)
+    e = case_errors(pred, truth, image)
+    assert e["truth_components"] == 2 and e["missed_lesions"] == 1 and e["missed_lesion_voxels"] == 4
+    assert e["false_regions"] == 1 and e["largest_false_region"] == 8 and e["false_slices"] == 2
+    assert e["missed_slices"] == 1 and e["missed_end_slices"] == 1
+    assert e["fn_voxels"] == 16 + 4 and e["fp_voxels"] == 8
+    assert e["dice"] == pytest.approx(2 * 48 / (2 * 48 + 8 + 20))
+    with pytest.raises(ValueError, match="validation"):
+        from training.failure_analysis import analyse
+
+        analyse("lgg_unet_digital", Path("."), split="test")
+
+
+def test_the_flip_ensemble_is_left_right_equivariant(small_model):
+    """Mirroring the scan left-right mirrors the flip ensemble's labels.
+
+    The flip is along the display's columns."""
+    from engine.inference import Segmenter
+    from engine.run_settings import RunSettings
+    from engine.volume import Volume
+    from training.failure_analysis import flip_ensemble
+
+    rng = np.random.default_rng(0)
+    data = rng.random((48, 40, 3)).astype(np.float32)
+    data[5:20, 10:30] += 2.0  # something asymmetric to segment
+    volume = Volume(data, np.eye(4))
+    segmenter = Segmenter(
+        small_model,
+        RunSettings(
+            model=small_model.name, mode="digital", mc_samples=1, noise_level=0.0, drift_s=0.0, seed=0
+        ),
+    )
+    labels = flip_ensemble(segmenter, volume)
+    mirrored = flip_ensemble(segmenter, Volume(np.ascontiguousarray(data[::-1]), np.eye(4)))
+    assert labels.shape == data.shape and labels.any() and not labels.all()
+    assert np.array_equal(mirrored, labels[::-1])
+
+
+def test_architecture_widths_can_be_set_for_a_new_model(tiny_lgg, tmp_path):
+    from engine.model_store import load_digital, read_spec
+    from training.train import train
+
+    out = tmp_path / "models" / "tiny_unetpp"
+    features = [4, 4, 8, 8, 16, 4]
+    train(
+        tiny_lgg,
+        "unetpp",
+        "digital",
+        out,
+        epochs=1,
+        batch_size=8,
+        runs_dir=tmp_path / "runs",
+        log=lambda *_: None,
+        size=32,
+        arch_arguments={"features": features},
+    )
+    spec = read_spec(out)
+    assert spec.arguments["features"] == features and spec.arguments["upsample"] == "nontrainable"
+    assert load_digital(spec).conv_0_0.conv_0.conv.out_channels == 4
+
+
+def test_a_run_has_plateaued_when_no_new_best_came_for_patience_epochs():
+    from training.train import plateaued
+
+    run = [{"val_dice": v} for v in (0.5, 0.7, 0.69, 0.7, 0.68)]
+    assert plateaued(run, 3) and not plateaued(run, 4) and not plateaued(run, None)
+    assert not plateaued(run + [{"val_dice": 0.71}], 3)
+    assert not plateaued(run[:3], 3)  # too short to tell

@@ -1,0 +1,115 @@
+"""The report's trust measures on constructed records whose answers are known."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from engine.run_settings import Mode
+from engine.trust import TrustCalibration
+from training.report.trust import (
+    _histogram_auroc,
+    aurc,
+    case_metrics,
+    pixel_metrics,
+    trust_row,
+    trust_section,
+)
+from training.trust_records import CONFIDENCE_BINS, UNCERTAINTY_BINS, CaseRecord
+
+
+def _pixels(wrong_bin: int, right_bin: int, confidence_right: float) -> dict:
+    wrong, right = [0] * UNCERTAINTY_BINS, [0] * UNCERTAINTY_BINS
+    wrong[wrong_bin], right[right_bin] = 10, 90
+    count, correct, total = [0] * CONFIDENCE_BINS, [0] * CONFIDENCE_BINS, [0] * CONFIDENCE_BINS
+    count[-1], correct[-1], total[-1] = 100, 90, int(100 * confidence_right * 1e6)
+    return {
+        "entropy": [wrong, right],
+        "mutual_information": [right, wrong],
+        "confidence": [count, correct, total],
+    }
+
+
+def _record(i: int, dice: float, doubt: float, ood: float = 0.0) -> CaseRecord:
+    scores = {"entropy_inside": doubt, "pairwise_dice": 1.0 - 0.5 * doubt}
+    return CaseRecord(f"c{i}/seed0", dice, scores, [], np.array([ood] * 5), _pixels(200, 10, 0.9))
+
+
+def test_histogram_auroc_of_separated_tied_and_reversed_scores():
+    a, b = np.zeros(4), np.zeros(4)
+    a[3], b[0] = 5, 7
+    assert _histogram_auroc(a, b) == 1.0 and _histogram_auroc(b, a) == 0.0
+    assert _histogram_auroc(a, a) == 0.5
+    assert np.isnan(_histogram_auroc(np.zeros(4), b))
+
+
+def test_pixel_metrics_near_the_lesion():
+    metrics = pixel_metrics([_record(0, 0.9, 0.1), _record(1, 0.8, 0.2)])
+    assert metrics["auroc_entropy"] == 1.0  # wrong pixels more uncertain
+    assert metrics["auroc_mutual_information"] == 0.0  # the other way round, by construction
+    assert metrics["ece"] == pytest.approx(0.0)  # 90 % right at confidence 0.9
+
+
+def test_aurc_is_zero_excess_for_the_best_order_and_positive_for_the_worst():
+    risk = np.array([0.1, 0.5, 0.9])
+    best, excess = aurc(risk.copy(), risk)
+    assert excess == pytest.approx(0.0)
+    worst, worst_excess = aurc(-risk, risk)
+    assert worst > best and worst_excess > 0
+
+
+def test_case_metrics_of_a_score_that_orders_the_cases_perfectly():
+    records = [_record(i, dice, 1 - dice) for i, dice in enumerate([0.95, 0.9, 0.85, 0.6, 0.3])]
+    m = case_metrics(records, "entropy_inside")
+    assert m["failures"] == 2 and m["failure_auroc"] == 1.0 and m["spearman"] == pytest.approx(-1.0)
+    assert m["e_aurc"] == pytest.approx(0.0)
+    assert case_metrics(records, "pairwise_dice")["failure_auroc"] == 1.0  # higher is better: turned
+
+
+def test_a_row_judges_test_records_with_the_validation_calibration(small_model):
+    calibration = TrustCalibration(
+        score="entropy_inside",
+        knots=(0.0, 1.0),
+        expected=(1.0, 0.0),
+        error_low=-0.05,
+        error_high=0.05,
+        review_below=0.7,
+        lesion_review_above=0.3,
+        ood_threshold=3.0,
+        ood_reference=(0.0,) * 5 + (1.0,) * 5,
+        fitted_on="test",
+    )
+    spec = dataclasses.replace(small_model, name="lgg_unet_hwa", trust={"analog": calibration.to_dict()})
+    records = [_record(i, dice, 1 - dice, ood=0.5 * i) for i, dice in enumerate([0.95, 0.9, 0.6, 0.3])]
+    saved = {"records": records, "foreign": {"ct/x": [9.0] * 5, "hippocampus/y": [1.0] * 5}}
+    row = trust_row(spec, Mode.ANALOG, saved)
+    assert row["expected_mae"] == pytest.approx(0.0) and row["in_range"] == 1.0
+    assert row["false_alarms"] == 0.0  # OOD scores 0 .. 1.5, threshold 3
+    assert row["foreign_flagged"] == 0.5 and row["foreign_missed"] == "hippocampus/y"
+    text = "\n".join(trust_section([row], ["other (digital)"]))
+    assert "met failure AUROC >= 0.90 (1.00)" in text and "Not measured yet: other (digital)" in text
+    assert "at least 50% of the foreign scans flagged" in text
+    uncalibrated = trust_row(dataclasses.replace(spec, trust={}), Mode.ANALOG, saved)
+    assert uncalibrated["score"] == "not calibrated" and "-" in "\n".join(trust_section([uncalibrated], []))
+
+
+def test_pixel_histograms_count_only_near_the_lesion_and_split_wrong_from_right():
+    from tests.test_trust import _result_from_samples, _samples
+    from training.trust_records import near_lesion, pixel_histograms
+
+    a = np.zeros((40, 40), bool)
+    a[2:6, 2:6] = True
+    b = a.copy()
+    b[2:6, 6:8] = True  # chips disagree on two columns
+    result = _result_from_samples(_samples([a, b]))
+    truth = np.zeros((40, 40, 1), np.int64)
+    truth[2:6, 2:6, 0] = 1  # chip a's square (symmetric, so the slice's orientation does not matter)
+    band = near_lesion(result.segmentation, truth, (1.0, 1.0, 1.0))
+    assert 0 < band.sum() < band.size  # 10 mm around a 4-8 voxel lesion, not the whole 40 x 40 slice
+    h = pixel_histograms(result, truth, 2)
+    wrong, right = np.array(h["entropy"][0]), np.array(h["entropy"][1])
+    assert wrong.sum() + right.sum() == band.sum()
+    assert wrong.sum() == int((result.segmentation != truth)[band].sum())
+    assert sum(h["confidence"][0]) == band.sum()
