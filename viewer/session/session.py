@@ -157,12 +157,8 @@ class ReadingSession:
         self.data_range = (high - low) or 1.0
         self.scan_kind = scan_kind(volume.modality, low)
         self.crosshair = (volume.shape[0] // 2, volume.shape[1] // 2, volume.shape[2] // 2)
-        preset, custom = self.windows.recall(self.scan_kind)
-        if custom is None:
-            self.apply_preset(preset)
-        else:
-            self.preset = preset
-            self._set_window(custom)
+        self.preset, window = self.windows.recall(self.scan_kind, volume.data)
+        self._set_window(window)
         self.recent.add(path)
         self.events.scan_opened.emit(volume, str(path))
         self.events.trust_changed.emit()

@@ -8,7 +8,9 @@ window instead.
 
 from __future__ import annotations
 
-from viewer.session.display import CUSTOM, MR_AUTO, PRESET_NAMES, WindowLevel
+import numpy as np
+
+from viewer.session.display import CUSTOM, MR_AUTO, PRESET_NAMES, WindowLevel, window_for
 from viewer.session.recent_files import SettingsStore
 
 DEFAULTS = {"CT": "CT abdomen", "MR": MR_AUTO}
@@ -33,14 +35,17 @@ class WindowMemory:
             self.store.setValue(f"window/{kind}/width", wl.width)
             self.store.setValue(f"window/{kind}/level", wl.level)
 
-    def recall(self, kind: str) -> tuple[str, WindowLevel | None]:
-        """The preset to apply, or (CUSTOM, the window) for a CT window set by hand."""
+    def recall(self, kind: str, data: np.ndarray) -> tuple[str, WindowLevel]:
+        """The preset remembered for `kind` and its window on `data`, or (CUSTOM, the window) for a CT
+        window set by hand."""
         preset = str(self.store.value(f"window/{kind}/preset", DEFAULTS[kind]))
         if preset == CUSTOM:
             try:
                 width = float(self.store.value(f"window/{kind}/width"))  # type: ignore[arg-type]
                 level = float(self.store.value(f"window/{kind}/level"))  # type: ignore[arg-type]
             except (TypeError, ValueError):
-                return DEFAULTS[kind], None
-            return (CUSTOM, WindowLevel(width, level)) if width > 0 else (DEFAULTS[kind], None)
-        return (preset, None) if preset in PRESET_NAMES else (DEFAULTS[kind], None)
+                width, level = 0.0, 0.0
+            if width > 0:
+                return CUSTOM, WindowLevel(width, level)
+        preset = preset if preset in PRESET_NAMES else DEFAULTS[kind]
+        return preset, window_for(preset, data)
