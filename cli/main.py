@@ -357,6 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="nifti (default), dicom-seg (SEG + parametric map + fractional SEG; DICOM scans only), "
         "seg-nrrd (3D Slicer); repeat or separate with commas",
     )
+    p.add_argument(
+        "--series",
+        metavar="UID",
+        help="SeriesInstanceUID to read from a DICOM folder of several series (default: the one with the "
+        "most slices; a note on stderr lists the others)",
+    )
     p.add_argument("--quiet", action="store_true")
     add_batch_options(p)
     add_device_option(p)

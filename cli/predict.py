@@ -116,6 +116,20 @@ def summary_lines(summary: dict) -> list[str]:
     return lines
 
 
+def say_which_series(folder: str, read: str) -> None:
+    """A folder of several DICOM series: say on stderr which one was read and how to choose another."""
+    from engine.volume import list_dicom_series
+
+    found = list_dicom_series(folder)
+    print(
+        f"aimc: note: {folder} holds {len(found)} DICOM series; read the one with the most slices "
+        f"({read}). Choose another with --series UID:",
+        file=sys.stderr,
+    )
+    for series in found:
+        print(f"  {'*' if series.uid == read else ' '} {series.summary()}", file=sys.stderr)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -123,7 +137,10 @@ def _interrupt(signum: int, frame: object) -> None:
 def predict(args: argparse.Namespace) -> int:
     """The command: check, choose, run, write, say what was found. SIGTERM ends it as Ctrl-C does: the
     output set being written is dropped, the folder keeps its earlier set."""
-    volume = load_scan(args.scan, channel=args.channel)
+    series = getattr(args, "series", None)
+    volume = load_scan(args.scan, channel=args.channel, series=series)
+    if series is None and volume.meta.get("series_count", 1) > 1:
+        say_which_series(args.scan, volume.meta["series_uid"])
     try:
         formats = parse_formats(args.format or [NIFTI])
     except ValueError as exc:

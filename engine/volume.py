@@ -22,6 +22,7 @@ import nibabel as nib
 import numpy as np
 from nibabel import orientations as ornt
 
+from engine.dicom_series import DicomSeries, list_series
 from engine.files import atomic_write
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -38,6 +39,8 @@ DICOM_DESCRIPTORS = {
     "series_description": "0008|103e",
     "patient_id": "0010|0020",
     "study_date": "0008|0020",
+    "patient_name": "0010|0010",
+    "study_description": "0008|1030",
 }
 # The series' files in reading order, kept in `Volume.meta` so exports can reference the source
 # instances (engine/dicom_source.py reads their headers).
@@ -323,18 +326,37 @@ def _check_even_spacing(reader, files: list[str], folder: Path) -> None:
         )
 
 
-def _read_dicom_series(folder: Path, channel: int | None) -> Volume:
+def _series_in(name: str, folder: Path) -> list[DicomSeries]:
+    try:
+        return list_series(name)
+    except RuntimeError as exc:
+        raise ScanError(f"{folder}: a DICOM header could not be read ({str(exc).strip()[:200]})") from None
+
+
+def list_dicom_series(path: str | os.PathLike) -> list[DicomSeries]:
+    """The series of a DICOM folder (or of a .dcm file's folder), most slices first; headers only."""
+    p = Path(path)
+    folder = p.parent if p.is_file() else p
+    with _itk_path(folder) as name:
+        return _series_in(name, folder)
+
+
+def _read_dicom_series(folder: Path, channel: int | None, series: str | None = None) -> Volume:
+    """The series `series` (a SeriesInstanceUID) of `folder`; without one, the one with the most slices
+    (`meta["series_count"]` says how many there were to choose from)."""
     import SimpleITK as sitk
 
     with _itk_path(folder) as name:
-        reader = sitk.ImageSeriesReader()
         # ITK's warnings go to stderr beside our one line; what they warn of (uneven spacing) we say ourselves
         sitk.ProcessObject.SetGlobalWarningDisplay(False)
-        series = reader.GetGDCMSeriesIDs(name)
-        if not series:
+        found = _series_in(name, folder)
+        if not found:
             raise ScanError(f"{folder}: the folder holds no DICOM series")
-        # Several series: take the one with the most slices, as viewers do by default.
-        files = max((reader.GetGDCMSeriesFileNames(name, s) for s in series), key=len)
+        chosen = found[0] if series is None else next((s for s in found if s.uid == series), None)
+        if chosen is None:
+            raise ScanError(f"{folder}: no DICOM series {series}; it holds {', '.join(s.uid for s in found)}")
+        files = chosen.files
+        reader = sitk.ImageSeriesReader()
         if len(files) < 2:  # one image: a 2D picture, not a volume
             from engine.images2d import read_dicom_image
 
@@ -357,6 +379,7 @@ def _read_dicom_series(folder: Path, channel: int | None) -> Volume:
     for key, tag in DICOM_DESCRIPTORS.items():
         if value := _dicom_tag(reader, tag):
             volume.meta[key] = value
+    volume.meta.update(series_uid=chosen.uid, series_count=len(found))
     return volume
 
 
@@ -368,14 +391,17 @@ def _dicom_tag(reader, tag: str) -> str:
         return ""
 
 
-def load_scan(path: str | os.PathLike, channel: int | None = None) -> Volume:
-    """Read a scan; raise `ScanError` with a message for the user on anything unreadable."""
+def load_scan(path: str | os.PathLike, channel: int | None = None, series: str | None = None) -> Volume:
+    """Read a scan; raise `ScanError` with a message for the user on anything unreadable.
+
+    `series` chooses a DICOM folder's series by SeriesInstanceUID (`list_dicom_series` lists them).
+    """
     p = Path(path)
     try:
         if not p.exists():
             raise ScanError(f"{p}: no such file or folder")
         if p.is_dir():
-            return _read_dicom_series(p, channel)
+            return _read_dicom_series(p, channel, series)
         if not os.access(p, os.R_OK):
             raise ScanError(f"{p}: permission denied")
         if p.stat().st_size == 0:
@@ -383,6 +409,8 @@ def load_scan(path: str | os.PathLike, channel: int | None = None) -> Volume:
     except OSError as exc:  # a name too long, a symlink loop, ...
         raise ScanError(f"{p}: cannot be opened ({exc.strerror or exc})") from None
     name = p.name.lower()
+    if series is not None and not name.endswith(".dcm"):
+        raise ScanError(f"{p}: not DICOM; a series is chosen only in a DICOM folder")
     if name.endswith(NIFTI_SUFFIXES):
         return _read_nifti(p, channel)
     if name.endswith(IMAGE_SUFFIXES):
@@ -391,7 +419,7 @@ def load_scan(path: str | os.PathLike, channel: int | None = None) -> Volume:
         return read_image(p, channel)
     if name.endswith(ITK_SUFFIXES) or name.endswith(".dcm"):
         if name.endswith(".dcm"):
-            return _read_dicom_series(p.parent, channel)
+            return _read_dicom_series(p.parent, channel, series)
         return _read_itk(p, channel)
     raise ScanError(
         f"{p}: unknown scan format; open NIfTI (.nii, .nii.gz), MHA/MHD, NRRD, a DICOM folder, "

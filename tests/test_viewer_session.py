@@ -281,7 +281,9 @@ def test_window_level_presets_and_drag() -> None:
     session.apply_preset("CT brain")
     assert session.preset == "CT brain" and seen["window_changed"][-1] == (display.WindowLevel(80.0, 40.0),)
     session.drag_window(10, 0)
-    assert session.window_level.width > 80.0 and session.preset == "CT brain"
+    assert (
+        session.window_level.width > 80.0 and session.preset == display.CUSTOM
+    )  # a dragged window is no preset
 
 
 def test_run_policy_starts_resumes_and_answers_from_the_cache() -> None:

@@ -258,10 +258,11 @@ def test_analog_run_current_slice_first_and_ui_stays_responsive(
     record_property("longest_event_loop_gap_s", float(np.diff(stamps).max()) if len(stamps) > 1 else None)
     if fresh:  # the status bar counted the chips being programmed
         assert [(st.chips_ready, st.chips_total) for st in statuses if st.chips_total] == [(0, 2), (1, 2)]
-        # the slice on screen showed from the first chip, then both, before any slice was finished
-        assert events[:3] == [("preview", indices[0]), ("preview", indices[0]), ("finished", indices[0])]
-        assert "(preview: 1 of 2 samples)" in shown[0][0] and "(preview from 1 sample)" in shown[0][1]
-        assert "(preview: 2 of 2 samples)" in shown[1][0]
+        # the slice on screen showed digitally, then from the first chip, then both, before it was finished
+        assert events[:4] == [("preview", indices[0])] * 3 + [("finished", indices[0])]
+        assert "(digital preview" in shown[0][0] and shown[0][1].endswith("(digital preview)")
+        assert "(preview: 1 of 2 samples)" in shown[1][0] and "(preview from 1 sample)" in shown[1][1]
+        assert "(preview: 2 of 2 samples)" in shown[2][0]
     assert indices[0] == volume.shape[2] // 2, "the slice on screen comes first"
     assert sorted(indices) == list(range(SLICES))
     assert (
@@ -344,7 +345,7 @@ def test_cancel_while_chips_are_programmed_leaves_no_preview(qtbot, make_window,
     with qtbot.waitSignal(window.runner.finished, timeout=RUN_TIMEOUT_MS) as blocker:
         open_scan(qtbot, window)
     assert blocker.args[1] is False
-    assert previews and "(preview: 1 of 3 samples)" in previews[0]
+    assert previews and "(digital preview while the chips are programmed)" in previews[0]
     assert not window.session.result.finished.any() and window.session.result.previews == {}
     assert window.session.result.segmentation.max() == 0 and window.session.result.maps["entropy"].max() == 0
     assert "(not segmented yet)" in window.grid.views["axial"].title.text()

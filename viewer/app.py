@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--screenshot", metavar="PNG", help="save the window once inference has finished, then quit"
     )
-    p.add_argument("--size", default="1600x1000", help="window size WxH (default 1600x1000)")
+    p.add_argument("--size", help="window size WxH (default: as the viewer was last closed, else 1600x1000)")
     p.add_argument(
         "--exit-when-shown",
         action="store_true",
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationName("aimc-viewer")
     apply_dark_theme(app)
     start = StartWindow()
-    width, _, height = args.size.partition("x")
+    width, _, height = (args.size or "1600x1000").partition("x")
     start.resize(int(width), int(height))
     start.show()
     app.processEvents()
@@ -159,7 +159,8 @@ def _main_window(
     window = MainWindow(specs)
     settings = QSettings("aimc", "aimc-viewer")
     add_device_menu(window, settings, args.device or saved_device(settings))
-    window.setGeometry(start.geometry())
+    if args.size or not window.layout_restored:  # else the layout the reader left
+        window.setGeometry(start.geometry())
     if args.mode:
         window.model_panel.set_mode(args.mode)
     if args.mc:

@@ -92,8 +92,13 @@ class WindowLevel:
 
         One pixel moves the window by 0.5 % of the data range, as in ITK-SNAP and 3D Slicer.
         """
-        step = max(data_range, 1e-6) * 0.005
+        step = window_step(data_range)
         return WindowLevel(max(self.width + dx * step, step), self.level - dy * step)
+
+
+def window_step(data_range: float) -> float:
+    """A drag pixel's worth of window: also the narrowest window (0.5 % of the scan's intensity range)."""
+    return max(data_range, 1e-6) * 0.005
 
 
 # Standard CT windows (Hounsfield units), width / level.
@@ -105,6 +110,7 @@ CT_PRESETS: dict[str, WindowLevel] = {
 }
 MR_AUTO = "MR auto (1-99 %)"
 PRESET_NAMES = (MR_AUTO, *CT_PRESETS)
+CUSTOM = "Custom"  # what the preset box says once the reader dragged or typed a window
 
 
 def auto_window(
@@ -145,7 +151,26 @@ def label_lut(colors: dict[int, tuple[int, int, int]], visible: dict[int, bool] 
     return lut
 
 
-TRUTH_LUT = label_lut({v: (255, 60, 255) for v in range(1, 256)})  # the reference's outline: magenta
+TRUTH_COLOUR = (255, 60, 255)  # the reference's outline: magenta
+TRUTH_LUT = label_lut({v: TRUTH_COLOUR for v in range(1, 256)})
+
+# The heatmap's colormaps: perceptually uniform ones whose colours all lie away from the label palette
+# (hot and turbo are not offered: they run through every hue, so some label would vanish on them).
+HEATMAP_COLORMAPS = ("viridis", "cividis", "inferno", "magma", "plasma")
+# Label colours, fixed and chosen far (CIELAB) from every colour of those colormaps and from the
+# reference's magenta: an outline stays visible on any heatmap, whatever colours a model file suggests.
+LABEL_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (255, 0, 0),  # red
+    (0, 255, 255),  # cyan
+    (0, 255, 0),  # green
+    (0, 128, 255),  # azure
+    (255, 255, 255),  # white
+)
+
+
+def label_colours(values: list[int]) -> dict[int, tuple[int, int, int]]:
+    """The palette's colour of each foreground label (in turn, repeating past the palette's length)."""
+    return {v: LABEL_PALETTE[(v - 1) % len(LABEL_PALETTE)] for v in values if v > 0}
 
 
 def outline(labels: np.ndarray) -> np.ndarray:

@@ -6,13 +6,18 @@ is decided, and tested, in one place.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
 from engine.images2d import is_planar, position_text
 from engine.pipeline import VolumeResult
 from engine.preprocessing import AXES
 from engine.run_settings import Mode, RunSettings
 from engine.uncertainty import MAP_TITLES, MAP_UNITS
 from engine.volume import Volume
-from viewer.session.display import inside
+from viewer.session.display import inside, voxel_at
 
 DRIFT_CHOICES: tuple[tuple[str, float], ...] = (
     ("1 second", 1.0),
@@ -47,6 +52,17 @@ def run_line(run: RunSettings | None, done: int, total: int, outside: bool) -> s
     return f"{mark}{describe_run(run)}   ·   {done}/{total} slices segmented"
 
 
+def scan_title(volume: Volume) -> str:
+    """The scan's name and, for DICOM, its patient, study and series: which of a folder's series is open."""
+    meta = volume.meta
+    patient = str(meta.get("patient_name", "")).replace("^", " ").strip() or meta.get("patient_id")
+    said = (patient, meta.get("study_description"))
+    series = meta.get("series_description") or (
+        "series " + meta["series_uid"] if "series_uid" in meta else ""
+    )
+    return " · ".join([Path(volume.source).name, *(str(s) for s in (*said, series) if s)])
+
+
 def map_label(map_name: str) -> str:
     """`predictive entropy (nats)`: the map's title and unit, as axes and summaries name it."""
     return f"{MAP_TITLES[map_name]} ({MAP_UNITS[map_name]})"
@@ -57,7 +73,10 @@ def slice_note(result: VolumeResult, run: RunSettings, view: str, index: int) ->
     if view != result.axis:
         return ""
     if index in result.previews:
-        return f"(preview: {result.previews[index]} of {run.mc_samples} samples)"
+        samples = result.previews[index]
+        if samples == 0:
+            return "(digital preview while the chips are programmed)"
+        return f"(preview: {samples} of {run.mc_samples} samples)"
     return "" if result.finished[index] else "(not segmented yet)"
 
 
@@ -86,10 +105,75 @@ def describe_voxel(
     value = int(result.segmentation[ijk])
     label = label_names.get(value, str(value))
     uncertainty = float(result.maps[map_name][ijk])
-    samples = result.previews.get(index, 0)
-    preview = (
-        "" if result.finished[index] else f"   (preview from {samples} sample{'s' if samples > 1 else ''})"
-    )
+    preview = "" if result.finished[index] else "   " + _preview_words(result.previews.get(index, 0))
     return (
         text + f"   label {label}   {MAP_TITLES[map_name]} {uncertainty:.4f} {MAP_UNITS[map_name]}" + preview
     )
+
+
+def _preview_words(samples: int) -> str:
+    """How an unfinished slice is shown: 0 samples is the digital network's one pass."""
+    if samples == 0:
+        return "(digital preview)"
+    return f"(preview from {samples} sample{'s' if samples > 1 else ''})"
+
+
+@dataclass
+class Pointer:
+    """Where the mouse is over an image, as (view, row, col) of the slice shown; None when it is over none.
+
+    Kept as a place on screen, not as a voxel: the readout recomputes the voxel from the scan, slice and
+    result of the moment, so it never repeats a value of a scan, map or slice that has gone.
+    """
+
+    over: tuple[str, int, int] | None = None
+
+    def hover(self, view: str, row: int, col: int) -> None:
+        self.over = (view, row, col) if row >= 0 and col >= 0 else None
+
+    def leave(self) -> None:
+        self.over = None
+
+
+def readout_line(
+    volume: Volume | None,
+    result: VolumeResult | None,
+    crosshair: tuple[int, int, int],
+    pointer: Pointer,
+    map_name: str,
+    label_names: dict[int, str],
+) -> str:
+    """The line under the views: the voxel under the mouse ("mouse"), else at the crosshair."""
+    if volume is None:
+        return ""
+    if pointer.over is not None:
+        view, row, col = pointer.over
+        ijk = voxel_at(volume.shape, view, crosshair[AXES[view]], row, col)
+        if inside(volume.shape, ijk):
+            return "mouse      " + describe_voxel(volume, result, ijk, map_name, label_names)
+    return "crosshair  " + describe_voxel(volume, result, crosshair, map_name, label_names)
+
+
+class RemainingTime:
+    """The time left of a run's phase (programming the chips, then the slices) at the pace it went so far.
+
+    A phase's pace is measured from its own start: chips and slices take very different times.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._phase = ""
+        self._start = (0.0, 0)  # time and steps done when the phase was first seen
+
+    def update(self, phase: str, done: int, total: int) -> str:
+        now = self.clock()
+        if phase != self._phase or done < self._start[1]:
+            self._phase, self._start = phase, (now, done)
+        if done >= total:
+            return ""
+        steps = done - self._start[1]
+        if steps < 1:
+            return "estimating the time left"
+        seconds = round((now - self._start[0]) / steps * (total - done))
+        minutes, rest = divmod(max(seconds, 1), 60)
+        return f"about {minutes} min {rest} s left" if minutes else f"about {rest} s left"

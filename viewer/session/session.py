@@ -28,6 +28,7 @@ from engine.run_settings import RunSettings
 from engine.volume import ScanError, Volume, load_scan
 from viewer.session.background import Background, Immediate, Latest
 from viewer.session.display import (
+    CUSTOM,
     MR_AUTO,
     VIEWS,
     WindowLevel,
@@ -37,6 +38,7 @@ from viewer.session.display import (
     outline,
     voxel_at,
     window_for,
+    window_step,
 )
 from viewer.session.edits import Editor
 from viewer.session.events import SessionEvents
@@ -44,19 +46,19 @@ from viewer.session.exporting import refusal, would_replace, write_export
 from viewer.session.findings_table import Findings, findings
 from viewer.session.gate import Gate, check_scan
 from viewer.session.notices import Notice, fit_line, gate_notice, verdict_notice
-from viewer.session.readout import describe_voxel, run_line, slice_note
+from viewer.session.readout import Pointer, describe_voxel, readout_line, run_line, slice_note
 from viewer.session.recent_files import RecentFiles, SettingsStore
 from viewer.session.result_cache import ResultCache, missing_slices, result_key
 from viewer.session.review import Review, items_for
 from viewer.session.verdicts import CaseVerdict, Verdicts, VerdictState, lesion_review
+from viewer.session.window_memory import WindowMemory, scan_kind
 
-CT_DEFAULT = "CT abdomen"
 
-
-def read_scan(path: str) -> Volume:
-    """`load_scan` with every failure as a `ScanError` the user can read (slow: call it off the UI thread)."""
+def read_scan(path: str, series: str | None = None) -> Volume:
+    """`load_scan` with every failure as a `ScanError` the user can read (slow: call it off the UI thread);
+    `series` chooses a DICOM folder's series."""
     try:
-        return load_scan(path)
+        return load_scan(path, series=series)
     except ScanError:
         raise
     except Exception as exc:  # noqa: BLE001 (a reader bug must not pass silently or kill the app)
@@ -117,9 +119,12 @@ class ReadingSession:
         self.recent = RecentFiles(store)
         self.volume: Volume | None = None
         self.crosshair: tuple[int, int, int] = (0, 0, 0)
+        self.pointer = Pointer()  # the mouse over an image, for the readout
         self.window_level = WindowLevel(1.0, 0.5)
         self.preset = MR_AUTO
         self.data_range = 1.0
+        self.windows = WindowMemory(store)  # the last window per kind of scan (CT, MR)
+        self.scan_kind = "MR"
         self.cache = ResultCache()
         self.spec: ModelSpec | None = None
         self.result: VolumeResult | None = None
@@ -140,9 +145,9 @@ class ReadingSession:
         """The gate's answer for `volume` with the model now selected (slow: may run off the UI thread)."""
         return check_scan(volume, self.specs, self.spec.name if self.spec is not None else None)
 
-    def read(self, path: str) -> tuple[Volume, Gate]:
+    def read(self, path: str, series: str | None = None) -> tuple[Volume, Gate]:
         """`read_scan` and the gate, both slow: for a worker thread; `open` takes the answer."""
-        volume = read_scan(path)
+        volume = read_scan(path, series)
         return volume, self.check(volume)
 
     def open(self, volume: Volume, path: str | Path, gate: Gate | None = None) -> None:
@@ -153,6 +158,7 @@ class ReadingSession:
         self.verdicts.clear()
         self.result = self.run = None
         self.truth = None
+        self.pointer.leave()  # the place under the mouse belongs to the old scan's geometry
         self.gate = gate if gate is not None else self.check(volume)
         self.accepted, self.blocked = set(), None
         chosen = next((s for s in self.specs if s.name == self.gate.chosen), None)
@@ -162,9 +168,10 @@ class ReadingSession:
         self.review.clear()
         low, high = float(volume.data.min()), float(volume.data.max())
         self.data_range = (high - low) or 1.0
-        is_ct = volume.modality.upper() == "CT" or low < -500  # air in Hounsfield units
+        self.scan_kind = scan_kind(volume.modality, low)
         self.crosshair = (volume.shape[0] // 2, volume.shape[1] // 2, volume.shape[2] // 2)
-        self.apply_preset(CT_DEFAULT if is_ct else MR_AUTO)
+        self.preset, window = self.windows.recall(self.scan_kind, volume.data)
+        self._set_window(window)
         self.recent.add(path)
         self.events.scan_opened.emit(volume, str(path))
         self.events.trust_changed.emit()
@@ -209,10 +216,17 @@ class ReadingSession:
             self._set_window(window_for(name, self.volume.data))
 
     def drag_window(self, dx: float, dy: float) -> None:
+        self.preset = CUSTOM
         self._set_window(self.window_level.dragged(dx, dy, self.data_range))
+
+    def type_window(self, width: float, level: float) -> None:
+        """A window the reader typed; a width below the smallest drag step is raised to it."""
+        self.preset = CUSTOM
+        self._set_window(WindowLevel(max(float(width), window_step(self.data_range)), float(level)))
 
     def _set_window(self, wl: WindowLevel) -> None:
         self.window_level = wl
+        self.windows.remember(self.scan_kind, self.preset, wl)
         self.events.window_changed.emit(wl)
 
     # -- what the views draw ------------------------------------------------------------------
@@ -239,6 +253,12 @@ class ReadingSession:
 
     def describe_voxel(self, ijk: tuple[int, int, int], map_name: str) -> str:
         return describe_voxel(self.volume, self.result, ijk, map_name, self.label_names())
+
+    def readout(self, map_name: str) -> str:
+        """The readout line as things stand now: the voxel under the mouse, else at the crosshair."""
+        return readout_line(
+            self.volume, self.result, self.crosshair, self.pointer, map_name, self.label_names()
+        )
 
     def label_names(self) -> dict[int, str]:
         return self.spec.label_names if self.spec is not None else {}

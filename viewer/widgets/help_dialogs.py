@@ -13,6 +13,7 @@ SHORTCUTS: tuple[tuple[str, str], ...] = (
     ("Ctrl+Shift+O", "Open a DICOM folder"),
     ("Ctrl+G", "Load a ground-truth label file"),
     ("Ctrl+E", "Export segmentation (and chosen maps) as NIfTI into a folder"),
+    ("Ctrl+Shift+S", "Save a screenshot of the views (PNG); File menu: of the whole window"),
     ("Ctrl+R", "Run or resume inference with the current settings"),
     ("Ctrl+Z / Ctrl+Shift+Z", "Undo / redo the last edit (a brush stroke, a fill, a removal)"),
     ("PgUp / PgDown", "Next / previous slice in the active view"),

@@ -17,15 +17,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from PySide6.QtCore import QObject, Signal
 from superqt.utils import FunctionWorker, GeneratorWorker, create_worker
 
 from engine.analog.chips import ChipCache
-from engine.inference import Cancelled
+from engine.inference import Cancelled, Segmenter
 from engine.model_store import ModelSpec
-from engine.pipeline import SliceResult, VolumeResult, preview_while_programming, run_slices
+from engine.pipeline import SliceResult, VolumeResult, preview_while_programming, run_slices, slice_statistics
 from engine.postprocessing import keep_largest_component
-from engine.preprocessing import normalise_volume, set_slice
+from engine.preprocessing import get_slice, normalise_volume, set_slice, to_model_input
 from engine.run_settings import RunSettings
 from engine.volume import Volume
 
@@ -50,7 +51,8 @@ class Status:
 
 @dataclass(frozen=True)
 class Preview:
-    """A slice's maps from the first `samples` Monte-Carlo samples, while the other chips are programmed."""
+    """A slice's maps from the first `samples` Monte-Carlo samples, while the other chips are programmed;
+    0 samples: the exact network's one pass, shown before the first chip is ready."""
 
     result: SliceResult
     samples: int
@@ -109,6 +111,16 @@ def _postprocessed(job: Job, slices: Iterator[SliceResult]) -> Iterator[SliceRes
         yield PostProcessed(keep_largest_component(labels, result.keep_largest))
 
 
+@torch.no_grad()
+def _digital_preview(segmenter: Segmenter, job: Job, index: int, normalised: np.ndarray) -> Preview:
+    """Slice `index` through the exact network, one pass (milliseconds), before the first chip is programmed
+    (seconds): the reader sees a segmentation at once, labelled the digital preview until chips replace it."""
+    image = get_slice(normalised, job.result.axis, index)
+    x = to_model_input(image[None], job.spec.preprocessing)
+    stats = slice_statistics(torch.softmax(segmenter.digital(x), 1), image.shape)
+    return Preview(SliceResult(index, stats, 0.0, 0, 1), 0)
+
+
 def _segment(pool: ChipCache, job: Job) -> Iterator[SliceResult | Status | Preview | PostProcessed]:
     """The worker's body: yields `Status`es (and `Preview`s of the slice on screen while chips are
     programmed), one `SliceResult` per slice, then `PostProcessed`."""
@@ -127,7 +139,12 @@ def _segment(pool: ChipCache, job: Job) -> Iterator[SliceResult | Status | Previ
                 0
             ]  # the slice on screen: shown from the chips there are, refined with each new one
             if not segmenter.chips:
-                yield Status(f"Programming analog chip 1 of {total}…", 0, total)
+                yield _digital_preview(segmenter, job, first, normalised)
+                yield Status(
+                    f"Programming analog chip 1 of {total}; slice {first + 1} shows the digital preview…",
+                    0,
+                    total,
+                )
             for read, preview in preview_while_programming(
                 segmenter, job.volume, first, job.result.axis, job.cancel, normalised
             ):

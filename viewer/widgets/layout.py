@@ -5,7 +5,16 @@ docked on the right."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QDockWidget, QHBoxLayout, QLabel, QMainWindow, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QScrollArea,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 from superqt import QElidingLabel
 
 
@@ -23,7 +32,7 @@ def readout_line() -> QLabel:
     screen, nor (wrapped) change the views' height as the mouse moves.
     """
     label = QElidingLabel(" ")
-    label.setStyleSheet("font-family: monospace; padding: 2px;")
+    label.setStyleSheet("padding: 2px;")  # proportional: the whole line fits a 1280-pixel screen
     label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
     return label
 
@@ -38,38 +47,62 @@ def _column() -> tuple[QWidget, QVBoxLayout]:
 
 def central_area(
     run: QWidget, banners: tuple[QWidget, ...], views: QWidget, colour_bar: QWidget, readout: QWidget
-) -> QWidget:
+) -> tuple[QWidget, QWidget]:
+    """The central widget, and within it the view area (the planes and the colour bar: a screenshot's)."""
     area, column = _column()
     column.addWidget(run)
     for banner in banners:
         column.addWidget(banner)
-    row = QHBoxLayout()
+    view_area = QWidget()
+    row = QHBoxLayout(view_area)
+    row.setContentsMargins(0, 0, 0, 0)
     row.addWidget(views, 1)
     row.addWidget(colour_bar)
-    column.addLayout(row, 1)
+    column.addWidget(view_area, 1)
     column.addWidget(readout)
-    return area
+    return area, view_area
 
 
-def add_docks(window: QMainWindow, model_panel: QWidget, overlay_panel: QWidget, findings: QWidget) -> None:
-    """The controls (scrollable, as they are taller than a small screen) above the findings, on the right."""
-    controls, stack = _column()
-    stack.addWidget(model_panel)
-    stack.addWidget(overlay_panel)
-    stack.addStretch(1)
+CONTROLS_WIDTH = 340
+
+
+def _scrolling(widget: QWidget) -> QScrollArea:
+    """`widget` at its natural height, scrolled when the dock is shorter than it (a small screen)."""
+    holder, column = _column()
+    column.addWidget(widget)
+    column.addStretch(1)
     scroll = QScrollArea()
     scroll.setWidgetResizable(True)
-    scroll.setWidget(controls)
-    scroll.setMinimumWidth(340)
-    docks = []
+    scroll.setWidget(holder)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    bar = scroll.verticalScrollBar().sizeHint().width()  # never cut a control: as wide as the widest row
+    scroll.setMinimumWidth(
+        max(CONTROLS_WIDTH, holder.minimumSizeHint().width() + bar + 2 * scroll.frameWidth())
+    )
+    return scroll
+
+
+def add_docks(
+    window: QMainWindow, model_panel: QWidget, overlay_panel: QWidget, findings: QWidget
+) -> dict[str, QDockWidget]:
+    """On the right: the model and the display controls as two tabs (each scrolls where the screen is
+    short), the findings below them. Every control is reachable at 1280x800 (tested at that size)."""
+    docks = {}
     for title, name, widget in (
-        ("Model and display", "controls", scroll),
+        ("Model", "model", _scrolling(model_panel)),
+        ("Display", "display", _scrolling(overlay_panel)),
         ("Findings", "findings", findings),
     ):
         dock = QDockWidget(title, window)
-        dock.setObjectName(name)
+        dock.setObjectName(name)  # saveState / restoreState key
         dock.setWidget(widget)
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
         window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
-        docks.append(dock)
-    window.resizeDocks(docks, [controls.sizeHint().height(), 330], Qt.Orientation.Vertical)
+        docks[name] = dock
+    for name in ("model", "display"):  # their tabs name them: no title bar above, more room below
+        docks[name].setTitleBarWidget(QWidget())
+    window.tabifyDockWidget(docks["model"], docks["display"])
+    window.setTabPosition(Qt.DockWidgetArea.RightDockWidgetArea, QTabWidget.TabPosition.North)
+    docks["model"].raise_()
+    window.resizeDocks([docks["model"], docks["findings"]], [460, 330], Qt.Orientation.Vertical)
+    return docks

@@ -18,7 +18,7 @@ from engine.model_store import ModelSpec, default_model, list_models
 from engine.pipeline import VolumeResult
 from engine.preprocessing import slice_count
 from engine.volume import Volume
-from viewer.session.display import VIEWS, WindowLevel
+from viewer.session.display import VIEWS, WindowLevel, window_step
 from viewer.session.findings_table import Findings
 from viewer.session.readout import describe_run, map_label
 from viewer.session.session import ReadingSession, RunOutcome
@@ -34,6 +34,7 @@ from viewer.widgets.model_panel import ModelPanel
 from viewer.widgets.opening import Opener
 from viewer.widgets.overlay_panel import OverlayPanel
 from viewer.widgets.run_status import RunStatus
+from viewer.widgets.saved_layout import restore_layout, save_layout
 from viewer.widgets.trust_view import TrustView
 from viewer.widgets.view_grid import ViewGrid
 
@@ -72,7 +73,6 @@ class MainWindow(QMainWindow):
             self.background,
         )
         self.active_view = "axial"
-        self._hovering = False  # the readout follows the mouse over an image, else the crosshair
         self.grid, self.colour_bar, self.run_label, self.readout = (
             ViewGrid(),
             ColourBar(),
@@ -86,8 +86,9 @@ class MainWindow(QMainWindow):
         )
         self.trust = TrustView(self, self.session)
         banners = (self.trust.gate_banner, self.trust.verdict_banner)
-        self.setCentralWidget(central_area(self.run_label, banners, self.grid, self.colour_bar, self.readout))
-        add_docks(self, self.model_panel, self.overlay_panel, self.findings)
+        area, self.view_area = central_area(self.run_label, banners, self.grid, self.colour_bar, self.readout)
+        self.setCentralWidget(area)
+        self.docks = add_docks(self, self.model_panel, self.overlay_panel, self.findings)
         self.progress = RunStatus(self, self.runner, self.session)
         self.files = Opener(self, self.session)
         self.exporter = Exporter(self, self.session)
@@ -99,6 +100,7 @@ class MainWindow(QMainWindow):
         self._connect()
         self.editing = EditingControls(self, self.session)
         self.session.choose_model(self.model_panel.spec())
+        self.layout_restored = restore_layout(self)  # the last session's size, docks and large view
         self.statusBar().showMessage(
             "Open a scan: File > Open, drag and drop, or a recent file."
             if specs
@@ -117,6 +119,7 @@ class MainWindow(QMainWindow):
         self.model_panel.settingsChanged.connect(self._on_model_settings_changed)
         self.overlay_panel.changed.connect(self._on_overlay_changed)
         self.overlay_panel.presetChosen.connect(session.apply_preset)
+        self.overlay_panel.windowTyped.connect(session.type_window)
         self.findings.sliceRequested.connect(session.move_slice)
         self.findings.lesionRequested.connect(session.centre_on)
         self.menus.recent.aboutToShow.connect(lambda: self.files.fill_recent_menu(self.menus.recent))
@@ -145,6 +148,7 @@ class MainWindow(QMainWindow):
             view.set_geometry(volume.shape, volume.spacing, slice_count(volume.shape, name))
         self.overlay_panel.set_truth_loaded(None)
         self.findings.clear()
+        self._show_colour_bar()
         for name in VIEWS:
             self._refresh_view(name)
         self._update_readout()
@@ -240,10 +244,9 @@ class MainWindow(QMainWindow):
         self._update_readout()
 
     def _on_window_changed(self, wl: WindowLevel) -> None:
-        self.overlay_panel.preset_combo.setCurrentText(self.session.preset)
+        self.overlay_panel.show_window(wl, self.session.preset, window_step(self.session.data_range))
         for view in self.grid.views.values():
             view.set_levels((wl.low, wl.high))
-        self.overlay_panel.window_label.setText(f"W {wl.width:.4g}   L {wl.level:.4g}")
 
     # -- drawing ------------------------------------------------------------------------------
     def _refresh_view(self, name: str) -> None:
@@ -261,8 +264,13 @@ class MainWindow(QMainWindow):
             layers, panel.overlay_style(), self.session.crosshair_position(name)
         )
 
+    def _show_colour_bar(self) -> None:
+        """The heatmap's scale where a heatmap is drawn: it is shown, and a result is on screen."""
+        self.colour_bar.setVisible(self.overlay_panel.heatmap_opacity > 0 and self.session.result is not None)
+
     def _redraw_result(self) -> None:
         """All that shows the result: the run line, every view's overlays, the readout, the findings."""
+        self._show_colour_bar()
         self.trust.update_banners()
         for name in VIEWS:
             self._refresh_overlays(name)
@@ -272,9 +280,10 @@ class MainWindow(QMainWindow):
     def _on_overlay_changed(self) -> None:
         panel = self.overlay_panel
         self.colour_bar.show_map(map_label(panel.map_name), panel.map_levels, panel.heatmap_lut())
-        self.colour_bar.setVisible(panel.heatmap_opacity > 0)
+        self._show_colour_bar()
         for name in VIEWS:
             self._refresh_overlays(name)
+        self._update_readout()  # the chosen map's name and value
         self._refresh_findings()
 
     def _update_findings(self) -> None:
@@ -283,26 +292,19 @@ class MainWindow(QMainWindow):
 
     # -- cursor readout -----------------------------------------------------------------------
     def _on_hovered(self, view: str, row: int, col: int) -> None:
-        """Under the mouse when it is over an image, else at the crosshair."""
-        if self.session.volume is None:
-            return
-        self._hovering = row >= 0
-        if self._hovering:
-            ijk = self.session.voxel_shown(view, row, col)
-            self.readout.setText(
-                "mouse      " + self.session.describe_voxel(ijk, self.overlay_panel.map_name)
-            )
-        else:
-            self._update_readout()
+        """The mouse moved over a view (row -1: off the image, or it left the view)."""
+        self.session.pointer.hover(view, row, col)
+        self._update_readout()
 
     def _update_readout(self) -> None:
-        if not self._hovering and self.session.volume is not None:
-            text = self.session.describe_voxel(self.session.crosshair, self.overlay_panel.map_name)
-            self.readout.setText("crosshair  " + text)
+        """Recomputed from the session every time: scan, slice, result and map as they are now."""
+        self.readout.setText(self.session.readout(self.overlay_panel.map_name) or " ")
 
     # -- closing ------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
-        """Stop inference (the worker ends on its own within one MC sample) and the analysis' answers."""
+        """Keep the layout for the next start; stop inference (the worker ends on its own within one MC
+        sample) and the analysis' answers."""
+        save_layout(self)
         self.runner.cancel()
         self.background.stop()
         super().closeEvent(event)

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QMenu
 from engine.export_formats import DICOM_SEG, NIFTI, SEG_NRRD
 from viewer.session.display import CT_PRESETS, MR_AUTO, VIEWS
 from viewer.widgets.help_dialogs import show_about, show_shortcuts
+from viewer.widgets.screenshot import ask_and_save
 
 if TYPE_CHECKING:
     from viewer.widgets.main_window import MainWindow
@@ -83,6 +84,11 @@ def build_menus(window: MainWindow) -> Menus:
         for name, text in EXPORT_FORMATS.items()
     }
     export_formats[NIFTI].setChecked(True)
+    file.addSeparator()
+    _action(
+        window, "Save screenshot of the &views…", lambda: ask_and_save(window, "views"), "Ctrl+Shift+S", file
+    )
+    _action(window, "Save screenshot of the &window…", lambda: ask_and_save(window, "window"), None, file)
     file.addSeparator()
     _action(window, "&Quit", window.close, "Ctrl+Q", file)
 

@@ -11,9 +11,11 @@ from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QFileDialog, QMenu, QMessageBox
 from superqt.utils import create_worker
 
-from engine.volume import SCAN_SUFFIXES
+from engine.dicom_series import DicomSeries
+from engine.volume import SCAN_SUFFIXES, list_dicom_series
 from viewer.session.ground_truth import load_ground_truth
 from viewer.session.session import ReadingSession
+from viewer.widgets.series_dialog import SeriesDialog
 
 if TYPE_CHECKING:
     from viewer.widgets.main_window import MainWindow
@@ -30,6 +32,7 @@ class Opener:
     def __init__(self, window: MainWindow, session: ReadingSession) -> None:
         self.window, self.session = window, session
         self._workers: set = set()  # kept alive until they report
+        self.series_dialog: SeriesDialog | None = None  # open while the reader chooses a DICOM series
 
     def _in_background(
         self, func: Callable, arg: str, done: Callable, failed: Callable[[str], object]
@@ -58,11 +61,37 @@ class Opener:
             self.open_path(path)
 
     def open_path(self, path: str | Path) -> None:
-        """Read a scan in the background; the session opens it, or a message box and `openFailed` say why."""
+        """Read a scan in the background; the session opens it, or a message box and `openFailed` say why.
+
+        A DICOM folder (or file) is first listed; if it holds several series the reader chooses one.
+        """
         path = str(path)
         self.window.statusBar().showMessage(f"Opening {path}…")
+        if Path(path).is_dir() or path.lower().endswith(".dcm"):
+            self._in_background(
+                list_dicom_series, path, lambda found: self._choose(path, found), self._open_failed
+            )
+        else:
+            self._read(path, None)
+
+    def _choose(self, path: str, found: list[DicomSeries]) -> None:
+        """One series (or none: reading says why) is read at once; several are offered in the browser."""
+        if len(found) < 2:
+            self._read(path, None)
+            return
+        self.window.statusBar().showMessage(f"{path} holds {len(found)} DICOM series: choose one")
+        dialog = self.series_dialog = SeriesDialog(path, found, self.window)
+        dialog.accepted.connect(lambda: self._read(path, dialog.chosen().uid))
+        dialog.rejected.connect(lambda: self.window.statusBar().showMessage("Nothing opened", 5000))
+        dialog.finished.connect(lambda _: setattr(self, "series_dialog", None))
+        dialog.open()
+
+    def _read(self, path: str, series: str | None) -> None:
         self._in_background(  # reading and the model gate: both slow on a large scan
-            self.session.read, path, lambda read: self.session.open(read[0], path, read[1]), self._open_failed
+            lambda p: self.session.read(p, series),
+            path,
+            lambda read: self.session.open(read[0], path, read[1]),
+            self._open_failed,
         )
 
     def _open_failed(self, message: str) -> None:

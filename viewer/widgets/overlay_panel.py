@@ -16,9 +16,11 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QColorDialog,
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QGridLayout,
     QGroupBox,
+    QHBoxLayout,
     QLabel,
     QPushButton,
     QVBoxLayout,
@@ -29,10 +31,18 @@ from superqt.cmap import QColormapComboBox
 
 from engine.model_store import Label
 from engine.uncertainty import MAP_TITLES, MAP_UNITS, MAPS
-from viewer.session.display import PRESET_NAMES, heatmap_lut, label_lut, map_range
+from viewer.session.display import (
+    CUSTOM,
+    HEATMAP_COLORMAPS,
+    PRESET_NAMES,
+    WindowLevel,
+    heatmap_lut,
+    label_colours,
+    label_lut,
+    map_range,
+)
 
-# viridis first: no reds or oranges, so it never looks like a label outline
-HEATMAP_COLORMAPS = ("viridis", "inferno", "magma", "plasma", "hot", "turbo")
+FILL_OPACITY = 35  # % : a filled label tints the anatomy under it without hiding it
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,17 @@ class OverlayStyle:
     heatmap_lut: np.ndarray
     heatmap_levels: tuple[float, float]
     heatmap_opacity: float
+
+
+def _window_box(prefix: str, tip: str) -> QDoubleSpinBox:
+    """A typed window value: reported on Enter, focus out or an arrow step, not on every keystroke."""
+    box = QDoubleSpinBox()
+    box.setPrefix(prefix)
+    box.setRange(-1e7, 1e7)
+    box.setDecimals(2)
+    box.setKeyboardTracking(False)
+    box.setToolTip(tip)
+    return box
 
 
 def _percent_slider(value: int) -> QLabeledSlider:
@@ -58,6 +79,7 @@ class OverlayPanel(QWidget):
 
     changed = Signal()
     presetChosen = Signal(str)
+    windowTyped = Signal(float, float)  # width, level
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -66,19 +88,25 @@ class OverlayPanel(QWidget):
         self._names: dict[int, str] = {}
         self._num_classes = 2
 
-        display = QGroupBox("Display")
+        display = QGroupBox("Window")
         self.preset_combo = QComboBox()
-        self.preset_combo.addItems(PRESET_NAMES)
-        self.preset_combo.setToolTip("Window/level preset (right-drag in a view to adjust)")
-        self.window_label = QLabel("–")
+        self.preset_combo.addItems([*PRESET_NAMES, CUSTOM])
+        self.preset_combo.setToolTip("Window/level preset (right-drag in a view, or type below, for Custom)")
+        self.width_box = _window_box("W ", "Window width: the intensity range from black to white")
+        self.level_box = _window_box("L ", "Window level: the intensity shown mid-grey")
+        self.width_box.setMinimum(0.0)
+        window_row = QHBoxLayout()
+        window_row.addWidget(self.width_box)
+        window_row.addWidget(self.level_box)
         form = QFormLayout(display)
         form.addRow("Window preset", self.preset_combo)
-        form.addRow("Window / level", self.window_label)
+        form.addRow("Window / level", window_row)
 
         seg = QGroupBox("Segmentation")
         self.seg_check = QCheckBox("Show segmentation  (S)")
         self.seg_check.setChecked(True)
-        self.seg_opacity = _percent_slider(90)
+        self.seg_opacity = _percent_slider(FILL_OPACITY)
+        self.seg_opacity.setToolTip("Opacity of a filled label (outlines are drawn opaque)")
         self.seg_style = QComboBox()
         self.seg_style.addItems(["Fill", "Outline"])
         self.seg_style.setCurrentIndex(1)  # an outline leaves the heatmap and the anatomy under it readable
@@ -87,8 +115,8 @@ class OverlayPanel(QWidget):
         self.labels_box.setContentsMargins(0, 0, 0, 0)
         form = QFormLayout(seg)
         form.addRow(self.seg_check)
-        form.addRow("Opacity %", self.seg_opacity)
         form.addRow("Style", self.seg_style)
+        form.addRow("Fill opacity %", self.seg_opacity)
         form.addRow(self.labels_box)
 
         unc = QGroupBox("Uncertainty")
@@ -129,7 +157,13 @@ class OverlayPanel(QWidget):
         for box in (display, seg, unc, truth):
             layout.addWidget(box)
 
-        self.preset_combo.activated.connect(lambda _: self.presetChosen.emit(self.preset_combo.currentText()))
+        self.preset_combo.activated.connect(lambda _: self._on_preset_chosen())
+        for box in (self.width_box, self.level_box):
+            box.valueChanged.connect(
+                lambda *_: self.windowTyped.emit(self.width_box.value(), self.level_box.value())
+            )
+        self.seg_style.currentIndexChanged.connect(lambda *_: self._enable_fill_opacity())
+        self._enable_fill_opacity()
         for signal in (
             self.seg_check.toggled,
             self.seg_opacity.valueChanged,
@@ -152,9 +186,7 @@ class OverlayPanel(QWidget):
             widget = item.widget() if item is not None else None
             if widget is not None:
                 widget.deleteLater()
-        self._colors = {
-            lab.value: (int(lab.color[0]), int(lab.color[1]), int(lab.color[2])) for lab in labels
-        }
+        self._colors = label_colours([lab.value for lab in labels])  # never the model file's colours
         self._names = {lab.value: lab.name for lab in labels}
         self._visible = {}
         self._num_classes = max(len(labels), 2)
@@ -165,7 +197,7 @@ class OverlayPanel(QWidget):
             swatch = QPushButton()
             swatch.setFixedSize(22, 18)
             swatch.setToolTip(f"Colour of {label.name}")
-            self._paint_swatch(swatch, label.color)
+            self._paint_swatch(swatch, self._colors[label.value])
             swatch.clicked.connect(lambda _=False, v=label.value, b=swatch: self._choose_colour(v, b))
             self.labels_box.addWidget(swatch, row, 0)
             self.labels_box.addWidget(check, row, 1)
@@ -208,7 +240,10 @@ class OverlayPanel(QWidget):
     # -- state read by the main window --------------------------------------------------------
     @property
     def segmentation_opacity(self) -> float:
-        return self.seg_opacity.value() / 100.0 if self.seg_check.isChecked() else 0.0
+        """Outlines opaque (a thin line hides little), fills at the fill opacity."""
+        if not self.seg_check.isChecked():
+            return 0.0
+        return 1.0 if self.outline else self.seg_opacity.value() / 100.0
 
     @property
     def outline(self) -> bool:
@@ -251,6 +286,24 @@ class OverlayPanel(QWidget):
         self.threshold.blockSignals(False)
         self.threshold_row_label.setText(f"Hide below ({MAP_UNITS[self.map_name]})")
         self.changed.emit()
+
+    # -- window / level -----------------------------------------------------------------------
+    def _on_preset_chosen(self) -> None:
+        name = self.preset_combo.currentText()
+        if name != CUSTOM:  # "Custom" only says the window was set by hand
+            self.presetChosen.emit(name)
+
+    def show_window(self, wl: WindowLevel, preset: str, step: float) -> None:
+        """The session's window in the boxes and its preset (or Custom) in the box, without re-emitting."""
+        self.preset_combo.setCurrentText(preset)
+        for box, value in ((self.width_box, wl.width), (self.level_box, wl.level)):
+            box.blockSignals(True)
+            box.setSingleStep(step)
+            box.setValue(value)
+            box.blockSignals(False)
+
+    def _enable_fill_opacity(self) -> None:
+        self.seg_opacity.setEnabled(not self.outline)
 
     # -- keyboard toggles ---------------------------------------------------------------------
     def toggle_segmentation(self) -> None:

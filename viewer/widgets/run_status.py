@@ -11,7 +11,7 @@ import time
 from PySide6.QtWidgets import QMainWindow, QMessageBox, QProgressBar, QPushButton
 
 from engine.pipeline import VolumeResult
-from viewer.session.readout import describe_run
+from viewer.session.readout import RemainingTime, describe_run
 from viewer.session.session import ReadingSession
 from viewer.widgets.inference_worker import InferenceRunner, Job, Status
 
@@ -25,6 +25,8 @@ class RunStatus:
     def __init__(self, window: QMainWindow, runner: InferenceRunner, session: ReadingSession) -> None:
         self.window, self.runner, self.session = window, runner, session
         self._started = 0.0
+        self._left = RemainingTime()
+        self._text = ""  # the worker's last status line, to which the time left is added
         self.bar = QProgressBar()
         self.bar.setMaximumWidth(220)
         self.bar.setFormat(SLICE_FORMAT)
@@ -51,6 +53,7 @@ class RunStatus:
 
     def _on_started(self, job: Job) -> None:
         self._started = time.perf_counter()
+        self._left = RemainingTime()
         if self.session.is_shown(job.result):
             self._set_visible(True)
             self._count_slices(job.result)
@@ -59,17 +62,26 @@ class RunStatus:
         """Status text; while chips are programmed the progress bar counts chips, then slices."""
         if not self.session.is_shown(job.result):
             return
-        self.window.statusBar().showMessage(status.text)
+        self._text = status.text
         if status.chips_total:
             self.bar.setFormat(CHIP_FORMAT)
             self.bar.setRange(0, status.chips_total)
             self.bar.setValue(status.chips_ready)
+            self._show_left("chips", status.chips_ready, status.chips_total)
         else:
             self._count_slices(job.result)
+            self.window.statusBar().showMessage(status.text)
 
     def _on_slice_finished(self, job: Job, index: int) -> None:
         if self.session.is_shown(job.result):
-            self.bar.setValue(int(job.result.finished.sum()))
+            done, total = int(job.result.finished.sum()), int(job.result.finished.size)
+            self.bar.setValue(done)
+            self._show_left("slices", done, total)
+
+    def _show_left(self, phase: str, done: int, total: int) -> None:
+        """The worker's status and the time its phase has left, at the pace it went so far."""
+        left = self._left.update(phase, done, total)
+        self.window.statusBar().showMessage(f"{self._text}   {left}" if left else self._text)
 
     def _on_finished(self, job: Job, complete: bool) -> None:
         if not self.runner.busy:

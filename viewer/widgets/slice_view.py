@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.GraphicsScene.mouseEvents import MouseClickEvent, MouseDragEvent
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QFont, QKeyEvent, QPen
 from PySide6.QtWidgets import (
     QGraphicsEllipseItem,
@@ -164,8 +164,9 @@ class SliceView(QWidget):
         self.labels = pg.ImageItem(axisOrder="row-major")
         self.heatmap = pg.ImageItem(axisOrder="row-major")
         self.truth = pg.ImageItem(axisOrder="row-major")
-        # outlines above the heatmap, so a thin contour is never hidden under a colour wash
-        for z, item in enumerate((self.image, self.heatmap, self.labels, self.truth)):
+        # outlines above the heatmap, so a thin contour is never hidden under a colour wash; the AI's
+        # labels above the reference's outline, so where they agree the AI's colour still shows
+        for z, item in enumerate((self.image, self.heatmap, self.truth, self.labels)):
             item.setZValue(z)
             self.box.addItem(item)
         self.vline = pg.InfiniteLine(angle=90, movable=False, pen=CROSSHAIR_PEN)
@@ -191,6 +192,13 @@ class SliceView(QWidget):
         self.box.sigDoubleClicked.connect(lambda: self.enlargeRequested.emit(self.view))
         self.canvas.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self._setup_editing()
+        self.canvas.viewport().installEventFilter(self)  # the scene reports moves, not the mouse leaving
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
+        """The mouse left the image's canvas: nothing is under it any more (the readout goes back)."""
+        if event.type() == QEvent.Type.Leave and watched is self.canvas.viewport():
+            self.hovered.emit(self.view, -1, -1)
+        return False
 
     @staticmethod
     def _letter(text: str) -> pg.LabelItem:

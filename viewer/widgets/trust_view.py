@@ -4,10 +4,10 @@ chosen model, and the "outside the training domain" mark in the window title and
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from viewer.session.notices import title_mark
+from viewer.session.readout import scan_title
 from viewer.session.session import ReadingSession
 from viewer.widgets.banner import Banner
 
@@ -36,8 +36,8 @@ class TrustView:
         self._show_fit_line()
         self.update_banners()
         if session.volume is not None:
-            name = Path(session.volume.source).name
-            self.window.setWindowTitle(f"{name}{title_mark(session.outside_domain)} — AIMC viewer")
+            title = scan_title(session.volume)
+            self.window.setWindowTitle(f"{title}{title_mark(session.outside_domain)} — AIMC viewer")
 
     def update_banners(self) -> None:
         """The banners and the run line (also as slices finish: a pending verdict says how far it got)."""
