@@ -167,6 +167,8 @@ def trust_row(spec: ModelSpec, mode: Mode, saved: dict) -> dict:
     records = saved["records"]
     row: dict = {"model": spec.name, "mode": str(mode), "cases": len(records)}
     row.update(pixel_metrics(records))
+    if mode is Mode.DIGITAL:  # one pass: no spread between samples, so no mutual information
+        row["auroc_mutual_information"] = "-"
     if calibration is None:
         return {**row, "score": "not calibrated"}
     chosen = case_metrics(records, calibration.score)
@@ -178,10 +180,10 @@ def trust_row(spec: ModelSpec, mode: Mode, saved: dict) -> dict:
         aurc=chosen["aurc"],
         e_aurc=chosen["e_aurc"],
         spearman=chosen["spearman"],
-        baseline_auroc=baseline.get("failure_auroc", float("nan")),
-        baseline_aurc=baseline.get("aurc", float("nan")),
-        baseline_e_aurc=baseline.get("e_aurc", float("nan")),
-        baseline_spearman=baseline.get("spearman", float("nan")),
+        baseline_auroc=baseline.get("failure_auroc", "-"),
+        baseline_aurc=baseline.get("aurc", "-"),
+        baseline_e_aurc=baseline.get("e_aurc", "-"),
+        baseline_spearman=baseline.get("spearman", "-"),
         **expected_dice_metrics(records, calibration),
         **ood_metrics(saved, calibration),
     )
