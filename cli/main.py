@@ -81,7 +81,7 @@ def predict_settings(args: argparse.Namespace, model: str) -> RunSettings:
 def cmd_predict(args: argparse.Namespace) -> int:
     from cli.batch import is_batch, predict_batch
 
-    if is_batch(args):
+    if args.series is None and is_batch(args):  # a chosen series is one scan of its folder
         return predict_batch(args)
     from cli.predict import predict
 

@@ -10,8 +10,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cli.main import _say_which_series, build_parser
+from cli.main import build_parser
 from cli.main import main as aimc
+from cli.predict import say_which_series
 from engine.dicom_series import list_series
 from engine.volume import ScanError, list_dicom_series, load_scan
 from tests.test_engine_volume import _write_dicom_series
@@ -73,7 +74,7 @@ def test_a_chosen_series_is_read_and_its_identity_kept(two_series, lgg_case) -> 
 
 
 def test_cli_says_which_series_it_read_and_how_to_choose(two_series, tmp_path, capsys) -> None:
-    _say_which_series(str(two_series), FLAIR_UID)  # what `aimc predict FOLDER` prints before it runs
+    say_which_series(str(two_series), FLAIR_UID)  # what `aimc predict FOLDER` prints before it runs
     err = capsys.readouterr().err
     assert "holds 2 DICOM series; read the one with the most slices" in err and "--series UID" in err
     assert f"* AX T2 FLAIR · MR · 256 x 256 x 27 · 2024-01-31 · {FLAIR_UID}" in err
