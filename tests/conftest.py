@@ -29,6 +29,22 @@ def _own_chip_store(tmp_path_factory, monkeypatch) -> None:
     monkeypatch.setenv("AIMC_CHIP_CACHE_DIR", str(tmp_path_factory.mktemp("chip-store")))
 
 
+@pytest.fixture
+def programmed(monkeypatch) -> list[int]:
+    """The seeds of the chips programmed during a test, in order."""
+    import engine.analog.chips as chips_module
+
+    seeds: list[int] = []
+    real = chips_module.program_chip
+
+    def counted(model, settings: object, seed: int, **kwargs: bool):
+        seeds.append(seed)
+        return real(model, settings, seed, **kwargs)
+
+    monkeypatch.setattr(chips_module, "program_chip", counted)
+    return seeds
+
+
 @pytest.fixture(scope="session")
 def lgg_case() -> tuple[Path, Path]:
     """A real LGG FLAIR volume (the bundled sample, 27 slices) and its ground-truth mask; it ships, so tests

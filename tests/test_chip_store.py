@@ -11,25 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import engine.analog.chips as chips_module
 from engine.analog.chip_store import DIR_ENV, SIZE_ENV, ChipStore, default_folder, default_store
 from engine.analog.chips import ChipCache
 from engine.inference import Segmenter
 from engine.run_settings import RunSettings
-
-
-@pytest.fixture
-def programmed(monkeypatch) -> list[int]:
-    """The seeds of the chips programmed during a test."""
-    seeds: list[int] = []
-    real = chips_module.program_chip
-
-    def counted(model: torch.nn.Module, settings: object, seed: int, **kwargs: bool) -> torch.nn.Module:
-        seeds.append(seed)
-        return real(model, settings, seed, **kwargs)
-
-    monkeypatch.setattr(chips_module, "program_chip", counted)
-    return seeds
 
 
 def _run(spec, **changes: object) -> RunSettings:

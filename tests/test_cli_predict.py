@@ -95,7 +95,7 @@ def test_listing_commands_import_no_torch_aihwkit_or_monai(args):
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=120,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "HEAVY", done.stdout[-300:]

@@ -87,20 +87,6 @@ def test_cache_shares_chips_across_mc_counts_and_drops_the_least_recently_used(m
     assert len(built) == 3, "a recently used chip set stays"
 
 
-@pytest.fixture
-def programmed(monkeypatch) -> list[int]:
-    """The seeds of the chips programmed during a test, in order."""
-    seeds: list[int] = []
-    real = chips_module.program_chip
-
-    def counted(model: torch.nn.Module, settings: object, seed: int, **kwargs: bool) -> torch.nn.Module:
-        seeds.append(seed)
-        return real(model, settings, seed, **kwargs)
-
-    monkeypatch.setattr(chips_module, "program_chip", counted)
-    return seeds
-
-
 def test_a_chip_set_grows_with_the_mc_count_and_reads_as_a_fresh_segmenter(small_model, programmed) -> None:
     cache = ChipCache()
     run = RunSettings(model=small_model.name, mode="analog", mc_samples=2, seed=3)
