@@ -32,7 +32,13 @@ def _dicom_series(folder: Path, uid: str, slices: int = 3) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     array = np.arange(slices * 8 * 8).reshape(slices, 8, 8)
     _write_dicom_series(
-        folder, array, (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), uid, uid[-3:]
+        folder,
+        array,
+        (1.0, 1.0, 2.0),
+        (0.0, 0.0, 0.0),
+        (1, 0, 0, 0, 1, 0, 0, 0, 1),
+        series_uid=uid,
+        name=uid[-3:],
     )
 
 
