@@ -161,8 +161,8 @@ def test_views_orientation_aspect_and_navigation(qtbot, make_window, tmp_path) -
     assert window.session.crosshair == target
     assert window.grid.views["sagittal"].slider.value() == target[0] + 1
 
-    # hovering reads out voxel, RAS mm and intensity
-    qtbot.mouseMove(axial.canvas.viewport(), axial.canvas.mapFromScene(scene) + QPoint(3, 3))
+    # hovering reads out voxel, RAS mm and intensity (first a pixel off, within the same voxel)
+    qtbot.mouseMove(axial.canvas.viewport(), axial.canvas.mapFromScene(scene) + QPoint(1, 1))
     qtbot.mouseMove(axial.canvas.viewport(), axial.canvas.mapFromScene(scene))
     qtbot.waitUntil(lambda: "voxel (10, 12, 7)" in window.readout.text())
     x, y, z = volume.world(target)
