@@ -81,7 +81,11 @@ def predict_settings(args: argparse.Namespace, model: str) -> RunSettings:
 def cmd_predict(args: argparse.Namespace) -> int:
     from cli.batch import is_batch, predict_batch
 
-    if args.series is None and is_batch(args):  # a chosen series is one scan of its folder
+    try:
+        batch = args.series is None and is_batch(args)  # a chosen series is one scan of its folder
+    except OSError:  # a name the system refuses (too long): `predict` says so in one line
+        batch = False
+    if batch:
         return predict_batch(args)
     from cli.predict import predict
 

@@ -12,13 +12,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.dicom_source import NOT_DICOM, is_dicom
 from engine.files import atomic_write
-from engine.model_store import ModelSpec
-from engine.pipeline import VolumeResult
-from engine.run_settings import RunSettings
 from engine.volume import ScanError, Volume
+
+if TYPE_CHECKING:  # the command line checks formats before torch loads
+    from engine.model_store import ModelSpec
+    from engine.pipeline import VolumeResult
+    from engine.run_settings import RunSettings
 
 NIFTI, DICOM_SEG, SEG_NRRD = "nifti", "dicom-seg", "seg-nrrd"
 FORMATS = (NIFTI, DICOM_SEG, SEG_NRRD)
