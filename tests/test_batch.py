@@ -223,6 +223,7 @@ def test_predict_over_many_scans_writes_a_folder_per_case_and_exits_with_the_fai
             "uncertainty.nii.gz",
             "probability.nii.gz",
             "summary.json",
+            "aimc-manifest.json",  # each case is one atomic output set
         }
     _scan(scans / "p3.nii.gz")  # mended: the resumed batch runs only it
     assert main([*argv, "--workers", "0", "--quiet"]) == 0
