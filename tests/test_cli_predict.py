@@ -93,7 +93,7 @@ def test_listing_commands_import_no_torch_aihwkit_or_monai(args):
     done = subprocess.run(
         [sys.executable, "-c", code, *args],
         capture_output=True,
-        text=True,
+        encoding="utf-8",  # model cards print dashes and ranges; CI's locale may be ASCII
         env={**os.environ, "PYTHONPATH": str(REPO)},
         timeout=600,
     )
