@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from engine.volume import SCAN_SUFFIXES, ScanError, Volume, load_scan
+from engine.volume import SCAN_SUFFIXES, ScanError, Volume, list_dicom_series, load_scan
 
 LIST_SUFFIXES = (".txt", ".csv", ".tsv", ".lst", ".list")
 LIST_COLUMNS = ("path", "image", "scan", "file")
@@ -66,14 +66,11 @@ def _stem(path: Path) -> str:
 
 
 def _dicom_series(folder: Path) -> list[tuple[str, ...]]:
-    """The DICOM series directly in `folder`, each as its files (GDCM reads only the headers)."""
-    import SimpleITK as sitk
-
-    reader = sitk.ImageSeriesReader()
+    """The DICOM series directly in `folder`, each as its files, in the order of their UIDs (GDCM reads
+    only the headers; `list_dicom_series` takes names SimpleITK cannot)."""
     try:
-        ids = reader.GetGDCMSeriesIDs(str(folder))
-        return [tuple(reader.GetGDCMSeriesFileNames(str(folder), s)) for s in sorted(ids)]
-    except RuntimeError:
+        return [s.files for s in sorted(list_dicom_series(folder), key=lambda s: s.uid)]
+    except ScanError:
         return []
 
 

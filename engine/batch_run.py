@@ -192,5 +192,7 @@ def table_csv(rows: list[dict]) -> str:
 def write_table(rows: list[dict], folder: Path) -> tuple[Path, Path]:
     """cases.csv and cases.json in `folder`, written atomically."""
     text = table_csv(rows)
-    csv_path = atomic_write(folder / TABLE_CSV, lambda tmp: Path(tmp).write_text(text), ".csv")
+    csv_path = atomic_write(
+        folder / TABLE_CSV, lambda tmp: Path(tmp).write_text(text, errors="backslashreplace"), ".csv"
+    )
     return csv_path, atomic_write_json(rows, folder / TABLE_JSON)

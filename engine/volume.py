@@ -14,8 +14,8 @@ import logging
 import os
 import tempfile
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -326,6 +326,39 @@ def _check_even_spacing(reader, files: list[str], folder: Path) -> None:
         )
 
 
+def _utf8(name: bytes) -> bool:
+    try:
+        name.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _itk_folder(folder: Path) -> Iterator[tuple[str, Callable[[str], str]]]:
+    """A DICOM folder's name SimpleITK can take, and how to turn a file name it returns back into ours.
+
+    GDCM lists the folder itself: it aborts the process on a folder name that is not valid UTF-8, and a
+    file of such a name in the folder comes back as a name SimpleITK then refuses. Such a folder is
+    handed over as a temporary folder of ASCII-named links to its files."""
+    raw = os.fsencode(folder)
+    try:
+        entries = os.listdir(raw)
+    except OSError as exc:
+        raise ScanError(f"{folder}: cannot be opened ({exc.strerror or exc})") from None
+    if _utf8(raw) and all(_utf8(entry) for entry in entries):
+        yield str(folder), str
+        return
+    with tempfile.TemporaryDirectory(prefix="aimc-series-") as tmp:
+        real = {}
+        for k, entry in enumerate(sorted(entries)):
+            target = os.path.join(os.path.abspath(raw), entry)
+            if os.path.isfile(target):
+                os.symlink(target, os.path.join(tmp, f"{k:06d}.dcm"))
+                real[f"{k:06d}.dcm"] = os.fsdecode(target)
+        yield tmp, lambda name: real.get(os.path.basename(name), name)
+
+
 def _series_in(name: str, folder: Path) -> list[DicomSeries]:
     try:
         return list_series(name)
@@ -337,8 +370,9 @@ def list_dicom_series(path: str | os.PathLike) -> list[DicomSeries]:
     """The series of a DICOM folder (or of a .dcm file's folder), most slices first; headers only."""
     p = Path(path)
     folder = p.parent if p.is_file() else p
-    with _itk_path(folder) as name:
-        return _series_in(name, folder)
+    with _itk_folder(folder) as (name, real):
+        found = _series_in(name, folder)
+    return [replace(s, files=tuple(real(f) for f in s.files)) for s in found]
 
 
 def _read_dicom_series(folder: Path, channel: int | None, series: str | None = None) -> Volume:
@@ -346,7 +380,7 @@ def _read_dicom_series(folder: Path, channel: int | None, series: str | None = N
     (`meta["series_count"]` says how many there were to choose from)."""
     import SimpleITK as sitk
 
-    with _itk_path(folder) as name:
+    with _itk_folder(folder) as (name, real):
         # ITK's warnings go to stderr beside our one line; what they warn of (uneven spacing) we say ourselves
         sitk.ProcessObject.SetGlobalWarningDisplay(False)
         found = _series_in(name, folder)
@@ -360,7 +394,7 @@ def _read_dicom_series(folder: Path, channel: int | None, series: str | None = N
         if len(files) < 2:  # one image: a 2D picture, not a volume
             from engine.images2d import read_dicom_image
 
-            return read_dicom_image(Path(files[0]), channel)
+            return read_dicom_image(Path(real(files[0])), channel)
         reader.SetFileNames(files)
         reader.MetaDataDictionaryArrayUpdateOn()
         try:
@@ -372,7 +406,7 @@ def _read_dicom_series(folder: Path, channel: int | None, series: str | None = N
         except MemoryError:
             raise ScanError(f"{folder}: the series does not fit in memory") from None
         _check_even_spacing(reader, list(files), folder)
-        kept = tuple(str(folder / os.path.relpath(f, name)) for f in files)
+        kept = tuple(real(f) for f in files)
     volume = _itk_to_volume(image, str(folder), channel, "DICOM")
     volume.meta[DICOM_FILES] = kept
     volume.modality = _dicom_tag(reader, "0008|0060") or "unknown"

@@ -108,6 +108,35 @@ def test_non_utf8_names_reach_simpleitk_safely(tmp_path):
     assert load_scan(folder).shape == (5, 4, 3)
 
 
+def test_non_utf8_names_inside_a_dicom_folder_and_in_a_batch(tmp_path):
+    """GDCM lists the folder itself: a file of such a name came back as a name SimpleITK refused
+    (TypeError), and a batch's search of a folder of such a name aborted the process."""
+    from engine.batch import discover
+    from engine.batch_run import _FIXED, _TAIL, write_table
+    from engine.volume import DICOM_FILES, list_dicom_series
+
+    (tmp_path / "dicom").mkdir()
+    _write_dicom_series(
+        tmp_path / "dicom",
+        np.arange(60).reshape(3, 4, 5),
+        (1.0, 1.0, 2.0),
+        (0, 0, 0),
+        (1, 0, 0, 0, 1, 0, 0, 0, 1),
+    )
+    patient = tmp_path / os.fsdecode(b"patient-\xe9")
+    os.rename(tmp_path / "dicom", patient)
+    odd = patient / os.fsdecode(b"slice\xff.dcm")
+    os.rename(patient / "slice001.dcm", odd)
+    volume = load_scan(patient)
+    assert volume.shape == (5, 4, 3) and str(odd) in volume.meta[DICOM_FILES]  # the file's own name
+    assert str(odd) in list_dicom_series(patient)[0].files
+    (case,) = discover([str(tmp_path)])
+    assert case.source == str(patient) and case.load().shape == (5, 4, 3)
+    row = {**dict.fromkeys([*_FIXED, *_TAIL], ""), "case": case.name, "scan": case.source, "volume_ml": {}}
+    csv_path, _ = write_table([row], tmp_path)  # the table names the scan as it can: escaped
+    assert "patient-\\udce9" in csv_path.read_text()
+
+
 def _six_slices_2mm_apart(folder) -> None:
     identity = (1, 0, 0, 0, 1, 0, 0, 0, 1)
     _write_dicom_series(
