@@ -429,8 +429,16 @@ def load_scan(path: str | os.PathLike, channel: int | None = None, series: str |
     """Read a scan; raise `ScanError` with a message for the user on anything unreadable.
 
     `series` chooses a DICOM folder's series by SeriesInstanceUID (`list_dicom_series` lists them).
+    A scan within `MAX_VOXELS` may still not fit a small machine's memory once converted (float32,
+    canonical order): that too is one message, wherever the allocation fails.
     """
-    p = Path(path)
+    try:
+        return _read(Path(path), channel, series)
+    except MemoryError:
+        raise ScanError(f"{path}: the scan does not fit in this computer's memory") from None
+
+
+def _read(p: Path, channel: int | None, series: str | None) -> Volume:
     try:
         if not p.exists():
             raise ScanError(f"{p}: no such file or folder")

@@ -10,6 +10,8 @@ import gzip
 import os
 import resource
 import struct
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -17,6 +19,7 @@ import pytest
 import SimpleITK as sitk
 
 from engine.volume import MAX_VOXELS, ScanError, load_scan
+from tests.conftest import REPO
 from tests.test_engine_volume import _write_dicom_series
 
 
@@ -153,3 +156,35 @@ def test_dicom_series_with_a_missing_slice_is_refused(tmp_path):
 def test_regular_dicom_series_still_reads(tmp_path):
     _six_slices_2mm_apart(tmp_path)
     assert load_scan(tmp_path).shape == (5, 4, 6)
+
+
+def test_a_scan_larger_than_the_memory_left_is_one_message(tmp_path):
+    """512^3 voxels are within MAX_VOXELS but need about 1.2 GB once read as float32 and reoriented: in a
+    process limited to 1 GiB the allocation fails, and that is a ScanError, not a MemoryError."""
+    header = nib.Nifti1Header()
+    header.set_data_shape((512, 512, 512))
+    header.set_data_dtype(np.uint8)
+    header.set_qform(np.diag([-1, 1, 1, 1]), 1)  # not RAS: the canonical copy is a second array
+    path = tmp_path / "large.nii.gz"
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(header.binaryblock + b"\0" * 4)
+        for _ in range(512):
+            f.write(b"\1" * (512 * 512))
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+        "from engine.volume import ScanError, load_scan\n"
+        "try:\n"
+        "    load_scan(sys.argv[1])\n"
+        "except ScanError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0 and "does not fit in this computer's memory" in done.stdout, done.stderr[
+        -800:
+    ]
