@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -138,9 +139,23 @@ class ModelSpec:
         )
 
     def build(self) -> nn.Module:
+        """The network model.json describes; arguments the schema lets through but MONAI cannot build
+        from (a width that is not a number, strides that do not match the channels) are a `ModelError`."""
         from engine.architectures import build_network
 
-        return build_network(self.architecture, self.arguments)
+        with warnings.catch_warnings(record=True) as said:  # MONAI may warn first: the error is the line
+            warnings.simplefilter("always")
+            try:
+                net = build_network(self.architecture, self.arguments)
+            except (TypeError, ValueError, KeyError, IndexError, AssertionError, RuntimeError) as exc:
+                where = self.folder / "model.json" if self.folder is not None else f"model {self.name}"
+                detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                raise ModelError(
+                    f"{where}: the arguments do not build a {self.architecture} network ({detail})"
+                ) from None
+        for w in said:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return net
 
 
 def write_spec(spec: ModelSpec, folder: Path) -> None:

@@ -58,6 +58,19 @@ def test_invalid_descriptions_are_one_line(small_model, tmp_path, path, value, w
     assert words in message, message
 
 
+@pytest.mark.parametrize(
+    "arguments", [{"channels": "abc"}, {"strides": [2]}, {"act": "no_such_activation"}, {"kernel_size": 0}]
+)
+def test_arguments_monai_cannot_build_from_are_one_line(small_model, tmp_path, arguments):
+    """Values of the right names but the wrong kind pass the schema; MONAI's own error is one line."""
+    folder = _copy(small_model, tmp_path, lambda d: d["arguments"].update(arguments))
+    spec = read_spec(folder)
+    with pytest.raises(ModelError) as err:
+        load_digital(spec)
+    message = str(err.value)
+    assert "\n" not in message and "model.json" in message and "do not build" in message, message
+
+
 def test_scan_models_names_the_broken_folder(small_model, tmp_path):
     folder = _copy(small_model, tmp_path, _set("preprocessing.slice_axis", "oblique"))
     shutil.copytree(small_model.folder, folder.parent / "good")
