@@ -306,8 +306,8 @@ def _read_itk(path: Path, channel: int | None) -> Volume:
 
 
 def _check_even_spacing(reader, files: list[str], folder: Path) -> None:
-    """Refuse a series with missing or unevenly spaced slices: read as a regular grid, every distance
-    and volume past the gap would be wrong. Positions come from each file's ImagePositionPatient."""
+    """Refuse a series with missing, unevenly spaced or repeated slices: read as a regular grid, every
+    distance and volume past the gap would be wrong. Positions come from each file's ImagePositionPatient."""
     positions, normal = [], None
     for i in range(len(files)):
         try:
@@ -319,7 +319,13 @@ def _check_even_spacing(reader, files: list[str], folder: Path) -> None:
             normal = np.cross(cosines[:3], cosines[3:])
         positions.append(float(np.dot(position, normal)))
     gaps = np.diff(np.sort(positions))
-    if len(gaps) and gaps.min() > 0 and (gaps.max() - gaps.min()) > 0.01 * np.median(gaps) + 1e-3:
+    if len(gaps) and gaps.min() < 1e-3:
+        raise ScanError(
+            f"{folder}: the DICOM series has {len(positions)} slices at only {int((gaps >= 1e-3).sum()) + 1} "
+            "positions: it holds several acquisitions (echoes, time points) or repeated slices; "
+            "read as one volume it would be wrong"
+        )
+    if len(gaps) and (gaps.max() - gaps.min()) > 0.01 * np.median(gaps) + 1e-3:
         raise ScanError(
             f"{folder}: the DICOM series has uneven slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm): "
             "slices are missing or the series mixes acquisitions; distances and volumes would be wrong"

@@ -153,6 +153,18 @@ def test_dicom_series_with_a_missing_slice_is_refused(tmp_path):
     _expect(tmp_path, "uneven slice spacing", "2 to 4 mm")
 
 
+def test_dicom_series_with_slices_at_one_position_is_refused(tmp_path):
+    """A second echo in the same series: ITK stacked 12 slices 0.9 mm apart out of 6 slices 2 mm apart."""
+    import pydicom
+
+    _six_slices_2mm_apart(tmp_path)
+    for z in range(6):
+        ds = pydicom.dcmread(tmp_path / f"slice{z:03d}.dcm")
+        ds.SOPInstanceUID, ds.InstanceNumber = f"{ds.SOPInstanceUID}.2", 100 + z
+        ds.save_as(tmp_path / f"echo2_{z:03d}.dcm")
+    _expect(tmp_path, "12 slices at only 6 positions")
+
+
 def test_regular_dicom_series_still_reads(tmp_path):
     _six_slices_2mm_apart(tmp_path)
     assert load_scan(tmp_path).shape == (5, 4, 6)
