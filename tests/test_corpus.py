@@ -2,8 +2,9 @@
 
 Every case ends with exit status 2 and exactly one line on stderr, no traceback; the input and the
 output folder (an earlier complete set, a file of the user's) are left exactly as they were. The
-default suite runs the cases in this process; `make fuzz` runs each in its own process with its peak
-memory measured and checks that cases refused before the network is built never import torch.
+default suite runs the cases in this process; `make fuzz` runs each in its own process, its address
+space limited (an allocation past the limit fails the case instead of filling the machine) and its
+resident peak measured, and checks that cases refused before the network is built never import torch.
 """
 
 from __future__ import annotations
