@@ -248,10 +248,10 @@ def claims_section(rows: list[dict], missing: list[str], programmings: int) -> l
     if rows:
         text += [md_table(rows, COLUMNS), ""]
     if missing:
+        claims = sorted({m.rsplit(", ", 2)[0] for m in missing})
         text += [
-            f"Not measured yet ({len(missing)} claim x protocol cells): {'; '.join(missing[:6])}"
-            + ("; ..." if len(missing) > 6 else "")
-            + ".",
+            f"Not measured yet: {len(missing)} of {len(missing) + len(rows)} claim x reads x drift cells, "
+            f"of: {'; '.join(claims)}.",
             "",
         ]
     return text
