@@ -120,3 +120,10 @@ def test_pixel_histograms_count_only_near_the_lesion_and_split_wrong_from_right(
     assert wrong.sum() + right.sum() == band.sum()
     assert wrong.sum() == int((result.segmentation != truth)[band].sum())
     assert sum(h["confidence"][0]) == band.sum()
+    # where chips disagree, the mean of their own entropies is below the entropy of their average
+    total, aleatoric = (
+        np.array(h[name][0]) + np.array(h[name][1]) for name in ("entropy", "expected_entropy")
+    )
+    assert total.sum() == aleatoric.sum() == band.sum()
+    bins = np.arange(len(total))
+    assert (aleatoric * bins).sum() < (total * bins).sum()

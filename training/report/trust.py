@@ -32,7 +32,7 @@ from training import trust_records
 from training.evaluate import cases_of_split
 from training.report.markdown import md_table, write_csv
 from training.trust_calibration import RECORDS
-from training.trust_records import CONFIDENCE_BINS, CaseRecord
+from training.trust_records import CONFIDENCE_BINS, PIXEL_MAPS, CaseRecord
 
 # (model, mode) measured, in the order of the table; the LGG HWA U-Net on chips carries the targets
 MEASURED = (
@@ -85,7 +85,9 @@ def _histogram_auroc(wrong: np.ndarray, right: np.ndarray) -> float:
 def pixel_metrics(records: list[CaseRecord]) -> dict[str, float]:
     """Near-lesion error AUROC per map and the ECE of the top-class probability, over all records."""
     out = {}
-    for name in ("entropy", "mutual_information"):
+    for name in PIXEL_MAPS:
+        if not all(name in r.pixels for r in records):  # measured before this map was recorded
+            continue
         wrong = np.sum([r.pixels[name][0] for r in records], axis=0)
         right = np.sum([r.pixels[name][1] for r in records], axis=0)
         out[f"auroc_{name}"] = _histogram_auroc(wrong, right)
@@ -169,7 +171,7 @@ def trust_row(spec: ModelSpec, mode: Mode, saved: dict) -> dict:
     row["lowest_dice"] = min(r.dice for r in records)
     row.update(pixel_metrics(records))
     if mode is Mode.DIGITAL:  # one pass: no spread between samples, so no mutual information
-        row["auroc_mutual_information"] = "-"
+        row["auroc_mutual_information"] = row["auroc_expected_entropy"] = "-"
     if calibration is None:
         return {**row, "score": "not calibrated"}
     chosen = case_metrics(records, calibration.score)
@@ -213,6 +215,7 @@ PIXEL_OOD_COLUMNS = [
     ("mode", "mode", ""),
     ("auroc_entropy", "pixel AUROC entropy (near lesion)", ".3f"),
     ("auroc_mutual_information", "pixel AUROC MI (near lesion)", ".3f"),
+    ("auroc_expected_entropy", "pixel AUROC mean chip entropy (near lesion)", ".3f"),
     ("ece", "ECE (near lesion)", ".3f"),
     ("false_alarms", "OOD false alarms (test)", ".0%"),
     ("foreign_flagged", "foreign scans flagged", ".0%"),
@@ -225,7 +228,9 @@ def _targets(rows: list[dict]) -> str:
     main = next((r for r in rows if r["model"] == "lgg_unet_hwa" and r["mode"] == "analog"), None)
     if main is None or "failure_auroc" not in main:
         return "The LGG HWA U-Net on chips, which carries the targets, is not measured yet."
-    best_pixel = max(main["auroc_entropy"], main["auroc_mutual_information"])
+    best_pixel = max(
+        main.get(f"auroc_{name}", 0.0) for name in PIXEL_MAPS if isinstance(main.get(f"auroc_{name}"), float)
+    )
     checks = [
         ("failure AUROC >= 0.90", main["failure_auroc"], main["failure_auroc"] >= 0.90),
         ("Spearman <= -0.8", main["spearman"], main["spearman"] <= -0.8),
