@@ -98,17 +98,20 @@ def test_non_utf8_names_reach_simpleitk_safely(tmp_path):
     sitk.WriteImage(sitk.GetImageFromArray(arr), str(tmp_path / "ok.mha"))
     os.rename(tmp_path / "ok.mha", tmp_path / name)
     assert load_scan(tmp_path / name).data.sum() == pytest.approx(arr.sum())
+    assert load_scan(_series_at(tmp_path, b"dicom-\xff")).shape == (5, 4, 3)
+
+
+def _series_at(tmp_path, raw_name: bytes):
+    """A 3-slice DICOM series in a folder named `raw_name` (written under an ASCII name: SimpleITK's
+    writer cannot take such a name either)."""
     (tmp_path / "dicom").mkdir()
+    identity = (1, 0, 0, 0, 1, 0, 0, 0, 1)
     _write_dicom_series(
-        tmp_path / "dicom",
-        np.arange(60).reshape(3, 4, 5),
-        (1.0, 1.0, 2.0),
-        (0.0, 0.0, 0.0),
-        (1, 0, 0, 0, 1, 0, 0, 0, 1),
+        tmp_path / "dicom", np.arange(60).reshape(3, 4, 5), (1.0, 1.0, 2.0), (0, 0, 0), identity
     )
-    folder = tmp_path / os.fsdecode(b"dicom-\xff")
+    folder = tmp_path / os.fsdecode(raw_name)
     os.rename(tmp_path / "dicom", folder)
-    assert load_scan(folder).shape == (5, 4, 3)
+    return folder
 
 
 def test_non_utf8_names_inside_a_dicom_folder_and_in_a_batch(tmp_path):
@@ -118,16 +121,7 @@ def test_non_utf8_names_inside_a_dicom_folder_and_in_a_batch(tmp_path):
     from engine.batch_run import _FIXED, _TAIL, write_table
     from engine.volume import DICOM_FILES, list_dicom_series
 
-    (tmp_path / "dicom").mkdir()
-    _write_dicom_series(
-        tmp_path / "dicom",
-        np.arange(60).reshape(3, 4, 5),
-        (1.0, 1.0, 2.0),
-        (0, 0, 0),
-        (1, 0, 0, 0, 1, 0, 0, 0, 1),
-    )
-    patient = tmp_path / os.fsdecode(b"patient-\xe9")
-    os.rename(tmp_path / "dicom", patient)
+    patient = _series_at(tmp_path, b"patient-\xe9")
     odd = patient / os.fsdecode(b"slice\xff.dcm")
     os.rename(patient / "slice001.dcm", odd)
     volume = load_scan(patient)
