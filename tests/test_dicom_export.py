@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from engine.export_formats import DICOM_FILES, SEG_NRRD_FILE, check_formats, par
 from engine.pipeline import VolumeResult
 from engine.run_settings import RunSettings
 from engine.volume import ScanError, load_scan
-from tests.conftest import SAMPLES
+from tests.conftest import REPO, SAMPLES
+from tests.test_corpus import _RUN
 from tests.test_engine_volume import _write_dicom_series
 
 PATIENT = {
@@ -426,6 +428,53 @@ def test_a_refused_write_leaves_nothing_behind(tmp_path, small_model, monkeypatc
     with pytest.raises(ScanError, match="No space left"):
         write_formats(result, out, small_model, RUN, ("dicom-seg", "seg-nrrd"))
     assert sorted(p.name for p in out.iterdir()) == []
+
+
+def _without_root_override() -> list[str]:
+    """A command prefix under which a read-only folder refuses files: root ignores folder modes unless
+    it drops its DAC capabilities (util-linux's setpriv)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: a read-only folder cannot refuse files")
+    dropped = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--inh-caps={dropped}", f"--bounding-set={dropped}", "--"]
+
+
+@pytest.mark.slow
+def test_predict_into_a_read_only_folder_is_refused_before_the_work(tmp_path) -> None:
+    """All three formats asked into a folder that refuses files: one line, exit 2, before torch is
+    imported (nothing computed for nothing), and the folder left empty."""
+    series = lgg_series(tmp_path / "series")
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o555)
+    record = tmp_path / "record"
+    argv = [
+        "predict",
+        str(series),
+        "--mode",
+        "digital",
+        "--format",
+        "nifti,dicom-seg,seg-nrrd",
+        "--out",
+        str(out),
+    ]
+    try:
+        done = subprocess.run(
+            [*_without_root_override(), sys.executable, "-c", _RUN, *argv],
+            capture_output=True,
+            encoding="utf-8",
+            env={**os.environ, "PYTHONPATH": str(REPO), "AIMC_RECORD": str(record)},
+            timeout=600,
+        )
+        assert done.returncode == 2, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr, done.stderr
+        assert "could not write into this folder" in done.stderr and "Permission denied" in done.stderr
+        assert record.read_text().split()[1:] == []  # no torch, aihwkit or MONAI: refused before the work
+        assert list(out.iterdir()) == []
+    finally:
+        out.chmod(0o755)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
