@@ -105,7 +105,7 @@ def summary_lines(summary: dict) -> list[str]:
         lines.append("OUTSIDE THE MODEL'S TRAINING DOMAIN: " + "; ".join(summary["gate"]["reasons"]))
     verdict = summary["verdict"]
     lines.append(f"verdict: {verdict['message'] if verdict['available'] else verdict['reason']}")
-    found = summary["lesions"]
+    found = summary.get("lesions", [])  # none for a 2D image
     flagged = [lesion for lesion in found if lesion["review"]]
     if found:
         top = found[0]
