@@ -392,6 +392,18 @@ def test_dicom_seg_for_a_nifti_scan_is_exit_2_and_writes_nothing(tmp_path, capsy
     assert not out.exists()
 
 
+def test_dicom_seg_of_a_single_2d_dicom_image_says_why_not(tmp_path) -> None:
+    image = sitk.GetImageFromArray(np.arange(48, dtype=np.int16).reshape(1, 6, 8))
+    image.SetMetaData("0008|0060", "OT")
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetFileName(str(tmp_path / "one.dcm"))
+    writer.Execute(image)
+    with pytest.raises(ScanError, match="single 2D DICOM image: the SEG references the slices of a DICOM"):
+        check_formats(load_scan(tmp_path / "one.dcm"), ("nifti", "dicom-seg"))
+    check_formats(load_scan(tmp_path / "one.dcm"), ("nifti", "seg-nrrd"))  # these it can have
+
+
 def test_an_unknown_format_is_exit_2(tmp_path, capsys) -> None:
     out = tmp_path / "out"
     assert (
