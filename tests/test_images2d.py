@@ -234,10 +234,11 @@ def test_predict_refuses_mismatched_dimensions_unless_forced(tmp_path, capsys, n
     assert _predict(cells, tmp_path / "a", "--model", "lgg_unet_hwa") == 2  # it reads 3D volumes
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
-    assert "2D image" in err and "--force" in err
+    assert "2D image" in err and "--force" in err and "models for it: " in err and NUCLEI_MODEL in err
     assert not (tmp_path / "a").exists()
     assert _predict(SAMPLES / "lgg_sample.nii.gz", tmp_path / "b", "--model", NUCLEI_MODEL) == 2
-    assert "the scan is a 3D volume; the model reads 2D scans" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the scan is a 3D volume; the model reads 2D scans" in err and "lgg_unet_hwa" in err
     assert _predict(cells, tmp_path / "c", "--model", "lgg_unet_hwa", "--force", "--quiet") == 0
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert summary["gate"]["outside_training_domain"] and "nuclei" not in summary
