@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.compatibility import Fit, assess, choose_model
+from engine.compatibility import Fit, assess, choose_model, dimension_refusal
 from engine.export import RESULT_FILES, SUMMARY, case_trust, write_results
 from engine.export_formats import NIFTI, check_formats, file_names, parse_formats
 from engine.files import OutputSet
@@ -37,8 +37,10 @@ def choose(volume: Volume, name: str | None, force: bool) -> tuple[ModelSpec, Fi
         spec = find_model(name)
         fit = assess(volume, spec)
         if not fit.fits and not force:
+            # a 2D image for a 3D model (or the reverse): name the installed models that read it
             raise ModelError(
-                f"model {spec.name} does not fit this scan: {fit.explain()}; "
+                dimension_refusal(volume, spec, scan_models()[0])
+                or f"model {spec.name} does not fit this scan: {fit.explain()}; "
                 "--force runs it anyway (the result is marked outside the training domain)"
             )
         return spec, fit
@@ -105,7 +107,7 @@ def summary_lines(summary: dict) -> list[str]:
         lines.append("OUTSIDE THE MODEL'S TRAINING DOMAIN: " + "; ".join(summary["gate"]["reasons"]))
     verdict = summary["verdict"]
     lines.append(f"verdict: {verdict['message'] if verdict['available'] else verdict['reason']}")
-    found = summary["lesions"]
+    found = summary.get("lesions", [])  # none for a 2D image
     flagged = [lesion for lesion in found if lesion["review"]]
     if found:
         top = found[0]

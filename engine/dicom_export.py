@@ -34,6 +34,10 @@ OBJECTS = {
 }
 # UCUM codes of the map units: entropies in nats (a dimensionless annotation), probabilities unitless.
 _UCUM = {"nats": Code("{nat}", "UCUM", "nat"), "probability": Code("1", "UCUM", "no units")}
+# Value 4 of Image and Frame Type (Derived Pixel Contrast, PS3.3 C.8.16.1.4): the standard deviation across
+# chips is the defined term STD_DEVIATION; no defined term describes an entropy or a mutual information,
+# so those keep highdicom's QUANTITY (defined terms may be extended; dciodvfy warns it does not know it).
+_DERIVED_PIXEL_CONTRAST = {"std": hd.pm.DerivedPixelContrastValues.STD_DEVIATION}
 
 
 def _software_version() -> str:
@@ -53,21 +57,22 @@ def _segment_labels(spec: ModelSpec) -> list[Label]:
 
 
 def algorithm(spec: ModelSpec, run: RunSettings) -> hd.AlgorithmIdentificationSequence:
-    """The model and how it was run, as a reader of the SEG finds them (Algorithm Parameters)."""
+    """The model and how it was run, as a reader of the SEG finds them (Algorithm Parameters). A digital
+    run has no chips: the analog settings would only mislead, so they are named for analog runs alone."""
+    parameters = {"architecture": spec.architecture, "kind": spec.kind, "mode": str(run.mode)}
+    if str(run.mode) == "analog":
+        parameters |= {
+            "mc_samples": str(run.mc_samples),
+            "noise_level": f"{run.noise_level:g}",
+            "drift_s": f"{run.drift_s:g}",
+            "seed": str(run.seed),
+        }
     return hd.AlgorithmIdentificationSequence(
         name=spec.name,
         family=codes.cid7162.ArtificialIntelligence,
         version=_software_version(),
         source=MANUFACTURER,
-        parameters={
-            "architecture": spec.architecture,
-            "kind": spec.kind,
-            "mode": str(run.mode),
-            "mc_samples": str(run.mc_samples),
-            "noise_level": f"{run.noise_level:g}",
-            "drift_s": f"{run.drift_s:g}",
-            "seed": str(run.seed),
-        },
+        parameters=parameters,
     )
 
 
@@ -106,7 +111,7 @@ def _new_object(what: str, spec: ModelSpec, run: RunSettings) -> dict:
         "manufacturer": MANUFACTURER,
         "manufacturer_model_name": spec.name,
         "software_versions": _software_version(),
-        "device_serial_number": f"{run.mode} seed {run.seed}",
+        "device_serial_number": f"analog seed {run.seed}" if str(run.mode) == "analog" else "digital",
     }
 
 
@@ -196,6 +201,9 @@ def uncertainty_map(
         contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping],
         voi_lut_transformations=[window],
+        derived_pixel_contrast=_DERIVED_PIXEL_CONTRAST.get(
+            map_name, hd.pm.DerivedPixelContrastValues.QUANTITY
+        ),
         **_new_object("uncertainty", spec, run),
     )
     if (anatomy := _frame_anatomy(spec)) is not None:

@@ -23,11 +23,20 @@ NOT_DICOM = (
     "cannot export a DICOM SEG: this scan was not read from a DICOM series, and a SEG must reference the "
     "DICOM images it segments (open the DICOM folder, or export NIfTI or seg.nrrd)"
 )
+NOT_A_SERIES = (
+    "cannot export a DICOM SEG of a single 2D DICOM image: the SEG references the slices of a DICOM series "
+    "placed in the patient (export NIfTI or seg.nrrd)"
+)
 
 
 def is_dicom(volume: Volume) -> bool:
     """Whether the scan came from a DICOM series whose files we know."""
     return bool(volume.meta.get(DICOM_FILES))
+
+
+def why_not_dicom(volume: Volume) -> str:
+    """Why a DICOM SEG of `volume` cannot be written: not DICOM at all, or a single 2D DICOM image."""
+    return NOT_A_SERIES if volume.meta.get("format") == "DICOM" and volume.meta.get("planar") else NOT_DICOM
 
 
 def source_headers(volume: Volume) -> list[Dataset]:
@@ -36,7 +45,7 @@ def source_headers(volume: Volume) -> list[Dataset]:
     Raises `ScanError` for a scan not read from DICOM, or a series whose files are gone or changed.
     """
     if not is_dicom(volume):
-        raise ScanError(f"{volume.source}: {NOT_DICOM}")
+        raise ScanError(f"{volume.source}: {why_not_dicom(volume)}")
     headers: list[Dataset] = []
     for name in volume.meta[DICOM_FILES]:
         try:

@@ -146,14 +146,18 @@ def case_trust(result: VolumeResult, spec: ModelSpec, run: RunSettings) -> dict:
     """`write_results`' `verdict` and `lesions` for a finished result, computed here (the viewer keeps
     its own, computed in the background): the case verdict under the model's calibration for the run's
     mode (or why there is none), and the lesions on the predictive entropy, flagged above the
-    calibrated threshold (the map `training/trust_calibration.py` fits it on)."""
+    calibrated threshold (the map `training/trust_calibration.py` fits it on). A 2D image has no lesions
+    (volumes in mL, diameters in mm), as in the viewer: its objects are nuclei, in pixels."""
     from engine.findings import lesions
+    from engine.images2d import is_planar
     from engine.trust import NO_CALIBRATION, calibration_for, verdict
 
     calibration = calibration_for(spec, run.mode)
     return {
         "verdict": verdict(result, spec.preprocessing, calibration, run) if calibration else NO_CALIBRATION,
-        "lesions": lesions(
+        "lesions": None
+        if is_planar(result.volume)
+        else lesions(
             result, "entropy", review_above=calibration.lesion_review_above if calibration else None
         ),
     }

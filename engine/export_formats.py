@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.dicom_source import NOT_DICOM, is_dicom
+from engine.dicom_source import is_dicom, why_not_dicom
 from engine.files import atomic_write
 from engine.volume import ScanError, Volume
 
@@ -52,7 +52,7 @@ def check_formats(volume: Volume, formats: Sequence[str]) -> None:
     except ValueError as exc:
         raise ScanError(str(exc)) from None
     if DICOM_SEG in formats and not is_dicom(volume):
-        raise ScanError(f"{volume.source}: {NOT_DICOM}")
+        raise ScanError(f"{volume.source}: {why_not_dicom(volume)}")
 
 
 def file_names(formats: Sequence[str]) -> list[str]:

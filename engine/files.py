@@ -242,7 +242,8 @@ class OutputSet:
             self._fd = None
 
     def check(self, names: Iterable[str]) -> None:
-        """Refuse, before anything is written, to replace a protected file or a file that is not ours."""
+        """Refuse, before anything is written, to replace a protected file or a file that is not ours, or
+        to write into a folder that refuses files (read-only): the staging folder is made here."""
         ours = read_manifest(self.folder)
         foreign = []
         for name in [*names, MANIFEST]:
@@ -269,6 +270,20 @@ class OutputSet:
                 f"{self.folder}: {', '.join(foreign)} {were} not written by aimc (or changed since); "
                 "refusing to replace them: choose another folder or pass --overwrite"
             )
+        self._stage()
+
+    def _stage(self) -> Path:
+        """The staging folder, made on first use; a folder that refuses it is one line for the user."""
+        if self._staging is None:
+            if self._fd is None:
+                raise RuntimeError("an OutputSet is written inside `with`")
+            try:
+                self._staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.folder))
+            except OSError as exc:
+                raise OutputError(
+                    f"{self.folder}: could not write into this folder ({exc.strerror or exc})"
+                ) from None
+        return self._staging
 
     def _left_over(self, names: set[str]) -> list[str]:
         """The old set's files, unchanged since we wrote them, that the new set does not rewrite: removed
@@ -283,13 +298,10 @@ class OutputSet:
         """Where to write the file `name` of the set (in the staging folder)."""
         if Path(name).name != name or name in ("", ".", "..", MANIFEST):
             raise ValueError(f"{name!r} is not a file name of an output set")
-        if self._staging is None:
-            if self._fd is None:
-                raise RuntimeError("an OutputSet is written inside `with`")
-            self._staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.folder))
+        staging = self._stage()
         if name not in self._staged:
             self._staged.append(name)
-        return self._staging / name
+        return staging / name
 
     def commit(self) -> dict[str, Path]:
         """Put every file written through `path` into place as one set; return their final paths."""

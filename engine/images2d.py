@@ -268,11 +268,29 @@ def read_image(path: Path, channel: int | None = None) -> Volume:
     return _read_picture(path, channel)
 
 
+def _functional_group_spacing(file: Path) -> str:
+    """PixelSpacing ("row\\column", mm) from a multi-frame header's Pixel Measures (shared, else the
+    first frame's), where whole-slide microscopy keeps it; "" where there is none."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        header = pydicom.dcmread(file, stop_before_pixels=True)
+        for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+            for measures in (header.get(groups) or [{}])[0].get("PixelMeasuresSequence") or []:
+                if spacing := measures.get("PixelSpacing"):
+                    return "\\".join(str(v) for v in spacing)
+    except (OSError, ValueError, TypeError, AttributeError, InvalidDicomError):
+        return ""
+    return ""
+
+
 def read_dicom_image(file: Path, channel: int | None = None) -> Volume:
     """A single-frame DICOM image (a radiograph, a microscopy or secondary-capture image) as one slice.
 
-    It is placed like a PNG (rows down, columns across) at its PixelSpacing (or ImagerPixelSpacing);
-    without either, a pixel is 1 unit.
+    It is placed like a PNG (rows down, columns across) at its PixelSpacing (or ImagerPixelSpacing, or
+    for a whole-slide or enhanced image the Pixel Measures of its functional groups); without any, a
+    pixel is 1 unit.
     """
     import SimpleITK as sitk
 
@@ -297,7 +315,7 @@ def read_dicom_image(file: Path, channel: int | None = None) -> Volume:
         return image.GetMetaData(key).strip() if image.HasMetaDataKey(key) else ""
 
     size = None
-    if spacing := tag("0028|0030") or tag("0018|1164"):  # rows\columns spacing in mm
+    if spacing := tag("0028|0030") or tag("0018|1164") or _functional_group_spacing(file):  # mm
         try:
             row_mm, col_mm = (float(v) for v in spacing.split("\\")[:2])
             size = (col_mm, row_mm) if min(row_mm, col_mm) > 0 else None

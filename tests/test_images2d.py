@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 import tifffile
@@ -124,6 +125,24 @@ def test_png_physical_resolution_and_a_single_dicom_image(tmp_path) -> None:
         volume = load_scan(path)
         assert is_planar(volume) and volume.modality == "SM" and volume.meta["format"] == "DICOM"
         np.testing.assert_array_equal(get_slice(volume.data, "axial", 0), _pattern())
+    assert not pixel_size_known(volume)  # GDCM writes a whole-slide image without its pixel size
+    # whole-slide microscopy keeps PixelSpacing (row, column) in its functional groups' Pixel Measures
+    header = pydicom.dcmread(folder / "one.dcm")
+    measures = pydicom.Dataset()
+    measures.PixelSpacing = [0.0001, 0.0002]
+    shared = pydicom.Dataset()
+    shared.PixelMeasuresSequence = [measures]
+    header.SharedFunctionalGroupsSequence = [shared]
+    header.save_as(folder / "one.dcm")
+    volume = load_scan(folder / "one.dcm")
+    assert volume.meta["pixel_size_mm"] == pytest.approx([0.0002, 0.0001])  # (column width, row height)
+    assert area_text(volume, 10) == "0.2 µm²"
+    # a secondary capture keeps it at the top level
+    del header.SharedFunctionalGroupsSequence
+    header.SOPClassUID = header.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    header.Modality, header.PixelSpacing = "OT", [0.0005, 0.00025]
+    header.save_as(folder / "one.dcm")
+    assert load_scan(folder / "one.dcm").meta["pixel_size_mm"] == pytest.approx([0.00025, 0.0005])
 
 
 def _png_header(width: int, height: int) -> bytes:
@@ -204,6 +223,8 @@ def test_predict_counts_nuclei_in_a_png_in_pixels(tmp_path, capsys, needs_nuclei
     label = summary["labels"]["nucleus"]
     assert "volume_ml" not in label and label["area_px"] > 0 and "voxel_volume_ml" not in summary
     assert summary["pixel_size"].startswith("unknown")
+    # no lesions in mL and mm for an image whose pixel size is unknown: its objects are the nuclei
+    assert "lesions" not in summary and " mL" not in printed and " mm" not in printed
 
 
 def test_predict_refuses_mismatched_dimensions_unless_forced(tmp_path, capsys, needs_nuclei_model) -> None:
@@ -213,10 +234,11 @@ def test_predict_refuses_mismatched_dimensions_unless_forced(tmp_path, capsys, n
     assert _predict(cells, tmp_path / "a", "--model", "lgg_unet_hwa") == 2  # it reads 3D volumes
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
-    assert "2D image" in err and "--force" in err
+    assert "2D image" in err and "--force" in err and "models for it: " in err and NUCLEI_MODEL in err
     assert not (tmp_path / "a").exists()
     assert _predict(SAMPLES / "lgg_sample.nii.gz", tmp_path / "b", "--model", NUCLEI_MODEL) == 2
-    assert "the scan is a 3D volume; the model reads 2D scans" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the scan is a 3D volume; the model reads 2D scans" in err and "lgg_unet_hwa" in err
     assert _predict(cells, tmp_path / "c", "--model", "lgg_unet_hwa", "--force", "--quiet") == 0
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert summary["gate"]["outside_training_domain"] and "nuclei" not in summary

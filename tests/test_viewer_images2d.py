@@ -65,6 +65,7 @@ def test_a_png_shows_in_one_view_with_its_nuclei_counted_listed_and_exported(qtb
     assert count == 5 and panel.tabs.tabText(0) == "Nuclei (5)" and "5 nuclei" in panel.lesion_note.text()
     assert window.grid.views["axial"].isVisible()
     assert not window.grid.views["coronal"].isVisible() and not window.grid.views["sagittal"].isVisible()
+    assert not any(letter.isVisible() for letter in window.grid.views["axial"].letters.values())  # no R/L/A/P
     assert (
         panel.table.horizontalHeaderItem(1).text() == "px"
         and panel.lesions.horizontalHeaderItem(1).text() == "px"

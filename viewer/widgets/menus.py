@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 EXPORT_FORMATS = {
     NIFTI: "NIfTI (.nii.gz)",
-    DICOM_SEG: "DICOM SEG + parametric map (scans read from DICOM)",
+    DICOM_SEG: "DICOM SEG + parametric map (scans read from a DICOM series)",
     SEG_NRRD: "3D Slicer segmentation (.seg.nrrd)",
 }
 

@@ -37,9 +37,12 @@ class ViewGrid(QWidget):
         self._layout.addWidget(self.views[small[1]], 1, 1)
 
     def set_planar(self, planar: bool) -> None:
-        """A 2D image (one slice) shows only its axial view, across the whole grid; a volume all three."""
+        """A 2D image (one slice) shows only its axial view, across the whole grid, without the patient
+        directions at its edges (a micrograph has no anterior or left); a volume all three, with them."""
         for name in VIEWS[1:]:
             self.views[name].setVisible(not planar)
+        for letter in self.views[VIEWS[0]].letters.values():
+            letter.setVisible(not planar)
         self._layout.setColumnStretch(1, 0 if planar else 1)
 
     def reset_zoom(self) -> None:
