@@ -103,6 +103,8 @@ def test_dicom_series_are_cases_whether_in_their_own_folders_or_together(tmp_pat
     assert _names(mixed) == ["mixed_series1", "mixed_series2"]
     assert [c.load().shape[2] for c in mixed] == [3, 4]  # each read from its own files
     assert mixed[0].load().source == str(tmp_path / "mixed")
+    assert [c.series_uid for c in mixed] == ["1.2.3.201", "1.2.3.202"]  # which series, in the table
+    assert [c.series_uid for c in discover([str(tmp_path / "study")])] == ["1.2.3.101", "1.2.3.102"]
 
 
 def test_one_scan_is_not_a_batch_but_anything_that_names_several_is(tmp_path):
