@@ -177,7 +177,9 @@ def test_a_case_is_complete_only_by_its_manifest(small_model, tmp_path):
     (Path(job.out_dir) / "aimc-manifest.json").unlink()  # every file there, but nothing vouches for them
     row = run_case(job)  # not ours any more: left alone, unless --overwrite
     assert row["status"] == FAILED and "not written by aimc" in row["error"], row
-    assert run_case(_job(small_model, Path(job.case.source), tmp_path / "out", overwrite=True))["status"] == DONE
+    assert (
+        run_case(_job(small_model, Path(job.case.source), tmp_path / "out", overwrite=True))["status"] == DONE
+    )
     with (Path(job.out_dir) / "uncertainty.nii.gz").open("ab") as f:
         f.write(b"edited")  # a map changed since: its hash no longer matches the manifest's
     assert run_case(job)["status"] == FAILED
@@ -189,7 +191,9 @@ def test_a_failed_rerun_leaves_the_earlier_complete_case_as_it_was(small_model, 
     assert run_case(job)["status"] == DONE
     before = {p.name: p.read_bytes() for p in Path(job.out_dir).iterdir()}
     scan.write_bytes(b"")  # the scan went bad since; other settings make the case run again
-    other = CaseJob(job.case, job.out_dir, job.model, RunSettings(model=small_model.name, seed=4, mc_samples=2))
+    other = CaseJob(
+        job.case, job.out_dir, job.model, RunSettings(model=small_model.name, seed=4, mc_samples=2)
+    )
     assert run_case(other)["status"] == FAILED
     assert {p.name: p.read_bytes() for p in Path(job.out_dir).iterdir()} == before
 
@@ -293,7 +297,9 @@ def test_the_model_gate_chooses_or_refuses_per_case_as_for_one_scan(tmp_path, mo
     lgg, tiny = discover([str(sample), str(other)])
 
     def row(case: BatchCase, model: str | None, force: bool = False) -> dict:
-        return run_case(CaseJob(case, str(tmp_path / f"{model}-{force}" / case.name), model, run, force=force))
+        return run_case(
+            CaseJob(case, str(tmp_path / f"{model}-{force}" / case.name), model, run, force=force)
+        )
 
     chosen = row(lgg, None)
     assert chosen["status"] == DONE and chosen["model"] == "lgg_unet_digital" and chosen["fits_model"] is True
@@ -303,3 +309,19 @@ def test_the_model_gate_chooses_or_refuses_per_case_as_for_one_scan(tmp_path, mo
     assert not (tmp_path / "hippocampus_unet_digital-False").exists()  # refused before any work
     forced = row(lgg, "hippocampus_unet_digital", force=True)
     assert forced["status"] == DONE and forced["fits_model"] is False
+
+
+def test_the_progress_bars_count_cases_and_slices_once_each():
+    from cli.batch import _Bars
+
+    bars = _Bars(2, disable=False)
+    for done in (1, 2, 3):
+        bars.progress({"case": "a", "done": done, "total": 3})
+    counts = []
+    for done in (1, 2, 1, 2, 3, 4):  # case b's worker died after 2 slices: redone from the first
+        bars.progress({"case": "b", "done": done, "total": 4})
+        counts.append(bars.slices.n)
+    assert counts == [4, 5, 5, 5, 6, 7]  # never backwards, each slice once
+    bars.cases.update(2)
+    assert (bars.slices.n, bars.slices.total, bars.cases.n) == (7, 7, 2)
+    bars.close()
