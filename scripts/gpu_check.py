@@ -96,14 +96,14 @@ def check_hwa_step(gpu: torch.device) -> tuple[bool, str]:
     for side, device in (("cpu", torch.device("cpu")), ("cuda", gpu)):  # a dry run: the CPU twice
         model = hwa_start(base, settings).to(device).train()
         t0 = time.perf_counter()
-        loss = DiceCELoss(to_onehot_y=True, softmax=True)(model(x.to(device)), y.to(device)[:, None])
+        loss = DiceCELoss(to_onehot_y=True, softmax=True)(model(x.to(device)), y.to(device))
         loss.backward()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         grads = torch.stack(
             [t.input_range.grad.detach().cpu().reshape(()) for _, t in model.named_analog_tiles()]
         )
-        out[side] = (float(loss), grads, time.perf_counter() - t0)
+        out[side] = (float(loss.detach()), grads, time.perf_counter() - t0)
     (l_cpu, g_cpu, t_cpu), (l_gpu, g_gpu, t_gpu) = out["cpu"], out["cuda"]
     rel = float((g_cpu - g_gpu).norm() / g_cpu.norm().clamp_min(1e-12))
     ok = abs(l_cpu - l_gpu) <= 1e-3 and rel <= 0.01
