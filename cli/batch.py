@@ -81,21 +81,27 @@ def predict_batch(args: argparse.Namespace) -> int:
     from cli.main import predict_settings
     from engine.batch import discover
     from engine.batch_run import FAILED, CaseJob, pending_row, row_of, run_case, write_table
-    from engine.model_store import default_model, find_model
+    from engine.export_formats import NIFTI, parse_formats
+    from engine.model_store import find_model
 
-    spec = find_model(args.model) if args.model else default_model()
-    run = predict_settings(args, spec.name)
+    formats = parse_formats(args.format or [NIFTI])  # a ValueError: one line, before any case
+    spec = find_model(args.model) if args.model else None  # None: the model gate chooses per case
+    run = predict_settings(args, spec.name if spec is not None else "chosen per case")
     out = Path(args.out)
     cases = discover(args.scan, exclude=out)
-    model = str(spec.folder) if spec.folder is not None else spec.name
-    jobs = [CaseJob(c, str(out / c.name), model, run, args.channel, args.overwrite) for c in cases]
+    model = None if spec is None else str(spec.folder) if spec.folder is not None else spec.name
+    jobs = [
+        CaseJob(c, str(out / c.name), model, run, args.channel, args.overwrite, args.force, formats)
+        for c in cases
+    ]
     rows = {job.case.name: pending_row(job) for job in jobs}
     bars = _Bars(len(jobs), disable=args.quiet or not sys.stderr.isatty())
     executor = executor_of(args)
     try:
         with executor:
             if not args.quiet:
-                print(f"{len(jobs)} cases, {spec.name} {run.mode}, {executor.describe()}", file=sys.stderr)
+                which = spec.name if spec is not None else "the model the gate chooses per case"
+                print(f"{len(jobs)} cases, {which}, {run.mode}, {executor.describe()}", file=sys.stderr)
             for job, row in executor.map(run_case, jobs, bars.progress, return_exceptions=True):
                 if isinstance(row, BaseException):  # the unit itself was lost (workers kept dying)
                     row = row_of(job, FAILED, 0.0, error=f"{type(row).__name__}: {row}")

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.compatibility import Fit, assess, choose_model, dimension_refusal
+from engine.compatibility import Fit, model_for_scan
 from engine.export import RESULT_FILES, SUMMARY, case_trust, write_results
 from engine.export_formats import NIFTI, check_formats, file_names, parse_formats
 from engine.files import OutputSet
-from engine.model_store import ModelError, ModelSpec, find_model, scan_models
+from engine.model_store import ModelSpec, find_model, scan_models
 from engine.run_settings import RunSettings
 from engine.volume import ScanError, Volume, load_scan
 
@@ -32,24 +32,9 @@ if TYPE_CHECKING:
 
 def choose(volume: Volume, name: str | None, force: bool) -> tuple[ModelSpec, Fit]:
     """The model to run and the gate's fit: `name` if it fits the scan (or `force`), else the installed
-    model that fits best, chosen as the viewer chooses (`engine.compatibility.choose_model`)."""
-    if name:
-        spec = find_model(name)
-        fit = assess(volume, spec)
-        if not fit.fits and not force:
-            # a 2D image for a 3D model (or the reverse): name the installed models that read it
-            raise ModelError(
-                dimension_refusal(volume, spec, scan_models()[0])
-                or f"model {spec.name} does not fit this scan: {fit.explain()}; "
-                "--force runs it anyway (the result is marked outside the training domain)"
-            )
-        return spec, fit
-    specs, _broken = scan_models()
-    chosen, fits = choose_model(volume, specs)
-    if chosen is None:
-        why = "; ".join(f"{f.model}: {f.explain()}" for f in fits[:3]) or "no models are installed"
-        raise ModelError(f"no installed model fits this scan ({why}); choose one with --model NAME --force")
-    return chosen, next(f for f in fits if f.model == chosen.name)
+    model that fits best, chosen as the viewer chooses (`engine.compatibility.model_for_scan`)."""
+    spec = find_model(name) if name else None
+    return model_for_scan(volume, spec, force, scan_models()[0])
 
 
 def gate_line(fit: Fit, asked: bool) -> str:

@@ -26,17 +26,19 @@ from engine.volume import SCAN_SUFFIXES, ScanError, Volume, list_dicom_series, l
 LIST_SUFFIXES = (".txt", ".csv", ".tsv", ".lst", ".list")
 LIST_COLUMNS = ("path", "image", "scan", "file")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-Found = tuple[str, Path, tuple[str, ...]]  # a scan found: its name, where it is read from, its own files
+Found = tuple[str, Path, tuple[str, ...], str]  # a scan: name, where it is read from, own files, series UID
 
 
 @dataclass(frozen=True)
 class BatchCase:
-    """One scan of a batch: its output folder name, where it is read from, and for a DICOM series
-    that shares its folder with other series, its own files."""
+    """One scan of a batch: its output folder name, where it is read from, for a DICOM series that
+    shares its folder with other series its own files, and for a DICOM series its UID (which series of
+    the folder it is, in the table)."""
 
     name: str
     source: str
     files: tuple[str, ...] = ()
+    series_uid: str = ""
 
     def load(self, channel: int | None = None) -> Volume:
         """The scan (`engine.volume.load_scan`); a series among others is read from its own files."""
@@ -65,17 +67,17 @@ def _stem(path: Path) -> str:
     return name
 
 
-def _dicom_series(folder: Path) -> list[tuple[str, ...]]:
-    """The DICOM series directly in `folder`, each as its files, in the order of their UIDs (GDCM reads
-    only the headers; `list_dicom_series` takes names SimpleITK cannot)."""
+def _dicom_series(folder: Path) -> list[tuple[str, tuple[str, ...]]]:
+    """The DICOM series directly in `folder`, each as its UID and files, in the order of their UIDs (GDCM
+    reads only the headers; `list_dicom_series` takes names SimpleITK cannot)."""
     try:
-        return [s.files for s in sorted(list_dicom_series(folder), key=lambda s: s.uid)]
+        return [(s.uid, tuple(s.files)) for s in sorted(list_dicom_series(folder), key=lambda s: s.uid)]
     except ScanError:
         return []
 
 
 def _in_folder(folder: Path, exclude: Path | None) -> list[Found]:
-    """(name, source, files) of every scan file and DICOM series under `folder`, depth first, sorted."""
+    """(name, source, files, UID) of every scan file and DICOM series under `folder`, depth first, sorted."""
     found: list[Found] = []
     for root, dirs, names in os.walk(folder):
         here = Path(root)
@@ -83,14 +85,16 @@ def _in_folder(folder: Path, exclude: Path | None) -> list[Found]:
             d for d in dirs if not d.startswith(".") and (exclude is None or (here / d).resolve() != exclude)
         )
         scans = sorted(n for n in names if n.lower().endswith(SCAN_SUFFIXES) and not n.startswith("."))
-        found += [(_stem(Path(n)), here / n, ()) for n in scans]
+        found += [(_stem(Path(n)), here / n, (), "") for n in scans]
         others = [n for n in names if n not in scans and not n.startswith(".") and n != "dataset.json"]
         if others:
             series = _dicom_series(here)
             if len(series) == 1:
-                found.append((here.name, here, ()))
+                found.append((here.name, here, (), series[0][0]))
             found += [
-                (f"{here.name}_series{k + 1}", here, s) for k, s in enumerate(series) if len(series) > 1
+                (f"{here.name}_series{k + 1}", here, files, uid)
+                for k, (uid, files) in enumerate(series)
+                if len(series) > 1
             ]
     return found
 
@@ -111,7 +115,7 @@ def _msd(path: Path) -> list[Found]:
                 images.append(path.parent / image)
     if not images:
         raise ScanError(f"{path}: the dataset lists no images")
-    return [(_stem(p), p, ()) for p in images]
+    return [(_stem(p), p, (), "") for p in images]
 
 
 def _listed(path: Path) -> list[Found]:
@@ -134,7 +138,7 @@ def _listed(path: Path) -> list[Found]:
     else:
         entries = [line.strip() for line in text.splitlines()]
     paths = [path.parent / e for e in entries if e and not e.startswith("#")]
-    return [(_stem(p) if not p.is_dir() else p.name, p, ()) for p in paths]
+    return [(_stem(p) if not p.is_dir() else p.name, p, (), "") for p in paths]
 
 
 def _expand(text: str, exclude: Path | None) -> list[Found]:
@@ -158,7 +162,7 @@ def _expand(text: str, exclude: Path | None) -> list[Found]:
         return _msd(path)
     if name.endswith(LIST_SUFFIXES):
         return _listed(path)
-    return [(_stem(path), path, ())]
+    return [(_stem(path), path, (), "")]
 
 
 def safe_name(text: str) -> str:
@@ -177,26 +181,26 @@ def discover(inputs: Sequence[str], exclude: str | os.PathLike | None = None) ->
     seen: set[tuple[str, tuple[str, ...]]] = set()
     chosen: list[Found] = []
     for text in inputs:
-        for name, source, files in _expand(str(text), skip):
+        for name, source, files, uid in _expand(str(text), skip):
             key = (os.path.realpath(source), files)
             if skip is not None and Path(key[0]).is_relative_to(skip):
                 continue  # an output of this batch, matched by a pattern or a list
             if key not in seen:
                 seen.add(key)
-                chosen.append((name, source, files))
+                chosen.append((name, source, files, uid))
     return [
-        BatchCase(name, str(source), files)
-        for name, (_, source, files) in zip(_unique_names(chosen), chosen, strict=True)
+        BatchCase(name, str(source), files, uid)
+        for name, (_, source, files, uid) in zip(_unique_names(chosen), chosen, strict=True)
     ]
 
 
 def _unique_names(chosen: list[Found]) -> list[str]:
     """Each case's name, its parent folder's prepended where names repeat, numbered where they still do."""
-    base = [safe_name(name) for name, _, _ in chosen]
+    base = [safe_name(name) for name, _, _, _ in chosen]
     repeated = {n.lower() for n in base if sum(m.lower() == n.lower() for m in base) > 1}
     names = [
         safe_name(f"{Path(source).parent.name}_{n}") if n.lower() in repeated else n
-        for n, (_, source, _) in zip(base, chosen, strict=True)
+        for n, (_, source, _, _) in zip(base, chosen, strict=True)
     ]
     taken: set[str] = set()
     unique = []

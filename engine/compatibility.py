@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from engine.images2d import is_planar
 from engine.model_card import ModelCard, ScanStatistics
-from engine.model_store import ModelSpec
+from engine.model_store import ModelError, ModelSpec
 from engine.volume import Volume
 
 SIZE_SLACK = 2.0  # a scan may be up to this factor smaller or larger than any training scan
@@ -173,3 +173,26 @@ def choose_model(
         if s.name == current:
             return s, fits
     return min(fitting, key=lambda sf: _preference(*sf))[0], fits
+
+
+def model_for_scan(
+    volume: Volume, spec: ModelSpec | None, force: bool, installed: list[ModelSpec]
+) -> tuple[ModelSpec, Fit]:
+    """The model to run on `volume` and the gate's fit, as `aimc predict` decides for one scan or each
+    case of a batch: `spec` if it fits (or `force`), else (no `spec`) the installed model that fits best.
+    A model that does not fit, or no model fitting, is a `ModelError` saying why."""
+    if spec is not None:
+        fit = assess(volume, spec)
+        if not fit.fits and not force:
+            # a 2D image for a 3D model (or the reverse): name the installed models that read it
+            raise ModelError(
+                dimension_refusal(volume, spec, installed)
+                or f"model {spec.name} does not fit this scan: {fit.explain()}; "
+                "--force runs it anyway (the result is marked outside the training domain)"
+            )
+        return spec, fit
+    chosen, fits = choose_model(volume, installed)
+    if chosen is None:
+        why = "; ".join(f"{f.model}: {f.explain()}" for f in fits[:3]) or "no models are installed"
+        raise ModelError(f"no installed model fits this scan ({why}); choose one with --model NAME --force")
+    return chosen, next(f for f in fits if f.model == chosen.name)

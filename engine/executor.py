@@ -8,7 +8,7 @@ it across units in its own process (`local_model`, `local_chips`), so a model is
 programmed once per worker. Each worker pins torch to its share of its host's cores.
 
 A worker that dies takes its running unit with it; Dask reruns that unit on another worker (and on a
-restarted one), so units must be idempotent: write outputs atomically, the completion mark last.
+restarted one), so units must be idempotent: write outputs as one output set (`engine.files.OutputSet`).
 """
 
 from __future__ import annotations
@@ -59,6 +59,14 @@ def local_model(name: str) -> ModelSpec:
     from engine.model_store import find_model
 
     return find_model(name)
+
+
+@functools.lru_cache(maxsize=1)
+def installed_models() -> tuple[ModelSpec, ...]:
+    """The installed models, read once per process (for the gate's choice of a model per case)."""
+    from engine.model_store import scan_models
+
+    return tuple(scan_models()[0])
 
 
 def usable_cores() -> int:

@@ -103,6 +103,8 @@ def test_dicom_series_are_cases_whether_in_their_own_folders_or_together(tmp_pat
     assert _names(mixed) == ["mixed_series1", "mixed_series2"]
     assert [c.load().shape[2] for c in mixed] == [3, 4]  # each read from its own files
     assert mixed[0].load().source == str(tmp_path / "mixed")
+    assert [c.series_uid for c in mixed] == ["1.2.3.201", "1.2.3.202"]  # which series, in the table
+    assert [c.series_uid for c in discover([str(tmp_path / "study")])] == ["1.2.3.101", "1.2.3.102"]
 
 
 def test_one_scan_is_not_a_batch_but_anything_that_names_several_is(tmp_path):
@@ -165,13 +167,35 @@ def test_a_case_is_run_then_skipped_when_complete_and_redone_with_overwrite(smal
     )
 
 
-def test_a_case_cut_off_before_its_summary_is_redone(small_model, tmp_path):
+def test_a_case_is_complete_only_by_its_manifest(small_model, tmp_path):
     job = _job(small_model, _scan(tmp_path / "p1.nii.gz"), tmp_path / "out")
     run_case(job)
-    (Path(job.out_dir) / "summary.json").unlink()  # as if the worker died after the maps
+    (Path(job.out_dir) / "summary.json").unlink()  # a set missing a file it lists is incomplete
     assert run_case(job)["status"] == DONE
     (Path(job.out_dir) / "seg.nii.gz").unlink()
     assert run_case(job)["status"] == DONE
+    (Path(job.out_dir) / "aimc-manifest.json").unlink()  # every file there, but nothing vouches for them
+    row = run_case(job)  # not ours any more: left alone, unless --overwrite
+    assert row["status"] == FAILED and "not written by aimc" in row["error"], row
+    assert (
+        run_case(_job(small_model, Path(job.case.source), tmp_path / "out", overwrite=True))["status"] == DONE
+    )
+    with (Path(job.out_dir) / "uncertainty.nii.gz").open("ab") as f:
+        f.write(b"edited")  # a map changed since: its hash no longer matches the manifest's
+    assert run_case(job)["status"] == FAILED
+
+
+def test_a_failed_rerun_leaves_the_earlier_complete_case_as_it_was(small_model, tmp_path):
+    scan = _scan(tmp_path / "p1.nii.gz")
+    job = _job(small_model, scan, tmp_path / "out")
+    assert run_case(job)["status"] == DONE
+    before = {p.name: p.read_bytes() for p in Path(job.out_dir).iterdir()}
+    scan.write_bytes(b"")  # the scan went bad since; other settings make the case run again
+    other = CaseJob(
+        job.case, job.out_dir, job.model, RunSettings(model=small_model.name, seed=4, mc_samples=2)
+    )
+    assert run_case(other)["status"] == FAILED
+    assert {p.name: p.read_bytes() for p in Path(job.out_dir).iterdir()} == before
 
 
 def test_a_bad_case_is_a_failed_row_and_leaves_no_complete_folder(small_model, tmp_path):
@@ -257,3 +281,47 @@ def test_bench_batch_rows_time_each_variant_on_fresh_folders(small_model, tmp_pa
     for r in rows:  # nothing skipped: each variant ran every case
         assert r["scans"] == 2 and r["failed"] == 0 and r["slices"] == 6 and r["scans_per_min"] > 0, r
     assert rows[2]["mc"] == 4 and len(lines) == 2 and "serial again" in lines[1]
+
+
+@pytest.mark.slow  # two 20-slice LGG volumes, digital
+def test_the_model_gate_chooses_or_refuses_per_case_as_for_one_scan(tmp_path, monkeypatch):
+    import engine.executor
+    from engine.model_store import find_model
+    from tests.conftest import SAMPLES
+
+    installed = tuple(find_model(n) for n in ("lgg_unet_digital", "hippocampus_unet_digital"))
+    monkeypatch.setattr(engine.executor, "installed_models", lambda: installed)  # the fast digital ones
+
+    sample, other = SAMPLES / "lgg_sample.nii.gz", _scan(tmp_path / "tiny.nii.gz")  # a 24x24x3 random scan
+    run = RunSettings(model="chosen per case", mode="digital")
+    lgg, tiny = discover([str(sample), str(other)])
+
+    def row(case: BatchCase, model: str | None, force: bool = False) -> dict:
+        return run_case(
+            CaseJob(case, str(tmp_path / f"{model}-{force}" / case.name), model, run, force=force)
+        )
+
+    chosen = row(lgg, None)
+    assert chosen["status"] == DONE and chosen["model"] == "lgg_unet_digital" and chosen["fits_model"] is True
+    assert row(tiny, None)["error"].startswith("no installed model fits this scan")
+    refused = row(lgg, "hippocampus_unet_digital")
+    assert refused["status"] == FAILED and "does not fit this scan" in refused["error"]
+    assert not (tmp_path / "hippocampus_unet_digital-False").exists()  # refused before any work
+    forced = row(lgg, "hippocampus_unet_digital", force=True)
+    assert forced["status"] == DONE and forced["fits_model"] is False
+
+
+def test_the_progress_bars_count_cases_and_slices_once_each():
+    from cli.batch import _Bars
+
+    bars = _Bars(2, disable=False)
+    for done in (1, 2, 3):
+        bars.progress({"case": "a", "done": done, "total": 3})
+    counts = []
+    for done in (1, 2, 1, 2, 3, 4):  # case b's worker died after 2 slices: redone from the first
+        bars.progress({"case": "b", "done": done, "total": 4})
+        counts.append(bars.slices.n)
+    assert counts == [4, 5, 5, 5, 6, 7]  # never backwards, each slice once
+    bars.cases.update(2)
+    assert (bars.slices.n, bars.slices.total, bars.cases.n) == (7, 7, 2)
+    bars.close()

@@ -13,6 +13,7 @@ import torch
 
 from engine.analog.chip_store import DIR_ENV, SIZE_ENV, ChipStore, default_folder, default_store
 from engine.analog.chips import ChipCache
+from engine.files import TMP_PREFIX
 from engine.inference import Segmenter
 from engine.run_settings import RunSettings
 
@@ -135,10 +136,21 @@ def test_concurrent_writers_leave_whole_files_and_no_temporaries(tmp_path: Path)
         t.start()
     for t in threads:
         t.join()
-    assert not list(tmp_path.glob(".tmp-*"))
+    assert not [p for p in tmp_path.iterdir() if p.suffix != ".safetensors"]  # no temporaries left
     for k in range(4):
         got = store.load({"chip": k})
         assert got is not None and torch.equal(got["w"], tensors[k]["w"])
+
+
+def test_a_dead_writers_temporary_is_cleared_a_running_ones_kept(tmp_path: Path) -> None:
+    store = ChipStore(tmp_path, max_bytes=2**30)
+    dead = tmp_path / f"{TMP_PREFIX}killed.safetensors"  # a writer killed mid-write an hour ago
+    dead.write_bytes(b"\0" * 1000)
+    os.utime(dead, (time.time() - 7200, time.time() - 7200))
+    running = tmp_path / f"{TMP_PREFIX}running.safetensors"  # one writing now is left alone
+    running.write_bytes(b"\0" * 1000)
+    store.save({"chip": 0}, {"w": torch.zeros(10)})
+    assert not dead.exists() and running.exists() and store.load({"chip": 0}) is not None
 
 
 def test_the_store_follows_the_environment(tmp_path: Path, monkeypatch) -> None:

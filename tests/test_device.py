@@ -126,3 +126,28 @@ def test_hardware_aware_training_steps_on_every_device(device: str) -> None:
     after = [t.input_range.detach() for _, t in model.named_analog_tiles()]
     assert all(a.device == torch.device(device) for a in after)
     assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
+
+
+def test_the_viewers_device_menu_applies_the_choice_and_keeps_it(qtbot, tmp_path, monkeypatch) -> None:
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QMainWindow
+
+    from viewer.widgets.device_menu import add_device_menu, saved_device
+
+    monkeypatch.delenv(DEVICE_ENV, raising=False)
+    settings = QSettings(str(tmp_path / "viewer.ini"), QSettings.Format.IniFormat)
+    window = QMainWindow()
+    qtbot.addWidget(window)
+    menu = add_device_menu(window, settings, saved_device(settings))
+    actions = {a.data(): a for a in menu.actions()}
+    assert list(actions) == ["auto", *available_devices()] and actions["auto"].isChecked()
+    actions["cpu"].trigger()  # what the reader's click does
+    assert resolve_device() == torch.device("cpu") and saved_device(settings) == "cpu"
+    assert settings.value("device") == "cpu" and actions["cpu"].isChecked()
+    again = QMainWindow()  # the next start opens with the saved choice
+    qtbot.addWidget(again)
+    use_device("auto")
+    reopened = {a.data(): a for a in add_device_menu(again, settings, saved_device(settings)).actions()}
+    assert reopened["cpu"].isChecked() and resolve_device() == torch.device("cpu")
+    settings.setValue("device", "tpu")  # a malformed saved choice: auto
+    assert saved_device(settings) == "auto"

@@ -31,7 +31,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from engine.files import atomic_write
+from engine.files import TMP_PREFIX, atomic_write
 
 DIR_ENV = "AIMC_CHIP_CACHE_DIR"
 SIZE_ENV = "AIMC_CHIP_CACHE_MB"
@@ -126,7 +126,7 @@ class ChipStore:
     def evict(self) -> None:
         """Drop the least recently used chips until the folder fits `max_bytes`, and stale temporaries."""
         now = time.time()
-        for tmp in self.folder.glob(".tmp-*"):
+        for tmp in self.folder.glob(f"{TMP_PREFIX}*"):
             if now - _mtime(tmp) > _STALE_TMP_S:
                 tmp.unlink(missing_ok=True)
         files = sorted(self.entries(), key=_mtime)
