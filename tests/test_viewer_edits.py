@@ -23,7 +23,8 @@ from tests.test_viewer_session import DictStore, FakeRunner
 from viewer.session.display import display_position
 from viewer.session.edits import MAX_UNDO, EditLayer, Tool, brush_offsets
 from viewer.session.review import Kind, Status, review_items
-from viewer.session.session import ReadingSession, RunOutcome
+from viewer.session.runs import RunOutcome
+from viewer.session.session import ReadingSession
 
 SPEC = ModelSpec(
     "m",

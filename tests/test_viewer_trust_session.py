@@ -26,7 +26,8 @@ from tests.conftest import SHARED_DATA
 from tests.test_viewer_session import DictStore, FakeRunner
 from viewer.session.background import Immediate, Latest
 from viewer.session.notices import OUTSIDE, RUN_ANYWAY, Level, title_mark, verdict_notice
-from viewer.session.session import ReadingSession, RunOutcome
+from viewer.session.runs import RunOutcome
+from viewer.session.session import ReadingSession
 from viewer.session.verdicts import CaseVerdict, VerdictState
 
 SAMPLE = Path(__file__).resolve().parent.parent / "resources" / "samples" / "lgg_sample.nii.gz"

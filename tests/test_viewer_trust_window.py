@@ -160,9 +160,7 @@ def test_ct_gets_a_banner_and_no_run_until_run_anyway_then_carries_the_mark(qtbo
     assert window.trust.verdict_banner.isVisible() and "OUTSIDE" in window.windowTitle()
 
 
-def test_hippocampus_gets_its_calibrated_model_and_the_lgg_sample_switches_back(
-    qtbot, window
-) -> None:
+def test_hippocampus_gets_its_calibrated_model_and_the_lgg_sample_switches_back(qtbot, window) -> None:
     started: list = []
     window.runner.started.connect(started.append)
     _open(qtbot, window, HIPPOCAMPUS)

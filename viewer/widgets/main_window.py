@@ -21,7 +21,8 @@ from engine.volume import Volume
 from viewer.session.display import VIEWS, WindowLevel, window_step
 from viewer.session.findings_table import Findings
 from viewer.session.readout import describe_run, map_label
-from viewer.session.session import ReadingSession, RunOutcome
+from viewer.session.runs import RunOutcome
+from viewer.session.session import ReadingSession
 from viewer.widgets.background import ThreadBackground
 from viewer.widgets.colour_bar import ColourBar
 from viewer.widgets.edit_tools import EditingControls, ask_keep_edits
