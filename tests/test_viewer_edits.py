@@ -337,3 +337,20 @@ def test_edit_layer_counts_against_the_ai() -> None:
     layer.set[0, 1], layer.values[0, 1] = True, 1  # set to what the AI had: no change
     assert layer.counts(ai, 3) == {1: (0, 4), 2: (4, 0)}
     assert np.array_equal(layer.apply(ai)[0, 1], ai[0, 1]) and ai[0, 0].all()
+
+
+def test_edits_are_unsaved_until_the_edited_segmentation_is_exported(lgg_case, tmp_path) -> None:
+    volume = load_scan(lgg_case[0])
+    session = _session(volume, np.zeros(volume.shape, np.uint8))
+    editor = session.editor
+    assert not editor.unsaved()  # the AI's result as it came: nothing to lose
+    editor.tool, editor.label, editor.brush_mm = Tool.PAINT, 1, 5.0
+    _stroke(session, "axial", [(60, 60, 10)])
+    assert editor.unsaved()
+    session.export(tmp_path / "ai", "entropy", False, False, edited=False)
+    assert editor.unsaved(), "the AI's result exported does not hold the reader's edits"
+    session.export(tmp_path / "edited", "entropy", False, False)
+    assert not editor.unsaved()
+    _stroke(session, "axial", [(80, 80, 10)])
+    assert editor.unsaved()  # a later stroke is not in the export
+    assert editor.discard() and not editor.unsaved()  # nothing left to lose

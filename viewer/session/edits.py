@@ -128,6 +128,7 @@ class Editor:
         self.layer: EditLayer | None = None
         self.spacing: tuple[float, ...] = (1.0, 1.0, 1.0)
         self.revision = 0  # counts every change of the layer (edits, undos, redos, discards)
+        self._saved = 0  # the revision last exported
         self._undo: deque[EditRecord] = deque(maxlen=MAX_UNDO)
         self._redo: list[EditRecord] = []
         self._stroke: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
@@ -149,6 +150,14 @@ class Editor:
 
     def has_edits(self) -> bool:
         return self.layer is not None and self.layer.any()
+
+    def unsaved(self) -> bool:
+        """Edits that no export holds: leaving the scan would lose them."""
+        return self.has_edits() and self.revision != self._saved
+
+    def saved(self) -> None:
+        """The edits as they stand were exported."""
+        self._saved = self.revision
 
     def can_undo(self) -> bool:
         return bool(self._undo)

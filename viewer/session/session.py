@@ -344,4 +344,6 @@ class ReadingSession(ScanView):
         paths = write_export(self, Path(folder), map_name, uncertainty, probability, edited, formats)
         if paths:
             self.store.setValue("export_dir", str(folder))
+            if edited:
+                self.editor.saved()
         return paths

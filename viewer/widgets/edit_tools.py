@@ -72,6 +72,26 @@ def ask_keep_edits(parent: QWidget) -> bool:
     return box.clickedButton() is keep
 
 
+EXPORT, DISCARD, CANCEL = "export", "discard", "cancel"
+
+
+def ask_unsaved_edits(parent: QWidget, leaving: str) -> str:
+    """The reader is `leaving` ("open another scan", "close the viewer") with edits no export holds:
+    export them first, discard them, or cancel and stay (the default, and what Esc chooses)."""
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Icon.Warning)
+    box.setWindowTitle("Unsaved edits")
+    box.setText(f"You have edited this segmentation and not exported it. {leaving.capitalize()} anyway?")
+    box.setInformativeText("Discarded edits cannot be recovered.")
+    export = box.addButton("Export the edited segmentation…", QMessageBox.ButtonRole.AcceptRole)
+    discard = box.addButton("Discard my edits", QMessageBox.ButtonRole.DestructiveRole)
+    cancel = box.addButton(f"Cancel: do not {leaving}", QMessageBox.ButtonRole.RejectRole)
+    box.setDefaultButton(cancel)
+    box.setEscapeButton(cancel)
+    box.exec()
+    return {export: EXPORT, discard: DISCARD}.get(box.clickedButton(), CANCEL)
+
+
 class EditPanel(QGroupBox):
     """Tool buttons, the active label, the brush and its 3D mode, undo/redo and the edit counts.
 
@@ -251,6 +271,17 @@ class EditingControls:
             following = file.actions()[file.actions().index(export) + 1] if export is not None else None
             file.insertAction(following, action)
         return action
+
+    def may_leave(self, leaving: str) -> bool:
+        """Whether the scan may be left (`leaving` says how): yes without unsaved edits; else the reader
+        chooses to export them first (yes once written), discard them (yes), or stay (no)."""
+        if not self.session.editor.unsaved():
+            return True
+        choice = ask_unsaved_edits(self.window, leaving)
+        if choice == EXPORT:
+            folder = ask_export_folder(self.window, self.session, self.window.exporter.formats())
+            return bool(folder and self.window.exporter.export_to(folder))
+        return choice == DISCARD
 
     def export_ai_result(self) -> list[Path]:
         """The AI's segmentation as it came, without the reader's edits (the summary says so)."""

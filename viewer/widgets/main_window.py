@@ -303,8 +303,11 @@ class MainWindow(QMainWindow):
 
     # -- closing ------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
-        """Keep the layout for the next start; stop inference (the worker ends on its own within one MC
-        sample) and the analysis' answers."""
+        """Unless the reader stays for their unsaved edits: keep the layout for the next start; stop
+        inference (the worker ends on its own within one MC sample) and the analysis' answers."""
+        if not self.editing.may_leave("close the viewer"):
+            event.ignore()
+            return
         save_layout(self)
         self.runner.cancel()
         self.background.stop()
