@@ -202,7 +202,8 @@ class ReadingSession(ScanView):
         if self.blocked is not None:
             return f"{self.blocked} was not run: it does not fit this scan"
         done, total = self.segmented()
-        return run_line(self.run, done, total, self.outside_domain)
+        digital = self.result is not None and 0 in self.result.previews.values()
+        return run_line(self.run, done, total, self.outside_domain, digital)
 
     def fit_line(self, model: str) -> tuple[bool | None, str]:
         """Whether `model` fits the open scan, and why, for the model panel."""

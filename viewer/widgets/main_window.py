@@ -215,6 +215,7 @@ class MainWindow(QMainWindow):
         for name in views:
             self._refresh_overlays(name)
         self._update_readout()
+        self.run_label.setText(self.session.run_line())  # a digital preview, then the chips' slices
         if finished:
             self.trust.update_banners()
             self._refresh_findings()
