@@ -151,6 +151,10 @@ def test_label_palette_lies_apart_from_every_heatmap_colour_and_the_reference() 
         nearest = np.linalg.norm(palette[:, None] - heat[None], axis=2).min()
         assert nearest > 30, f"a label colour is within {nearest:.0f} (CIELAB) of {name}"
     assert np.linalg.norm(palette - _lab(np.array([display.TRUTH_COLOUR])), axis=1).min() > 60
+    edits = _lab(np.array([display.EDIT_COLOUR]))  # the reader's edits: apart from all of them too
+    others = [palette, _lab(np.array([display.TRUTH_COLOUR]))]
+    others += [_lab(Colormap(name).lut(256)[:, :3] * 255) for name in display.HEATMAP_COLORMAPS]
+    assert np.linalg.norm(np.concatenate(others) - edits, axis=1).min() > 30
     colours = display.label_colours([0, 1, 2, 6])
     assert 0 not in colours and colours[1] != colours[2] and colours[6] == colours[1]
 

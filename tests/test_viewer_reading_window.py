@@ -164,7 +164,9 @@ def test_every_control_is_reachable_and_no_header_is_cut_at_1280x800(qtbot, make
         else [Label(0, "background", (0, 0, 0)), Label(1, "a", (1, 1, 1)), Label(2, "b", (2, 2, 2))]
     )
     docks = window.findChildren(QDockWidget)
-    assert {"model", "display", "findings"} <= {d.objectName() for d in docks}
+    assert {"model", "display", "editing", "findings"} <= {d.objectName() for d in docks}
+    tabs = set(window.tabifiedDockWidgets(window.docks["model"]))  # three tabs above the findings
+    assert tabs == {window.docks["display"], window.docks["editing"]}
     checked = 0
     for dock in docks:
         dock.raise_()  # a tab of the right-hand docks
@@ -176,7 +178,7 @@ def test_every_control_is_reachable_and_no_header_is_cut_at_1280x800(qtbot, make
                 )
                 checked += 1
     groups = {g.title() for g in window.findChildren(QGroupBox)}
-    assert {"Model", "Window", "Segmentation", "Uncertainty", "Ground truth"} <= groups
+    assert {"Model", "Window", "Segmentation", "Uncertainty", "Ground truth", "Review", "Edit"} <= groups
     assert checked > 20
 
     # the findings' headers read in full beside long label names

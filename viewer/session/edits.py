@@ -22,13 +22,13 @@ from skimage.segmentation import flood
 
 from engine.pipeline import VolumeResult
 from engine.preprocessing import get_slice
-from viewer.session.display import label_lut, outline
+from viewer.session.display import EDIT_COLOUR, label_lut, outline
 from viewer.session.events import Emitter
 
 MAX_UNDO = 100  # strokes kept for undo; older ones are forgotten
 COMPONENTS = np.ones((3, 3, 3), bool)  # 26-connected, as `engine.findings.lesions` counts lesions
 NO_RESULT = "Nothing to edit: no segmentation on screen."
-EDIT_LUT = label_lut({1: (0, 255, 255)})  # the outline of the reader's changes: cyan, unlike any label
+EDIT_LUT = label_lut({1: EDIT_COLOUR})  # the outline of the reader's changes, unlike any label or heatmap
 
 
 class Tool(StrEnum):

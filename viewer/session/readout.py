@@ -54,10 +54,9 @@ def run_line(
     if run is None:
         return "No result"
     mark = "⚠ OUTSIDE THE MODEL'S TRAINING DOMAIN   ·   " if outside else ""
-    line = f"{mark}{describe_run(run)}   ·   {done}/{total} slices segmented"
-    if digital_preview:
-        line += "   ·   unfinished slices show the DIGITAL PREVIEW until the chips' result replaces it"
-    return line
+    if digital_preview:  # first, where the line is never cut
+        mark += "DIGITAL PREVIEW on unfinished slices until the chips' result replaces it   ·   "
+    return f"{mark}{describe_run(run)}   ·   {done}/{total} slices segmented"
 
 
 def scan_title(volume: Volume) -> str:
