@@ -77,6 +77,10 @@ def test_brush_is_a_disc_in_millimetres_or_a_ball() -> None:
     assert disc[:, 0].max() == 3 and disc[:, 1].max() == 1  # 1.5 mm: 3 voxels of 0.5 mm, 1 of 1 mm
     ball = brush_offsets(6.0, (0.5, 1.0, 3.0), plane_axis=2, sphere=True)
     assert set(ball[:, 2]) == {-1, 0, 1}  # 3 mm reaches the next 3 mm slice on either side
+    flat = brush_offsets(6.0, (0.5, 1.0, 3.0), plane_axis=2, sphere=False)  # as wide, but a disc
+    assert set(flat[:, 2]) == {0} and len(flat) == (ball[:, 2] == 0).sum()
+    coronal = brush_offsets(6.0, (0.5, 1.0, 3.0), plane_axis=1, sphere=False)  # the coronal view's plane
+    assert set(coronal[:, 1]) == {0} and set(coronal[:, 2]) == {-1, 0, 1}
     assert len(brush_offsets(0.1, (1.0, 1.0, 1.0), 0, True)) == 1  # smaller than a voxel: the voxel itself
 
 
