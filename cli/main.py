@@ -292,6 +292,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             not args.quiet,
             executor,
             measure=not args.from_measurements,
+            claim_programmings=args.claim_programmings,
         )
     print(f"wrote {path}")
     return 0
@@ -452,6 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--programmings", type=int, default=5, help="chip programmings per noise level")
     p.add_argument("--mc", type=_mc, default=16, help="Monte-Carlo samples for the uncertainty claims")
+    p.add_argument(
+        "--claim-programmings",
+        type=int,
+        default=10,
+        help="chip programmings per model and drift for the claims' bootstrap intervals",
+    )
     p.add_argument("--limit", type=int, default=None, help="only the first N test patients (a quick look)")
     add_executor_options(p)
     p.add_argument(

@@ -47,7 +47,7 @@ def pairwise_dice(overlap: np.ndarray | None) -> float:
     return float(dice.mean())
 
 
-def border_band(segmentation: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+def border_band(segmentation: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
     """Voxels within `BAND_MM` of the segmentation's border, on either side."""
     inside = segmentation > 0
     if not inside.any():

@@ -94,6 +94,13 @@ def test_a_row_judges_test_records_with_the_validation_calibration(small_model):
     uncalibrated = trust_row(dataclasses.replace(spec, trust={}), Mode.ANALOG, saved)
     assert uncalibrated["score"] == "not calibrated" and "-" in "\n".join(trust_section([uncalibrated], []))
 
+    all_good = {**saved, "records": [_record(i, d, 1 - d) for i, d in enumerate([0.95, 0.9, 0.8])]}
+    quiet = trust_row(dataclasses.replace(spec, name="hippocampus_unet_hwa"), Mode.ANALOG, all_good)
+    assert quiet["failure_auroc"] == quiet["baseline_auroc"] == "no failures"
+    text = "\n".join(trust_section([row, quiet], []))
+    assert "hippocampus_unet_hwa: no test case failed (every Dice >= 0.7, lowest 0.80)" in text
+    assert "nan" not in text
+
 
 def test_pixel_histograms_count_only_near_the_lesion_and_split_wrong_from_right():
     from tests.test_trust import _result_from_samples, _samples
@@ -113,3 +120,10 @@ def test_pixel_histograms_count_only_near_the_lesion_and_split_wrong_from_right(
     assert wrong.sum() + right.sum() == band.sum()
     assert wrong.sum() == int((result.segmentation != truth)[band].sum())
     assert sum(h["confidence"][0]) == band.sum()
+    # where chips disagree, the mean of their own entropies is below the entropy of their average
+    total, aleatoric = (
+        np.array(h[name][0]) + np.array(h[name][1]) for name in ("entropy", "expected_entropy")
+    )
+    assert total.sum() == aleatoric.sum() == band.sum()
+    bins = np.arange(len(total))
+    assert (aleatoric * bins).sum() < (total * bins).sum()

@@ -22,6 +22,7 @@ from engine.metrics import dice_per_label
 from engine.model_store import ModelSpec, find_model, metrics_key, write_spec
 from engine.pipeline import segment_slice, segment_volume
 from engine.run_settings import RunSettings
+from engine.trust import border_band
 from engine.volume import ScanError, load_scan
 from training.data import Case, read_dataset, read_nuclei_image
 
@@ -37,15 +38,17 @@ def cases_of_split(spec: ModelSpec, data: Path, split: str) -> tuple[str, list[C
     return layout, chosen
 
 
-def _segment_case(segmenter: Segmenter, case: Case, layout: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Prediction, entropy map and ground truth of one case at its own resolution."""
+def _segment_case(
+    segmenter: Segmenter, case: Case, layout: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Prediction, entropy map, ground truth and voxel spacing of one case at its own resolution."""
     if layout == "nuclei":  # 2D microscopy: one image, no volume pipeline
         grey, truth = read_nuclei_image(case, segmenter.spec.preprocessing)
         stats = segment_slice(segmenter, grey)
-        return stats.segmentation, stats.entropy, truth
+        return stats.segmentation, stats.entropy, truth, (1.0, 1.0)
     volume, truth = load_scan(case.image), load_scan(case.label)
     result = segment_volume(segmenter, volume)
-    return result.segmentation, result.maps["entropy"], np.rint(truth.data).astype(np.int64)
+    return result.segmentation, result.maps["entropy"], np.rint(truth.data).astype(np.int64), volume.spacing
 
 
 @dataclass(frozen=True)
@@ -69,17 +72,20 @@ def evaluate_case(unit: EvaluationUnit) -> dict | str:
     spec = local_model(unit.model)
     segmenter = local_chips().segmenter(spec, unit.run)
     try:
-        pred, entropy, truth = _segment_case(segmenter, unit.case, unit.layout)
+        pred, entropy, truth, spacing = _segment_case(segmenter, unit.case, unit.layout)
     except (ScanError, OSError, ValueError) as exc:
         return f"skipping {unit.case.case_id}: {exc}"
     dice = dice_per_label(pred, truth, spec.num_classes)
     inside = [float(entropy[pred == c].mean()) for c in range(1, spec.num_classes) if (pred == c).any()]
+    lesion_band = (pred > 0) | border_band(pred, spacing)
     return {
         "case": unit.case.case_id,
         "dice": {spec.label_names[c]: d for c, d in dice.items()},
         "mean_dice": float(np.mean(list(dice.values()))),
         "mean_entropy": float(entropy.mean()),
         "mean_entropy_in_segmentation": float(np.mean(inside)) if inside else 0.0,
+        # the segmentation and a band around its border: where a model's certainty matters
+        "mean_entropy_lesion_band": float(entropy[lesion_band].mean()) if lesion_band.any() else 0.0,
     }
 
 

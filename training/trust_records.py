@@ -31,7 +31,9 @@ from training.evaluate import cases_of_split
 CALIBRATION_RUN = {"mc_samples": 8, "noise_level": 1.0, "drift_s": 86400.0}  # the model table's nominal chips
 UNCERTAINTY_BINS = 256  # per-pixel uncertainty in [0, ln C], for AUROC near the lesion
 CONFIDENCE_BINS = 15  # the usual ECE binning of the top-class probability
-PIXEL_MAPS = ("entropy", "mutual_information")
+# total entropy of the chip-averaged probabilities; its part from disagreement between chips; and
+# the rest, the mean of the chips' own entropies (aleatoric)
+PIXEL_MAPS = ("entropy", "mutual_information", "expected_entropy")
 
 
 @dataclass
@@ -77,8 +79,9 @@ def pixel_histograms(result: VolumeResult, truth: np.ndarray, classes: int) -> d
     wrong = (result.segmentation != truth)[band]
     out = {}
     edges = np.linspace(0.0, np.log(classes), UNCERTAINTY_BINS + 1)
+    maps = {**result.maps, "expected_entropy": result.maps["entropy"] - result.maps["mutual_information"]}
     for name in PIXEL_MAPS:
-        values = np.clip(result.maps[name][band], 0.0, edges[-1])
+        values = np.clip(maps[name][band], 0.0, edges[-1])
         out[name] = [
             np.histogram(values[wrong], edges)[0].tolist(),
             np.histogram(values[~wrong], edges)[0].tolist(),

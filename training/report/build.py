@@ -1,6 +1,7 @@
 """`aimc report`: the four claims measured, then written as `OUT/README.md`, PNG figures and CSV files.
 
-Measured in the order a partial report needs most: the drop table, the uncertainty claims, the sweep.
+Measured in the order a partial report needs most: the drop table, the uncertainty claims, the sweep,
+then the drift protocol that settles the claims with intervals.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from engine.executor import Executor
 from engine.model_store import MODELS_DIR, ModelError, ModelSpec, find_model
 from training.evaluate import cases_of_split
 from training.report import figures, markdown
+from training.report.claims import claims_report
 from training.report.jobs import KINDS, CaseCache, DatasetSplit
 from training.report.pipelining import pipelining
 from training.report.robustness import drop_rows, robustness, robustness_table
@@ -63,6 +65,7 @@ def write_report(
     progress: bool = True,
     executor: Executor | None = None,
     measure: bool = True,
+    claim_programmings: int = 10,
 ) -> Path:
     """The whole report; `data_root` holds the data sets (lgg/, hippocampus/, nuclei/) as in ../shared/data.
 
@@ -119,6 +122,7 @@ def write_report(
     (out / "pipelining.json").write_text(json.dumps(pipe, indent=1))
     figures.pipelining_figure(pipe, mappings, out / "pipelining.png")
     text += markdown.pipelining_section(pipe, first.case_id)
+    text += claims_report(models, sets["lgg"], out, claim_programmings, bar, executor, measure)
     path = out / "README.md"
     path.write_text("\n".join(text))
     return path

@@ -1,0 +1,121 @@
+"""The claims' paired bootstrap on constructed data with known answers, and the drift sweep on a real scan."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from training.data import Case
+from training.report import claims
+from training.report.bootstrap import CONTRADICTS, INCONCLUSIVE, SUPPORTS, Interval, Term, paired_difference
+from training.report.jobs import DatasetSplit
+
+
+def _drops(rng: np.random.Generator, digital: np.ndarray, drop: float, spread: float) -> Term:
+    programmings = digital[None, :] - drop + rng.normal(0, spread, size=(10, len(digital)))
+    return Term(1.0, programmings, digital)
+
+
+def test_a_clearly_smaller_drop_supports_the_claim_and_its_mirror_contradicts_it():
+    rng = np.random.default_rng(1)
+    digital = rng.uniform(0.7, 0.9, size=20)
+    small, large = _drops(rng, digital, 0.04, 0.01), _drops(rng, digital, 0.18, 0.01)
+    found = paired_difference([small, dataclasses.replace(large, sign=-1.0)], resamples=2000)
+    assert found.estimate == pytest.approx(-0.14, abs=0.01) and found.low < found.estimate < found.high < 0
+    assert (found.patients, found.programmings) == (20, 10) and found.verdict() == SUPPORTS
+    mirrored = paired_difference([large, dataclasses.replace(small, sign=-1.0)], resamples=2000)
+    assert mirrored.verdict() == CONTRADICTS
+
+
+def test_two_models_that_differ_only_by_chance_are_inconclusive():
+    rng = np.random.default_rng(2)
+    digital = rng.uniform(0.7, 0.9, size=12)
+    a, b = _drops(rng, digital, 0.1, 0.05), _drops(rng, digital, 0.1, 0.05)
+    found = paired_difference([a, dataclasses.replace(b, sign=-1.0)], resamples=2000)
+    assert found.low < 0 < found.high and found.verdict() == INCONCLUSIVE
+
+
+def test_pairing_removes_the_spread_between_patients():
+    """Patients differ a lot, the two models by a constant: the paired interval is narrow."""
+    patients = np.linspace(0.3, 0.9, 15)
+    first = Term(1.0, np.tile(patients, (5, 1)))
+    second = Term(-1.0, np.tile(patients + 0.01, (5, 1)))
+    found = paired_difference([first, second], resamples=1000)
+    assert found.estimate == pytest.approx(-0.01) and found.high - found.low < 1e-9
+
+
+def test_a_claim_over_different_patients_is_refused():
+    with pytest.raises(ValueError, match="share their patients"):
+        paired_difference([Term(1.0, np.zeros((3, 4))), Term(-1.0, np.zeros((3, 5)))])
+
+
+def test_a_verdict_for_a_claim_that_the_difference_is_positive():
+    assert Interval(0.1, 0.05, 0.2, 10, 10).verdict(claim_is_negative=False) == SUPPORTS
+
+
+def _sweep_models(small_model) -> dict:
+    return {
+        ("unet", "digital"): dataclasses.replace(small_model, name="lgg_unet_digital"),
+        ("unet", "hwa"): dataclasses.replace(small_model, name="lgg_unet_hwa"),
+        ("swinunetr", "digital"): dataclasses.replace(small_model, name="lgg_swinunetr_digital"),
+    }
+
+
+def test_the_claims_the_shipped_models_can_test():
+    names = ["lgg_unet_digital", "lgg_unet_hwa", "lgg_swinunetr_digital"]
+    specs = {k: type("S", (), {"name": n})() for k, n in zip(_KEYS, names, strict=True)}
+    texts = [c.text for c in claims.lgg_claims(specs)]
+    assert texts[0].startswith("Swin-UNETR loses less Dice on chips than the U-Net")
+    assert any("HWA training shrinks the U-Net's drop" in t for t in texts)
+    assert any("HWA U-Net is more certain" in t for t in texts)
+    assert not any("U-Net++" in t for t in texts)  # no U-Net++ among these models
+
+
+_KEYS = [("unet", "digital"), ("unet", "hwa"), ("swinunetr", "digital")]
+
+
+def _few_slices(case: tuple, folder) -> tuple:
+    """The sample's three middle slices (through the lesion): the sweep runs 18 passes over them."""
+    import nibabel as nib
+
+    out = []
+    for path in case:
+        img = nib.load(path)
+        middle = img.shape[2] // 2
+        out.append(folder / path.name)
+        nib.save(img.slicer[:, :, middle - 1 : middle + 2], out[-1])
+    return tuple(out)
+
+
+@pytest.mark.slow
+def test_the_sweep_on_a_real_scan_resumes_and_settles_each_claim(
+    small_model, lgg_case, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(claims, "DRIFTS", {"1 day": 86400.0})
+    monkeypatch.setattr(claims, "READS", {"single": 1})
+    image, label = _few_slices(lgg_case, tmp_path)
+    split = DatasetSplit(
+        {}, "msd", [Case("lgg_sample", image, label, "p0"), Case("lgg_copy", image, label, "p1")]
+    )
+    models = _sweep_models(small_model)
+
+    def bar(items, desc, total=None, initial=0):
+        return items
+
+    jobs = claims.claim_jobs(models, split, programmings=2)
+    assert len(jobs) == 3 * (1 + 2) and [j.reads for j in jobs[:3]] == ["digital"] * 3
+    text = claims.claims_report(models, split, tmp_path, 2, bar)
+    rows = (tmp_path / "measurements" / claims.RUNS_FILE).read_text().splitlines()
+    assert len(rows) == 1 + 3 * 3 * 2  # header, then (digital + 2 programmings) x 3 models x 2 patients
+    assert "| Swin-UNETR loses less Dice on chips than the U-Net" in "\n".join(text)
+    assert "2 x 2" in "\n".join(text) and "Not measured yet" not in "\n".join(text)
+
+    again = claims.measure_claims(models, split, tmp_path, 2, bar, measure=True)
+    assert len(again.rows) == 18  # nothing measured twice
+
+    stale = [{**r, "weights": "0" * 16} if r["model"] == "lgg_unet_hwa" else r for r in again.rows]
+    found, missing = claims.claims_rows(models, claims.Measured(stale, models, split))  # HWA weights replaced
+    assert missing and all("HWA" in m for m in missing)
+    assert {r["claim"] for r in found} == {claims.lgg_claims(models)[0].text}

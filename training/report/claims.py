@@ -1,0 +1,297 @@
+"""The paper's claims settled with confidence intervals: its drift protocol, many chip programmings,
+and a paired bootstrap over patients and programmings (`training.report.bootstrap`).
+
+The protocol is the one of the authors' analog-NAS code: nominal device noise, weights read 60 s,
+1 hour, 1 day and 30 days after programming, each model on many programmings, each programming read
+once (single reads) and as a Monte-Carlo ensemble. Every (model, reads, drift, programming) is one
+pass over the LGG test split, kept per patient in `OUT/measurements/claims_runs.csv` with the weights'
+sha256 (a replaced model is measured again), so the sweep resumes where it stopped and runs on any
+`engine.executor.Executor`.
+
+    python -m training.report.claims --data ../shared/data --programmings 10 [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from engine.executor import Executor
+from engine.model_store import ModelSpec
+from engine.run_settings import Mode, RunSettings
+from training.evaluate import evaluate_run
+from training.report.bootstrap import Interval, Term, paired_difference
+from training.report.jobs import Bar, DatasetSplit, RowCache
+from training.report.markdown import md_table, write_csv
+from training.trust_records import weights_hash
+
+DRIFTS = {"60 s": 60.0, "1 hour": 3600.0, "1 day": 86400.0, "30 days": 30 * 86400.0}
+READS = {"single": 1, "MC 4": 4}  # chip reads per programming: one, or the ensemble the targets use
+NOISE = 1.0
+RUNS_FILE = "claims_runs.csv"
+RUN_KEY = ("model", "weights", "reads", "drift_s", "seed", "case")
+
+
+@dataclass(frozen=True)
+class ClaimJob:
+    """One pass of a model over the test split: digitally, or on one programming at one drift."""
+
+    spec: ModelSpec
+    weights: str  # sha256 of the model's weights, so that rows of replaced weights are not reused
+    layout: str
+    cases: tuple
+    reads: str  # "digital" or a key of READS
+    drift_s: float
+    seed: int
+
+    @property
+    def run(self) -> RunSettings:
+        digital = self.reads == "digital"
+        return RunSettings(
+            model=self.spec.name,
+            mode=Mode.DIGITAL if digital else Mode.ANALOG,
+            mc_samples=1 if digital else READS[self.reads],
+            noise_level=NOISE,
+            drift_s=self.drift_s,
+            seed=self.seed,
+        )
+
+    def key(self, case: str) -> dict:
+        return dict(
+            model=self.spec.name,
+            weights=self.weights[:16],
+            reads=self.reads,
+            drift_s=self.drift_s,
+            seed=self.seed,
+            case=case,
+        )
+
+
+def claim_jobs(
+    models: dict[tuple[str, str], ModelSpec], split: DatasetSplit, programmings: int
+) -> list[ClaimJob]:
+    """Every pass of the sweep, programming by programming, so that a partial sweep covers every model."""
+    jobs = []
+    for spec in models.values():
+        weights, cases = weights_hash(spec), tuple(split.cases)
+        jobs.append(ClaimJob(spec, weights, split.layout, cases, "digital", 0.0, 0))
+        jobs += [
+            ClaimJob(spec, weights, split.layout, cases, reads, drift, seed)
+            for seed in range(programmings)
+            for reads in READS
+            for drift in DRIFTS.values()
+        ]
+    return sorted(jobs, key=lambda j: (j.reads != "digital", j.seed))
+
+
+def _claim_run(job: ClaimJob) -> list[dict]:
+    """Per patient: Dice and mean entropy in the lesion band (built on the worker, from names)."""
+    rows = evaluate_run(job.spec, list(job.cases), job.layout, job.run, progress=False)["cases"]
+    return [
+        {"case": r["case"], "dice": r["mean_dice"], "entropy_band": r["mean_entropy_lesion_band"]}
+        for r in rows
+    ]
+
+
+def measure_claims(
+    models: dict[tuple[str, str], ModelSpec],
+    split: DatasetSplit,
+    out: Path,
+    programmings: int,
+    bar: Bar,
+    executor: Executor | None = None,
+    measure: bool = True,
+) -> RowCache:
+    """The sweep's rows, measuring the passes not yet kept when `measure`."""
+    cache = RowCache(out / "measurements" / RUNS_FILE, RUN_KEY)
+    jobs = claim_jobs(models, split, programmings)
+    todo = [j for j in jobs if not all(cache.has(**j.key(c.case_id)) for c in j.cases)]
+    if measure and todo:
+        done = (executor or Executor(0)).map(_claim_run, todo)
+        for job, rows in bar(done, "claims: drift protocol", len(jobs), len(jobs) - len(todo)):
+            for row in rows:
+                cache.add({**job.key(row["case"]), "dice": row["dice"], "entropy_band": row["entropy_band"]})
+    return cache
+
+
+class Measured:
+    """The sweep's rows as arrays: per model, reads and drift, (programmings, patients)."""
+
+    def __init__(
+        self, rows: list[dict], models: dict[tuple[str, str], ModelSpec], split: DatasetSplit
+    ) -> None:
+        self.patients = [c.case_id for c in split.cases]
+        self.weights = {spec.name: weights_hash(spec)[:16] for spec in models.values()}
+        self.rows = [r for r in rows if self.weights.get(r["model"]) == r["weights"]]
+
+    def values(self, model: str, reads: str, drift_s: float, column: str) -> np.ndarray | None:
+        """(programmings, patients) for the programmings measured on every patient; None if none is."""
+        by_seed: dict[str, dict[str, float]] = {}
+        for r in self.rows:
+            if r["model"] == model and r["reads"] == reads and float(r["drift_s"]) == drift_s:
+                by_seed.setdefault(r["seed"], {})[r["case"]] = float(r[column])
+        full = [s for s in sorted(by_seed, key=int) if len(by_seed[s]) == len(self.patients)]
+        if not full:
+            return None
+        return np.array([[by_seed[s][p] for p in self.patients] for s in full])
+
+    def digital(self, model: str) -> np.ndarray | None:
+        found = self.values(model, "digital", 0.0, "dice")
+        return None if found is None else found[0]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the paper as a difference whose sign decides it."""
+
+    text: str
+    terms: tuple[tuple[float, str], ...]  # (sign, model), each model's drop or uncertainty
+    column: str  # "dice" (the terms are drops: digital - chips) or "entropy_band"
+
+
+def lgg_claims(models: dict[tuple[str, str], ModelSpec]) -> list[Claim]:
+    """The paper's claims that the shipped LGG models can test."""
+    name = {key: spec.name for key, spec in models.items()}
+    claims = []
+    for other, label in (("unet", "U-Net"), ("unetpp", "U-Net++")):
+        if ("swinunetr", "digital") in name and (other, "digital") in name:
+            claims.append(
+                Claim(
+                    f"Swin-UNETR loses less Dice on chips than the {label} (drop Swin - drop {label})",
+                    ((1.0, name[("swinunetr", "digital")]), (-1.0, name[(other, "digital")])),
+                    "dice",
+                )
+            )
+    for arch, label in (("unet", "U-Net"), ("unetpp", "U-Net++"), ("swinunetr", "Swin-UNETR")):
+        if (arch, "digital") in name and (arch, "hwa") in name:
+            pair = ((1.0, name[(arch, "hwa")]), (-1.0, name[(arch, "digital")]))
+            claims.append(
+                Claim(f"HWA training shrinks the {label}'s drop (drop HWA - drop digital)", pair, "dice")
+            )
+            claims.append(
+                Claim(
+                    f"the HWA {label} is more certain on chips (entropy in the lesion band, HWA - digital)",
+                    pair,
+                    "entropy_band",
+                )
+            )
+    return claims
+
+
+def settle(claim: Claim, measured: Measured, reads: str, drift_s: float) -> Interval | None:
+    """The claim's interval under one protocol; None until every model in it is measured there."""
+    terms = []
+    for sign, model in claim.terms:
+        analog = measured.values(model, reads, drift_s, claim.column)
+        digital = measured.digital(model) if claim.column == "dice" else None
+        if analog is None or (claim.column == "dice" and digital is None):
+            return None
+        terms.append(Term(sign, analog, digital))
+    return paired_difference(terms)
+
+
+def claims_rows(models: dict[tuple[str, str], ModelSpec], measured: Measured) -> tuple[list[dict], list[str]]:
+    """A row per claim and protocol measured; the protocols not measured yet."""
+    rows, missing = [], []
+    for claim in lgg_claims(models):
+        for reads in READS:
+            for drift_name, drift_s in DRIFTS.items():
+                found = settle(claim, measured, reads, drift_s)
+                if found is None:
+                    missing.append(f"{claim.text}, {reads}, {drift_name}")
+                    continue
+                rows.append(
+                    {
+                        "claim": claim.text,
+                        "reads": reads,
+                        "drift": drift_name,
+                        "estimate": found.estimate,
+                        "low": found.low,
+                        "high": found.high,
+                        "sample": f"{found.patients} x {found.programmings}",
+                        "verdict": found.verdict(),
+                    }
+                )
+    return rows, missing
+
+
+COLUMNS = [
+    ("claim", "claim (the difference that decides it)", ""),
+    ("reads", "reads", ""),
+    ("drift", "drift", ""),
+    ("estimate", "difference", "+.3f"),
+    ("low", "95 % low", "+.3f"),
+    ("high", "95 % high", "+.3f"),
+    ("sample", "patients x programmings", ""),
+    ("verdict", "verdict", ""),
+]
+
+
+def claims_section(rows: list[dict], missing: list[str], programmings: int) -> list[str]:
+    text = [
+        "## 5. The claims, settled with intervals",
+        "",
+        f"The paper's protocol (nominal noise, drift {', '.join(DRIFTS)}), up to {programmings} chip "
+        "programmings per model, each read once and as an MC 4 ensemble, on the LGG test patients. Each "
+        "difference comes with a 95 % two-level paired bootstrap interval (patients shared by the models "
+        "compared, programmings drawn per model; `training/report/bootstrap.py`). A claim is supported "
+        "when the whole interval is below zero, contradicted when it is above, and otherwise "
+        "inconclusive at this sample size. Regenerate with "
+        f"`python -m training.report.claims --data ../shared/data --programmings {programmings}`.",
+        "",
+    ]
+    if rows:
+        text += [md_table(rows, COLUMNS), ""]
+    if missing:
+        claims = sorted({m.rsplit(", ", 2)[0] for m in missing})
+        text += [
+            f"Not measured yet: {len(missing)} of {len(missing) + len(rows)} claim x reads x drift cells, "
+            f"of: {'; '.join(claims)}.",
+            "",
+        ]
+    return text
+
+
+def claims_report(
+    models: dict[tuple[str, str], ModelSpec],
+    split: DatasetSplit,
+    out: Path,
+    programmings: int,
+    bar: Bar,
+    executor: Executor | None = None,
+    measure: bool = True,
+) -> list[str]:
+    cache = measure_claims(models, split, out, programmings, bar, executor, measure)
+    rows, missing = claims_rows(models, Measured(cache.rows, models, split))
+    write_csv(rows, out / "claims.csv")
+    return claims_section(rows, missing, programmings)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from training.report.build import models_of, splits_of
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="folder holding one folder per data set")
+    parser.add_argument("--out", type=Path, default=Path("reports"))
+    parser.add_argument("--programmings", type=int, default=10)
+    parser.add_argument("--arch", nargs="+", help="only these LGG architectures (default: all shipped)")
+    parser.add_argument("--workers", type=int, default=0, help="local Dask workers (0: this process)")
+    parser.add_argument("--scheduler", help="an existing Dask scheduler, tcp://HOST:PORT")
+    args = parser.parse_args(argv)
+    models = {k: v for k, v in models_of("lgg").items() if not args.arch or k[0] in args.arch}
+    split = splits_of(args.data, None)["lgg"]
+
+    def bar(items: Iterable, desc: str, total: int | None = None, initial: int = 0) -> Iterable:
+        return tqdm(items, desc=desc, total=total, initial=initial)
+
+    with Executor(args.workers, args.scheduler) as executor:
+        print("\n".join(claims_report(models, split, args.out, args.programmings, bar, executor)))
+
+
+if __name__ == "__main__":
+    main()
