@@ -23,7 +23,8 @@ from tests.test_viewer_session import DictStore, FakeRunner
 from viewer.session.display import display_position
 from viewer.session.edits import MAX_UNDO, EditLayer, Tool, brush_offsets
 from viewer.session.review import Kind, Status, review_items
-from viewer.session.session import ReadingSession, RunOutcome
+from viewer.session.runs import RunOutcome
+from viewer.session.session import ReadingSession
 
 SPEC = ModelSpec(
     "m",
@@ -76,6 +77,10 @@ def test_brush_is_a_disc_in_millimetres_or_a_ball() -> None:
     assert disc[:, 0].max() == 3 and disc[:, 1].max() == 1  # 1.5 mm: 3 voxels of 0.5 mm, 1 of 1 mm
     ball = brush_offsets(6.0, (0.5, 1.0, 3.0), plane_axis=2, sphere=True)
     assert set(ball[:, 2]) == {-1, 0, 1}  # 3 mm reaches the next 3 mm slice on either side
+    flat = brush_offsets(6.0, (0.5, 1.0, 3.0), plane_axis=2, sphere=False)  # as wide, but a disc
+    assert set(flat[:, 2]) == {0} and len(flat) == (ball[:, 2] == 0).sum()
+    coronal = brush_offsets(6.0, (0.5, 1.0, 3.0), plane_axis=1, sphere=False)  # the coronal view's plane
+    assert set(coronal[:, 1]) == {0} and set(coronal[:, 2]) == {-1, 0, 1}
     assert len(brush_offsets(0.1, (1.0, 1.0, 1.0), 0, True)) == 1  # smaller than a voxel: the voxel itself
 
 
@@ -336,3 +341,20 @@ def test_edit_layer_counts_against_the_ai() -> None:
     layer.set[0, 1], layer.values[0, 1] = True, 1  # set to what the AI had: no change
     assert layer.counts(ai, 3) == {1: (0, 4), 2: (4, 0)}
     assert np.array_equal(layer.apply(ai)[0, 1], ai[0, 1]) and ai[0, 0].all()
+
+
+def test_edits_are_unsaved_until_the_edited_segmentation_is_exported(lgg_case, tmp_path) -> None:
+    volume = load_scan(lgg_case[0])
+    session = _session(volume, np.zeros(volume.shape, np.uint8))
+    editor = session.editor
+    assert not editor.unsaved()  # the AI's result as it came: nothing to lose
+    editor.tool, editor.label, editor.brush_mm = Tool.PAINT, 1, 5.0
+    _stroke(session, "axial", [(60, 60, 10)])
+    assert editor.unsaved()
+    session.export(tmp_path / "ai", "entropy", False, False, edited=False)
+    assert editor.unsaved(), "the AI's result exported does not hold the reader's edits"
+    session.export(tmp_path / "edited", "entropy", False, False)
+    assert not editor.unsaved()
+    _stroke(session, "axial", [(80, 80, 10)])
+    assert editor.unsaved()  # a later stroke is not in the export
+    assert editor.discard() and not editor.unsaved()  # nothing left to lose

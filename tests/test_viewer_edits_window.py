@@ -6,20 +6,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
-from PySide6.QtCore import QPointF, Qt  # noqa: E402
+from PySide6.QtCore import QPointF, Qt, QTimer  # noqa: E402
+from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
 from tests import test_viewer_window as window_tests  # noqa: E402
 from tests.test_viewer_window import SCAN, open_scan, wait_complete  # noqa: E402
 from viewer.session.display import display_position  # noqa: E402
 from viewer.session.edits import Tool  # noqa: E402
 from viewer.session.review import Kind  # noqa: E402
-from viewer.widgets.edit_tools import TOOLS  # noqa: E402
+from viewer.widgets.edit_tools import CANCEL, DISCARD, EXPORT, TOOLS, ask_unsaved_edits  # noqa: E402
 from viewer.widgets.main_window import MainWindow  # noqa: E402
 
 MOVE_MS = 40  # pyqtgraph drops mouse moves that follow each other faster than its rate limit
@@ -142,3 +144,87 @@ def test_paint_undo_review_rerun_and_export_in_the_window(
     monkeypatch.setattr(window.model_panel, "spec", lambda: spec)
     window.request_run()
     assert session.result is digital and len(asked) == 2 and not session.editor.has_edits()
+
+
+def _click_in_dialog(button_text: str) -> None:
+    """Once the next modal dialog shows, click its button whose text starts with `button_text`."""
+
+    def click() -> None:
+        box = QApplication.activeModalWidget()
+        if not isinstance(box, QMessageBox):
+            QTimer.singleShot(20, click)
+            return
+        next(b for b in box.buttons() if b.text().startswith(button_text)).click()
+
+    QTimer.singleShot(20, click)
+
+
+def _paint_once(window: MainWindow, ijk: tuple[int, int, int]) -> None:
+    """A hand-made AI result (nothing segmented, every slice done) and one brush stroke at `ijk`."""
+    session = window.session
+    session.result.finished[:] = True
+    editor = session.editor
+    editor.tool, editor.label, editor.brush_mm = Tool.PAINT, 1, 4.0
+    session.move_slice("axial", ijk[2])
+    row, col = display_position(session.volume.shape, "axial", ijk)
+    for phase in ("press", "release"):
+        assert session.edit("axial", phase, row, col) == ""
+    assert editor.unsaved()
+
+
+def test_unsaved_edits_are_never_dropped_by_opening_another_scan_or_closing(
+    qtbot, make_window, spec, tmp_path, monkeypatch
+) -> None:
+    window = make_window([spec], mode="digital")
+    monkeypatch.setattr(window.runner, "start", lambda *args: None)  # the AI's labels are made by hand
+    first = open_scan(qtbot, window)
+    qtbot.waitUntil(lambda: window.session.result is not None)
+    session = window.session
+    _paint_once(window, (128, 128, 13))
+
+    # the real question: Cancel (the default) and Discard are what they say
+    _click_in_dialog("Cancel")
+    assert ask_unsaved_edits(window, "open another scan") == CANCEL
+    _click_in_dialog("Discard")
+    assert ask_unsaved_edits(window, "open another scan") == DISCARD
+
+    answers: list[str] = []
+    asked: list[str] = []
+    monkeypatch.setattr(
+        "viewer.widgets.edit_tools.ask_unsaved_edits",
+        lambda parent, leaving: asked.append(leaving) or answers.pop(0),
+    )
+    other = tmp_path / "other.nii.gz"  # another file of the same kind: the model runs on it too
+    shutil.copy(SCAN, other)
+
+    # Cancel: nothing opens, nothing closes, the edits stay
+    answers[:] = [CANCEL, CANCEL]
+    with qtbot.assertNotEmitted(window.scanLoaded, wait=300):
+        window.files.open_path(other)
+    assert not window.close() and window.isVisible()
+    assert asked == ["open another scan", "close the viewer"]
+    assert session.volume is first and session.editor.unsaved()
+
+    # Export: the edited segmentation is written, then the other scan opens
+    folder = tmp_path / "edited"
+    monkeypatch.setattr("viewer.widgets.edit_tools.ask_export_folder", lambda *args: str(folder))
+    edited = session.editor.edited()
+    answers[:] = [EXPORT]
+    with qtbot.waitSignal(window.scanLoaded, timeout=30_000):
+        window.files.open_path(other)
+    written = np.asarray(nib.load(folder / "seg.nii.gz").dataobj)
+    assert np.array_equal(written, first.to_source_order(edited)) and written.any()
+    assert session.volume is not first and session.volume.source == str(other)
+    assert not session.editor.has_edits()
+
+    # an export refused (the reader cancels the folder): the scan stays
+    qtbot.waitUntil(lambda: session.result is not None and session.result.volume is session.volume)
+    _paint_once(window, (10, 10, 2))
+    monkeypatch.setattr("viewer.widgets.edit_tools.ask_export_folder", lambda *args: None)
+    answers[:] = [EXPORT]
+    assert not window.close() and session.editor.unsaved()
+
+    # Discard: the window closes
+    answers[:] = [DISCARD]
+    assert window.close() and not window.isVisible()
+    assert not answers

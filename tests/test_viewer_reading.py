@@ -12,7 +12,8 @@ from skimage.color import rgb2lab
 from engine.volume import Volume
 from tests.test_viewer_session import ANALOG, SPEC, _session, _slice_result, _volume
 from viewer.session import display
-from viewer.session.readout import RemainingTime
+from viewer.session.findings_table import Findings
+from viewer.session.readout import DIGITAL_PREVIEW_NOTE, RemainingTime
 
 
 def _scan(value: float, shape=(4, 5, 3)) -> Volume:
@@ -71,17 +72,40 @@ def test_readout_of_a_slice_moved_under_a_still_mouse() -> None:
     assert "voxel (1, 1, 3)" in session.readout("entropy") and "intensity 7" in session.readout("entropy")
 
 
-def test_digital_preview_is_named_in_the_title_and_the_readout() -> None:
+def test_digital_preview_is_named_in_the_title_the_run_line_and_the_readout() -> None:
     vol = _volume((4, 4, 3))
     session, _, _ = _session(vol)
     session.request_run(SPEC, ANALOG)
     session.move_slice("axial", 0)
-    session.result.show(_slice_result(vol, 0), 0)  # no chip yet: the exact network's one pass
-    note = session.slice_layers("axial", "entropy", False, True).note
-    assert note == "(digital preview while the chips are programmed)"
-    assert session.readout("entropy").endswith("(digital preview)")
-    session.result.show(_slice_result(vol, 0), 1)
+    assert "DIGITAL PREVIEW" not in session.run_line()
+    for k in range(3):  # no chip yet: every slice shows the exact network's one pass
+        session.result.show(_slice_result(vol, k), 0)
+    for k in range(3):  # browsing: each slice says so
+        session.move_slice("axial", k)
+        assert session.slice_layers("axial", "entropy", False, True).note == DIGITAL_PREVIEW_NOTE
+        assert session.readout("entropy").endswith("(digital preview)")
+    assert "DIGITAL PREVIEW" in session.run_line()
+    session.result.show(_slice_result(vol, 2), 1)  # the first chip's read replaces the slice on screen
     assert session.slice_layers("axial", "entropy", False, True).note == "(preview: 1 of 2 samples)"
+    assert "DIGITAL PREVIEW" in session.run_line()  # slices 0 and 1 still show it
+    session.result.add(_slice_result(vol, 0))
+    session.result.add(_slice_result(vol, 1))
+    session.move_slice("axial", 0)
+    assert session.slice_layers("axial", "entropy", False, True).note == ""  # replaced by the result
+    assert "DIGITAL PREVIEW" not in session.run_line()
+
+
+def test_findings_count_no_preview() -> None:
+    vol = _volume((4, 4, 3))
+    session, _, _ = _session(vol)
+    session.request_run(SPEC, ANALOG)
+    session.result.add(_slice_result(vol, 0))
+    session.result.show(_slice_result(vol, 1), 0)  # 16 voxels shown, not a result
+    found: list[Findings] = []
+    session.events.findings_ready.connect(found.append)
+    session.refresh_findings("entropy")
+    assert found[-1].labels[0].volume_ml == pytest.approx(16 * vol.voxel_volume_ml)
+    assert session.result.segmentation[..., 1].all()  # the preview itself is still drawn
 
 
 # -- window / level ---------------------------------------------------------------------------------
@@ -127,6 +151,10 @@ def test_label_palette_lies_apart_from_every_heatmap_colour_and_the_reference() 
         nearest = np.linalg.norm(palette[:, None] - heat[None], axis=2).min()
         assert nearest > 30, f"a label colour is within {nearest:.0f} (CIELAB) of {name}"
     assert np.linalg.norm(palette - _lab(np.array([display.TRUTH_COLOUR])), axis=1).min() > 60
+    edits = _lab(np.array([display.EDIT_COLOUR]))  # the reader's edits: apart from all of them too
+    others = [palette, _lab(np.array([display.TRUTH_COLOUR]))]
+    others += [_lab(Colormap(name).lut(256)[:, :3] * 255) for name in display.HEATMAP_COLORMAPS]
+    assert np.linalg.norm(np.concatenate(others) - edits, axis=1).min() > 30
     colours = display.label_colours([0, 1, 2, 6])
     assert 0 not in colours and colours[1] != colours[2] and colours[6] == colours[1]
 

@@ -1,7 +1,7 @@
 """Reading fixes in the real window (pytest-qt, offscreen): the readout after a scan change, a map change and
 the mouse leaving; every control reachable at 1280x800; typed window/level and "Custom"; label colours
-apart from the heatmap, drawn above the reference; screenshots; the layout kept across starts; the digital
-preview while a cold analog run programs its chips."""
+apart from the heatmap, drawn above the reference; screenshots; the layout kept across starts (the digital
+preview of a cold analog run: test_viewer_preview.py)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ from PySide6.QtWidgets import (  # noqa: E402
     QWidget,
 )
 
-from engine.analog.chips import ChipCache  # noqa: E402
 from engine.findings import Lesion  # noqa: E402
 from engine.model_store import Label, list_models  # noqa: E402
 from engine.uncertainty import MAP_TITLES  # noqa: E402
@@ -163,7 +162,9 @@ def test_every_control_is_reachable_and_no_header_is_cut_at_1280x800(qtbot, make
         else [Label(0, "background", (0, 0, 0)), Label(1, "a", (1, 1, 1)), Label(2, "b", (2, 2, 2))]
     )
     docks = window.findChildren(QDockWidget)
-    assert {"model", "display", "findings"} <= {d.objectName() for d in docks}
+    assert {"model", "display", "editing", "findings"} <= {d.objectName() for d in docks}
+    tabs = set(window.tabifiedDockWidgets(window.docks["model"]))  # three tabs above the findings
+    assert tabs == {window.docks["display"], window.docks["editing"]}
     checked = 0
     for dock in docks:
         dock.raise_()  # a tab of the right-hand docks
@@ -175,7 +176,7 @@ def test_every_control_is_reachable_and_no_header_is_cut_at_1280x800(qtbot, make
                 )
                 checked += 1
     groups = {g.title() for g in window.findChildren(QGroupBox)}
-    assert {"Model", "Window", "Segmentation", "Uncertainty", "Ground truth"} <= groups
+    assert {"Model", "Window", "Segmentation", "Uncertainty", "Ground truth", "Review", "Edit"} <= groups
     assert checked > 20
 
     # the findings' headers read in full beside long label names
@@ -313,25 +314,3 @@ def test_layout_and_window_are_restored_at_the_next_start(qtbot, make_window, lg
     assert second.overlay_panel.preset_combo.currentText() == display.CUSTOM
     open_scan(qtbot, second, lgg_case[0])  # an MR: its own (percentile) window
     assert second.session.preset == display.MR_AUTO
-
-
-# -- a cold analog run ------------------------------------------------------------------------------
-def test_cold_analog_run_shows_the_digital_preview_then_the_chips(
-    qtbot, make_window, small_model, lgg_case
-) -> None:
-    window = make_window([small_model], ChipCache(capacity=1), mode="analog", mc=2)
-    shown: list[tuple[str, str]] = []
-    window.runner.slicePreviewed.connect(
-        lambda job, k: shown.append((window.grid.views["axial"].title.text(), window.readout.text()))
-    )
-    messages: list[str] = []
-    window.runner.status.connect(lambda job, st: messages.append(window.statusBar().currentMessage()))
-    window.runner.sliceFinished.connect(lambda job, k: messages.append(window.statusBar().currentMessage()))
-    open_scan(qtbot, window, lgg_case[0])
-    wait_run(qtbot, window)
-    assert "(digital preview while the chips are programmed)" in shown[0][0]
-    assert shown[0][1].endswith("(digital preview)")
-    assert "(preview: 1 of 2 samples)" in shown[1][0] and "(preview: 2 of 2 samples)" in shown[2][0]
-    assert any("Programming analog chip" in m and "estimating the time left" in m for m in messages)
-    assert any(m.endswith("s left") for m in messages), "the time left is said once a step was timed"
-    assert "preview" not in window.grid.views["axial"].title.text()  # replaced by the finished slice

@@ -23,7 +23,8 @@ from viewer.session.ground_truth import dice_so_far, load_ground_truth
 from viewer.session.readout import describe_run
 from viewer.session.recent_files import MAX_RECENT, RecentFiles
 from viewer.session.result_cache import ResultCache, missing_slices, result_key
-from viewer.session.session import ReadingSession, RunOutcome
+from viewer.session.runs import RunOutcome
+from viewer.session.session import ReadingSession
 
 SHAPE = (5, 6, 7)
 

@@ -168,6 +168,11 @@ LABEL_PALETTE: tuple[tuple[int, int, int], ...] = (
 )
 
 
+# The outline of the reader's edits: lavender, far (CIELAB) from every label colour, every heatmap colour
+# and the reference's magenta, so the reader's part stays distinct on any model and heatmap.
+EDIT_COLOUR = (225, 180, 255)
+
+
 def label_colours(values: list[int]) -> dict[int, tuple[int, int, int]]:
     """The palette's colour of each foreground label (in turn, repeating past the palette's length)."""
     return {v: LABEL_PALETTE[(v - 1) % len(LABEL_PALETTE)] for v in values if v > 0}

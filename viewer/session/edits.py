@@ -22,13 +22,13 @@ from skimage.segmentation import flood
 
 from engine.pipeline import VolumeResult
 from engine.preprocessing import get_slice
-from viewer.session.display import label_lut, outline
+from viewer.session.display import EDIT_COLOUR, label_lut, outline
 from viewer.session.events import Emitter
 
 MAX_UNDO = 100  # strokes kept for undo; older ones are forgotten
 COMPONENTS = np.ones((3, 3, 3), bool)  # 26-connected, as `engine.findings.lesions` counts lesions
 NO_RESULT = "Nothing to edit: no segmentation on screen."
-EDIT_LUT = label_lut({1: (0, 255, 255)})  # the outline of the reader's changes: cyan, unlike any label
+EDIT_LUT = label_lut({1: EDIT_COLOUR})  # the outline of the reader's changes, unlike any label or heatmap
 
 
 class Tool(StrEnum):
@@ -128,6 +128,7 @@ class Editor:
         self.layer: EditLayer | None = None
         self.spacing: tuple[float, ...] = (1.0, 1.0, 1.0)
         self.revision = 0  # counts every change of the layer (edits, undos, redos, discards)
+        self._saved = 0  # the revision last exported
         self._undo: deque[EditRecord] = deque(maxlen=MAX_UNDO)
         self._redo: list[EditRecord] = []
         self._stroke: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
@@ -149,6 +150,14 @@ class Editor:
 
     def has_edits(self) -> bool:
         return self.layer is not None and self.layer.any()
+
+    def unsaved(self) -> bool:
+        """Edits that no export holds: leaving the scan would lose them."""
+        return self.has_edits() and self.revision != self._saved
+
+    def saved(self) -> None:
+        """The edits as they stand were exported."""
+        self._saved = self.revision
 
     def can_undo(self) -> bool:
         return bool(self._undo)

@@ -9,6 +9,7 @@ labelling for the lesions), so the session computes it off the UI thread.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ from engine.findings import Lesion, lesions, slice_ranking
 from engine.images2d import is_planar, pixel_area
 from engine.instances import Instances, Nucleus, instances
 from engine.pipeline import VolumeResult
+from engine.preprocessing import AXES
 from engine.uncertainty import MAP_TITLES
 from viewer.session.ground_truth import dice_so_far
 
@@ -70,6 +72,19 @@ class Findings:
         )
 
 
+def finished_only(result: VolumeResult) -> VolumeResult:
+    """`result` without its previews (a digital pass, or a few chips' samples, shown while a run goes on):
+    they are on screen, but not results, so no volume counts them. A shallow copy when there are any."""
+    if not result.previews:
+        return result
+    shown = copy.copy(result)
+    shown.segmentation = result.segmentation.copy()
+    previewed = np.zeros(result.finished.size, bool)
+    previewed[list(result.previews)] = True
+    np.moveaxis(shown.segmentation, AXES[result.axis], 0)[previewed] = 0
+    return shown
+
+
 def findings(
     result: VolumeResult,
     label_names: dict[int, str],
@@ -86,6 +101,7 @@ def findings(
     are listed only then. `count_nuclei`: the model finds nuclei (`engine.instances.detects_instances`);
     on a 2D image they are listed in place of lesions.
     """
+    result = finished_only(result)
     done, total = int(result.finished.sum()), int(result.finished.size)
     volumes = result.label_volumes_ml()
     inside = result.mean_uncertainty_in_labels(map_name)

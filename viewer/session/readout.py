@@ -43,12 +43,19 @@ def describe_run(run: RunSettings) -> str:
     )
 
 
-def run_line(run: RunSettings | None, done: int, total: int, outside: bool) -> str:
-    """The line above the views: the settings of the result on screen, how far it got, and whether its
-    model was run outside its training domain."""
+DIGITAL_PREVIEW_NOTE = "(digital preview until the analog result is in)"
+
+
+def run_line(
+    run: RunSettings | None, done: int, total: int, outside: bool, digital_preview: bool = False
+) -> str:
+    """The line above the views: the settings of the result on screen, how far it got, whether its
+    model was run outside its training domain, and whether slices show the `digital_preview`."""
     if run is None:
         return "No result"
     mark = "⚠ OUTSIDE THE MODEL'S TRAINING DOMAIN   ·   " if outside else ""
+    if digital_preview:  # first, where the line is never cut
+        mark += "DIGITAL PREVIEW on unfinished slices until the chips' result replaces it   ·   "
     return f"{mark}{describe_run(run)}   ·   {done}/{total} slices segmented"
 
 
@@ -75,7 +82,7 @@ def slice_note(result: VolumeResult, run: RunSettings, view: str, index: int) ->
     if index in result.previews:
         samples = result.previews[index]
         if samples == 0:
-            return "(digital preview while the chips are programmed)"
+            return DIGITAL_PREVIEW_NOTE
         return f"(preview: {samples} of {run.mc_samples} samples)"
     return "" if result.finished[index] else "(not segmented yet)"
 

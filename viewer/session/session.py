@@ -1,7 +1,8 @@
 """`ReadingSession`: the state of one reading, free of Qt, as 3D Slicer's logic is free of its widgets.
 
-It holds the open scan, the crosshair, the window/level, the model, the result on screen and the
-results cached per settings, and the reference segmentation. It decides which model a scan gets
+On the scan as it is looked at (`ScanView`: crosshair, window/level) it holds the model, the result on
+screen and the results cached per settings, the reader's edits and review, and the reference
+segmentation. It decides which model a scan gets
 (the compatibility gate: a model that does not fit runs only when the reader asks), what a run has to
 do (`request_run`, the slow part handed to a `Runner`: the Qt worker in the app, a fake in tests), and
 how far to trust a result (the case verdict and the findings, computed in a `Background`).
@@ -13,9 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
@@ -25,67 +24,21 @@ from engine.model_store import ModelSpec
 from engine.pipeline import VolumeResult
 from engine.preprocessing import AXES, get_slice, slice_count
 from engine.run_settings import RunSettings
-from engine.volume import ScanError, Volume, load_scan
+from engine.volume import Volume
 from viewer.session.background import Background, Immediate, Latest
-from viewer.session.display import (
-    CUSTOM,
-    MR_AUTO,
-    VIEWS,
-    WindowLevel,
-    clamp_voxel,
-    display_position,
-    instance_layer,
-    outline,
-    voxel_at,
-    window_for,
-    window_step,
-)
+from viewer.session.display import VIEWS, instance_layer, outline
 from viewer.session.edits import Editor
-from viewer.session.events import SessionEvents
 from viewer.session.exporting import refusal, would_replace, write_export
 from viewer.session.findings_table import Findings, findings
 from viewer.session.gate import Gate, check_scan
 from viewer.session.notices import Notice, fit_line, gate_notice, verdict_notice
-from viewer.session.readout import Pointer, describe_voxel, readout_line, run_line, slice_note
+from viewer.session.readout import describe_voxel, readout_line, run_line, slice_note
 from viewer.session.recent_files import RecentFiles, SettingsStore
 from viewer.session.result_cache import ResultCache, missing_slices, result_key
 from viewer.session.review import Review, items_for
+from viewer.session.runs import Runner, RunOutcome, read_scan
+from viewer.session.scan_view import ScanView
 from viewer.session.verdicts import CaseVerdict, Verdicts, VerdictState, lesion_review
-from viewer.session.window_memory import WindowMemory, scan_kind
-
-
-def read_scan(path: str, series: str | None = None) -> Volume:
-    """`load_scan` with every failure as a `ScanError` the user can read (slow: call it off the UI thread);
-    `series` chooses a DICOM folder's series."""
-    try:
-        return load_scan(path, series=series)
-    except ScanError:
-        raise
-    except Exception as exc:  # noqa: BLE001 (a reader bug must not pass silently or kill the app)
-        raise ScanError(f"{path}: could not be read ({type(exc).__name__}: {exc})") from exc
-
-
-class Runner(Protocol):
-    """Runs inference off the UI thread: fills `result` with `order`'s slices, one request at a time."""
-
-    def start(
-        self, spec: ModelSpec, run: RunSettings, volume: Volume, result: VolumeResult, order: list[int]
-    ) -> object: ...
-
-    def cancel(self) -> None: ...
-
-    def is_computing(self, result: VolumeResult) -> bool: ...
-
-
-class RunOutcome(StrEnum):
-    """What `request_run` did, for the status line."""
-
-    NOTHING = "nothing"  # no scan or no model
-    BLOCKED = "blocked"  # the model does not fit the scan and the reader did not ask for it: nothing runs
-    RUNNING = "running"  # this result is already being computed
-    CACHED = "cached"  # complete from the cache: nothing to compute
-    STARTED = "started"  # the missing slices were handed to the runner
-    ASK_EDITS = "ask edits"  # another result would replace the edited one: keep the edits on top, or not?
 
 
 @dataclass(frozen=True)
@@ -101,7 +54,7 @@ class SliceLayers:
     edits: np.ndarray | None = None  # outline of where the reader's edits changed the AI's labels
 
 
-class ReadingSession:
+class ReadingSession(ScanView):
     """One reader's scan, crosshair, window/level, results, reference and exports."""
 
     def __init__(
@@ -111,20 +64,11 @@ class ReadingSession:
         specs: list[ModelSpec] | None = None,
         background: Background | None = None,
     ) -> None:
-        self.store = store
+        super().__init__(store)
         self.runner = runner
         self.specs = list(specs or [])  # the installed models the gate chooses from
         self.background = background if background is not None else Immediate()
-        self.events = SessionEvents()
         self.recent = RecentFiles(store)
-        self.volume: Volume | None = None
-        self.crosshair: tuple[int, int, int] = (0, 0, 0)
-        self.pointer = Pointer()  # the mouse over an image, for the readout
-        self.window_level = WindowLevel(1.0, 0.5)
-        self.preset = MR_AUTO
-        self.data_range = 1.0
-        self.windows = WindowMemory(store)  # the last window per kind of scan (CT, MR)
-        self.scan_kind = "MR"
         self.cache = ResultCache()
         self.spec: ModelSpec | None = None
         self.result: VolumeResult | None = None
@@ -158,82 +102,18 @@ class ReadingSession:
         self.verdicts.clear()
         self.result = self.run = None
         self.truth = None
-        self.pointer.leave()  # the place under the mouse belongs to the old scan's geometry
         self.gate = gate if gate is not None else self.check(volume)
         self.accepted, self.blocked = set(), None
         chosen = next((s for s in self.specs if s.name == self.gate.chosen), None)
         self.choose_model(chosen)
-        self.volume = volume
+        self.show_scan(volume)
         self.editor.reset(volume.shape, volume.spacing)
         self.review.clear()
-        low, high = float(volume.data.min()), float(volume.data.max())
-        self.data_range = (high - low) or 1.0
-        self.scan_kind = scan_kind(volume.modality, low)
-        self.crosshair = (volume.shape[0] // 2, volume.shape[1] // 2, volume.shape[2] // 2)
-        self.preset, window = self.windows.recall(self.scan_kind, volume.data)
-        self._set_window(window)
         self.recent.add(path)
         self.events.scan_opened.emit(volume, str(path))
         self.events.trust_changed.emit()
 
-    # -- navigation ---------------------------------------------------------------------------
-    def centre_on(self, ijk: tuple[int, int, int]) -> None:
-        """Put the crosshair on `ijk` (a lesion's centre) and have every view bring it to its centre."""
-        self.set_cursor(ijk)
-        self.events.centred.emit()
-
-    def set_cursor(self, ijk: tuple[int, int, int]) -> None:
-        """Move the crosshair to voxel `ijk` (clamped into the scan)."""
-        if self.volume is None:
-            return
-        old, self.crosshair = self.crosshair, clamp_voxel(self.volume.shape, ijk)
-        self.events.cursor_moved.emit([v for v in VIEWS if old[AXES[v]] != self.crosshair[AXES[v]]])
-
-    def move_slice(self, view: str, index: int) -> None:
-        """Show slice `index` in `view`; the crosshair keeps its place in that plane."""
-        ijk = list(self.crosshair)
-        ijk[AXES[view]] = index
-        self.set_cursor((ijk[0], ijk[1], ijk[2]))
-
-    def point(self, view: str, row: int, col: int) -> None:
-        """The reader clicked pixel (row, col) of `view`: the crosshair goes there."""
-        if self.volume is not None:
-            self.set_cursor(self.voxel_shown(view, row, col))
-
-    def voxel_shown(self, view: str, row: int, col: int) -> tuple[int, int, int]:
-        assert self.volume is not None
-        return voxel_at(self.volume.shape, view, self.crosshair[AXES[view]], row, col)
-
-    def crosshair_position(self, view: str) -> tuple[int, int]:
-        """(row, col) of the crosshair in `view`."""
-        assert self.volume is not None
-        return display_position(self.volume.shape, view, self.crosshair)
-
-    # -- window / level -----------------------------------------------------------------------
-    def apply_preset(self, name: str) -> None:
-        if self.volume is not None:
-            self.preset = name
-            self._set_window(window_for(name, self.volume.data))
-
-    def drag_window(self, dx: float, dy: float) -> None:
-        self.preset = CUSTOM
-        self._set_window(self.window_level.dragged(dx, dy, self.data_range))
-
-    def type_window(self, width: float, level: float) -> None:
-        """A window the reader typed; a width below the smallest drag step is raised to it."""
-        self.preset = CUSTOM
-        self._set_window(WindowLevel(max(float(width), window_step(self.data_range)), float(level)))
-
-    def _set_window(self, wl: WindowLevel) -> None:
-        self.window_level = wl
-        self.windows.remember(self.scan_kind, self.preset, wl)
-        self.events.window_changed.emit(wl)
-
     # -- what the views draw ------------------------------------------------------------------
-    def image(self, view: str) -> np.ndarray:
-        assert self.volume is not None
-        return get_slice(self.volume.data, view, self.crosshair[AXES[view]])
-
     def slice_layers(self, view: str, map_name: str, outlined: bool, show_truth: bool) -> SliceLayers:
         """Labels (filled or `outlined`), the uncertainty map, the reference outline and the title note."""
         assert self.volume is not None
@@ -322,7 +202,8 @@ class ReadingSession:
         if self.blocked is not None:
             return f"{self.blocked} was not run: it does not fit this scan"
         done, total = self.segmented()
-        return run_line(self.run, done, total, self.outside_domain)
+        digital = self.result is not None and 0 in self.result.previews.values()
+        return run_line(self.run, done, total, self.outside_domain, digital)
 
     def fit_line(self, model: str) -> tuple[bool | None, str]:
         """Whether `model` fits the open scan, and why, for the model panel."""
@@ -464,4 +345,6 @@ class ReadingSession:
         paths = write_export(self, Path(folder), map_name, uncertainty, probability, edited, formats)
         if paths:
             self.store.setValue("export_dir", str(folder))
+            if edited:
+                self.editor.saved()
         return paths

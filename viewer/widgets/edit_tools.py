@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
     QMenu,
     QMessageBox,
     QPushButton,
-    QScrollArea,
     QSizePolicy,
     QToolButton,
     QVBoxLayout,
@@ -38,6 +37,7 @@ from viewer.session.edits import BRUSHES, Tool
 from viewer.session.findings_table import Findings
 from viewer.session.session import ReadingSession
 from viewer.widgets.export_dialog import ask_export_folder
+from viewer.widgets.layout import add_control_tab
 from viewer.widgets.review_panel import ReviewPanel
 
 if TYPE_CHECKING:
@@ -72,6 +72,26 @@ def ask_keep_edits(parent: QWidget) -> bool:
     return box.clickedButton() is keep
 
 
+EXPORT, DISCARD, CANCEL = "export", "discard", "cancel"
+
+
+def ask_unsaved_edits(parent: QWidget, leaving: str) -> str:
+    """The reader is `leaving` ("open another scan", "close the viewer") with edits no export holds:
+    export them first, discard them, or cancel and stay (the default, and what Esc chooses)."""
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Icon.Warning)
+    box.setWindowTitle("Unsaved edits")
+    box.setText(f"You have edited this segmentation and not exported it. {leaving.capitalize()} anyway?")
+    box.setInformativeText("Discarded edits cannot be recovered.")
+    export = box.addButton("Export the edited segmentation…", QMessageBox.ButtonRole.AcceptRole)
+    discard = box.addButton("Discard my edits", QMessageBox.ButtonRole.DestructiveRole)
+    cancel = box.addButton(f"Cancel: do not {leaving}", QMessageBox.ButtonRole.RejectRole)
+    box.setDefaultButton(cancel)
+    box.setEscapeButton(cancel)
+    box.exec()
+    return {export: EXPORT, discard: DISCARD}.get(box.clickedButton(), CANCEL)
+
+
 class EditPanel(QGroupBox):
     """Tool buttons, the active label, the brush and its 3D mode, undo/redo and the edit counts.
 
@@ -103,7 +123,8 @@ class EditPanel(QGroupBox):
         self.brush.setDecimals(1)
         self.brush.setValue(editor.brush_mm)
         self.brush.setToolTip("Brush diameter in millimetres (the ring around the mouse)")
-        self.sphere = QCheckBox("3D sphere (reaches the slices above and below)")
+        self.sphere = QCheckBox("3D sphere")
+        self.sphere.setToolTip("The brush is a ball: it also paints the slices above and below")
         self.undo_button, self.redo_button = QPushButton("Undo"), QPushButton("Redo")
         self.undo_button.setToolTip("Take back the last stroke (Ctrl+Z)")
         self.redo_button.setToolTip("Redo it (Ctrl+Shift+Z)")
@@ -178,7 +199,8 @@ class EditPanel(QGroupBox):
             for c, (added, removed) in editor.counts(spec.num_classes).items()
             if added or removed
         ]
-        self.counts.setText("Your edits (drawn in cyan): " + ("; ".join(parts) or "none that change a label"))
+        changed = "; ".join(parts) or "none that change a label"
+        self.counts.setText(f"Your edits (outlined in lavender): {changed}")
 
 
 class EditingControls:
@@ -198,27 +220,14 @@ class EditingControls:
         self._connect()
 
     def _dock(self) -> QDockWidget:
-        """'Edit and review', tabbed with the model and display controls (a small screen has no room for
-        both side by side)."""
+        """'Edit and review', a third tab beside Model and Display (a small screen has no room for more
+        docks side by side)."""
         content = QWidget()
         column = QVBoxLayout(content)
-        column.setContentsMargins(4, 4, 4, 4)
+        column.setContentsMargins(0, 0, 0, 0)
         column.addWidget(self.review)
         column.addWidget(self.panel)
-        column.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(content)
-        dock = QDockWidget("Edit and review", self.window)
-        dock.setObjectName("editing")
-        dock.setWidget(scroll)
-        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
-        controls = self.window.findChild(QDockWidget, "controls")
-        self.window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
-        if controls is not None:
-            self.window.tabifyDockWidget(controls, dock)
-            controls.raise_()
-        return dock
+        return add_control_tab(self.window, self.window.docks, "Edit and review", "editing", content)
 
     def _menu(self) -> QMenu:
         """The Edit menu, after File as usual."""
@@ -251,6 +260,17 @@ class EditingControls:
             following = file.actions()[file.actions().index(export) + 1] if export is not None else None
             file.insertAction(following, action)
         return action
+
+    def may_leave(self, leaving: str) -> bool:
+        """Whether the scan may be left (`leaving` says how): yes without unsaved edits; else the reader
+        chooses to export them first (yes once written), discard them (yes), or stay (no)."""
+        if not self.session.editor.unsaved():
+            return True
+        choice = ask_unsaved_edits(self.window, leaving)
+        if choice == EXPORT:
+            folder = ask_export_folder(self.window, self.session, self.window.exporter.formats())
+            return bool(folder and self.window.exporter.export_to(folder))
+        return choice == DISCARD
 
     def export_ai_result(self) -> list[Path]:
         """The AI's segmentation as it came, without the reader's edits (the summary says so)."""

@@ -22,11 +22,12 @@ from PySide6.QtCore import QObject, Signal
 from superqt.utils import FunctionWorker, GeneratorWorker, create_worker
 
 from engine.analog.chips import ChipCache
+from engine.compute_device import read_batch_size
 from engine.inference import Cancelled, Segmenter
 from engine.model_store import ModelSpec
 from engine.pipeline import SliceResult, VolumeResult, preview_while_programming, run_slices, slice_statistics
 from engine.postprocessing import keep_largest_component
-from engine.preprocessing import get_slice, normalise_volume, set_slice, to_model_input
+from engine.preprocessing import get_slice, input_slices, normalise_volume, set_slice, to_model_input
 from engine.run_settings import RunSettings
 from engine.volume import Volume
 
@@ -112,18 +113,28 @@ def _postprocessed(job: Job, slices: Iterator[SliceResult]) -> Iterator[SliceRes
 
 
 @torch.no_grad()
-def _digital_preview(segmenter: Segmenter, job: Job, index: int, normalised: np.ndarray) -> Preview:
-    """Slice `index` through the exact network, one pass (milliseconds), before the first chip is programmed
-    (seconds): the reader sees a segmentation at once, labelled the digital preview until chips replace it."""
-    image = get_slice(normalised, job.result.axis, index)
-    x = to_model_input(image[None], job.spec.preprocessing)
-    stats = slice_statistics(torch.softmax(segmenter.digital(x), 1), image.shape)
-    return Preview(SliceResult(index, stats, 0.0, 0, 1), 0)
+def _digital_previews(segmenter: Segmenter, job: Job, normalised: np.ndarray) -> Iterator[Preview]:
+    """Every slice still to do through the exact network, one pass each (milliseconds a slice), before the
+    first chip is programmed (seconds to minutes for all): the reader browses the digital result of the
+    whole scan, each slice labelled the digital preview until the chips' result replaces it. The slice on
+    screen comes first, alone; the others in read batches, nearest it first."""
+    prep, axis = job.spec.preprocessing, job.result.axis
+    size = get_slice(job.volume.data, axis, 0).shape
+    step = read_batch_size(segmenter.device)
+    batches = [job.order[:1]] + [job.order[k : k + step] for k in range(1, len(job.order), step)]
+    for indices in batches:
+        if job.cancel.is_set():
+            return
+        x = torch.cat([to_model_input(input_slices(normalised, axis, k, prep)[None], prep) for k in indices])
+        probabilities = torch.softmax(segmenter.digital(x.to(segmenter.device)), 1).cpu()
+        for k, p in zip(indices, probabilities, strict=True):
+            yield Preview(SliceResult(k, slice_statistics(p[None], size), 0.0, 0, 1), 0)
 
 
 def _segment(pool: ChipCache, job: Job) -> Iterator[SliceResult | Status | Preview | PostProcessed]:
-    """The worker's body: yields `Status`es (and `Preview`s of the slice on screen while chips are
-    programmed), one `SliceResult` per slice, then `PostProcessed`."""
+    """The worker's body: yields `Status`es (and, before a cold analog run's chips are programmed, the
+    digital `Preview` of every slice to do, then `Preview`s of the slice on screen from each new chip), one
+    `SliceResult` per slice, then `PostProcessed`."""
     _yield_cpu_to_the_ui()
     try:
         if job.cancel.is_set():
@@ -131,19 +142,14 @@ def _segment(pool: ChipCache, job: Job) -> Iterator[SliceResult | Status | Previ
         yield Status(f"Loading {job.spec.name} ({job.run.mode})…")
         segmenter = pool.segmenter(job.spec, job.run)
         total = segmenter.samples
-        normalised = normalise_volume(
-            job.volume.data, job.spec.preprocessing
-        )  # once, for preview and pipeline
+        normalised = normalise_volume(job.volume.data, job.spec.preprocessing)  # once, for previews and run
         if job.run.mode == "analog" and len(segmenter.chips) < total:
-            first = job.order[
-                0
-            ]  # the slice on screen: shown from the chips there are, refined with each new one
+            first = job.order[0]  # the slice on screen: shown from the chips there are, refined with each
             if not segmenter.chips:
-                yield _digital_preview(segmenter, job, first, normalised)
+                yield Status(f"Digital preview of {len(job.order)} slices before the chips are programmed…")
+                yield from _digital_previews(segmenter, job, normalised)
                 yield Status(
-                    f"Programming analog chip 1 of {total}; slice {first + 1} shows the digital preview…",
-                    0,
-                    total,
+                    f"Programming analog chip 1 of {total}; the views show the digital preview…", 0, total
                 )
             for read, preview in preview_while_programming(
                 segmenter, job.volume, first, job.result.axis, job.cancel, normalised

@@ -106,3 +106,19 @@ def add_docks(
     docks["model"].raise_()
     window.resizeDocks([docks["model"], docks["findings"]], [460, 330], Qt.Orientation.Vertical)
     return docks
+
+
+def add_control_tab(
+    window: QMainWindow, docks: dict[str, QDockWidget], title: str, name: str, widget: QWidget
+) -> QDockWidget:
+    """Another tab beside Model and Display (scrolling as they do), added to `docks`; Model stays in front."""
+    dock = QDockWidget(title, window)
+    dock.setObjectName(name)
+    dock.setWidget(_scrolling(widget))
+    dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
+    dock.setTitleBarWidget(QWidget())
+    window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+    window.tabifyDockWidget(docks["display"], dock)
+    docks["model"].raise_()
+    docks[name] = dock
+    return dock

@@ -21,7 +21,8 @@ from engine.volume import Volume
 from viewer.session.display import VIEWS, WindowLevel, window_step
 from viewer.session.findings_table import Findings
 from viewer.session.readout import describe_run, map_label
-from viewer.session.session import ReadingSession, RunOutcome
+from viewer.session.runs import RunOutcome
+from viewer.session.session import ReadingSession
 from viewer.widgets.background import ThreadBackground
 from viewer.widgets.colour_bar import ColourBar
 from viewer.widgets.edit_tools import EditingControls, ask_keep_edits
@@ -214,6 +215,7 @@ class MainWindow(QMainWindow):
         for name in views:
             self._refresh_overlays(name)
         self._update_readout()
+        self.run_label.setText(self.session.run_line())  # a digital preview, then the chips' slices
         if finished:
             self.trust.update_banners()
             self._refresh_findings()
@@ -302,8 +304,11 @@ class MainWindow(QMainWindow):
 
     # -- closing ------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
-        """Keep the layout for the next start; stop inference (the worker ends on its own within one MC
-        sample) and the analysis' answers."""
+        """Unless the reader stays for their unsaved edits: keep the layout for the next start; stop
+        inference (the worker ends on its own within one MC sample) and the analysis' answers."""
+        if not self.editing.may_leave("close the viewer"):
+            event.ignore()
+            return
         save_layout(self)
         self.runner.cancel()
         self.background.stop()

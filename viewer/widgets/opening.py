@@ -64,7 +64,11 @@ class Opener:
         """Read a scan in the background; the session opens it, or a message box and `openFailed` say why.
 
         A DICOM folder (or file) is first listed; if it holds several series the reader chooses one.
+        Edits of the scan on screen no export holds are never dropped unasked (`may_leave`).
         """
+        if not self.window.editing.may_leave("open another scan"):
+            self.window.statusBar().showMessage("Nothing opened: your edits are still here", 5000)
+            return
         path = str(path)
         self.window.statusBar().showMessage(f"Opening {path}…")
         if Path(path).is_dir() or path.lower().endswith(".dcm"):

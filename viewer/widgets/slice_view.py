@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 )
 from superqt import QLabeledSlider
 
-from viewer.session.display import ORIENTATION_LETTERS, TRUTH_LUT, display_shape, pixel_size_mm
+from viewer.session.display import EDIT_COLOUR, ORIENTATION_LETTERS, TRUTH_LUT, display_shape, pixel_size_mm
 from viewer.session.edits import EDIT_LUT
 from viewer.session.session import SliceLayers
 from viewer.widgets.overlay_panel import OverlayStyle
@@ -35,7 +35,7 @@ pg.setConfigOptions(imageAxisOrder="row-major", background="k", foreground="#d0d
 
 CROSSHAIR_PEN = pg.mkPen((80, 200, 255, 170), width=1, style=Qt.PenStyle.DashLine)
 LETTER_COLOUR = "#ffd75e"
-EDIT_RING_COLOUR = pg.mkColor(0, 255, 255, 220)
+EDIT_RING_COLOUR = pg.mkColor(*EDIT_COLOUR, 220)  # the colour of the edits it makes
 
 
 class SliceViewBox(pg.ViewBox):
