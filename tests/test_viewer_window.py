@@ -30,6 +30,7 @@ from engine.preprocessing import get_slice  # noqa: E402
 from engine.run_settings import RunSettings  # noqa: E402
 from engine.volume import Volume, load_scan  # noqa: E402
 from viewer.session.display import display_position, outline  # noqa: E402
+from viewer.session.readout import DIGITAL_PREVIEW_NOTE  # noqa: E402
 from viewer.widgets.help_dialogs import SHORTCUTS, about_html  # noqa: E402
 from viewer.widgets.inference_worker import InferenceRunner  # noqa: E402
 from viewer.widgets.main_window import MainWindow  # noqa: E402
@@ -258,11 +259,16 @@ def test_analog_run_current_slice_first_and_ui_stays_responsive(
     record_property("longest_event_loop_gap_s", float(np.diff(stamps).max()) if len(stamps) > 1 else None)
     if fresh:  # the status bar counted the chips being programmed
         assert [(st.chips_ready, st.chips_total) for st in statuses if st.chips_total] == [(0, 2), (1, 2)]
-        # the slice on screen showed digitally, then from the first chip, then both, before it was finished
-        assert events[:4] == [("preview", indices[0])] * 3 + [("finished", indices[0])]
-        assert "(digital preview" in shown[0][0] and shown[0][1].endswith("(digital preview)")
-        assert "(preview: 1 of 2 samples)" in shown[1][0] and "(preview from 1 sample)" in shown[1][1]
-        assert "(preview: 2 of 2 samples)" in shown[2][0]
+        # every slice showed digitally (the one on screen first), then the slice on screen from the first
+        # chip, then from both, before it was finished
+        first = indices[0]
+        assert events[0] == ("preview", first)
+        assert sorted(k for _, k in events[:SLICES]) == list(range(SLICES))
+        assert events[SLICES : SLICES + 3] == [("preview", first)] * 2 + [("finished", first)]
+        assert DIGITAL_PREVIEW_NOTE in shown[0][0] and shown[0][1].endswith("(digital preview)")
+        chip_one_title, chip_one_readout = shown[SLICES]
+        assert "(preview: 1 of 2 samples)" in chip_one_title and "(preview from 1 sample)" in chip_one_readout
+        assert "(preview: 2 of 2 samples)" in shown[SLICES + 1][0]
     assert indices[0] == volume.shape[2] // 2, "the slice on screen comes first"
     assert sorted(indices) == list(range(SLICES))
     assert (
@@ -345,7 +351,7 @@ def test_cancel_while_chips_are_programmed_leaves_no_preview(qtbot, make_window,
     with qtbot.waitSignal(window.runner.finished, timeout=RUN_TIMEOUT_MS) as blocker:
         open_scan(qtbot, window)
     assert blocker.args[1] is False
-    assert previews and "(digital preview while the chips are programmed)" in previews[0]
+    assert previews and DIGITAL_PREVIEW_NOTE in previews[0]
     assert not window.session.result.finished.any() and window.session.result.previews == {}
     assert window.session.result.segmentation.max() == 0 and window.session.result.maps["entropy"].max() == 0
     assert "(not segmented yet)" in window.grid.views["axial"].title.text()
