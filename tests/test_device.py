@@ -151,3 +151,26 @@ def test_the_viewers_device_menu_applies_the_choice_and_keeps_it(qtbot, tmp_path
     assert reopened["cpu"].isChecked() and resolve_device() == torch.device("cpu")
     settings.setValue("device", "tpu")  # a malformed saved choice: auto
     assert saved_device(settings) == "auto"
+
+
+def test_the_viewer_says_when_the_asked_device_is_not_there(qtbot, tmp_path, monkeypatch) -> None:
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QMainWindow
+
+    from viewer.widgets.device_menu import add_device_menu
+
+    monkeypatch.delenv(DEVICE_ENV, raising=False)
+    monkeypatch.setattr("viewer.widgets.device_menu.available_devices", lambda: ["cpu"])  # a GPU-less machine
+    window = QMainWindow()
+    qtbot.addWidget(window)
+    menu = add_device_menu(window, QSettings(str(tmp_path / "v.ini"), QSettings.Format.IniFormat), "cuda")
+    message = window.statusBar().currentMessage()
+    assert "cuda:0 is not on this machine" in message and "using auto" in message
+    assert next(a for a in menu.actions() if a.isChecked()).data() == "auto"
+
+    monkeypatch.setattr("viewer.widgets.device_menu.available_devices", lambda: ["cpu", "cuda:0"])
+    gpu_window = QMainWindow()  # `--device cuda` on a GPU machine is its first GPU, not auto
+    qtbot.addWidget(gpu_window)
+    menu = add_device_menu(gpu_window, QSettings(str(tmp_path / "g.ini"), QSettings.Format.IniFormat), "cuda")
+    assert next(a for a in menu.actions() if a.isChecked()).data() == "cuda:0"
+    assert not gpu_window.statusBar().currentMessage()

@@ -26,8 +26,14 @@ def saved_device(settings: QSettings) -> str:
 def add_device_menu(window: QMainWindow, settings: QSettings, initial: str) -> QMenu:
     """A Settings > Compute device menu on `window`, starting at `initial` (applied now)."""
     choices = ["auto", *available_devices()]
-    if initial not in choices:
-        initial = "auto"  # a GPU of an earlier session that this machine lacks
+    if initial == "cuda":
+        initial = "cuda:0"  # torch's default GPU
+    if initial not in choices:  # a GPU this machine lacks (asked for, or saved elsewhere): said, not silent
+        window.statusBar().showMessage(
+            f"Compute device {initial} is not on this machine (it offers {', '.join(choices[1:])}); "
+            f"using auto ({resolve_device('auto')})"
+        )
+        initial = "auto"
     use_device(initial)
     menu = window.menuBar().addMenu("&Settings").addMenu("Compute &device")
     group = QActionGroup(menu)
