@@ -38,6 +38,16 @@ if TYPE_CHECKING:
 
 TABLE_CSV, TABLE_JSON = "cases.csv", "cases.json"
 DONE, SKIPPED, FAILED, PENDING = "done", "skipped", "failed", "not run"
+# What `run_case` imports when it first runs (torch, MONAI and aihwkit with them): a cluster's workers
+# can import them ahead, all at once (`Executor.preload`).
+CASE_MODULES = (
+    "engine.pipeline",
+    "engine.analog.chips",
+    "engine.compatibility",
+    "engine.export",
+    "engine.export_formats",
+    "engine.trust",
+)
 _FIXED = ("case", "status", "scan", "series_uid", "output", "model", "mode", "slices")
 _TAIL = ("mean_uncertainty", "verdict", "review", "expected_dice", "fits_model", "seconds", "error")
 

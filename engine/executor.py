@@ -14,6 +14,7 @@ restarted one), so units must be idempotent: write outputs as one output set (`e
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import os
 import threading
@@ -117,6 +118,11 @@ def _unit(fn: Callable[..., Any], item: Any, topic: str | None) -> Any:
     return fn(item, lambda message: worker.log_event(topic, message))
 
 
+def _import_all(modules: tuple[str, ...]) -> None:
+    for module in modules:
+        importlib.import_module(module)
+
+
 class Executor:
     """Runs units in this process (`workers=0`), on a local cluster of `workers` processes (None: one
     per core), or on the Dask cluster at `scheduler` (tcp://HOST:PORT). Use it as a context manager."""
@@ -190,6 +196,12 @@ class Executor:
             return "in this process"
         where = self.scheduler or "a local Dask cluster"
         return f"{self.size} Dask worker{'s' if self.size != 1 else ''} on {where}"
+
+    def preload(self, modules: Iterable[str]) -> None:
+        """Import `modules` on every worker now, all at once (seconds each for torch, MONAI, aihwkit),
+        so that the first units do not pay for them; nothing to do in this process's own map."""
+        if self.client is not None:
+            self.client.run(_import_all, tuple(modules))
 
     def pids(self) -> dict[str, int]:
         """Each worker's process id by address (to watch or stop one); empty in this process."""

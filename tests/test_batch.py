@@ -274,12 +274,13 @@ def test_bench_batch_rows_time_each_variant_on_fresh_folders(small_model, tmp_pa
     scans = [_scan(tmp_path / f"s{k}.nii.gz", value=k + 1) for k in range(2)]
     lines: list[str] = []
     variants = {"serial": 0, "serial again": 0}  # the Dask variants' mechanics: tests/test_batch_cluster.py
-    rows = bench_batch(small_model, ("digital", "analog"), scans, lines.append, variants)
+    rows = bench_batch(small_model, ("digital", "analog"), scans, lines.append, variants, rounds=2)
     assert [(r["mode"], r["variant"]) for r in rows] == [
         (m, v) for m in ("digital", "analog") for v in variants
     ]
     for r in rows:  # nothing skipped: each variant ran every case
         assert r["scans"] == 2 and r["failed"] == 0 and r["slices"] == 6 and r["scans_per_min"] > 0, r
+        assert len(r["batch_s_each_round"]) == 2 and r["start_s"] > 0  # the serial loop's fresh imports
     assert rows[2]["mc"] == 4 and len(lines) == 2 and "serial again" in lines[1]
 
 

@@ -138,3 +138,19 @@ def test_a_worker_killed_mid_case_loses_nothing(scans, cluster, tmp_path):
     for job in jobs:
         _same_outputs(tmp_path / "serial" / job.case.name, Path(job.out_dir))
     assert killed[0] not in cluster.pids().values()  # that worker was replaced
+
+
+def _imported(module: str) -> bool:
+    import sys
+
+    return module in sys.modules
+
+
+def test_preload_imports_the_engine_on_every_worker(cluster):
+    from engine.batch_run import CASE_MODULES
+
+    module = "engine.dicom_export"  # no case of this file's tests imports the DICOM writer
+    assert set(cluster.client.run(_imported, module).values()) == {False}
+    cluster.preload((module, *CASE_MODULES))
+    assert set(cluster.client.run(_imported, module).values()) == {True}
+    assert len(cluster.client.run(_imported, module)) == 2

@@ -55,6 +55,7 @@ def test_bench_prints_and_writes_every_number(tmp_path, monkeypatch):
     batched = report["batched_reads"]
     if "skipped" not in batched:
         assert batched["slices"] == 5 and batched["batch_size"] >= 1 and batched["speed_up"] > 0
+        assert batched["program_s_per_chip"] > batched["stored_chip_load_s_per_chip"] > 0
         assert any(line.startswith("batched reads") for line in lines)
     assert "skipped" in report["gpu_volume"] or report["gpu_volume"]["mc"] == 64
     assert json.loads((tmp_path / "bench.json").read_text()) == json.loads(json.dumps(report))
