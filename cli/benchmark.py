@@ -75,12 +75,17 @@ def _peak_rss_mb() -> float:
 
 
 def _training_running() -> bool:
-    """A training run of this project steals a core; say so next to the numbers."""
+    """A training run of this project steals a core; say so next to the numbers (one paused with
+    SIGSTOP for the bench does not)."""
     pattern = r"training\.train|aimc train|cli(\.main)? train"
     try:
-        return subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0
+        pids = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+        if not pids:
+            return False
+        states = subprocess.run(["ps", "-o", "stat=", "-p", ",".join(pids)], capture_output=True, text=True)
     except OSError:
         return False
+    return any(not state.startswith("T") for state in states.stdout.split())
 
 
 def bench_cold_start(rounds: int = 5) -> dict[str, float]:

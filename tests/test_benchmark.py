@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
+import pytest
 import torch
 
 import cli.benchmark as bench
@@ -60,3 +65,24 @@ def test_bench_prints_and_writes_every_number(tmp_path, monkeypatch):
     assert "skipped" in report["gpu_volume"] or report["gpu_volume"]["mc"] == 64
     assert json.loads((tmp_path / "bench.json").read_text()) == json.loads(json.dumps(report))
     assert any(line.startswith("unet") for line in lines) and lines[-1].startswith("wrote")
+
+
+def _state(pid: int) -> str:
+    return subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout
+
+
+def test_a_training_run_is_noted_unless_paused_for_the_bench():
+    if bench._training_running():
+        pytest.skip("a real training run is going on on this machine")
+    fake = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "aimc train"])
+    try:
+        assert bench._training_running()
+        fake.send_signal(signal.SIGSTOP)
+        for _ in range(100):  # the stop takes effect asynchronously
+            if _state(fake.pid).startswith("T"):
+                break
+            time.sleep(0.05)
+        assert not bench._training_running()
+    finally:
+        fake.kill()
+        fake.wait()
