@@ -79,6 +79,7 @@ class ModelSpec:
     keep_largest: list[int] = field(
         default_factory=list
     )  # labels cut to their largest component (chosen on val)
+    component_fraction: float = 1.0  # ... keeping also components of this share of the largest's size
     card: ModelCard | None = None  # what the model is for (modality, body part, training domain)
     trust: dict = field(
         default_factory=dict
@@ -114,7 +115,10 @@ class ModelSpec:
             "metrics": self.metrics,
             "data": self.data,
             "training": self.training,
-            "postprocessing": {"keep_largest_component": self.keep_largest},
+            "postprocessing": {
+                "keep_largest_component": self.keep_largest,
+                "keep_components_of_fraction": self.component_fraction,
+            },
             **({"card": self.card.to_dict()} if self.card is not None else {}),
             **({"trust": self.trust} if self.trust else {}),
         }
@@ -133,6 +137,7 @@ class ModelSpec:
             data=d.get("data", {}),
             training=d.get("training", {}),
             keep_largest=[int(v) for v in d.get("postprocessing", {}).get("keep_largest_component", [])],
+            component_fraction=float(d.get("postprocessing", {}).get("keep_components_of_fraction", 1.0)),
             card=ModelCard.from_dict(d["card"]) if "card" in d else None,
             trust=d.get("trust", {}),
             folder=folder,

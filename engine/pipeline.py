@@ -31,7 +31,7 @@ import torch
 
 from engine.inference import Cancelled, Segmenter
 from engine.model_store import ModelSpec
-from engine.postprocessing import keep_largest_component
+from engine.postprocessing import keep_large_components
 from engine.preprocessing import (
     get_slice,
     input_slices,
@@ -111,7 +111,8 @@ class VolumeResult:
     """Maps of a whole volume in the scan's canonical voxel order, filled slice by slice.
 
     `finalise()` applies the model's post-processing once the last slice is in: the labels in
-    `keep_largest` are cut to their largest 3D component. Until then the label map is the network's,
+    `keep_largest` are cut to their largest 3D component (and those of `component_fraction` of its
+    size). Until then the label map is the network's,
     slice by slice. (The viewer computes the same off its UI thread: `postprocessed_labels`.)
     """
 
@@ -119,6 +120,7 @@ class VolumeResult:
     axis: str
     num_classes: int
     keep_largest: tuple[int, ...] = ()
+    component_fraction: float = 1.0
     probabilities: np.ndarray = field(init=False)  # (I, J, K, C) mean class probabilities
     segmentation: np.ndarray = field(init=False)  # (I, J, K) uint8
     maps: dict[str, np.ndarray] = field(init=False)  # entropy, mutual_information, std: (I, J, K)
@@ -132,7 +134,13 @@ class VolumeResult:
     @classmethod
     def for_model(cls, volume: Volume, spec: ModelSpec) -> VolumeResult:
         """An empty result for `spec` on `volume`: the model's slice axis, classes and post-processing."""
-        return cls(volume, spec.preprocessing.slice_axis, spec.num_classes, tuple(spec.keep_largest))
+        return cls(
+            volume,
+            spec.preprocessing.slice_axis,
+            spec.num_classes,
+            tuple(spec.keep_largest),
+            spec.component_fraction,
+        )
 
     def __post_init__(self) -> None:
         shape = self.volume.shape
@@ -181,7 +189,9 @@ class VolumeResult:
     def finalise(self) -> None:
         """Apply the post-processing when every slice is done; calling it again changes nothing."""
         if self.keep_largest and self.complete:
-            self.segmentation = keep_largest_component(self.segmentation, self.keep_largest)
+            self.segmentation = keep_large_components(
+                self.segmentation, self.keep_largest, self.component_fraction
+            )
 
     @property
     def complete(self) -> bool:

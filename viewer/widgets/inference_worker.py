@@ -26,7 +26,7 @@ from engine.compute_device import read_batch_size
 from engine.inference import Cancelled, Segmenter
 from engine.model_store import ModelSpec
 from engine.pipeline import SliceResult, VolumeResult, preview_while_programming, run_slices, slice_statistics
-from engine.postprocessing import keep_largest_component
+from engine.postprocessing import keep_large_components
 from engine.preprocessing import get_slice, input_slices, normalise_volume, set_slice, to_model_input
 from engine.run_settings import RunSettings
 from engine.volume import Volume
@@ -109,7 +109,7 @@ def _postprocessed(job: Job, slices: Iterator[SliceResult]) -> Iterator[SliceRes
         done[item.index] = True
         yield item
     if done.all() and not job.cancel.is_set():
-        yield PostProcessed(keep_largest_component(labels, result.keep_largest))
+        yield PostProcessed(keep_large_components(labels, result.keep_largest, result.component_fraction))
 
 
 @torch.no_grad()

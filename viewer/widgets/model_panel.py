@@ -29,6 +29,14 @@ DEBOUNCE_MS = 400
 FITS, MISFITS = "#7fd18b", "#ff8a7a"  # the fit line's colours on the dark theme
 
 
+def _postprocessing(names: list[str], fraction: float) -> str:
+    if fraction >= 1.0:
+        return f"; keeps only the largest connected {', '.join(names)}"
+    return (
+        f"; keeps the connected {', '.join(names)} regions of at least {fraction:.0%} of the largest's size"
+    )
+
+
 def describe_model(spec: ModelSpec) -> str:
     """One line on what the model is, how good it measured (digitally and on chips: a reader weighs the
     analog result by the latter), and what is done to its output."""
@@ -44,7 +52,7 @@ def describe_model(spec: ModelSpec) -> str:
             if chips and test is not None
             else ""
         )
-        + (f"; keeps only the largest connected {', '.join(names)}" if names else "")
+        + (_postprocessing(names, spec.component_fraction) if names else "")
         + ("" if spec.has_analog else "; no analog weights: digital only")
     )
 
