@@ -50,6 +50,7 @@ def test_a_digital_run_records_split_log_and_checkpoint(trained):
     assert not set(split["train"]) & set(split["test"])
     assert spec.training["epochs_run"] == 1 and len(spec.training["history"]) == 1
     assert spec.training["learning_rate"] == pytest.approx(1e-3)
+    assert "validation patients only" in spec.training["selection"]  # the protocol, in model.json
     with open(runs / out.name / "log.csv") as f:
         assert [r["epoch"] for r in csv.DictReader(f)] == ["1"]
     assert (runs / out.name / "checkpoint.pt").exists()

@@ -27,7 +27,7 @@ from engine.inference import Segmenter
 from engine.metrics import dice_per_label
 from engine.model_store import ModelSpec, find_model, save_model
 from engine.pipeline import segment_volume
-from engine.postprocessing import keep_largest_component
+from engine.postprocessing import keep_large_components
 from engine.preprocessing import AXES, normalise_volume
 from engine.run_settings import RunSettings
 from engine.volume import load_scan
@@ -120,7 +120,7 @@ def analyse(model: str, data: Path, split: str = "val", progress=print, flips: b
         volume, truth = load_scan(case.image), np.rint(load_scan(case.label).data).astype(np.int64)
         result = segment_volume(segmenter, volume)
         raw = result.segmentation
-        post = keep_largest_component(raw, spec.keep_largest)
+        post = keep_large_components(raw, spec.keep_largest, spec.component_fraction)
         image = normalise_volume(volume.data, spec.preprocessing)
         row = {
             "case": case.case_id,
@@ -130,7 +130,9 @@ def analyse(model: str, data: Path, split: str = "val", progress=print, flips: b
             "post": case_errors(post, truth, image, axis),
         }
         if flips:
-            tta = keep_largest_component(flip_ensemble(segmenter, volume, result), spec.keep_largest)
+            tta = keep_large_components(
+                flip_ensemble(segmenter, volume, result), spec.keep_largest, spec.component_fraction
+            )
             row["dice_flips"] = dice_per_label(tta, truth, spec.num_classes)[1]
         rows.append(row)
         progress(

@@ -153,6 +153,13 @@ def _validate(
     return float(np.mean(scores))
 
 
+# What every choice of a model was made on (issue 14's protocol), stated in its model.json.
+SELECTION = (
+    "epoch, input, recipe and post-processing chosen on the validation patients only; "
+    "the test patients were measured once, on the final model (aimc evaluate --record)"
+)
+
+
 def train(
     data: Path,
     arch: str,
@@ -364,6 +371,7 @@ def train(
         + (torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"),
         "torch": torch.__version__,
         "best_val_dice": best,
+        "selection": SELECTION,
         "history": history,
         **({"earlier_round": earlier} if earlier else {}),
     }
