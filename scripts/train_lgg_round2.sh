@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The LGG round-2 trainings of issue 14, as run: background, one thread, resumable.
+#
+#   scripts/train_lgg_round2.sh RUN [RUNS_DIR]
+#
+# RUN is one of the names below. Each run keeps its checkpoint, log and spec in RUNS_DIR/RUN (default
+# ../runs, outside git) and writes the finished model to RUNS_DIR/models/RUN (not resources/models: a
+# model is installed there only once it is final and measured). Rerunning the same command resumes after
+# the last finished epoch; a run folder lost with its machine means starting again from epoch 1.
+# The recipes were chosen on the validation patients (reports/models-round2.md); HWA runs start from
+# the installed digital model of the same architecture.
+set -euo pipefail
+run=${1:?"usage: $0 RUN [RUNS_DIR]"}
+runs=$(realpath -m "${2:-../runs}")
+repo=$(cd "$(dirname "$0")/.." && pwd)
+data=${AIMC_DATA:-$repo/../shared/data}/lgg
+patches=(--size 256 --crop 128 --crop-foreground 0.3333 --context 1 --augment strong --loss dicefocal)
+case $run in
+  lgg_unet_r2_256p128f33_c1)
+    args=(--arch unet --kind digital --epochs 80 "${patches[@]}") ;;
+  lgg_unetpp_r2_256p128f33_c1)  # widened where the pixels are few: the U-Net's 1.7 M parameters
+    args=(--arch unetpp --kind digital --epochs 100 --patience 15 "${patches[@]}"
+          --arch-args '{"features": [16, 24, 48, 112, 256, 16]}') ;;
+  lgg_swinunetr_r2_256p128f33_c1)
+    args=(--arch swinunetr --kind digital --epochs 100 --patience 15 "${patches[@]}") ;;
+  lgg_unet_hwa)  # from the installed lgg_unet_digital; round 1's HWA validation Dice was flat after epoch 5
+    args=(--arch unet --kind hwa --init lgg_unet_digital --epochs 6 --crop 128 --crop-foreground 0.3333
+          --augment strong --loss dicefocal) ;;
+  *) echo "unknown run $run" >&2; exit 2 ;;
+esac
+mkdir -p "$runs/$run" "$runs/models"
+cd "$repo"
+OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/aimc train --data "$data" "${args[@]}" \
+  --out "$runs/models/$run" --runs-dir "$runs" --max-minutes 100000 --seed 0 >> "$runs/$run/train.log" 2>&1 &
+echo "$run: pid $!, log $runs/$run/train.log"
