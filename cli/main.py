@@ -187,6 +187,10 @@ def models_markdown(specs: list) -> str:
     for s in specs:
         t = s.training
         size = "x".join(map(str, s.preprocessing.input_size))
+        if t.get("patch"):
+            size += f" ({t['patch']}x{t['patch']} patches)"
+        if s.preprocessing.context:
+            size += f", 2.5D ({2 * s.preprocessing.context + 1} slices)"
         how = f"{t.get('epochs_run', '?')} epochs, {size}, {t.get('wall_time_s', 0) / 60:.0f} min" + (
             f", from `{t['init']}`" if t.get("init") else ""
         )

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import cli.benchmark as bench
+from engine.model_store import find_model
 
 
 def test_bench_prints_and_writes_every_number(tmp_path, monkeypatch):
@@ -34,7 +35,8 @@ def test_bench_prints_and_writes_every_number(tmp_path, monkeypatch):
         'python -c "pass"',
     } and all(v > 0 for v in report["cold_start_s"].values())
     (row,) = report["architectures"]
-    assert row["arch"] == "unet" and row["input"] == [128, 128]
+    shipped = find_model(row["model"])
+    assert row["arch"] == "unet" and row["input"] == list(shipped.preprocessing.input_size)
     for key in (
         "digital_ms",
         "aihwkit_ms",

@@ -87,6 +87,12 @@ def test_models_markdown_compares_an_hwa_model_with_its_digital_start(small_mode
     assert lines[2].endswith("| 0.800 | 0.700 ± 0.020 | 0.100 |")  # its own drop
     assert lines[3].endswith("| 0.810 | 0.780 ± 0.010 | 0.020 |")  # against the digital model it started from
     assert "from `small_unet`" in lines[3]
+    wide = dataclasses.replace(
+        digital,
+        preprocessing=dataclasses.replace(digital.preprocessing, input_size=(256, 256), context=1),
+        training={"epochs_run": 80, "wall_time_s": 5400, "patch": 128},
+    )
+    assert "| 80 epochs, 256x256 (128x128 patches), 2.5D (3 slices), 90 min |" in models_markdown([wide])
 
 
 @pytest.mark.parametrize(
