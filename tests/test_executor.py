@@ -79,3 +79,26 @@ def test_evaluation_units_give_each_run_its_cases_in_order_and_skip_unreadable_o
     assert capsys.readouterr().out.count("skipping broken") == 2
     assert first["mean_dice"] == np.mean([r["mean_dice"] for r in first["cases"]])
     assert first["cases"] != second["cases"]  # two programmings, two sets of chips
+
+
+def test_recording_keeps_what_another_run_recorded_meanwhile(small_model, tmp_path, monkeypatch):
+    """Two `aimc evaluate --record` runs of one model (digital and on chips, side by side) both land."""
+    import shutil
+
+    import training.evaluate as evaluation
+    from engine.model_store import read_spec, write_spec
+
+    folder = tmp_path / small_model.name
+    shutil.copytree(small_model.folder, folder)
+    monkeypatch.setattr(evaluation, "cases_of_split", lambda spec, data, split: ("msd", []))
+
+    def runs_while_another_records(spec, cases, layout, settings, progress, executor):
+        other = read_spec(folder)
+        other.metrics.setdefault("test", {})["analog_noise1_drift86400"] = {"mean_dice": 0.7}
+        write_spec(other, folder)
+        return [{"mean_dice": 0.8, "mean_entropy": 0.01, "cases": []}]
+
+    monkeypatch.setattr(evaluation, "evaluate_runs", runs_while_another_records)
+    evaluation.evaluate(str(folder), tmp_path, "test", "digital", record=True, progress=False)
+    stored = read_spec(folder).metrics["test"]
+    assert stored["digital"]["mean_dice"] == 0.8 and stored["analog_noise1_drift86400"]["mean_dice"] == 0.7

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from engine.executor import Executor, local_chips, local_model
 from engine.inference import Segmenter
 from engine.metrics import dice_per_label
-from engine.model_store import ModelSpec, find_model, metrics_key, write_spec
+from engine.model_store import ModelSpec, find_model, metrics_key, read_spec, write_spec
 from engine.pipeline import segment_slice, segment_volume
 from engine.run_settings import RunSettings
 from engine.trust import border_band
@@ -175,11 +175,12 @@ def evaluate(
         "mean_entropy": float(np.mean([r["mean_entropy"] for r in runs])),
         "per_case": runs[0]["cases"],
     }
-    if record:
-        spec.metrics.setdefault(split, {})[metrics_key(mode, noise, drift)] = {
+    if record:  # into model.json as it is now: another run may have recorded its mode meanwhile
+        stored = read_spec(spec.folder)
+        stored.metrics.setdefault(split, {})[metrics_key(mode, noise, drift)] = {
             k: v for k, v in report.items() if k != "per_case"
         }
-        write_spec(spec, spec.folder)
+        write_spec(stored, spec.folder)
     return report
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from scipy.stats import spearmanr
 from sklearn.isotonic import IsotonicRegression
 
-from engine.model_store import ModelSpec, find_model, write_spec
+from engine.model_store import ModelSpec, find_model, read_spec, write_spec
 from engine.run_settings import Mode
 from engine.trust import (
     FAILURE_DICE,
@@ -213,8 +213,9 @@ def main(argv: list[str] | None = None) -> None:
         spec = find_model(name)
         for mode in map(Mode, args.mode):
             calibration = calibrate(spec, args.data / spec.data["dataset"], mode)
-            spec.trust[mode.value] = calibration.to_dict()
-            write_spec(spec, spec.folder)
+            stored = read_spec(spec.folder)  # as it is now: another run may have stored its mode meanwhile
+            stored.trust[mode.value] = calibration.to_dict()
+            write_spec(stored, spec.folder)
             print(f"{spec.name} {mode}: score {calibration.score}, {calibration.fitted_on}")
 
 
