@@ -111,9 +111,9 @@ class VolumeResult:
     """Maps of a whole volume in the scan's canonical voxel order, filled slice by slice.
 
     `finalise()` applies the model's post-processing once the last slice is in: the labels in
-    `keep_largest` are cut to their largest 3D component (and those of `component_fraction` of its
-    size). Until then the label map is the network's,
-    slice by slice. (The viewer computes the same off its UI thread: `postprocessed_labels`.)
+    `keep_largest` are cut to their largest 3D component and any other of at least `component_fraction`
+    of its size. Until then the label map is the network's, slice by slice. (The viewer computes the
+    same off its UI thread: `postprocessed_labels`.)
     """
 
     volume: Volume
