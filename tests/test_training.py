@@ -98,3 +98,19 @@ def test_a_further_digital_round_starts_from_the_shipped_weights_and_adds_up(tra
             runs_dir=runs,
             log=lambda *_: None,
         )
+
+
+def test_the_analog_calibration_takes_a_seeded_sample_of_training_slices():
+    import numpy as np
+
+    from training.train import CALIBRATION_SLICES, calibration_slices
+
+    loaded = {f"p{k}": (np.full((60, 1, 4, 4), k, np.float32), None) for k in range(25)}
+    ids = list(loaded)
+    first = calibration_slices(loaded, ids, seed=0)
+    assert first.shape == (CALIBRATION_SLICES, 1, 4, 4)
+    assert set(np.unique(first.numpy())) <= set(range(20))  # only the first 20 training patients
+    assert len(np.unique(first.numpy())) > 10  # drawn across them, not the first few
+    assert np.array_equal(first.numpy(), calibration_slices(loaded, ids, seed=0).numpy())
+    few = {"p0": loaded["p0"]}
+    assert calibration_slices(few, ["p0"], seed=0).shape[0] == 60  # fewer slices: all of them
