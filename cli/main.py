@@ -230,6 +230,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         arch_arguments=args.arch_args,
         patience=args.patience,
         crop_foreground=args.crop_foreground,
+        loader_workers=args.loader_workers,
     )
     return 0
 
@@ -423,6 +424,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--crop-foreground", type=float, default=1 / 3, help="share of patches centred on a lesion pixel"
     )
     p.add_argument("--runs-dir", default="runs", help="where checkpoints and the log go (resumed from there)")
+    p.add_argument(
+        "--loader-workers",
+        type=int,
+        choices=[0, 1],
+        default=0,
+        help="1: augment the next batch in a worker process while this one trains (the same batches)",
+    )
     add_device_option(p)
     p.set_defaults(func=cmd_train)
 

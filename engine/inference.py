@@ -19,12 +19,17 @@ through aihwkit's tile instead.
 
 In digital mode the network is exact (floating point, no device): every sample agrees, so one
 forward is made. For a hardware-aware model that is its tiles read perfectly (`engine.analog.chips`).
+
+A model whose validation Dice gained from it (`ModelSpec.flip_average`, chosen in
+`training.postprocessing`) reads every slice twice, as it is and mirrored left-right, in one batch;
+a sample is the mean of the two softmaxes, the mirror's flipped back. On a chip the mirror's read has
+noise of its own (seeded by the slice's mirror index, `mirror_index`).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -35,6 +40,20 @@ from engine.analog.periphery import seeded_reads
 from engine.compute_device import read_batch_size
 from engine.model_store import ModelSpec
 from engine.run_settings import Mode, RunSettings, Simulator
+
+
+def mirror_index(slice_index: int) -> int:
+    """The index whose read seed the left-right mirror of slice `slice_index` takes: one no slice has."""
+    return -1 - slice_index
+
+
+def flip_averaged(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Softmax of `forward` on a batch and on its left-right mirror (the last axis: the patient's
+    left-right in `engine.preprocessing.get_slice`'s slices), averaged. `forward` gets both halves in one
+    batch, the mirrors second."""
+    both = torch.softmax(forward(torch.cat([x, x.flip(-1)])), 1)
+    plain, mirrored = both.chunk(2)
+    return (plain + mirrored.flip(-1)) / 2
 
 
 class Cancelled(Exception):
@@ -124,7 +143,7 @@ class Segmenter:
             raise ValueError(f"{x.shape[0]} inputs but {len(slice_indices)} slice indices")
         x = x.to(self.device)
         if self.run.mode is Mode.DIGITAL:
-            return torch.softmax(self.digital(x), 1).cpu()[:, None]
+            return self.digital_read(x).cpu()[:, None]
         out = []
         for s in range(self.samples):
             if cancel is not None and cancel.is_set():
@@ -139,19 +158,35 @@ class Segmenter:
         whatever thread, they are read. (1, C, h, w) on the CPU."""
         return self.read_batch(x.to(self.device), [slice_index], s).cpu()
 
+    @torch.no_grad()
+    def digital_read(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax of the exact network on a batch on the device (mirror-averaged if the model says so)."""
+        if self.spec.flip_average:
+            return flip_averaged(self.digital, x)
+        return torch.softmax(self.digital(x), 1)
+
     def read_batch(self, x: torch.Tensor, slice_indices: Sequence[int], s: int) -> torch.Tensor:
         """Sample s of several slices at once: one read of chip s over the batch (inputs on the device),
         each slice's noise from its own seed (run seed, slice, sample)."""
-        seeds = [read_seed(self.run.seed, k, s) for k in slice_indices]
+        indices = list(slice_indices)
+        if self.spec.flip_average:
+            indices += [mirror_index(k) for k in slice_indices]
+        seeds = [read_seed(self.run.seed, k, s) for k in indices]
         chip = self.chip(s)
-        if self.simulator is Simulator.FAST:
-            with seeded_reads(seeds, self.device):
-                return torch.softmax(chip(x), 1)
-        parts = []
-        for seed, xi in zip(seeds, x.split(1), strict=True):
-            torch.manual_seed(seed)  # aihwkit's tile draws from torch's global generator
-            parts.append(torch.softmax(chip(xi), 1))
-        return torch.cat(parts)
+
+        def forward(batch: torch.Tensor) -> torch.Tensor:
+            if self.simulator is Simulator.FAST:
+                with seeded_reads(seeds, self.device):
+                    return chip(batch)
+            parts = []
+            for seed, xi in zip(seeds, batch.split(1), strict=True):
+                torch.manual_seed(seed)  # aihwkit's tile draws from torch's global generator
+                parts.append(chip(xi))
+            return torch.cat(parts)
+
+        if self.spec.flip_average:
+            return flip_averaged(forward, x)
+        return torch.softmax(forward(x), 1)
 
     @property
     def concurrent_reads(self) -> bool:

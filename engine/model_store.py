@@ -80,6 +80,7 @@ class ModelSpec:
         default_factory=list
     )  # labels cut to their largest component (chosen on val)
     component_fraction: float = 1.0  # ... keeping also components of this share of the largest's size
+    flip_average: bool = False  # each read averaged with its left-right mirror's (chosen on val)
     card: ModelCard | None = None  # what the model is for (modality, body part, training domain)
     trust: dict = field(
         default_factory=dict
@@ -119,6 +120,7 @@ class ModelSpec:
                 "keep_largest_component": self.keep_largest,
                 "keep_components_of_fraction": self.component_fraction,
             },
+            "inference": {"average_left_right_flip": self.flip_average},
             **({"card": self.card.to_dict()} if self.card is not None else {}),
             **({"trust": self.trust} if self.trust else {}),
         }
@@ -138,6 +140,7 @@ class ModelSpec:
             training=d.get("training", {}),
             keep_largest=[int(v) for v in d.get("postprocessing", {}).get("keep_largest_component", [])],
             component_fraction=float(d.get("postprocessing", {}).get("keep_components_of_fraction", 1.0)),
+            flip_average=bool(d.get("inference", {}).get("average_left_right_flip", False)),
             card=ModelCard.from_dict(d["card"]) if "card" in d else None,
             trust=d.get("trust", {}),
             folder=folder,

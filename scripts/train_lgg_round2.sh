@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The LGG round-2 trainings of issue 14, as run: background, one thread, resumable.
+# The LGG round-2 trainings of issue 14, as run: background, resumable, one training thread (THREADS)
+# beside one process that augments the next batch.
 #
-#   scripts/train_lgg_round2.sh RUN [RUNS_DIR]
+#   [THREADS=1] [NICE=19] scripts/train_lgg_round2.sh RUN [RUNS_DIR]
 #
 # RUN is one of the names below. Each run keeps its checkpoint, log and spec in RUNS_DIR/RUN (default
 # ../runs, outside git) and writes the finished model to RUNS_DIR/models/RUN (not resources/models: a
@@ -18,6 +19,8 @@ patches=(--size 256 --crop 128 --crop-foreground 0.3333 --context 1 --augment st
 case $run in
   lgg_unet_r2_256p128f33_c1)
     args=(--arch unet --kind digital --epochs 80 "${patches[@]}") ;;
+  lgg_unet_r2_256p128f33_c1_e50)  # the same over 50 epochs: the 80 no longer fit one session's machine
+    args=(--arch unet --kind digital --epochs 50 "${patches[@]}") ;;
   lgg_unetpp_r2_256p128f33_c1)  # widened where the pixels are few: the U-Net's 1.7 M parameters
     args=(--arch unetpp --kind digital --epochs 100 --patience 15 "${patches[@]}"
           --arch-args '{"features": [16, 24, 48, 112, 256, 16]}') ;;
@@ -30,6 +33,7 @@ case $run in
 esac
 mkdir -p "$runs/$run" "$runs/models"
 cd "$repo"
-OMP_NUM_THREADS=1 nohup nice -n 19 .venv/bin/aimc train --data "$data" "${args[@]}" \
-  --out "$runs/models/$run" --runs-dir "$runs" --max-minutes 100000 --seed 0 >> "$runs/$run/train.log" 2>&1 &
+OMP_NUM_THREADS=${THREADS:-1} OMP_WAIT_POLICY=PASSIVE nohup nice -n ${NICE:-19} .venv/bin/aimc train --data "$data" "${args[@]}" \
+  --out "$runs/models/$run" --runs-dir "$runs" --max-minutes 100000 --seed 0 \
+  --loader-workers 1 >> "$runs/$run/train.log" 2>&1 &
 echo "$run: pid $!, log $runs/$run/train.log"

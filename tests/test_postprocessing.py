@@ -78,6 +78,14 @@ def test_model_json_round_trip_keeps_the_choice(small_model):
     assert ModelSpec.from_dict(spec.to_dict()).component_fraction == 0.2
     old = {**small_model.to_dict(), "postprocessing": {"keep_largest_component": [1]}}
     assert ModelSpec.from_dict(old).component_fraction == 1.0  # model.json written before the fraction
+    old.pop("inference")
+    assert ModelSpec.from_dict(old).flip_average is False  # ... and before mirror averaging
+    flipping = dataclasses.replace(small_model, flip_average=True)
+    assert ModelSpec.from_dict(flipping.to_dict()).flip_average is True
+    validate_description(flipping.to_dict())
+    for wrong in ("yes", 1):
+        with pytest.raises(ValueError, match="average_left_right_flip|inference"):
+            validate_description({**flipping.to_dict(), "inference": {"average_left_right_flip": wrong}})
     validate_description(spec.to_dict())
     for wrong in (0, 1.5, "0.2"):
         bad = {
@@ -115,7 +123,7 @@ def test_volume_result_post_processes_on_finalise_once_complete(shipped_model, l
 
 
 def test_choice_made_on_validation_patients_and_recorded(shipped_model, tmp_path):
-    from training.postprocessing import FRACTIONS, choose_postprocessing
+    from training.postprocessing import FLIP_MIN_GAIN, FRACTIONS, choose_postprocessing
 
     lgg = SHARED_DATA / "lgg"
     if not lgg.exists():  # the validation patients are not shipped: CI has them beside the clone
@@ -136,4 +144,10 @@ def test_choice_made_on_validation_patients_and_recorded(shipped_model, tmp_path
         numbers["dice_largest_component"]
         if stored.component_fraction == 1.0
         else tried[stored.component_fraction]
+    )
+    flips = stored.metrics["val"]["flip_average"]
+    assert stored.flip_average == (flips["dice_flip_average"] >= flips["dice_plain"] + FLIP_MIN_GAIN)
+    # the recorded numbers are those of the chosen reading
+    assert max(numbers["dice_largest_component"], best) == pytest.approx(
+        flips["dice_flip_average"] if stored.flip_average else flips["dice_plain"]
     )

@@ -99,6 +99,27 @@ def test_patches_are_cut_from_the_slice_with_their_labels_and_around_the_lesion_
         SliceDataset({"a": (x, y)}, ["a"], augment=False, crop=65)
 
 
+def test_a_loader_worker_gives_the_batches_of_the_in_process_loader_epoch_after_epoch():
+    """The worker keeps the dataset's random state from one epoch to the next (persistent): a worker
+    restarted every epoch would replay the first epoch's augmentations."""
+    from training.data import SliceDataset
+    from training.train import training_loader
+
+    rng = np.random.default_rng(0)
+    x = rng.random((12, 3, 48, 48), dtype=np.float32)
+    y = (rng.random((12, 48, 48)) > 0.8).astype(np.int64)
+
+    def epochs(workers: int) -> list[torch.Tensor]:
+        data = SliceDataset({"a": (x, y)}, ["a"], augment=True, strength="strong", crop=32)
+        loader = training_loader(data, 4, seed=0, workers=workers)
+        return [torch.cat([b for b, _ in loader]) for _ in range(2)]
+
+    in_process, worker = epochs(0), epochs(1)
+    assert not torch.equal(in_process[0], in_process[1])
+    for a, b in zip(in_process, worker, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_loss_choices():
     from monai.losses import DiceCELoss, DiceFocalLoss
 
@@ -228,29 +249,67 @@ def test_failure_analysis_names_false_regions_missed_lesions_and_end_slices():
         analyse("lgg_unet_digital", Path("."), split="test")
 
 
-def test_the_flip_ensemble_is_left_right_equivariant(small_model):
-    """Mirroring the scan left-right mirrors the flip ensemble's labels.
+def test_flip_averaging_is_the_mean_of_the_scan_and_its_mirror_and_left_right_equivariant(small_model):
+    """A flip-averaging model's probabilities are those of the scan and of its mirror image (mirrored
+    back), averaged: the ensemble measured on validation. Mirroring the scan mirrors its labels.
 
-    The flip is along the display's columns."""
+    The flip is along canonical axis 0, the display's columns (the patient's left-right)."""
+    import dataclasses
+
     from engine.inference import Segmenter
+    from engine.pipeline import segment_volume
     from engine.run_settings import RunSettings
     from engine.volume import Volume
-    from training.failure_analysis import flip_ensemble
 
     rng = np.random.default_rng(0)
     data = rng.random((48, 40, 3)).astype(np.float32)
     data[5:20, 10:30] += 2.0  # something asymmetric to segment
-    volume = Volume(data, np.eye(4))
-    segmenter = Segmenter(
-        small_model,
-        RunSettings(
-            model=small_model.name, mode="digital", mc_samples=1, noise_level=0.0, drift_s=0.0, seed=0
-        ),
+    run = RunSettings(
+        model=small_model.name, mode="digital", mc_samples=1, noise_level=0.0, drift_s=0.0, seed=0
     )
-    labels = flip_ensemble(segmenter, volume)
-    mirrored = flip_ensemble(segmenter, Volume(np.ascontiguousarray(data[::-1]), np.eye(4)))
+    plain = Segmenter(small_model, run)
+    flipping = Segmenter(dataclasses.replace(small_model, flip_average=True), run)
+
+    def volume(d: np.ndarray) -> Volume:
+        return Volume(np.ascontiguousarray(d), np.eye(4))
+
+    by_hand = (
+        segment_volume(plain, volume(data)).probabilities
+        + segment_volume(plain, volume(data[::-1])).probabilities[::-1]
+    ) / 2
+    averaged = segment_volume(flipping, volume(data))
+    np.testing.assert_allclose(averaged.probabilities, by_hand, atol=1e-5)
+    labels, mirrored = averaged.segmentation, segment_volume(flipping, volume(data[::-1])).segmentation
     assert labels.shape == data.shape and labels.any() and not labels.all()
     assert np.array_equal(mirrored, labels[::-1])
+    assert not np.allclose(averaged.probabilities, segment_volume(plain, volume(data)).probabilities)
+
+
+def test_a_flip_averaged_chip_read_gives_the_mirror_its_own_noise_and_the_same_result_in_any_batch(
+    small_model,
+):
+    import dataclasses
+
+    import torch
+
+    from engine.inference import Segmenter
+    from engine.run_settings import RunSettings
+
+    run = RunSettings(
+        model=small_model.name, mode="analog", mc_samples=2, noise_level=1.0, drift_s=3600.0, seed=3
+    )
+    segmenter = Segmenter(dataclasses.replace(small_model, flip_average=True), run)
+    x = torch.from_numpy(np.random.default_rng(1).random((2, 1, 64, 64), dtype=np.float32))
+    both = segmenter.predict_batch(x, [4, 7])
+    np.testing.assert_allclose(both[1], segmenter.predict(x[1:], 7), atol=1e-6)
+    np.testing.assert_allclose(both[0], segmenter.predict(x[:1], 4), atol=1e-6)
+    half = x[:1, ..., :32]
+    symmetric = torch.cat([half, half.flip(-1)], -1)  # a slice that is its own mirror
+    exact = Segmenter(segmenter.spec, dataclasses.replace(run, mode="digital", mc_samples=1))
+    read = exact.predict(symmetric, 4)
+    torch.testing.assert_close(read, read.flip(-1))  # averaged with its mirror: symmetric
+    read = segmenter.predict(symmetric, 4)
+    assert not torch.allclose(read, read.flip(-1), atol=1e-4)  # on a chip, two reads with two noises
 
 
 def test_architecture_widths_can_be_set_for_a_new_model(tiny_lgg, tmp_path):

@@ -474,3 +474,5 @@ def test_model_line_says_test_dice_and_post_processing(make_window, spec) -> Non
     assert "largest" not in plain and "Dice" not in plain
     kept = describe_model(dataclasses.replace(spec, keep_largest=[1], component_fraction=0.2))
     assert "FLAIR abnormality regions of at least 20% of the largest's size" in kept
+    assert "mirrored" not in describe_model(dataclasses.replace(spec, flip_average=False))
+    assert "mirrored left-right and averages" in describe_model(dataclasses.replace(spec, flip_average=True))

@@ -5,8 +5,9 @@ behind a low score: false regions (predicted 3D components that touch no lesion,
 largest is), missed lesions (reference components the prediction does not touch), slices wrong at
 the ends of the lesion (first/last slices), the post-processing keeping the wrong component, and
 intensity (how bright the lesion is against the rest of the head after the model's normalisation).
-With `flips`, also the Dice of a left-right test-time flip ensemble (mean class probabilities of the scan
-and its mirror image, then the same post-processing), to decide that lever on validation.
+With `flips`, also the Dice of the engine's left-right flip averaging (`ModelSpec.flip_average`: each
+slice's class probabilities averaged with its mirror image's), then the same post-processing. A model's
+own flip averaging is left out of its "Dice" here, so both columns are comparable across models.
 
     python -m training.failure_analysis --model lgg_unet_digital --data ../shared/data/lgg --json out.json
     # a digital run's best epoch so far:
@@ -76,17 +77,6 @@ def case_errors(pred: np.ndarray, truth: np.ndarray, image: np.ndarray, axis: in
     }
 
 
-def flip_ensemble(segmenter: Segmenter, volume, first=None) -> np.ndarray:
-    """Labels from the mean class probabilities of the scan and its left-right mirror (canonical axis 0 is
-    the display's columns, right to left), before post-processing."""
-    first = first if first is not None else segment_volume(segmenter, volume)
-    mirrored = segment_volume(
-        segmenter, dataclasses.replace(volume, data=np.ascontiguousarray(volume.data[::-1]))
-    )
-    probs = first.probabilities + mirrored.probabilities[::-1]
-    return probs.argmax(-1).astype(np.int64)
-
-
 def snapshot_model(run: Path, out: Path, checkpoint: str = "best.pt") -> ModelSpec:
     """A digital-only model folder from a training run's `spec.json` and a checkpoint (the best epoch so far),
     with every foreground label cut to its largest component, so `analyse` reports Dice raw and cut."""
@@ -109,11 +99,10 @@ def analyse(model: str, data: Path, split: str = "val", progress=print, flips: b
         raise ValueError("failure analysis is for model selection: use the validation (or training) split")
     spec = find_model(model)
     layout, cases = cases_of_split(spec, data, split)
-    raw_spec = dataclasses.replace(spec, keep_largest=[])
-    segmenter = Segmenter(
-        raw_spec,
-        RunSettings(model=spec.name, mode="digital", mc_samples=1, noise_level=0.0, drift_s=0.0, seed=0),
-    )
+    raw_spec = dataclasses.replace(spec, keep_largest=[], flip_average=False)
+    exact = RunSettings(model=spec.name, mode="digital", mc_samples=1, noise_level=0.0, drift_s=0.0, seed=0)
+    segmenter = Segmenter(raw_spec, exact)
+    flip_segmenter = Segmenter(dataclasses.replace(raw_spec, flip_average=True), exact)
     axis = AXES[spec.preprocessing.slice_axis]
     rows = []
     for case in cases:
@@ -130,9 +119,8 @@ def analyse(model: str, data: Path, split: str = "val", progress=print, flips: b
             "post": case_errors(post, truth, image, axis),
         }
         if flips:
-            tta = keep_large_components(
-                flip_ensemble(segmenter, volume, result), spec.keep_largest, spec.component_fraction
-            )
+            mirrored = segment_volume(flip_segmenter, volume).segmentation
+            tta = keep_large_components(mirrored, spec.keep_largest, spec.component_fraction)
             row["dice_flips"] = dice_per_label(tta, truth, spec.num_classes)[1]
         rows.append(row)
         progress(

@@ -29,7 +29,7 @@ import torch
 from aihwkit.nn.conversion import convert_to_analog, convert_to_digital
 from aihwkit.optim import AnalogOptimizer
 from monai.losses import DiceCELoss, DiceFocalLoss
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
 from engine.analog.conversion import calibrated_analog
@@ -176,6 +176,22 @@ def calibration_slices(loaded: dict, train_ids: list[str], seed: int) -> torch.T
     return torch.from_numpy(images)
 
 
+def training_loader(dataset: SliceDataset, batch_size: int, seed: int, workers: int) -> DataLoader:
+    """Shuffled batches; with `workers=1` the augmentation runs in one persistent process, whose copy of
+    the dataset's random state carries over from epoch to epoch: the same batches as in-process. The
+    shuffle has a generator of its own: the loader draws its workers' seeds from the other one, once
+    per epoch in-process but once per run with a persistent worker."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)),
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(seed + 1),
+    )
+
+
 def train(
     data: Path,
     arch: str,
@@ -198,6 +214,7 @@ def train(
     arch_arguments: dict | None = None,
     patience: int | None = None,
     crop_foreground: float = 1 / 3,
+    loader_workers: int = 0,
 ) -> ModelSpec:
     """`size` (square input, default the preset's), `context` (2.5D: neighbouring slices on each side as
     channels), `augment` ("standard" or "strong") and `loss` ("dicece" or "dicefocal") are the levers of a
@@ -206,7 +223,9 @@ def train(
     `crop_foreground`); validation and inference see whole slices.
     `patience` stops a run once validation Dice has been flat (no new best) for that many epochs.
     `arch_arguments` override the architecture's default widths (e.g. a U-Net++ at the U-Net's
-    parameter count)."""
+    parameter count). `loader_workers=1` augments the next batch in a worker process (`training_loader`)."""
+    if loader_workers not in (0, 1):
+        raise ValueError("loader_workers is 0 or 1: more workers would each draw their own augmentations")
     device = resolve_device()
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -242,14 +261,7 @@ def train(
         foreground_fraction=crop_foreground,
     )
     val_ids = [c for c in split["val"] if c in loaded]
-    loader = DataLoader(
-        train_set,
-        batch_size=batch_size,
-        shuffle=True,
-        num_workers=0,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(seed),
-    )
+    loader = training_loader(train_set, batch_size, seed, loader_workers)
     settings = settings or DeviceSettings()
 
     earlier: dict = {}

@@ -126,7 +126,7 @@ def _digital_previews(segmenter: Segmenter, job: Job, normalised: np.ndarray) ->
         if job.cancel.is_set():
             return
         x = torch.cat([to_model_input(input_slices(normalised, axis, k, prep)[None], prep) for k in indices])
-        probabilities = torch.softmax(segmenter.digital(x.to(segmenter.device)), 1).cpu()
+        probabilities = segmenter.digital_read(x.to(segmenter.device)).cpu()
         for k, p in zip(indices, probabilities, strict=True):
             yield Preview(SliceResult(k, slice_statistics(p[None], size), 0.0, 0, 1), 0)
 

@@ -52,6 +52,7 @@ def describe_model(spec: ModelSpec) -> str:
             if chips and test is not None
             else ""
         )
+        + ("; reads each slice also mirrored left-right and averages" if spec.flip_average else "")
         + (_postprocessing(names, spec.component_fraction) if names else "")
         + ("" if spec.has_analog else "; no analog weights: digital only")
     )
