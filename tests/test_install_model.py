@@ -1,0 +1,56 @@
+"""scripts/install_model.py: a run's model takes a shipped name; nothing measured on the old one stays."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import shutil
+
+from safetensors.torch import load_file, save_file
+
+from engine.model_store import read_spec, write_spec
+from tests.conftest import REPO
+
+
+def _install_module():
+    spec = importlib.util.spec_from_file_location("install_model", REPO / "scripts" / "install_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_installing_replaces_the_model_of_that_name_and_drops_what_was_measured_on_it(small_model, tmp_path):
+    models = tmp_path / "models"
+    old = models / "lgg_unet_digital"
+    shutil.copytree(small_model.folder, old)
+    write_spec(
+        dataclasses.replace(
+            small_model,
+            name="lgg_unet_digital",
+            metrics={"test": {"digital": {"mean_dice": 0.8}}},
+            trust={"x": {}},
+        ),
+        old,
+    )
+    run = tmp_path / "runs" / "models" / "lgg_unet_r2"
+    shutil.copytree(small_model.folder, run)
+    trained = dataclasses.replace(
+        small_model,
+        name="lgg_unet_r2",
+        metrics={"val_dice_model_size": 0.7, "test": {"digital": {"mean_dice": 0.1}}},
+        training={"init": "/work/runs/stage/lgg_unet_digital", "epochs_run": 3},
+    )
+    write_spec(trained, run)
+    weights = load_file(run / "weights.safetensors")
+    save_file({k: v + 1 for k, v in weights.items()}, run / "weights.safetensors")  # other weights
+    target = _install_module().install(run, "lgg_unet_digital", models)
+    got = read_spec(target)
+    assert got.name == "lgg_unet_digital" and got.training["run"] == "lgg_unet_r2"
+    assert got.training["init"] == "lgg_unet_digital" and got.training["epochs_run"] == 3
+    assert "test" not in got.metrics and got.metrics["val_dice_model_size"] == 0.7
+    assert got.trust == {} and got.card is None
+    assert (target / "weights.safetensors").read_bytes() == (run / "weights.safetensors").read_bytes()
+    assert (target / "weights.safetensors").read_bytes() != (
+        small_model.folder / "weights.safetensors"
+    ).read_bytes()
+    assert sorted(p.name for p in models.iterdir()) == ["lgg_unet_digital"]  # no staging left behind
