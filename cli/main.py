@@ -174,9 +174,11 @@ def models_markdown(specs: list) -> str:
     """The README's table of shipped models, straight from each model.json (no numbers typed by hand).
 
     An HWA model's drop is against its digital counterpart (`training.init`) run digitally, as the
-    quality bar reads; a digital model's drop is its own, digital against analog.
+    quality bar reads; a digital model's drop is its own, digital against analog. When the counterpart
+    has been replaced since (`training.init_weights` is not its weights' hash), against the test Dice
+    its start had (`training.init_test_dice`), if recorded.
     """
-    from engine.model_store import NOMINAL_CHIPS
+    from engine.model_store import NOMINAL_CHIPS, weights_hash
 
     by_name = {s.name: s for s in specs}
 
@@ -198,6 +200,10 @@ def models_markdown(specs: list) -> str:
         ana = s.test_metrics(NOMINAL_CHIPS)
         base = by_name.get(t.get("init") or s.name)
         ref = base.test_metrics("digital").get("mean_dice") if base else None
+        if t.get("init") and base and t.get("init_weights") not in (None, weights_hash(base)):
+            # trained from weights of that name that have been replaced since: its own start's Dice
+            how += " (weights since replaced)"
+            ref = t.get("init_test_dice")
         drop = ref - ana["mean_dice"] if ana and ref is not None else None
         lines.append(
             f"| `{s.name}` | {s.data.get('dataset', '')} | {how} | {'-' if dig is None else f'{dig:.3f}'} | "

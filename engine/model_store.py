@@ -15,6 +15,7 @@ read or a network is built), so `aimc models` and the model gate start in a frac
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import warnings
@@ -204,6 +205,15 @@ def save_model(
 def _schema_validator() -> jsonschema.protocols.Validator:
     schema = json.loads(SCHEMA.read_text())
     return jsonschema.validators.validator_for(schema)(schema)
+
+
+def weights_hash(spec: ModelSpec) -> str:
+    """sha256 over the model's weight files: what was measured on, or trained from, these weights only."""
+    digest = hashlib.sha256()
+    for name in (WEIGHTS, ANALOG_WEIGHTS):
+        if spec.folder is not None and (spec.folder / name).is_file():
+            digest.update((spec.folder / name).read_bytes())
+    return digest.hexdigest()
 
 
 def validate_description(d: object) -> None:

@@ -87,6 +87,16 @@ def test_models_markdown_compares_an_hwa_model_with_its_digital_start(small_mode
     assert lines[2].endswith("| 0.800 | 0.700 ± 0.020 | 0.100 |")  # its own drop
     assert lines[3].endswith("| 0.810 | 0.780 ± 0.010 | 0.020 |")  # against the digital model it started from
     assert "from `small_unet`" in lines[3]
+    from engine.model_store import weights_hash
+
+    same = dataclasses.replace(hwa, training={**hwa.training, "init_weights": weights_hash(digital)})
+    assert models_markdown([digital, same]).splitlines()[2:] == lines[2:]
+    replaced = dataclasses.replace(
+        hwa, training={**hwa.training, "init_weights": "0" * 64, "init_test_dice": 0.83}
+    )
+    row = models_markdown([digital, replaced]).splitlines()[3]
+    assert "from `small_unet` (weights since replaced)" in row
+    assert row.endswith("| 0.810 | 0.780 ± 0.010 | 0.050 |")  # against the Dice its own start had
     wide = dataclasses.replace(
         digital,
         preprocessing=dataclasses.replace(digital.preprocessing, input_size=(256, 256), context=1),

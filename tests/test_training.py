@@ -114,3 +114,23 @@ def test_the_analog_calibration_takes_a_seeded_sample_of_training_slices():
     assert np.array_equal(first.numpy(), calibration_slices(loaded, ids, seed=0).numpy())
     few = {"p0": loaded["p0"]}
     assert calibration_slices(few, ["p0"], seed=0).shape[0] == 60  # fewer slices: all of them
+
+
+def test_an_hwa_run_records_which_weights_it_started_from(trained):
+    from engine.model_store import weights_hash
+    from training.train import train
+
+    out, runs, data = trained
+    hwa = train(
+        data,
+        "unet",
+        "hwa",
+        out.parent / "tiny_unet_hwa",
+        init=str(out),
+        epochs=1,
+        batch_size=8,
+        runs_dir=runs,
+        log=lambda *_: None,
+    )
+    assert hwa.kind == "hwa" and hwa.training["init"] == str(out) and hwa.has_analog
+    assert hwa.training["init_weights"] == weights_hash(read_spec(out))

@@ -47,6 +47,7 @@ from engine.model_store import (
     load_tensors,
     save_model,
     tensors_only,
+    weights_hash,
 )
 from engine.preprocessing import Preprocessing
 from training.data import AUGMENTATIONS, SliceDataset, load_cases, read_dataset, split_by_patient
@@ -385,6 +386,8 @@ def train(
     spec.training = {
         "kind": kind,
         "init": init if kind == "hwa" else None,
+        # which weights of `init` it started from: the model of that name may be replaced later
+        **({"init_weights": weights_hash(base)} if kind == "hwa" else {}),
         "epochs_run": len(history) + earlier.get("epochs_run", 0),
         "epochs_planned": epochs,
         **({"patience": patience, "converged": plateaued(history, patience)} if patience else {}),

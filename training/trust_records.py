@@ -9,7 +9,6 @@ weights: a replaced model is re-measured, never judged on its predecessor's reco
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from engine.files import atomic_write_json
 from engine.findings import NEAR_MM, lesions
 from engine.inference import Segmenter
 from engine.metrics import dice_per_label
-from engine.model_store import ANALOG_WEIGHTS, WEIGHTS, ModelSpec
+from engine.model_store import ModelSpec, weights_hash
 from engine.pipeline import VolumeResult, segment_volume
 from engine.run_settings import Mode, RunSettings
 from engine.trust import case_scores, ood_features
@@ -145,16 +144,6 @@ def foreign_features(spec: ModelSpec, volumes: dict[str, Volume], mode: Mode) ->
         name: [float(v) for v in ood_features(segment_volume(segmenter, volume), spec.preprocessing)]
         for name, volume in volumes.items()
     }
-
-
-def weights_hash(spec: ModelSpec) -> str:
-    """sha256 over the model's weight files: records belong to these weights only."""
-    digest = hashlib.sha256()
-    for name in (WEIGHTS, ANALOG_WEIGHTS):
-        path = spec.folder / name
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def save(path: Path, spec: ModelSpec, mode: Mode, split: str, records: list[CaseRecord], **extra) -> None:

@@ -22,13 +22,12 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.executor import Executor
-from engine.model_store import ModelSpec
+from engine.model_store import ModelSpec, weights_hash
 from engine.run_settings import Mode, RunSettings
 from training.evaluate import evaluate_run
 from training.report.bootstrap import Interval, Term, paired_difference
 from training.report.jobs import Bar, DatasetSplit, RowCache
 from training.report.markdown import md_table, write_csv
-from training.trust_records import weights_hash
 
 DRIFTS = {"60 s": 60.0, "1 hour": 3600.0, "1 day": 86400.0, "30 days": 30 * 86400.0}
 READS = {"single": 1, "MC 4": 4}  # chip reads per programming: one, or the ensemble the targets use
