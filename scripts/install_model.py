@@ -6,12 +6,16 @@ The folder is copied whole into `resources/models/NAME` (a temporary folder firs
 a failure leaves the old model in place), renamed in its model.json, with the run's name kept in
 `training.run` and an `--init` given as a path written as the model's name. Nothing measured on the
 model it replaces is kept: its test metrics, card and trust calibrations are made anew for the new
-weights (`aimc evaluate --record`, `training.model_cards`, `training.trust_calibration`).
+weights (`aimc evaluate --record`, `training.model_cards`, `training.trust_calibration`), and the
+report's measurements of that name that are not keyed by the weights' hash (the noise sweep's rows, the
+uncertainty pass) are dropped from `reports/measurements/`, so `aimc report` measures them again instead
+of showing the old weights' numbers under the new model.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import shutil
 import sys
 from pathlib import Path
@@ -19,7 +23,35 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from engine.files import atomic_write  # noqa: E402
 from engine.model_store import MODELS_DIR, read_spec, write_spec  # noqa: E402
+from training.report.robustness import RUNS_FILE  # noqa: E402
+
+MEASUREMENTS = REPO / "reports" / "measurements"
+
+
+def drop_measurements(name: str, measurements: Path = MEASUREMENTS) -> int:
+    """Remove what the report measured on the model called `name` by name only; the number removed."""
+    dropped = 0
+    rows_file = measurements / RUNS_FILE
+    if rows_file.exists():
+        with open(rows_file, newline="") as f:
+            reader = csv.DictReader(f)
+            fields, rows = reader.fieldnames or [], list(reader)
+        kept = [r for r in rows if r["model"] != name]
+        dropped += len(rows) - len(kept)
+
+        def write(path: str) -> None:
+            with open(path, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=fields)
+                w.writeheader()
+                w.writerows(kept)
+
+        atomic_write(rows_file, write)
+    for path in measurements.glob(f"uncertainty_{name}_cases*.json"):
+        path.unlink()
+        dropped += 1
+    return dropped
 
 
 def install(source: Path, name: str, models_dir: Path = MODELS_DIR) -> Path:
@@ -52,6 +84,7 @@ def main() -> int:
     p.add_argument("name", help="the shipped name it takes, e.g. lgg_unet_digital")
     args = p.parse_args()
     print(f"installed {install(args.source, args.name)}")
+    print(f"dropped {drop_measurements(args.name)} report measurements of the replaced weights")
     return 0
 
 

@@ -54,3 +54,21 @@ def test_installing_replaces_the_model_of_that_name_and_drops_what_was_measured_
         small_model.folder / "weights.safetensors"
     ).read_bytes()
     assert sorted(p.name for p in models.iterdir()) == ["lgg_unet_digital"]  # no staging left behind
+
+
+def test_installing_drops_the_reports_measurements_kept_by_name_only(tmp_path):
+    measurements = tmp_path / "measurements"
+    measurements.mkdir()
+    rows = "model,cases,noise,drift_s,seed,mean_dice\n"
+    rows += "lgg_unet_digital,18,1.0,60.0,0,0.7\nlgg_unet_hwa,18,1.0,60.0,0,0.8\n"
+    (measurements / "robustness_runs.csv").write_text(rows)
+    (measurements / "uncertainty_lgg_unet_digital_cases18_mc16_n1_d86400.json").write_text("{}")
+    (measurements / "uncertainty_lgg_unet_hwa_cases18_mc16_n1_d86400.json").write_text("{}")
+    assert _install_module().drop_measurements("lgg_unet_digital", measurements) == 2
+    assert (measurements / "robustness_runs.csv").read_text().splitlines() == [
+        "model,cases,noise,drift_s,seed,mean_dice",
+        "lgg_unet_hwa,18,1.0,60.0,0,0.8",
+    ]
+    assert [p.name for p in measurements.glob("uncertainty_*")] == [
+        "uncertainty_lgg_unet_hwa_cases18_mc16_n1_d86400.json"
+    ]
