@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from engine.inference import Segmenter
-from engine.preprocessing import get_slice, normalise_volume, to_model_input
+from engine.preprocessing import input_slices, normalise_volume, to_model_input
 from engine.run_settings import RunSettings
 from engine.uncertainty import mc_statistics
 from engine.volume import load_scan
@@ -37,7 +37,8 @@ def _tumour_slices(lgg_case, spec, n=3):
     data = normalise_volume(vol.data, spec.preprocessing)
     area = lab.data.sum(axis=(0, 1))
     idx = [int(k) for k in np.argsort(-area)[:n]]
-    return [(k, to_model_input(get_slice(data, "axial", k)[None], spec.preprocessing)) for k in idx]
+    prep = spec.preprocessing
+    return [(k, to_model_input(input_slices(data, "axial", k, prep)[None], prep)) for k in idx]
 
 
 def _mean_mi(spec, slices, noise, mc=6):
