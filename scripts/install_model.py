@@ -64,7 +64,7 @@ def install(source: Path, name: str, models_dir: Path = MODELS_DIR) -> Path:
     spec.name = name
     spec.training = {**spec.training, "run": run}
     init = spec.training.get("init")
-    if init is not None and ("/" in str(init) or Path(str(init)).is_absolute()):
+    if init is not None and "/" in str(init):  # a path, absolute or not
         spec.training["init"] = Path(str(init)).name
     spec.card, spec.trust = None, {}
     spec.metrics.pop("test", None)
