@@ -214,6 +214,7 @@ def models_markdown(specs: list) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from engine.analog.device import DeviceSettings
     from training.train import train
 
     train(
@@ -237,6 +238,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         patience=args.patience,
         crop_foreground=args.crop_foreground,
         loader_workers=args.loader_workers,
+        settings=DeviceSettings(train_clip_sigma=args.clip_sigma) if args.clip_sigma else None,
     )
     return 0
 
@@ -436,6 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[0, 1],
         default=0,
         help="1: augment the next batch in a worker process while this one trains (the same batches)",
+    )
+    p.add_argument(
+        "--clip-sigma",
+        type=float,
+        help="HWA: clip each layer's weights at this many standard deviations after every step (default 2.5)",
     )
     add_device_option(p)
     p.set_defaults(func=cmd_train)

@@ -29,6 +29,12 @@ case $run in
   lgg_unet_hwa)  # from the installed lgg_unet_digital; round 1's HWA validation Dice was within 0.003 of its best from epoch 5 on
     args=(--arch unet --kind hwa --init lgg_unet_digital --epochs 5 --crop 128 --crop-foreground 0.3333
           --augment strong --loss dicefocal) ;;
+  lgg_unet_hwa_lr5e-5)  # the same at a quarter of the learning rate (stopped: worse on validation at epoch 2)
+    args=(--arch unet --kind hwa --init lgg_unet_digital --epochs 5 --lr 5e-5 --crop 128 --crop-foreground 0.3333
+          --augment strong --loss dicefocal) ;;
+  lgg_unet_hwa_clip35)  # clipping at 2.5 sigma cost the round-2 weights 0.07 of validation Dice at once; 3.5 costs 0.003
+    args=(--arch unet --kind hwa --init lgg_unet_digital --epochs 5 --clip-sigma 3.5 --crop 128 --crop-foreground 0.3333
+          --augment strong --loss dicefocal) ;;
   *) echo "unknown run $run" >&2; exit 2 ;;
 esac
 mkdir -p "$runs/$run" "$runs/models"

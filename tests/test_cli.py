@@ -124,3 +124,26 @@ def test_out_of_range_settings_are_refused(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", "scan.nii.gz", "--noise", "5", "--out", "x"])
     assert exit_info.value.code == 2
+
+
+def test_train_passes_the_hwa_clip_to_the_device_settings(monkeypatch, tmp_path):
+    import training.train
+
+    seen = {}
+    monkeypatch.setattr(training.train, "train", lambda *a, **kw: seen.update(kw))
+    main(
+        [
+            "train",
+            "--data",
+            str(tmp_path),
+            "--kind",
+            "hwa",
+            "--out",
+            str(tmp_path / "m"),
+            "--clip-sigma",
+            "3.5",
+        ]
+    )
+    assert seen["settings"].train_clip_sigma == 3.5
+    main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m")])
+    assert seen["settings"] is None  # the defaults of DeviceSettings
