@@ -1,10 +1,11 @@
 """`aimc predict` on the bundled sample writes the arrays recorded before the architecture redesign.
 
-With the machine's default thread count the arrays are identical to the recorded ones. With another
-thread count, torch sums in another order; on a chip a last-bit difference can cross an ADC level and
-move that read by one step, so about 0.6 % of the analog maps' voxels move by more than 1e-3 (at most
-0.07) and a couple of labels flip. The bounds below admit that and nothing more: a real change of
-behaviour (other seeds, another read order, another normalisation) moves far more. Regenerate with
+With the default thread count and oneDNN capped at AVX2 (tests/conftest.py) the arrays are
+identical to the recorded ones. With another thread count, torch sums in another order; on a chip a
+last-bit difference can cross an ADC level and move that read by one step, so about 0.6 % of the
+analog maps' voxels move by more than 1e-3 (at most 0.07) and a couple of labels flip. The bounds
+below admit that and nothing more: a real change of behaviour (other seeds, another read order,
+another normalisation) moves far more. Regenerate with
 `tests/golden/make_golden.py` only for a deliberate change of behaviour.
 """
 
