@@ -238,7 +238,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         patience=args.patience,
         crop_foreground=args.crop_foreground,
         loader_workers=args.loader_workers,
-        settings=DeviceSettings(train_clip_sigma=args.clip_sigma) if args.clip_sigma else None,
+        settings=DeviceSettings(train_clip_sigma=args.clip_sigma) if args.clip_sigma is not None else None,
     )
     return 0
 
