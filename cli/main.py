@@ -20,6 +20,7 @@ from engine.compute_device import use_device
 from engine.run_settings import MAX_DRIFT_S, MAX_MC, MAX_NOISE_LEVEL, MAX_SEED, MIN_DRIFT_S
 
 if TYPE_CHECKING:
+    from engine.analog.device import DeviceSettings
     from engine.run_settings import RunSettings
 
 
@@ -214,7 +215,6 @@ def models_markdown(specs: list) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from engine.analog.device import DeviceSettings
     from training.train import train
 
     train(
@@ -238,9 +238,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         patience=args.patience,
         crop_foreground=args.crop_foreground,
         loader_workers=args.loader_workers,
-        settings=DeviceSettings(train_clip_sigma=args.clip_sigma) if args.clip_sigma is not None else None,
+        settings=_hwa_settings(args),
     )
     return 0
+
+
+def _hwa_settings(args: argparse.Namespace) -> DeviceSettings | None:
+    """The device settings of an HWA training; None keeps every default of DeviceSettings."""
+    from engine.analog.device import DeviceSettings
+
+    changes = {
+        name: value
+        for name, value in (("train_clip_sigma", args.clip_sigma), ("train_weight_noise", args.weight_noise))
+        if value is not None
+    }
+    return DeviceSettings(**changes) if changes else None
 
 
 def cmd_postprocess(args: argparse.Namespace) -> int:
@@ -443,6 +455,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--clip-sigma",
         type=float,
         help="HWA: clip each layer's weights at this many standard deviations after every step (default 2.5)",
+    )
+    p.add_argument(
+        "--weight-noise",
+        type=float,
+        help="HWA: std of the weight noise added in each training forward, relative to the largest "
+        "weight (default 0.08)",
     )
     add_device_option(p)
     p.set_defaults(func=cmd_train)

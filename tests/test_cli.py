@@ -126,7 +126,7 @@ def test_out_of_range_settings_are_refused(capsys):
     assert exit_info.value.code == 2
 
 
-def test_train_passes_the_hwa_clip_to_the_device_settings(monkeypatch, tmp_path):
+def test_train_passes_the_hwa_clip_and_noise_to_the_device_settings(monkeypatch, tmp_path):
     import training.train
 
     seen = {}
@@ -145,5 +145,20 @@ def test_train_passes_the_hwa_clip_to_the_device_settings(monkeypatch, tmp_path)
         ]
     )
     assert seen["settings"].train_clip_sigma == 3.5
+    assert seen["settings"].train_weight_noise == 0.08
+    main(
+        [
+            "train",
+            "--data",
+            str(tmp_path),
+            "--kind",
+            "hwa",
+            "--out",
+            str(tmp_path / "m"),
+            "--weight-noise",
+            "0.04",
+        ]
+    )
+    assert (seen["settings"].train_clip_sigma, seen["settings"].train_weight_noise) == (2.5, 0.04)
     main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m")])
     assert seen["settings"] is None  # the defaults of DeviceSettings
