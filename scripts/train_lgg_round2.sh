@@ -35,10 +35,10 @@ case $run in
   lgg_unet_hwa_clip35)  # clipping at 2.5 sigma cost the round-2 weights 0.07 of validation Dice at once; 3.5 costs 0.003
     args=(--arch unet --kind hwa --init lgg_unet_digital --epochs 5 --clip-sigma 3.5 --crop 128 --crop-foreground 0.3333
           --augment strong --loss dicefocal) ;;
-  lgg_unet_hwa_clip35_e8)  # clip 3.5 over a longer schedule: the proxy of the 5-epoch run was still rising
+  lgg_unet_hwa_clip35_e8)  # clip 3.5 over a longer schedule (stopped after epoch 4: 0.638, below the next run at every epoch)
     args=(--arch unet --kind hwa --init lgg_unet_digital --epochs 8 --clip-sigma 3.5 --crop 128 --crop-foreground 0.3333
           --augment strong --loss dicefocal) ;;
-  lgg_unet_hwa_clip35_wn04_e8)  # the same at half the injected weight noise: the noisy forward ran at loss 0.31-0.35
+  lgg_unet_hwa_clip35_wn04_e8)  # the same at half the injected weight noise; chosen on validation, shipped as lgg_unet_hwa_r2
     args=(--arch unet --kind hwa --init lgg_unet_digital --epochs 8 --clip-sigma 3.5 --weight-noise 0.04 --crop 128
           --crop-foreground 0.3333 --augment strong --loss dicefocal) ;;
   *) echo "unknown run $run" >&2; exit 2 ;;
