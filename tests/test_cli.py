@@ -131,34 +131,13 @@ def test_train_passes_the_hwa_clip_and_noise_to_the_device_settings(monkeypatch,
 
     seen = {}
     monkeypatch.setattr(training.train, "train", lambda *a, **kw: seen.update(kw))
-    main(
-        [
-            "train",
-            "--data",
-            str(tmp_path),
-            "--kind",
-            "hwa",
-            "--out",
-            str(tmp_path / "m"),
-            "--clip-sigma",
-            "3.5",
-        ]
-    )
-    assert seen["settings"].train_clip_sigma == 3.5
-    assert seen["settings"].train_weight_noise == 0.08
-    main(
-        [
-            "train",
-            "--data",
-            str(tmp_path),
-            "--kind",
-            "hwa",
-            "--out",
-            str(tmp_path / "m"),
-            "--weight-noise",
-            "0.04",
-        ]
-    )
-    assert (seen["settings"].train_clip_sigma, seen["settings"].train_weight_noise) == (2.5, 0.04)
-    main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m")])
-    assert seen["settings"] is None  # the defaults of DeviceSettings
+
+    def settings(*options: str):
+        main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m"), *options])
+        return seen["settings"]
+
+    clipped = settings("--kind", "hwa", "--clip-sigma", "3.5")
+    assert (clipped.train_clip_sigma, clipped.train_weight_noise) == (3.5, 0.08)
+    quieter = settings("--kind", "hwa", "--weight-noise", "0.04")
+    assert (quieter.train_clip_sigma, quieter.train_weight_noise) == (2.5, 0.04)
+    assert settings() is None  # the defaults of DeviceSettings
