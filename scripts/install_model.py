@@ -1,21 +1,28 @@
-"""Install a finished training run's model under a shipped name, replacing the model of that name.
+"""Install a model under a shipped name, replacing the model of that name.
 
     .venv/bin/python scripts/install_model.py RUNS/models/RUN lgg_unet_digital
+    .venv/bin/python scripts/install_model.py resources/models/lgg_unet_hwa_r2 lgg_unet_hwa
 
 The folder is copied whole into `resources/models/NAME` (a temporary folder first, then swapped in, so
 a failure leaves the old model in place), renamed in its model.json, with the run's name kept in
-`training.run` and an `--init` given as a path written as the model's name. Nothing measured on the
-model it replaces is kept: its test metrics, card and trust calibrations are made anew for the new
-weights (`aimc evaluate --record`, `training.model_cards`, `training.trust_calibration`), and the
-report's measurements of that name that are not keyed by the weights' hash (the noise sweep's rows, the
-uncertainty pass) are dropped from `reports/measurements/`, so `aimc report` measures them again instead
-of showing the old weights' numbers under the new model.
+`training.run` and an `--init` given as a path written as the model's name.
+
+Nothing measured on the model it replaces is kept: the report's measurements of that name that are not
+keyed by the weights' hash (the noise sweep's rows, the uncertainty pass) are dropped from
+`reports/measurements/`, so `aimc report` measures them again instead of showing the old weights'
+numbers under the new model, and so are its trust records. A training run's folder comes without test
+metrics, card or trust calibrations (`aimc evaluate --record`, `training.model_cards`,
+`training.trust_calibration` make them on the installed model). A shipped model installed under another
+name is a rename: what was measured on its weights (test metrics, card, trust calibrations and their
+records) moves with them, and its old folder is removed so the weights ship once.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -23,9 +30,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from engine.files import atomic_write  # noqa: E402
+from engine.files import atomic_write, atomic_write_json  # noqa: E402
 from engine.model_store import MODELS_DIR, read_spec, write_spec  # noqa: E402
+from engine.run_settings import Mode  # noqa: E402
 from training.report.robustness import RUNS_FILE  # noqa: E402
+from training.trust_calibration import RECORDS  # noqa: E402
 
 MEASUREMENTS = REPO / "reports" / "measurements"
 
@@ -54,20 +63,39 @@ def drop_measurements(name: str, measurements: Path = MEASUREMENTS) -> int:
     return dropped
 
 
+def move_trust_records(source: str, name: str, records: Path = RECORDS) -> int:
+    """Drop `name`'s trust records (other weights) and give it `source`'s; the number moved."""
+    moved = 0
+    for mode, split in itertools.product([m.value for m in Mode], ("val", "test")):
+        (records / f"{name}_{mode}_{split}.json").unlink(missing_ok=True)
+        path = records / f"{source}_{mode}_{split}.json"
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            atomic_write_json({**saved, "model": name}, records / f"{name}_{mode}_{split}.json")
+            path.unlink()
+            moved += 1
+    return moved
+
+
 def install(source: Path, name: str, models_dir: Path = MODELS_DIR) -> Path:
     spec = read_spec(source)
+    rename = source.resolve().parent == models_dir.resolve()
     target = models_dir / name
     staging = models_dir / f".{name}.installing"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(source, staging)
     run = spec.name
     spec.name = name
-    spec.training = {**spec.training, "run": run}
+    spec.training = {**spec.training, "run": spec.training.get("run", run) if rename else run}
     init = spec.training.get("init")
     if init is not None and "/" in str(init):  # a path, absolute or not
         spec.training["init"] = Path(str(init)).name
-    spec.card, spec.trust = None, {}
-    spec.metrics.pop("test", None)
+    if rename:
+        for measured in spec.metrics.get("test", {}).values():
+            measured["model"] = name
+    else:
+        spec.card, spec.trust = None, {}
+        spec.metrics.pop("test", None)
     write_spec(spec, staging)
     old = models_dir / f".{name}.replaced"
     shutil.rmtree(old, ignore_errors=True)
@@ -75,6 +103,8 @@ def install(source: Path, name: str, models_dir: Path = MODELS_DIR) -> Path:
         target.rename(old)
     staging.rename(target)
     shutil.rmtree(old, ignore_errors=True)
+    if rename:
+        shutil.rmtree(source)
     return target
 
 
@@ -83,8 +113,10 @@ def main() -> int:
     p.add_argument("source", type=Path, help="a model folder written by aimc train")
     p.add_argument("name", help="the shipped name it takes, e.g. lgg_unet_digital")
     args = p.parse_args()
+    source = read_spec(args.source).name
     print(f"installed {install(args.source, args.name)}")
     print(f"dropped {drop_measurements(args.name)} report measurements of the replaced weights")
+    print(f"moved {move_trust_records(source, args.name)} trust record files from {source}")
     return 0
 
 

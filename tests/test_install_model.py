@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import shutil
 
 from safetensors.torch import load_file, save_file
 
 from engine.model_store import read_spec, write_spec
+from engine.trust import TrustCalibration
 from tests.conftest import REPO
 
 
@@ -72,3 +74,54 @@ def test_installing_drops_the_reports_measurements_kept_by_name_only(tmp_path):
     assert [p.name for p in measurements.glob("uncertainty_*")] == [
         "uncertainty_lgg_unet_hwa_cases18_mc16_n1_d86400.json"
     ]
+
+
+def test_a_shipped_model_installed_under_another_name_keeps_what_was_measured_on_its_weights(
+    small_model, tmp_path
+):
+    models = tmp_path / "models"
+    shutil.copytree(small_model.folder, models / "lgg_unet_hwa")
+    source = models / "lgg_unet_hwa_r2"
+    shutil.copytree(small_model.folder, source)
+    measured = {"analog_noise1": {"model": "lgg_unet_hwa_r2", "mean_dice": 0.837}}
+    calibration = TrustCalibration(
+        score="pairwise_dice",
+        knots=(0.3, 0.9),
+        expected=(0.4, 0.9),
+        error_low=-0.1,
+        error_high=0.05,
+        review_below=0.7,
+        lesion_review_above=0.3,
+        ood_threshold=1.0,
+        ood_reference=(0.0,) * 10,
+        fitted_on="val",
+    ).to_dict()
+    write_spec(
+        dataclasses.replace(
+            small_model,
+            name="lgg_unet_hwa_r2",
+            metrics={"test": measured},
+            trust={"analog": calibration},
+            training={"run": "lgg_unet_hwa_clip35_wn04_e8"},
+        ),
+        source,
+    )
+    weights = (source / "weights.safetensors").read_bytes()
+    target = _install_module().install(source, "lgg_unet_hwa", models)
+    got = read_spec(target)
+    assert got.name == "lgg_unet_hwa" and got.training["run"] == "lgg_unet_hwa_clip35_wn04_e8"
+    assert got.metrics["test"] == {"analog_noise1": {"model": "lgg_unet_hwa", "mean_dice": 0.837}}
+    assert TrustCalibration.from_dict(got.trust["analog"]) == TrustCalibration.from_dict(calibration)
+    assert (target / "weights.safetensors").read_bytes() == weights
+    assert sorted(p.name for p in models.iterdir()) == ["lgg_unet_hwa"]  # shipped once
+
+
+def test_trust_records_move_to_the_new_name_and_the_replaced_weights_records_go(tmp_path):
+    records = tmp_path / "trust"
+    records.mkdir()
+    for name in ("lgg_unet_hwa_analog_val", "lgg_unet_hwa_digital_test", "lgg_unet_hwa_r2_analog_val"):
+        (records / f"{name}.json").write_text(json.dumps({"model": name, "records": [name]}))
+    assert _install_module().move_trust_records("lgg_unet_hwa_r2", "lgg_unet_hwa", records) == 1
+    assert sorted(p.name for p in records.iterdir()) == ["lgg_unet_hwa_analog_val.json"]
+    moved = json.loads((records / "lgg_unet_hwa_analog_val.json").read_text())
+    assert moved == {"model": "lgg_unet_hwa", "records": ["lgg_unet_hwa_r2_analog_val"]}
