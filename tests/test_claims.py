@@ -76,6 +76,16 @@ def test_the_claims_the_shipped_models_can_test():
 _KEYS = [("unet", "digital"), ("unet", "hwa"), ("swinunetr", "digital")]
 
 
+def test_part_of_the_protocol_is_measured_with_every_digital_pass(small_model):
+    models = _sweep_models(small_model)
+    split = DatasetSplit({}, "msd", [Case("lgg_sample", "image", "label", "p0")])
+    jobs = claims.claim_jobs(models, split, programmings=3, reads=["single"], drifts=["1 day"])
+    assert [j.reads for j in jobs[:3]] == ["digital"] * 3
+    assert {(j.reads, j.drift_s) for j in jobs[3:]} == {("single", 86400.0)}
+    assert len(jobs) == 3 * (1 + 3)
+    assert len(claims.claim_jobs(models, split, programmings=3)) == 3 * (1 + 3 * 2 * 4)
+
+
 def _few_slices(case: tuple, folder) -> tuple:
     """The sample's three middle slices (through the lesion): the sweep runs 18 passes over them."""
     import nibabel as nib

@@ -9,6 +9,9 @@ sha256 (a replaced model is measured again), so the sweep resumes where it stopp
 `engine.executor.Executor`.
 
     python -m training.report.claims --data ../shared/data --programmings 10 [--workers N]
+
+`--reads` and `--drift` measure part of the protocol now (a machine's share, or the cells that fit in
+a session); the report still shows every cell measured so far.
 """
 
 from __future__ import annotations
@@ -72,18 +75,24 @@ class ClaimJob:
 
 
 def claim_jobs(
-    models: dict[tuple[str, str], ModelSpec], split: DatasetSplit, programmings: int
+    models: dict[tuple[str, str], ModelSpec],
+    split: DatasetSplit,
+    programmings: int,
+    reads: Iterable[str] = tuple(READS),
+    drifts: Iterable[str] = tuple(DRIFTS),
 ) -> list[ClaimJob]:
-    """Every pass of the sweep, programming by programming, so that a partial sweep covers every model."""
+    """The sweep's passes (the digital ones always, the chips' for these `reads` and `drifts`),
+    programming by programming, so that a partial sweep covers every model."""
+    reads, drifts = list(reads), [DRIFTS[d] for d in drifts]
     jobs = []
     for spec in models.values():
         weights, cases = weights_hash(spec), tuple(split.cases)
         jobs.append(ClaimJob(spec, weights, split.layout, cases, "digital", 0.0, 0))
         jobs += [
-            ClaimJob(spec, weights, split.layout, cases, reads, drift, seed)
+            ClaimJob(spec, weights, split.layout, cases, r, drift, seed)
             for seed in range(programmings)
-            for reads in READS
-            for drift in DRIFTS.values()
+            for r in reads
+            for drift in drifts
         ]
     return sorted(jobs, key=lambda j: (j.reads != "digital", j.seed))
 
@@ -105,10 +114,12 @@ def measure_claims(
     bar: Bar,
     executor: Executor | None = None,
     measure: bool = True,
+    reads: Iterable[str] = tuple(READS),
+    drifts: Iterable[str] = tuple(DRIFTS),
 ) -> RowCache:
-    """The sweep's rows, measuring the passes not yet kept when `measure`."""
+    """The sweep's rows, measuring the passes not yet kept (of `reads` and `drifts`) when `measure`."""
     cache = RowCache(out / "measurements" / RUNS_FILE, RUN_KEY)
-    jobs = claim_jobs(models, split, programmings)
+    jobs = claim_jobs(models, split, programmings, reads, drifts)
     todo = [j for j in jobs if not all(cache.has(**j.key(c.case_id)) for c in j.cases)]
     if measure and todo:
         done = (executor or Executor(0)).map(_claim_run, todo)
@@ -264,8 +275,10 @@ def claims_report(
     bar: Bar,
     executor: Executor | None = None,
     measure: bool = True,
+    reads: Iterable[str] = tuple(READS),
+    drifts: Iterable[str] = tuple(DRIFTS),
 ) -> list[str]:
-    cache = measure_claims(models, split, out, programmings, bar, executor, measure)
+    cache = measure_claims(models, split, out, programmings, bar, executor, measure, reads, drifts)
     rows, missing = claims_rows(models, Measured(cache.rows, models, split))
     write_csv(rows, out / "claims.csv")
     return claims_section(rows, missing, programmings)
@@ -279,6 +292,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("reports"))
     parser.add_argument("--programmings", type=int, default=10)
     parser.add_argument("--arch", nargs="+", help="only these LGG architectures (default: all shipped)")
+    parser.add_argument(
+        "--reads", nargs="+", choices=list(READS), default=list(READS), help="measure only these"
+    )
+    parser.add_argument(
+        "--drift", nargs="+", choices=list(DRIFTS), default=list(DRIFTS), help="measure only these"
+    )
     parser.add_argument("--workers", type=int, default=0, help="local Dask workers (0: this process)")
     parser.add_argument("--scheduler", help="an existing Dask scheduler, tcp://HOST:PORT")
     args = parser.parse_args(argv)
@@ -289,7 +308,10 @@ def main(argv: list[str] | None = None) -> None:
         return tqdm(items, desc=desc, total=total, initial=initial)
 
     with Executor(args.workers, args.scheduler) as executor:
-        print("\n".join(claims_report(models, split, args.out, args.programmings, bar, executor)))
+        text = claims_report(
+            models, split, args.out, args.programmings, bar, executor, reads=args.reads, drifts=args.drift
+        )
+        print("\n".join(text))
 
 
 if __name__ == "__main__":
