@@ -137,13 +137,18 @@ class Segmenter:
         """(B, C_in, h, w) inputs of slices `slice_indices` -> (B, S, C, h, w) softmax samples, on the CPU.
 
         Sample s of every slice is one read of chip s over the whole batch; each slice's result is the
-        one it gets read alone.
+        one it gets read alone. A cancel stops it between samples (digitally, between slices).
         """
         if len(slice_indices) != x.shape[0]:
             raise ValueError(f"{x.shape[0]} inputs but {len(slice_indices)} slice indices")
         x = x.to(self.device)
-        if self.run.mode is Mode.DIGITAL:
-            return self.digital_read(x).cpu()[:, None]
+        if self.run.mode is Mode.DIGITAL:  # slice by slice: an exact read of a wide HWA model takes seconds
+            reads = []
+            for one in x.split(1):
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled()
+                reads.append(self.digital_read(one))
+            return torch.cat(reads).cpu()[:, None]
         out = []
         for s in range(self.samples):
             if cancel is not None and cancel.is_set():

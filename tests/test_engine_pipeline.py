@@ -8,9 +8,10 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from engine.findings import slice_ranking
-from engine.inference import Segmenter
+from engine.inference import Cancelled, Segmenter
 from engine.pipeline import VolumeResult, fan_out_order, preview_while_programming, run_slices, segment_volume
 from engine.preprocessing import get_slice
 from engine.run_settings import RunSettings
@@ -113,6 +114,25 @@ def test_cancel_acts_within_one_sample(small_model, real_volume):
     results = list(run_slices(seg, real_volume, "axial", cancel=cancel))
     assert len(after_cancel) <= os.cpu_count(), after_cancel
     assert len(results) < real_volume.shape[2]
+
+
+def test_a_digital_batch_stops_between_slices_on_cancel(small_model):
+    """An exact read of a wide model takes seconds per slice: a cancel must not wait for a whole batch."""
+    seg = Segmenter(small_model, RunSettings(model=small_model.name, mode="digital", mc_samples=1))
+    cancel = threading.Event()
+    read = seg.digital_read
+    reads: list[int] = []
+
+    def counting_read(x):
+        reads.append(x.shape[0])
+        cancel.set()  # during the batch's first slice
+        return read(x)
+
+    seg.digital_read = counting_read
+    x = torch.zeros(4, small_model.preprocessing.in_channels, *small_model.preprocessing.input_size)
+    with pytest.raises(Cancelled):
+        seg.predict_batch(x, [0, 1, 2, 3], cancel)
+    assert reads == [1]
 
 
 def test_errors_in_a_stage_reach_the_caller(small_model, real_volume, monkeypatch):
