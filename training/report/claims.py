@@ -78,12 +78,13 @@ def claim_jobs(
     models: dict[tuple[str, str], ModelSpec],
     split: DatasetSplit,
     programmings: int,
-    reads: Iterable[str] = tuple(READS),
-    drifts: Iterable[str] = tuple(DRIFTS),
+    reads: Iterable[str] | None = None,
+    drifts: Iterable[str] | None = None,
 ) -> list[ClaimJob]:
-    """The sweep's passes (the digital ones always, the chips' for these `reads` and `drifts`),
-    programming by programming, so that a partial sweep covers every model."""
-    reads, drifts = list(reads), [DRIFTS[d] for d in drifts]
+    """The sweep's passes (the digital ones always, the chips' for these `reads` and `drifts`, by
+    default all), programming by programming, so that a partial sweep covers every model."""
+    reads = list(READS if reads is None else reads)
+    drift_values = [DRIFTS[d] for d in (DRIFTS if drifts is None else drifts)]
     jobs = []
     for spec in models.values():
         weights, cases = weights_hash(spec), tuple(split.cases)
@@ -92,7 +93,7 @@ def claim_jobs(
             ClaimJob(spec, weights, split.layout, cases, r, drift, seed)
             for seed in range(programmings)
             for r in reads
-            for drift in drifts
+            for drift in drift_values
         ]
     return sorted(jobs, key=lambda j: (j.reads != "digital", j.seed))
 
@@ -114,8 +115,8 @@ def measure_claims(
     bar: Bar,
     executor: Executor | None = None,
     measure: bool = True,
-    reads: Iterable[str] = tuple(READS),
-    drifts: Iterable[str] = tuple(DRIFTS),
+    reads: Iterable[str] | None = None,
+    drifts: Iterable[str] | None = None,
 ) -> RowCache:
     """The sweep's rows, measuring the passes not yet kept (of `reads` and `drifts`) when `measure`."""
     cache = RowCache(out / "measurements" / RUNS_FILE, RUN_KEY)
@@ -275,8 +276,8 @@ def claims_report(
     bar: Bar,
     executor: Executor | None = None,
     measure: bool = True,
-    reads: Iterable[str] = tuple(READS),
-    drifts: Iterable[str] = tuple(DRIFTS),
+    reads: Iterable[str] | None = None,
+    drifts: Iterable[str] | None = None,
 ) -> list[str]:
     cache = measure_claims(models, split, out, programmings, bar, executor, measure, reads, drifts)
     rows, missing = claims_rows(models, Measured(cache.rows, models, split))
