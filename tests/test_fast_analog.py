@@ -17,7 +17,7 @@ from aihwkit.simulator.parameters.enums import NoiseManagementType
 from torch import nn
 
 from engine.analog.chips import program_chip
-from engine.analog.conversion import calibrated_analog
+from engine.analog.conversion import calibrated_analog, to_analog
 from engine.analog.device import DeviceSettings, rpu_config
 from engine.analog.fast_layers import FastAnalogConv2d, FastAnalogLinear, fast_chip
 from engine.analog.periphery import add_gaussian_, noise_draws_per_read, seeded_reads
@@ -363,3 +363,19 @@ def test_segmenter_reads_fast_chips_by_default(small_model):
     torch.testing.assert_close(fast.predict(x, 3), a)  # reads seeded per (seed, slice, sample)
     with pytest.raises(ValueError):
         Segmenter(small_model, run, simulator="gpu")
+
+
+def test_the_exact_network_of_an_hwa_model_reads_as_aihwkit_reads_it(network, conv_path):
+    """Perfect tile reads (an HWA model's digital mode): the learned input clipping and scales, no DAC,
+    ADC, bounds or noise, so the fast layers give aihwkit's exact forward to float rounding."""
+    net, images = network
+    exact = to_analog(net, QUIET, exact=True)
+    for tile in exact.analog_tiles():
+        tile.input_range.data.fill_(0.5)  # tight enough that the clipping acts
+    fast = fast_chip(exact)
+    assert not any(hasattr(m, "analog_module") for m in fast.modules())
+    with torch.no_grad():
+        ref, out = exact(images[:2]), fast(images[:2])
+    # float rounding, which the normalisations of U-Net++ and Swin-UNETR amplify to about 3e-4
+    assert (out - ref).abs().max() < 1e-3 * ref.abs().max()
+    assert torch.equal(out.argmax(1), ref.argmax(1))

@@ -130,11 +130,12 @@ def _analog_state(spec: ModelSpec) -> dict[str, torch.Tensor]:
 
 def _exact_network(spec: ModelSpec) -> nn.Module:
     """The network in floating point. A hardware-aware model learned its input clipping and output
-    scales on the tiles, so its exact form keeps them (perfect tile reads); its plain digital
-    conversion, without the clipping, segments far worse."""
+    scales on the tiles, so its exact form keeps them (perfect tile reads, through the fast layers:
+    aihwkit's own tile forward unfolds every convolution); its plain digital conversion, without the
+    clipping, segments far worse."""
     if spec.kind == "hwa" and spec.has_analog:
-        return load_analog(
-            spec.build(), _analog_state(spec), spec.device, exact=True, source=_analog_path(spec)
+        return fast_chip(
+            load_analog(spec.build(), _analog_state(spec), spec.device, exact=True, source=_analog_path(spec))
         )
     return load_digital(spec)
 

@@ -119,8 +119,7 @@ def check_supported(io: IOParameters, name: str, *, stochastic_rounding: bool = 
     unsupported = {
         "noise management": io.noise_management != NoiseManagementType.NONE,
         "bound management": io.bound_management != BoundManagementType.NONE,
-        "mv_type other than ONE_PASS": io.mv_type != AnalogMVType.ONE_PASS,
-        "is_perfect": io.is_perfect,
+        "mv_type other than ONE_PASS": io.mv_type != AnalogMVType.ONE_PASS and not io.is_perfect,
         "inp_noise": io.inp_noise > 0.0,
         "in/out asymmetry": io.inp_asymmetry != 0.0 or io.out_asymmetry != 0.0,
         "stochastic rounding": not stochastic_rounding and (io.inp_sto_round or io.out_sto_round),
@@ -185,21 +184,24 @@ class PeripheryLayer(nn.Module):
         self.out_splits = self.tiles // self.in_splits
         self.out_width = max(s.stop - s.start for s in self.out_slices)  # shorter tiles padded with zeros
 
-        inp_step = quantisation_step(io.inp_res, io.inp_bound) if io.inp_res > 0 else None
-        out_step = quantisation_step(io.out_res, io.out_bound) if io.out_res > 0 else 1.0
+        # a perfect read (the exact network of an HWA model) is aihwkit's plain matmul between the
+        # input range's clipping and the scales: no DAC, ADC, bounds or noise
+        perfect = io.is_perfect
+        inp_step = quantisation_step(io.inp_res, io.inp_bound) if io.inp_res > 0 and not perfect else None
+        out_step = quantisation_step(io.out_res, io.out_bound) if io.out_res > 0 and not perfect else 1.0
         level_step = inp_step or 1.0
         max_level = round(1.0 / level_step) if ranges[0] is not None else math.inf  # |x / r| <= 1
         # a float32 scalar, so that dividing by it is aihwkit's division without a conversion per call
         self.inp_step = None if inp_step is None else torch.tensor(inp_step, dtype=torch.float32)
         self.level_limit = (
             io.inp_bound / level_step  # inp_bound in DAC levels, where it can clip
-            if io.inp_bound > 0 and max_level * level_step > io.inp_bound
+            if io.inp_bound > 0 and max_level * level_step > io.inp_bound and not perfect
             else None
         )
-        self.out_bound = io.out_bound / out_step if io.out_bound > 0 else None  # in ADC levels
-        self.out_noise = io.out_noise / out_step  # output noise std in ADC levels
-        self.read_noise = read_noise * level_step / out_step  # PCM_READ w_noise * DAC step in ADC levels
-        self.adc = io.out_res > 0
+        self.out_bound = io.out_bound / out_step if io.out_bound > 0 and not perfect else None  # ADC levels
+        self.out_noise = 0.0 if perfect else io.out_noise / out_step  # output noise std in ADC levels
+        self.read_noise = 0.0 if perfect else read_noise * level_step / out_step  # PCM w_noise, ADC levels
+        self.adc = io.out_res > 0 and not perfect
 
         # per tile: conductances in aihwkit's (out, in) layout, pre-multiplied so the product is in ADC
         # levels, and the output scale; the subclass lays them out for its batched product
