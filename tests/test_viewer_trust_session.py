@@ -26,7 +26,7 @@ from engine.volume import Volume, load_scan
 from tests.conftest import SHARED_DATA
 from tests.test_viewer_session import DictStore, FakeRunner
 from viewer.session.background import Immediate, Latest
-from viewer.session.notices import OUTSIDE, RUN_ANYWAY, Level, title_mark, verdict_notice
+from viewer.session.notices import OUTSIDE, RUN_ANYWAY, SCORE_WORDS, Level, title_mark, verdict_notice
 from viewer.session.runs import RunOutcome
 from viewer.session.session import ReadingSession
 from viewer.session.verdicts import CaseVerdict, VerdictState
@@ -227,7 +227,7 @@ def test_no_verdict_for_a_partial_result_then_the_verdict_once_complete(sample_r
     else:
         assert notice.level is Level.GOOD and notice.headline == f"Expected Dice {range_text}"
     assert ("out of distribution" if expected.out_of_distribution else "in distribution") in notice.detail
-    assert "from the mean entropy inside the segmentation" in notice.detail
+    assert f"from the {SCORE_WORDS[expected.score]} ({expected.score_value:.3g})" in notice.detail
     assert len(seen["trust_changed"]) >= 3
 
 

@@ -19,6 +19,7 @@ from engine.model_store import ModelSpec, list_models  # noqa: E402
 from engine.volume import Volume  # noqa: E402
 from tests.conftest import SHARED_DATA  # noqa: E402
 from viewer.session.display import pixel_size_mm  # noqa: E402
+from viewer.session.notices import SCORE_WORDS  # noqa: E402
 from viewer.session.verdicts import VerdictState  # noqa: E402
 from viewer.widgets.inference_worker import InferenceRunner  # noqa: E402
 from viewer.widgets.main_window import MainWindow  # noqa: E402
@@ -105,7 +106,7 @@ def test_lgg_sample_gets_its_model_then_the_verdict_only_once_complete_and_lesio
     assert banner.notice.headline.startswith(headline) and headline in banner.label.text()
     assert (
         "distribution" in banner.label.text()
-        and "mean entropy inside the segmentation" in banner.label.text()
+        and f"from the {SCORE_WORDS[case.verdict.score]}" in banner.label.text()
     )
 
     # the lesion table, most uncertain first; a click centres the three views on the lesion

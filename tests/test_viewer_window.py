@@ -469,7 +469,9 @@ def test_model_line_says_test_dice_and_post_processing(make_window, spec) -> Non
     assert f"test Dice {spec.metrics['test']['digital']['mean_dice']:.3f} digital" in text
     chips = spec.metrics["test"]["analog_noise1_drift86400"]
     assert f"{chips['mean_dice']:.3f} ± {chips['std_dice_over_programmings']:.3f} on analog chips" in text
-    assert "largest connected FLAIR abnormality" in text
+    assert describe_model(spec) in text and "FLAIR abnormality" in text  # the shipped model keeps components
+    largest = describe_model(dataclasses.replace(spec, keep_largest=[1], component_fraction=1.0))
+    assert "largest connected FLAIR abnormality" in largest
     plain = describe_model(dataclasses.replace(spec, keep_largest=[], metrics={}))
     assert "largest" not in plain and "Dice" not in plain
     kept = describe_model(dataclasses.replace(spec, keep_largest=[1], component_fraction=0.2))
