@@ -93,3 +93,22 @@ def shipped_model():
     if not (MODELS_DIR / "lgg_unet_digital" / "model.json").exists():
         pytest.skip("the shipped LGG U-Net is not installed")
     return find_model("lgg_unet_digital")
+
+
+@pytest.fixture
+def calibration():
+    """A trust calibration for the tests that need one: pairwise Dice 0.3 -> expected 0.4, 0.9 -> 0.9."""
+    from engine.trust import TrustCalibration
+
+    return TrustCalibration(
+        score="pairwise_dice",
+        knots=(0.3, 0.9),
+        expected=(0.4, 0.9),
+        error_low=-0.1,
+        error_high=0.05,
+        review_below=0.7,
+        lesion_review_above=0.3,
+        ood_threshold=1e9,
+        ood_reference=(0.0,) * 10,
+        fitted_on="test",
+    )

@@ -77,31 +77,19 @@ def test_installing_drops_the_reports_measurements_kept_by_name_only(tmp_path):
 
 
 def test_a_shipped_model_installed_under_another_name_keeps_what_was_measured_on_its_weights(
-    small_model, tmp_path
+    small_model, calibration, tmp_path
 ):
     models = tmp_path / "models"
     shutil.copytree(small_model.folder, models / "lgg_unet_hwa")
     source = models / "lgg_unet_hwa_r2"
     shutil.copytree(small_model.folder, source)
     measured = {"analog_noise1": {"model": "lgg_unet_hwa_r2", "mean_dice": 0.837}}
-    calibration = TrustCalibration(
-        score="pairwise_dice",
-        knots=(0.3, 0.9),
-        expected=(0.4, 0.9),
-        error_low=-0.1,
-        error_high=0.05,
-        review_below=0.7,
-        lesion_review_above=0.3,
-        ood_threshold=1.0,
-        ood_reference=(0.0,) * 10,
-        fitted_on="val",
-    ).to_dict()
     write_spec(
         dataclasses.replace(
             small_model,
             name="lgg_unet_hwa_r2",
             metrics={"test": measured},
-            trust={"analog": calibration},
+            trust={"analog": calibration.to_dict()},
             training={"run": "lgg_unet_hwa_clip35_wn04_e8"},
         ),
         source,
@@ -111,7 +99,7 @@ def test_a_shipped_model_installed_under_another_name_keeps_what_was_measured_on
     got = read_spec(target)
     assert got.name == "lgg_unet_hwa" and got.training["run"] == "lgg_unet_hwa_clip35_wn04_e8"
     assert got.metrics["test"] == {"analog_noise1": {"model": "lgg_unet_hwa", "mean_dice": 0.837}}
-    assert TrustCalibration.from_dict(got.trust["analog"]) == TrustCalibration.from_dict(calibration)
+    assert TrustCalibration.from_dict(got.trust["analog"]) == calibration
     assert (target / "weights.safetensors").read_bytes() == weights
     assert sorted(p.name for p in models.iterdir()) == ["lgg_unet_hwa"]  # shipped once
 

@@ -118,19 +118,7 @@ def test_the_ood_reference_takes_intensities_from_every_training_scan_not_only_v
     assert ood_score(foreign, wide.ood_reference) > wide.ood_threshold
 
 
-def test_verdict_reads_the_models_calibration(small_model):
-    calibration = TrustCalibration(
-        score="pairwise_dice",
-        knots=(0.3, 0.9),
-        expected=(0.4, 0.9),
-        error_low=-0.1,
-        error_high=0.05,
-        review_below=0.7,
-        lesion_review_above=0.3,
-        ood_threshold=1e9,
-        ood_reference=(0.0,) * 10,
-        fitted_on="test",
-    )
+def test_verdict_reads_the_models_calibration(small_model, calibration):
     spec = dataclasses.replace(small_model, trust={"analog": calibration.to_dict()})
     loaded = calibration_for(spec, "analog")
     assert loaded == calibration and calibration_for(spec, "digital") is None
