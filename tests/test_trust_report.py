@@ -86,11 +86,13 @@ def test_a_row_judges_test_records_with_the_validation_calibration(small_model):
     saved = {"records": records, "foreign": {"ct/x": [9.0] * 5, "hippocampus/y": [1.0] * 5}}
     row = trust_row(spec, Mode.ANALOG, saved)
     assert row["expected_mae"] == pytest.approx(0.0) and row["in_range"] == 1.0
+    assert row["in_range_shown"] == "100% (51-100%)"  # 4 of 4: Wilson's 95 % interval still holds 80 %
     assert row["false_alarms"] == 0.0  # OOD scores 0 .. 1.5, threshold 3
     assert row["foreign_flagged"] == 0.5 and row["foreign_missed"] == "hippocampus/y"
     text = "\n".join(trust_section([row], ["other (digital)"]))
     assert "met failure AUROC >= 0.90 (1.00)" in text and "Not measured yet: other (digital)" in text
     assert "at least 50% of the foreign scans flagged" in text
+    assert "Every range's coverage interval holds the 80 % nominal" in text
     uncalibrated = trust_row(dataclasses.replace(spec, trust={}), Mode.ANALOG, saved)
     assert uncalibrated["score"] == "not calibrated" and "-" in "\n".join(trust_section([uncalibrated], []))
 
@@ -127,3 +129,14 @@ def test_pixel_histograms_count_only_near_the_lesion_and_split_wrong_from_right(
     assert total.sum() == aleatoric.sum() == band.sum()
     bins = np.arange(len(total))
     assert (aleatoric * bins).sum() < (total * bins).sum()
+
+
+def test_a_coverage_whose_interval_excludes_the_nominal_is_named():
+    from training.report.trust import _coverage
+
+    rows = [
+        {"model": "a", "mode": "analog", "in_range": 0.2, "in_range_low": 0.06, "in_range_high": 0.51},
+        {"model": "b", "mode": "digital", "in_range": 0.72, "in_range_low": 0.49, "in_range_high": 0.90},
+    ]
+    assert _coverage(rows) == "Coverage told apart from the 80 % nominal by its interval: a (analog) 20%."
+    assert "holds the 80 % nominal" in _coverage(rows[1:])

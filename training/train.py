@@ -344,7 +344,7 @@ def train(
             loss = loss_fn(model(x), y[:, None])
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         scheduler.step()
         val = _validate(model, loaded, val_ids, len(labels), device)
         seconds = time.time() - t0
