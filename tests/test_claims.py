@@ -10,7 +10,7 @@ import pytest
 from training.data import Case
 from training.report import claims
 from training.report.bootstrap import CONTRADICTS, INCONCLUSIVE, SUPPORTS, Interval, Term, paired_difference
-from training.report.jobs import DatasetSplit
+from training.report.jobs import CLAIMS_RUNS_FILE, DatasetSplit
 
 
 def _drops(rng: np.random.Generator, digital: np.ndarray, drop: float, spread: float) -> Term:
@@ -117,7 +117,7 @@ def test_the_sweep_on_a_real_scan_resumes_and_settles_each_claim(
     jobs = claims.claim_jobs(models, split, programmings=2)
     assert len(jobs) == 3 * (1 + 2) and [j.reads for j in jobs[:3]] == ["digital"] * 3
     text = claims.claims_report(models, split, tmp_path, 2, bar)
-    rows = (tmp_path / "measurements" / claims.RUNS_FILE).read_text().splitlines()
+    rows = (tmp_path / "measurements" / CLAIMS_RUNS_FILE).read_text().splitlines()
     assert len(rows) == 1 + 3 * 3 * 2  # header, then (digital + 2 programmings) x 3 models x 2 patients
     assert "| Swin-UNETR loses less Dice on chips than the U-Net" in "\n".join(text)
     assert "2 x 2" in "\n".join(text) and "Not measured yet" not in "\n".join(text)

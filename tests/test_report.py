@@ -7,7 +7,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from training.report.jobs import DatasetSplit, RobustnessJob, RowCache, UncertaintyJob
+from training.report.jobs import (
+    CLAIMS_RUN_KEY,
+    CLAIMS_RUNS_FILE,
+    DatasetSplit,
+    RobustnessJob,
+    RowCache,
+    UncertaintyJob,
+)
 from training.report.robustness import NOISE_LEVELS, robustness_jobs, robustness_table
 
 KEY = ("model", "noise", "seed")
@@ -116,6 +123,36 @@ def test_a_nominal_first_pass_measures_the_drop_table_and_the_next_pass_the_rest
     measured.clear()
     _, done, planned = report.robustness(sets, tmp_path, 2, bar)
     assert ("analog", 1.0) not in measured and done == planned  # resumed: nominal runs are not measured again
+
+
+def test_runs_the_claims_sweep_made_on_the_same_weights_are_not_measured_again(tmp_path, monkeypatch):
+    import training.report.robustness as report
+
+    monkeypatch.setattr(report, "weights_hash", lambda spec: "abc" * 8)
+    sweep = RowCache(tmp_path / "measurements" / CLAIMS_RUNS_FILE, CLAIMS_RUN_KEY)
+
+    def kept(reads, drift, seed, case, dice, weights="abcabcabcabcabca"):
+        sweep.add(
+            dict(model="m", weights=weights, reads=reads, drift_s=drift, seed=seed, case=case, dice=dice)
+        )
+
+    for case, dice in (("p1", 0.8), ("p2", 0.6)):
+        kept("digital", 0.0, 0, case, dice)
+        kept("single", 86400.0, 0, case, dice - 0.1)
+        kept("MC 4", 86400.0, 1, case, dice)  # an ensemble, not a single read
+        kept("single", 3600.0, 1, case, dice, weights="replaced weight")
+    kept("single", 3600.0, 0, "p1", 0.9)  # one patient of two: not a whole pass
+    measured = []
+    monkeypatch.setattr(
+        report, "_robustness_run", lambda job: measured.append((job.mode, job.drift_s, job.seed)) or 0.5
+    )
+    cases = [SimpleNamespace(case_id="p1"), SimpleNamespace(case_id="p2")]
+    sets = {"lgg": DatasetSplit({("unet", "digital"): SimpleNamespace(name="m")}, "msd", cases)}
+    rows, _, _ = report.robustness(sets, tmp_path, 2, lambda items, *_: items, nominal_only=True)
+    assert sorted(measured) == [("analog", 3600.0, 0), ("analog", 3600.0, 1), ("analog", 86400.0, 1)]
+    dice = {(r["noise"], r["drift_s"], r["seed"]): float(r["mean_dice"]) for r in rows}
+    assert dice[("digital", "3600.0", "0")] == pytest.approx(0.7)
+    assert dice[("1.0", "86400.0", "0")] == pytest.approx(0.6)
 
 
 def test_tile_mapping_and_pipelining_figures_are_drawn_from_a_mapping(tmp_path):

@@ -29,14 +29,12 @@ from engine.model_store import ModelSpec, weights_hash
 from engine.run_settings import Mode, RunSettings
 from training.evaluate import evaluate_run
 from training.report.bootstrap import Interval, Term, paired_difference
-from training.report.jobs import Bar, DatasetSplit, RowCache
+from training.report.jobs import CLAIMS_RUN_KEY, CLAIMS_RUNS_FILE, Bar, DatasetSplit, RowCache
 from training.report.markdown import md_table, write_csv
 
 DRIFTS = {"60 s": 60.0, "1 hour": 3600.0, "1 day": 86400.0, "30 days": 30 * 86400.0}
 READS = {"single": 1, "MC 4": 4}  # chip reads per programming: one, or the ensemble the targets use
 NOISE = 1.0
-RUNS_FILE = "claims_runs.csv"
-RUN_KEY = ("model", "weights", "reads", "drift_s", "seed", "case")
 
 
 @dataclass(frozen=True)
@@ -119,7 +117,7 @@ def measure_claims(
     drifts: Iterable[str] | None = None,
 ) -> RowCache:
     """The sweep's rows, measuring the passes not yet kept (of `reads` and `drifts`) when `measure`."""
-    cache = RowCache(out / "measurements" / RUNS_FILE, RUN_KEY)
+    cache = RowCache(out / "measurements" / CLAIMS_RUNS_FILE, CLAIMS_RUN_KEY)
     jobs = claim_jobs(models, split, programmings, reads, drifts)
     todo = [j for j in jobs if not all(cache.has(**j.key(c.case_id)) for c in j.cases)]
     if measure and todo:

@@ -22,6 +22,9 @@ from engine.volume import Volume, load_scan
 from training.data import Case
 
 KINDS = ("digital", "hwa")  # how a model was trained; with its architecture, the key of a measured model
+# the claims sweep's passes, per patient (`training.report.claims`); the noise sweep reuses them
+CLAIMS_RUNS_FILE = "claims_runs.csv"
+CLAIMS_RUN_KEY = ("model", "weights", "reads", "drift_s", "seed", "case")
 
 Bar = Callable[..., Iterable]  # bar(items, description, total, initial): a progress bar over items
 

@@ -2,7 +2,10 @@
 noise sweep.
 
 Each run is one pass of a model over a test split with one programmed chip and single reads; the runs
-are appended to `OUT/measurements/robustness_runs.csv` and averaged over programmings here.
+are appended to `OUT/measurements/robustness_runs.csv` and averaged over programmings here. A run the
+claims sweep (`training.report.claims`) has already made on the same weights (the same chips: nominal
+noise, single reads, the same drift and programming; or digitally) is taken from its per-patient rows
+instead of being measured again.
 """
 
 from __future__ import annotations
@@ -13,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from engine.executor import Executor
-from engine.model_store import NOMINAL_CHIPS, ModelSpec
+from engine.model_store import NOMINAL_CHIPS, ModelSpec, weights_hash
 from engine.run_settings import Mode
 from training.evaluate import evaluate_run
-from training.report.jobs import Bar, DatasetSplit, RobustnessJob, RowCache
+from training.report.jobs import CLAIMS_RUN_KEY, CLAIMS_RUNS_FILE, Bar, DatasetSplit, RobustnessJob, RowCache
 
 NOISE_LEVELS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 DRIFTS = {"1 hour": 3600.0, "1 day": 86400.0}
@@ -52,6 +55,31 @@ def _robustness_run(job: RobustnessJob) -> float:
     return evaluate_run(job.spec, job.cases, job.layout, job.run, progress=False)["mean_dice"]
 
 
+def from_claims(jobs: list[RobustnessJob], out: Path) -> list[tuple[RobustnessJob, float]]:
+    """Those of `jobs` that the claims sweep measured on every one of their patients, with their mean Dice."""
+    path = out / "measurements" / CLAIMS_RUNS_FILE
+    if not jobs or not path.exists():
+        return []
+    dice: dict[tuple, float] = {}
+    for r in RowCache(path, CLAIMS_RUN_KEY).rows:
+        if r["reads"] in ("digital", "single"):
+            dice[(r["model"], r["weights"], r["reads"], float(r["drift_s"]), int(r["seed"]), r["case"])] = (
+                float(r["dice"])
+            )
+    hashes: dict[str, str] = {}
+    found = []
+    for job in jobs:
+        if job.mode == Mode.ANALOG and job.noise != 1.0:
+            continue
+        weights = hashes.setdefault(job.spec.name, weights_hash(job.spec)[:16])
+        digital = job.mode == Mode.DIGITAL
+        run = ("digital", 0.0, 0) if digital else ("single", job.drift_s, job.seed)
+        per_case = [dice.get((job.spec.name, weights, *run, c.case_id)) for c in job.cases]
+        if all(d is not None for d in per_case):
+            found.append((job, float(np.mean(per_case))))
+    return found
+
+
 def robustness(
     sets: dict[str, DatasetSplit],
     out: Path,
@@ -70,6 +98,9 @@ def robustness(
     jobs = robustness_jobs(sets, programmings)
     wanted = [j for j in jobs if not (nominal_only and j.mode == "analog" and j.noise != 1.0)]
     todo = [j for j in wanted if not cache.has(**j.key)]
+    for job, dice in from_claims(todo, out):
+        cache.add({**job.key, "mean_dice": dice})
+    todo = [j for j in todo if not cache.has(**j.key)]
     if measure:
         desc = "noise robustness, nominal noise" if nominal_only else "noise robustness"
         for job, dice in bar(
