@@ -231,3 +231,15 @@ def test_an_uncertainty_pass_keeps_its_file_name():
         job.file_name == "uncertainty_lgg_unet_hwa_cases18_mc16_n1_d86400.json"
     )  # as in reports/measurements
     assert job.run.mc_samples == 16 and job.run.seed == 0 and job.run.noise_level == 1.0
+
+
+def test_the_tile_mapping_text_gives_each_network_its_own_input_size():
+    from training.report.markdown import MAPPING_COLUMNS, tile_mapping_section
+
+    rows = [
+        {"arch": "unet", "input": "256x256", "parameters": 1_630_000},
+        {"arch": "swinunetr", "input": "128x128", "parameters": 1_710_000},
+    ]
+    text = "\n".join(tile_mapping_section([{**{c[0]: 0 for c in MAPPING_COLUMNS}, **r} for r in rows]))
+    assert "U-Net 1.63 M parameters on 256x256 slices" in text
+    assert "Swin-UNETR 1.71 M parameters on 128x128 slices" in text

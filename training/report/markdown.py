@@ -160,8 +160,11 @@ def tile_mapping_section(mapping: list[dict]) -> list[str]:
         "![tile mapping](tile_mapping.png)\n",
         md_table(mapping, MAPPING_COLUMNS),
         "Our networks are narrower than the paper's (trained on two CPU cores: "
-        + ", ".join(f"{ARCH_TITLES[r['arch']]} {r['parameters'] / 1e6:.2f} M parameters" for r in mapping)
-        + ") and take 128x128 slices. Reuse counts a layer's matrix-vector products per slice, "
+        + ", ".join(
+            f"{ARCH_TITLES[r['arch']]} {r['parameters'] / 1e6:.2f} M parameters on {r['input']} slices"
+            for r in mapping
+        )
+        + "). Reuse counts a layer's matrix-vector products per slice, "
         "one per output pixel or token, so it falls with the input size. Utilisation is how much of "
         "its 512x512 tiles a layer's (input channels x kernel, output channels) weight matrix fills: "
         "a layer narrower than a tile leaves the rest empty, and a layer one row or column over a tile "
