@@ -240,7 +240,9 @@ def uncertainty_section(
         "ECE: expected calibration error of the max class probability; correlations: "
         "a case's mean entropy against its Dice (negative = uncertain cases are the bad ones).\n",
         md_table(urows, UNCERTAINTY_COLUMNS),
-        uncertainty_verdict(results),
+        uncertainty_verdict(results)
+        + " This mean is over the whole head, where the background pixels outnumber the rest; section 5 "
+        "decides the claim in the lesion band, with an interval.",
         "",
     ]
 
