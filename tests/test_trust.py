@@ -13,7 +13,6 @@ from engine.pipeline import SliceResult, VolumeResult
 from engine.preprocessing import Preprocessing
 from engine.run_settings import Mode, RunSettings
 from engine.trust import (
-    TrustCalibration,
     calibration_for,
     case_scores,
     ood_features,
@@ -136,19 +135,9 @@ def test_verdict_reads_the_models_calibration(small_model, calibration):
     assert agreeing.settings_note == ""  # no run given, nothing to compare
 
 
-def test_a_run_on_other_chips_than_the_calibrations_says_so():
-    calibration = TrustCalibration(
-        score="entropy_inside",
-        knots=(0.0, 1.0),
-        expected=(0.9, 0.1),
-        error_low=-0.1,
-        error_high=0.1,
-        review_below=0.7,
-        lesion_review_above=0.3,
-        ood_threshold=1e9,
-        ood_reference=(0.0,) * 10,
-        fitted_on="test",
-        run={"noise_level": 1.0, "drift_s": 86400.0, "mc_samples": 8},
+def test_a_run_on_other_chips_than_the_calibrations_says_so(calibration):
+    calibration = dataclasses.replace(
+        calibration, run={"noise_level": 1.0, "drift_s": 86400.0, "mc_samples": 8}
     )
     same = RunSettings(model="m", mode="analog", mc_samples=8, noise_level=1.0, drift_s=86400.0)
     assert settings_note(calibration, same) == ""
