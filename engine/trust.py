@@ -84,7 +84,7 @@ class TrustCalibration:
     score: str  # the chosen case score
     knots: tuple[float, ...]  # isotonic fit: score values ...
     expected: tuple[float, ...]  # ... and the Dice expected at each
-    error_low: float  # 10th and 90th percentile of (true - expected) Dice on validation:
+    error_low: float  # bounds of (true - expected) Dice holding 80 % of validation cases (conformal):
     error_high: float  # the range shown around the expected Dice
     review_below: float  # expected Dice under which the verdict is "review carefully"
     lesion_review_above: float  # mean lesion uncertainty above which a lesion is flagged
