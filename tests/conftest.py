@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import tempfile
@@ -54,6 +55,24 @@ def lgg_case() -> tuple[Path, Path]:
     """A real LGG FLAIR volume (the bundled sample, 27 slices) and its ground-truth mask; it ships, so tests
     that need a real scan never skip."""
     return SAMPLES / "lgg_sample.nii.gz", SAMPLES / "lgg_sample_label.nii.gz"
+
+
+@pytest.fixture(scope="session")
+def tiny_lgg(tmp_path_factory) -> Path:
+    """Five 'patients' made of the bundled LGG sample, MSD layout (the folder name picks the LGG
+    preset): enough for the training loop's mechanics. Read-only: tests write their outputs elsewhere."""
+    root = tmp_path_factory.mktemp("data") / "lgg"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    entries = []
+    for i in range(5):
+        shutil.copy(SAMPLES / "lgg_sample.nii.gz", root / "imagesTr" / f"lgg_{i}.nii.gz")
+        shutil.copy(SAMPLES / "lgg_sample_label.nii.gz", root / "labelsTr" / f"lgg_{i}.nii.gz")
+        entries.append(
+            {"image": f"./imagesTr/lgg_{i}.nii.gz", "label": f"./labelsTr/lgg_{i}.nii.gz", "patient": f"P{i}"}
+        )
+    (root / "dataset.json").write_text(json.dumps({"training": entries}))
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -3,33 +3,10 @@
 from __future__ import annotations
 
 import csv
-import json
-import shutil
-from pathlib import Path
 
 import pytest
 
 from engine.model_store import read_spec
-from tests.conftest import REPO
-
-SAMPLE = REPO / "resources" / "samples"
-
-
-@pytest.fixture(scope="module")
-def tiny_lgg(tmp_path_factory) -> Path:
-    """Five 'patients' made of the bundled LGG sample, MSD layout (the folder name picks the LGG preset)."""
-    root = tmp_path_factory.mktemp("data") / "lgg"
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    entries = []
-    for i in range(5):
-        shutil.copy(SAMPLE / "lgg_sample.nii.gz", root / "imagesTr" / f"lgg_{i}.nii.gz")
-        shutil.copy(SAMPLE / "lgg_sample_label.nii.gz", root / "labelsTr" / f"lgg_{i}.nii.gz")
-        entries.append(
-            {"image": f"./imagesTr/lgg_{i}.nii.gz", "label": f"./labelsTr/lgg_{i}.nii.gz", "patient": f"P{i}"}
-        )
-    (root / "dataset.json").write_text(json.dumps({"training": entries}))
-    return root
 
 
 @pytest.fixture(scope="module")

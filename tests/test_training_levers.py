@@ -3,8 +3,6 @@ and the failure analysis, on the bundled LGG sample (fast: small inputs, one epo
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,25 +10,6 @@ import pytest
 import torch
 
 from engine.preprocessing import Preprocessing, get_slice, input_slices
-from tests.conftest import REPO
-
-SAMPLE = REPO / "resources" / "samples"
-
-
-@pytest.fixture(scope="module")
-def tiny_lgg(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "lgg"
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    entries = []
-    for i in range(5):
-        shutil.copy(SAMPLE / "lgg_sample.nii.gz", root / "imagesTr" / f"lgg_{i}.nii.gz")
-        shutil.copy(SAMPLE / "lgg_sample_label.nii.gz", root / "labelsTr" / f"lgg_{i}.nii.gz")
-        entries.append(
-            {"image": f"./imagesTr/lgg_{i}.nii.gz", "label": f"./labelsTr/lgg_{i}.nii.gz", "patient": f"P{i}"}
-        )
-    (root / "dataset.json").write_text(json.dumps({"training": entries}))
-    return root
 
 
 def test_input_slices_stack_the_neighbours_in_order_and_repeat_the_ends():
