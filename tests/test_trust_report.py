@@ -91,7 +91,8 @@ def test_a_row_judges_test_records_with_the_validation_calibration(small_model):
     assert row["foreign_flagged"] == 0.5 and row["foreign_missed"] == "hippocampus/y"
     text = "\n".join(trust_section([row], ["other (digital)"]))
     assert "met failure AUROC >= 0.90 (1.00)" in text and "Not measured yet: other (digital)" in text
-    assert "at least 50% of the foreign scans flagged" in text
+    assert "foreign scans flagged short of the 100 % target: lgg_unet_hwa (analog) 50%" in text
+    assert "every foreign scan flagged" in "\n".join(trust_section([{**row, "foreign_flagged": 1.0}], []))
     assert "Every range's coverage interval holds the 80 % nominal" in text
     uncalibrated = trust_row(dataclasses.replace(spec, trust={}), Mode.ANALOG, saved)
     assert uncalibrated["score"] == "not calibrated" and "-" in "\n".join(trust_section([uncalibrated], []))
@@ -140,3 +141,26 @@ def test_a_coverage_whose_interval_excludes_the_nominal_is_named():
     ]
     assert _coverage(rows) == "Coverage told apart from the 80 % nominal by its interval: a (analog) 20%."
     assert "holds the 80 % nominal" in _coverage(rows[1:])
+
+
+def test_a_microscopy_reference_is_the_foreground_of_its_numbered_nuclei_in_the_images_voxel_order(tmp_path):
+    """Nuclei are calibrated on the one-slice volumes the viewer reads; their reference numbers each
+    nucleus, and an MSD label map keeps its classes."""
+    import nibabel as nib
+    from PIL import Image
+
+    from engine.volume import load_scan
+    from training.trust_records import reference
+
+    numbered = np.zeros((12, 20), np.uint8)  # rows x columns, as the PNG holds it
+    numbered[1:4, 2:5], numbered[6:9, 12:18] = 1, 7
+    Image.fromarray(numbered).save(tmp_path / "label.png")
+    Image.fromarray(numbered * 30).save(tmp_path / "image.png")
+    truth = reference(tmp_path / "label.png", "nuclei")
+    image = load_scan(tmp_path / "image.png").data
+    assert truth.shape == image.shape and set(np.unique(truth)) == {0, 1}
+    np.testing.assert_array_equal(truth > 0, image > 0)  # the same pixels, in the same order
+    classes = np.zeros((4, 4, 2), np.float32)
+    classes[0, 0, 0], classes[1, 1, 1] = 1, 2
+    nib.save(nib.Nifti1Image(classes, np.eye(4)), tmp_path / "label.nii.gz")
+    assert set(np.unique(reference(tmp_path / "label.nii.gz", "msd"))) == {0, 1, 2}

@@ -113,6 +113,14 @@ def record_of(case_id: str, result: VolumeResult, truth: np.ndarray, spec: Model
     )
 
 
+def reference(label: Path, layout: str) -> np.ndarray:
+    """A case's reference segmentation in its scan's voxel order. A microscopy image is read as the
+    viewer reads it (a one-slice volume, `engine.images2d`), so the trust layer is fitted on the
+    results a reader sees; its reference numbers each nucleus, and the foreground is what is judged."""
+    values = load_scan(label).data
+    return (values > 0).astype(np.int64) if layout == "nuclei" else np.rint(values).astype(np.int64)
+
+
 def run_settings(spec: ModelSpec, mode: Mode, seed: int) -> RunSettings:
     """The chips records are measured on: the nominal ones of the model table, or one digital pass."""
     extra = CALIBRATION_RUN if mode is Mode.ANALOG else {"mc_samples": 1}
@@ -124,13 +132,11 @@ def measure(
 ) -> list[CaseRecord]:
     """One record per (case, programming) of `split` (digital: one pass)."""
     layout, cases = cases_of_split(spec, data, split)
-    if layout != "msd":
-        raise ValueError(f"{spec.name}: trust records need 3D volumes; {layout} images are not supported")
     records = []
     for seed in range(programmings if mode is Mode.ANALOG else 1):
         segmenter = Segmenter(spec, run_settings(spec, mode, seed))
         for case in cases:
-            volume, truth = load_scan(case.image), np.rint(load_scan(case.label).data).astype(np.int64)
+            volume, truth = load_scan(case.image), reference(case.label, layout)
             record = record_of(f"{case.case_id}/seed{seed}", segment_volume(segmenter, volume), truth, spec)
             records.append(record)
             log(f"{spec.name} {mode} {split} {record.case}: Dice {record.dice:.3f}")
