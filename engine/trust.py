@@ -92,6 +92,14 @@ class TrustCalibration:
     ood_reference: tuple[float, ...]  # (mean, std) per OOD feature on validation scans
     fitted_on: str  # what it was fitted on, e.g. "val: 9 cases, analog noise 1 drift 86400 s MC 8"
     run: dict = field(default_factory=dict)  # the chips it was fitted on (noise_level, drift_s, mc_samples)
+    # the OOD check tried on scans of another data set (never test scans): how many, how many it flagged
+    foreign_checked: int = 0
+    foreign_flagged: int = 0
+
+    @property
+    def ood_unreliable(self) -> bool:
+        """The OOD check missed foreign scans when it was tried: not flagging a scan says little."""
+        return self.foreign_flagged < self.foreign_checked
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -130,6 +138,17 @@ class Verdict:
 
     def to_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+OOD_UNRELIABLE = "this model's OOD check cannot vouch for the scan"
+
+
+def ood_misses(calibration: TrustCalibration) -> str:
+    """What the OOD check did on foreign scans when it was fitted ("it flagged 0 of 4 ...")."""
+    return (
+        f"it flagged {calibration.foreign_flagged} of {calibration.foreign_checked} scans of another "
+        "data set when it was fitted"
+    )
 
 
 INTENSITY_FEATURES = 3  # the first features of `ood_features` need no model run (`intensity_features`)
@@ -220,6 +239,8 @@ def verdict(
         high = min(1.0, expected + calibration.error_high)
         review = outside or expected < calibration.review_below
         message = f"expected Dice {expected:.2f} ({low:.2f}-{high:.2f})"
+    if not outside and calibration.ood_unreliable:
+        message += f"; {OOD_UNRELIABLE} ({ood_misses(calibration)})"
     if outside:
         message = f"outside the model's training domain (OOD score {ood:.1f}); " + message
     if review:

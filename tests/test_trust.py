@@ -151,14 +151,29 @@ def test_the_ood_reference_takes_intensities_from_every_training_scan_not_only_v
         r.ood[:3] = 0.5 + rng.normal(0, 0.01, 3)  # validation scans that happen to be alike
     training = {f"t{i}": 0.5 + rng.normal(0, 0.05, 3) for i in range(60)}  # the wider real spread
     validation_only = fit(records, Mode.ANALOG, "test")
-    wide = fit(
-        records, Mode.ANALOG, "test", {**training, **{r.case.split("/")[0]: r.ood[:3] for r in records}}
-    )
+    scans = {**training, **{r.case.split("/")[0]: r.ood[:3] for r in records}}
+    wide = fit(records, Mode.ANALOG, "test", scans)
     typical = np.concatenate([[0.5, 0.5, 0.6], records[0].ood[3:]])  # 2 SD off the training scans
     assert ood_score(typical, validation_only.ood_reference) > validation_only.ood_threshold
     assert ood_score(typical, wide.ood_reference) <= wide.ood_threshold
     foreign = np.concatenate([[0.9, 0.0, 0.1], records[0].ood[3:]])  # a CT through an MR model
     assert ood_score(foreign, wide.ood_reference) > wide.ood_threshold
+    tried = fit(records, Mode.ANALOG, "test", scans, None, {"ct": foreign, "alike": typical})
+    assert (tried.foreign_checked, tried.foreign_flagged) == (2, 1) and tried.ood_unreliable
+    caught = fit(records, Mode.ANALOG, "test", scans, None, {"ct": foreign})
+    assert (caught.foreign_checked, caught.foreign_flagged) == (1, 1) and not caught.ood_unreliable
+    assert not validation_only.ood_unreliable  # never tried: nothing known against it
+
+
+def test_a_verdict_under_an_ood_check_that_missed_foreign_scans_says_it_vouches_for_nothing(calibration):
+    a = np.zeros((8, 8), bool)
+    a[0:4, 0:4] = True
+    result, prep = _result_from_samples(_samples([a, a])), Preprocessing(input_size=(8, 8))
+    assert "OOD" not in verdict(result, prep, calibration).message
+    missed = dataclasses.replace(calibration, foreign_checked=4, foreign_flagged=1)
+    message = verdict(result, prep, missed).message
+    assert message.startswith("expected Dice 0.90") and "cannot vouch for the scan" in message
+    assert "it flagged 1 of 4 scans of another data set" in message
 
 
 def test_verdict_reads_the_models_calibration(small_model, calibration):

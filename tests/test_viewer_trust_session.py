@@ -367,6 +367,15 @@ def test_verdict_banner_words_and_colour_follow_the_verdict() -> None:
     assert low.detail.startswith("the expected Dice is below 0.70. Expected Dice 0.55 (0.45–0.60)")
     ood = notice(0.85, 5.0)
     assert ood.level is Level.REVIEW and ood.detail.startswith("out of distribution")
+    unreliable = verdict_notice(
+        CaseVerdict(
+            VerdictState.READY,
+            Verdict(False, 0.85, 0.75, 0.9, False, 1.0, "pairwise_dice", 0.8, ""),
+            dataclasses.replace(cal, foreign_checked=4, foreign_flagged=0),
+        )
+    )
+    assert unreliable.level is Level.GOOD and "in distribution" not in unreliable.detail
+    assert "not flagged as out of distribution, but this model's OOD check cannot vouch" in unreliable.detail
     empty = notice(float("nan"), 1.0)
     assert empty.level is Level.INFO and empty.headline == "Nothing segmented"
     assert verdict_notice(CaseVerdict(VerdictState.FAILED, note="boom")).level is Level.REVIEW

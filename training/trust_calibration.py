@@ -14,7 +14,9 @@ uncertainties and the out-of-distribution features (`training.trust_records`). T
 - the OOD reference: the intensity features over the training and validation scans (no model run
   needed, so all of them: nine validation scans alone made a good test scan look foreign), the
   uncertainty features over the validation runs; the threshold is 1.1 times the largest
-  leave-one-case-out OOD score of those scans.
+  leave-one-case-out OOD score of those scans. Then it is tried on training scans of another data set
+  (`FOREIGN`; never test scans): where it misses any, the verdict says that not flagging a scan
+  vouches for nothing.
 The result goes into model.json under "trust", per mode, with the chips it was fitted on. Refit it
 whenever the model is replaced (the records are saved with the weights' hash and re-measured then):
 
@@ -42,13 +44,17 @@ from engine.trust import (
     intensity_features,
     ood_score,
 )
-from engine.volume import load_scan
+from engine.volume import Volume, load_scan
 from training import trust_records
 from training.evaluate import cases_of_split
 from training.trust_records import CALIBRATION_RUN, CaseRecord
 
 PROGRAMMINGS = 3
 RANGE_COVERAGE = 0.8  # nominal share of cases whose true Dice falls in the range shown
+# whose scans are foreign to whom (a microscopy model shown MR volumes); their training scans try the
+# OOD check when it is fitted, their test scans judge it in the report
+FOREIGN = {"lgg": "hippocampus", "hippocampus": "lgg", "nuclei": "lgg"}
+FOREIGN_CHECKS = 4  # training scans of the foreign data set tried
 RECORDS = Path(__file__).resolve().parents[1] / "reports" / "measurements" / "trust"
 
 
@@ -176,9 +182,11 @@ def fit(
     description: str,
     intensities: dict[str, np.ndarray] | None = None,
     run: dict | None = None,
+    foreign: dict[str, np.ndarray] | None = None,
 ) -> TrustCalibration:
     """The calibration from validation records; `intensities` (case -> intensity features of the
-    training and validation scans) widen the OOD reference beyond the validation runs."""
+    training and validation scans) widen the OOD reference beyond the validation runs, and `foreign`
+    (scan -> OOD features of the model's runs on another data set's scans) tries the OOD check."""
     candidates = SCORES if mode is Mode.ANALOG else ("entropy_inside", "entropy_border", "uncertain_ratio")
     score, _ = choose_score(records, candidates)
     usable = [r for r in records if np.isfinite(r.scores[score])]
@@ -188,6 +196,9 @@ def fit(
     low, high = range_bounds(held_out_errors(usable, score))
     if intensities is None:  # the validation runs' own intensities, one row per case
         intensities = {r.case.split("/")[0]: r.ood[:INTENSITY_FEATURES] for r in records}
+    reference = ood_reference(records, np.stack(list(intensities.values())))
+    threshold = ood_threshold(records, intensities)
+    tried = [ood_score(f, reference) > threshold for f in (foreign or {}).values()]
     return TrustCalibration(
         score=score,
         knots=tuple(float(v) for v in model.X_thresholds_),
@@ -196,10 +207,12 @@ def fit(
         error_high=high,
         review_below=FAILURE_DICE,
         lesion_review_above=lesion_threshold(records),
-        ood_threshold=ood_threshold(records, intensities),
-        ood_reference=ood_reference(records, np.stack(list(intensities.values()))),
+        ood_threshold=threshold,
+        ood_reference=reference,
         fitted_on=description,
         run=dict(run or {}),
+        foreign_checked=len(tried),
+        foreign_flagged=int(sum(tried)),
     )
 
 
@@ -210,6 +223,16 @@ def scan_intensities(spec: ModelSpec, data: Path) -> dict[str, np.ndarray]:
         for case in cases_of_split(spec, data, split)[1]:
             out[case.case_id] = intensity_features(load_scan(case.image).data, spec.preprocessing)
     return out
+
+
+def foreign_checks(spec: ModelSpec, data_root: Path) -> dict[str, Volume]:
+    """The first `FOREIGN_CHECKS` training scans of the data set foreign to the model (none if absent)."""
+    other = FOREIGN.get(spec.data["dataset"])
+    if other is None or not (data_root / other).is_dir():
+        return {}
+    owner = find_model(f"{other}_unet_digital")
+    cases = cases_of_split(owner, data_root / other, "train")[1][:FOREIGN_CHECKS]
+    return {f"{other}/{case.case_id}": load_scan(case.image) for case in cases}
 
 
 def validation_records(spec: ModelSpec, data: Path, mode: Mode) -> list[CaseRecord]:
@@ -235,7 +258,9 @@ def calibrate(spec: ModelSpec, data: Path, mode: Mode) -> TrustCalibration:
         else "digital"
     )
     description = f"val: {cases} cases, {chips}; OOD intensities over {len(intensities)} train+val scans"
-    return fit(records, mode, description, intensities, run)
+    volumes = foreign_checks(spec, data.parent)
+    foreign = {k: np.asarray(v) for k, v in trust_records.foreign_features(spec, volumes, mode).items()}
+    return fit(records, mode, description, intensities, run, foreign)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -251,7 +276,10 @@ def main(argv: list[str] | None = None) -> None:
             stored = read_spec(spec.folder)  # as it is now: another run may have stored its mode meanwhile
             stored.trust[mode.value] = calibration.to_dict()
             write_spec(stored, spec.folder)
-            print(f"{spec.name} {mode}: score {calibration.score}, {calibration.fitted_on}")
+            print(
+                f"{spec.name} {mode}: score {calibration.score}, {calibration.fitted_on}; OOD check flagged "
+                f"{calibration.foreign_flagged} of {calibration.foreign_checked} foreign scans"
+            )
 
 
 if __name__ == "__main__":

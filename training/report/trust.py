@@ -31,7 +31,7 @@ from engine.volume import Volume, load_scan
 from training import trust_records
 from training.evaluate import cases_of_split
 from training.report.markdown import md_table, write_csv
-from training.trust_calibration import RECORDS, validation_coverage
+from training.trust_calibration import FOREIGN, RECORDS, validation_coverage
 from training.trust_records import CONFIDENCE_BINS, PIXEL_MAPS, CaseRecord
 
 # (model, mode) measured, in the order of the table; the LGG HWA U-Net on chips carries the targets
@@ -47,8 +47,6 @@ MEASURED = (
     ("nuclei_unet_digital", Mode.DIGITAL),
 )
 TEST_PROGRAMMINGS = 1  # one chip programming per test case (each record is MC 8 on those chips)
-# whose test scans are foreign to whom (a microscopy model shown MR volumes)
-FOREIGN = {"lgg": "hippocampus", "hippocampus": "lgg", "nuclei": "lgg"}
 FOREIGN_SCANS = 8  # of the other data set's test scans, plus the CT
 
 
@@ -203,6 +201,8 @@ def trust_row(spec: ModelSpec, mode: Mode, saved: dict) -> dict:
         **expected_dice_metrics(records, calibration),
         **ood_metrics(saved, calibration),
     )
+    if calibration.foreign_checked:
+        row["foreign_val"] = f"{calibration.foreign_flagged} of {calibration.foreign_checked}"
     validation = trust_records.load(RECORDS / f"{spec.name}_{mode}_val.json", spec)
     if validation is not None:  # what the range promised before the test cases were read
         row["val_in_range"] = validation_coverage(validation["records"], calibration.score)
@@ -235,7 +235,8 @@ PIXEL_OOD_COLUMNS = [
     ("auroc_expected_entropy", "pixel AUROC mean chip entropy (near lesion)", ".3f"),
     ("ece", "ECE (near lesion)", ".3f"),
     ("false_alarms", "OOD false alarms (test)", ".0%"),
-    ("foreign_flagged", "foreign scans flagged", ".0%"),
+    ("foreign_val", "foreign training scans flagged when fitted", ""),
+    ("foreign_flagged", "foreign test scans flagged", ".0%"),
     ("foreign_missed", "foreign scans missed", ""),
 ]
 
@@ -318,7 +319,10 @@ def trust_section(rows: list[dict], unmeasured: list[str]) -> list[str]:
         "The expected-Dice range holds 80 % of the leave-one-patient-out validation errors by the "
         "split-conformal rule (the plain 10th-90th percentile covers less at these sizes). Its coverage "
         "on validation, each patient's range refitted without that patient, is shown beside the "
-        "share of test cases whose true Dice falls in it, with its 95 % interval.",
+        "share of test cases whose true Dice falls in it, with its 95 % interval. When a calibration is "
+        "fitted, its OOD check is also tried on the first training scans of another data set (never "
+        "test scans): where it misses any, the verdict tells the reader that not flagging a scan "
+        "vouches for nothing.",
         "",
         _table(rows, CASE_COLUMNS),
         "",

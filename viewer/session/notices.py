@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
+from engine.trust import OOD_UNRELIABLE, ood_misses
 from viewer.session.gate import Gate
 from viewer.session.verdicts import CaseVerdict, VerdictState
 
@@ -125,6 +126,9 @@ def verdict_notice(case: CaseVerdict, slices: str = "") -> Notice:
         f"out of distribution: the scan is unlike the model's validation scans (OOD score {v.ood_score:.1f}, "
         f"limit {cal.ood_threshold:.1f})"
         if v.out_of_distribution
+        else f"not flagged as out of distribution, but {OOD_UNRELIABLE}: {ood_misses(cal)} "
+        f"(OOD score {v.ood_score:.1f}, limit {cal.ood_threshold:.1f})"
+        if cal.ood_unreliable
         else f"in distribution (OOD score {v.ood_score:.1f}, limit {cal.ood_threshold:.1f})"
     )
     source = (
