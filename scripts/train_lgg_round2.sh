@@ -4,6 +4,9 @@
 #
 #   [THREADS=1] [NICE=19] scripts/train_lgg_round2.sh RUN [RUNS_DIR]
 #
+# Beside another long job, give that job the higher nice: the claims sweep at nice 10 took the
+# Swin-UNETR run from 2.5 s to 7.7 s per step at nice 19 (session 15; NICE=0 and the sweep at 15 kept
+# it near 3 s).
 # RUN is one of the names below. Each run keeps its checkpoint, log and spec in RUNS_DIR/RUN (default
 # ../runs, outside git) and writes the finished model to RUNS_DIR/models/RUN (not resources/models: a
 # model is installed there only once it is final and measured). Rerunning the same command resumes after
