@@ -225,13 +225,14 @@ def scan_intensities(spec: ModelSpec, data: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def foreign_checks(spec: ModelSpec, data_root: Path) -> dict[str, Volume]:
-    """The first `FOREIGN_CHECKS` training scans of the data set foreign to the model (none if absent)."""
+def foreign_scans(spec: ModelSpec, data_root: Path, split: str, count: int) -> dict[str, Volume]:
+    """The first `count` scans of `split` of the data set foreign to the model (none if absent), by the
+    split of that data set's own digital U-Net."""
     other = FOREIGN.get(spec.data["dataset"])
     if other is None or not (data_root / other).is_dir():
         return {}
     owner = find_model(f"{other}_unet_digital")
-    cases = cases_of_split(owner, data_root / other, "train")[1][:FOREIGN_CHECKS]
+    cases = cases_of_split(owner, data_root / other, split)[1][:count]
     return {f"{other}/{case.case_id}": load_scan(case.image) for case in cases}
 
 
@@ -258,7 +259,7 @@ def calibrate(spec: ModelSpec, data: Path, mode: Mode) -> TrustCalibration:
         else "digital"
     )
     description = f"val: {cases} cases, {chips}; OOD intensities over {len(intensities)} train+val scans"
-    volumes = foreign_checks(spec, data.parent)
+    volumes = foreign_scans(spec, data.parent, "train", FOREIGN_CHECKS)
     foreign = {k: np.asarray(v) for k, v in trust_records.foreign_features(spec, volumes, mode).items()}
     return fit(records, mode, description, intensities, run, foreign)
 

@@ -29,9 +29,8 @@ from engine.run_settings import Mode
 from engine.trust import FAILURE_DICE, HIGHER_IS_BETTER, TrustCalibration, calibration_for, ood_score
 from engine.volume import Volume, load_scan
 from training import trust_records
-from training.evaluate import cases_of_split
 from training.report.markdown import md_table, write_csv
-from training.trust_calibration import FOREIGN, RECORDS, validation_coverage
+from training.trust_calibration import RECORDS, foreign_scans, validation_coverage
 from training.trust_records import CONFIDENCE_BINS, PIXEL_MAPS, CaseRecord
 
 # (model, mode) measured, in the order of the table; the LGG HWA U-Net on chips carries the targets
@@ -52,12 +51,7 @@ FOREIGN_SCANS = 8  # of the other data set's test scans, plus the CT
 
 def foreign_volumes(spec: ModelSpec, data_root: Path) -> dict[str, Volume]:
     """Scans the model was not made for: the other data set's first test scans and the abdominal CT."""
-    volumes = {}
-    other = FOREIGN.get(spec.data["dataset"])
-    if other and (data_root / other).is_dir():
-        owner = find_model(f"{other}_unet_digital")
-        for case in cases_of_split(owner, data_root / other, "test")[1][:FOREIGN_SCANS]:
-            volumes[f"{other}/{case.case_id}"] = load_scan(case.image)
+    volumes = foreign_scans(spec, data_root, "test", FOREIGN_SCANS)
     for ct in sorted((data_root / "ct_example").glob("*ct*.nii*"))[:1]:
         volumes[f"ct/{ct.name}"] = load_scan(ct)
     return volumes
