@@ -24,11 +24,14 @@ case $run in
     args=(--arch unet --kind digital --epochs 80 "${patches[@]}") ;;
   lgg_unet_r2_256p128f33_c1_e50)  # the same over 50 epochs: the 80 no longer fit one session's machine
     args=(--arch unet --kind digital --epochs 50 "${patches[@]}") ;;
+  # patience 30, not 15 (session 15): the Swin-UNETR's proxy jumps by about 0.05 between epochs while
+  # its 7-epoch mean still rose (0.35 -> 0.43 over epochs 7-34); 15 epochs without a new maximum would
+  # have stopped it at epoch 38 with the cosine learning rate still at 0.7 of its start
   lgg_unetpp_r2_256p128f33_c1)  # widened where the pixels are few: the U-Net's 1.7 M parameters
-    args=(--arch unetpp --kind digital --epochs 100 --patience 15 "${patches[@]}"
+    args=(--arch unetpp --kind digital --epochs 100 --patience 30 "${patches[@]}"
           --arch-args '{"features": [16, 24, 48, 112, 256, 16]}') ;;
   lgg_swinunetr_r2_256p128f33_c1)
-    args=(--arch swinunetr --kind digital --epochs 100 --patience 15 "${patches[@]}") ;;
+    args=(--arch swinunetr --kind digital --epochs 100 --patience 30 "${patches[@]}") ;;
   lgg_unet_hwa)  # from the installed lgg_unet_digital; round 1's HWA validation Dice was within 0.003 of its best from epoch 5 on
     args=(--arch unet --kind hwa --init lgg_unet_digital --epochs 5 --crop 128 --crop-foreground 0.3333
           --augment strong --loss dicefocal) ;;
