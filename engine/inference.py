@@ -20,6 +20,12 @@ through aihwkit's tile instead.
 In digital mode the network is exact (floating point, no device): every sample agrees, so one
 forward is made. For a hardware-aware model that is its tiles read perfectly (`engine.analog.chips`).
 
+A model trained on patches smaller than its slices may read better patch by patch: with
+`ModelSpec.sliding_window` (chosen on validation in `training.postprocessing`) each slice is read as
+overlapping windows of that size, MONAI's sliding-window inference blending their logits. On a chip
+the windows of one slice are read in one batch, window w with a seed of its own (`window_seed`), so the
+result still depends only on (seed, slice, sample).
+
 A model whose validation Dice gained from it (`ModelSpec.flip_average`, chosen in
 `training.postprocessing`) reads every slice twice, as it is and mirrored left-right, in one batch;
 a sample is the mean of the two softmaxes, the mirror's flipped back. On a chip the mirror's read has
@@ -28,10 +34,12 @@ noise of its own (seeded by the slice's mirror index, `mirror_index`).
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Sequence
 
 import torch
+from monai.inferers import sliding_window_inference
 from torch import nn
 
 from engine.analog.chips import ChipKey, ChipSet, read_seed
@@ -45,6 +53,39 @@ from engine.run_settings import Mode, RunSettings, Simulator
 def mirror_index(slice_index: int) -> int:
     """The index whose read seed the left-right mirror of slice `slice_index` takes: one no slice has."""
     return -1 - slice_index
+
+
+# Overlap of neighbouring windows (MONAI's default): a 256 slice is read as 3 x 3 windows of 128.
+WINDOW_OVERLAP = 0.25
+# Windows passed to one read: all of a slice's at this overlap, unless a window is under a tenth of the slice.
+WINDOWS_PER_READ = 100
+
+# A read of a batch: (N, C_in, h, w) inputs, one read seed each -> (N, C, h, w) logits.
+Read = Callable[[torch.Tensor, Sequence[int]], torch.Tensor]
+
+
+def window_seed(seed: int, window: int) -> int:
+    """The seed of window `window` of a slice read with seed `seed`; the first window keeps the slice's
+    own, so a window the size of the slice reads exactly as the whole slice."""
+    return seed if window == 0 else hash((seed, window)) & 0x7FFF_FFFF
+
+
+def windowed(read: Read, x: torch.Tensor, seeds: Sequence[int], window: tuple[int, int]) -> torch.Tensor:
+    """Logits of `read` over overlapping `window`s of each slice of `x`, blended by MONAI's sliding-window
+    inference; window w of the slice of seed k is read with `window_seed(k, w)`."""
+    out: list[torch.Tensor] = []
+    for one, seed in zip(x.split(1), seeds, strict=True):
+        count = itertools.count()
+
+        def predictor(
+            windows: torch.Tensor, seed: int = seed, count: itertools.count[int] = count
+        ) -> torch.Tensor:
+            return read(windows, [window_seed(seed, next(count)) for _ in range(len(windows))])
+
+        blended = sliding_window_inference(one, window, WINDOWS_PER_READ, predictor, overlap=WINDOW_OVERLAP)
+        assert isinstance(blended, torch.Tensor)  # a tensor predictor gives a tensor
+        out.append(blended)
+    return torch.cat(out)
 
 
 def flip_averaged(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -165,10 +206,9 @@ class Segmenter:
 
     @torch.no_grad()
     def digital_read(self, x: torch.Tensor) -> torch.Tensor:
-        """Softmax of the exact network on a batch on the device (mirror-averaged if the model says so)."""
-        if self.spec.flip_average:
-            return flip_averaged(self.digital, x)
-        return torch.softmax(self.digital(x), 1)
+        """Softmax of the exact network on a batch on the device (by windows, mirror-averaged, if the
+        model says so)."""
+        return self._softmax(lambda batch, _seeds: self.digital(batch), x, [0] * (2 * len(x)))
 
     def read_batch(self, x: torch.Tensor, slice_indices: Sequence[int], s: int) -> torch.Tensor:
         """Sample s of several slices at once: one read of chip s over the batch (inputs on the device),
@@ -179,15 +219,27 @@ class Segmenter:
         seeds = [read_seed(self.run.seed, k, s) for k in indices]
         chip = self.chip(s)
 
-        def forward(batch: torch.Tensor) -> torch.Tensor:
+        def read(batch: torch.Tensor, batch_seeds: Sequence[int]) -> torch.Tensor:
             if self.simulator is Simulator.FAST:
-                with seeded_reads(seeds, self.device):
+                with seeded_reads(batch_seeds, self.device):
                     return chip(batch)
             parts = []
-            for seed, xi in zip(seeds, batch.split(1), strict=True):
+            for seed, xi in zip(batch_seeds, batch.split(1), strict=True):
                 torch.manual_seed(seed)  # aihwkit's tile draws from torch's global generator
                 parts.append(chip(xi))
             return torch.cat(parts)
+
+        return self._softmax(read, x, seeds)
+
+    def _softmax(self, read: Read, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+        """Softmax of `read` on a batch, by windows and averaged with the mirror where the model says so.
+        `seeds`: one per slice, then one per mirror (the mirrors are read second, in the same batch)."""
+
+        def forward(batch: torch.Tensor) -> torch.Tensor:
+            batch_seeds = seeds[: len(batch)]
+            if self.spec.sliding_window is None:
+                return read(batch, batch_seeds)
+            return windowed(read, batch, batch_seeds, self.spec.sliding_window)
 
         if self.spec.flip_average:
             return flip_averaged(forward, x)

@@ -82,6 +82,8 @@ class ModelSpec:
     )  # labels cut to their largest component (chosen on val)
     component_fraction: float = 1.0  # ... keeping also components of this share of the largest's size
     flip_average: bool = False  # each read averaged with its left-right mirror's (chosen on val)
+    # read by overlapping windows of this (h, w) instead of whole (chosen on val; `engine.inference`)
+    sliding_window: tuple[int, int] | None = None
     card: ModelCard | None = None  # what the model is for (modality, body part, training domain)
     trust: dict = field(
         default_factory=dict
@@ -121,7 +123,10 @@ class ModelSpec:
                 "keep_largest_component": self.keep_largest,
                 "keep_components_of_fraction": self.component_fraction,
             },
-            "inference": {"average_left_right_flip": self.flip_average},
+            "inference": {
+                "average_left_right_flip": self.flip_average,
+                **({"sliding_window": list(self.sliding_window)} if self.sliding_window else {}),
+            },
             **({"card": self.card.to_dict()} if self.card is not None else {}),
             **({"trust": self.trust} if self.trust else {}),
         }
@@ -142,6 +147,7 @@ class ModelSpec:
             keep_largest=[int(v) for v in d.get("postprocessing", {}).get("keep_largest_component", [])],
             component_fraction=float(d.get("postprocessing", {}).get("keep_components_of_fraction", 1.0)),
             flip_average=bool(d.get("inference", {}).get("average_left_right_flip", False)),
+            sliding_window=_window(d.get("inference", {}).get("sliding_window")),
             card=ModelCard.from_dict(d["card"]) if "card" in d else None,
             trust=d.get("trust", {}),
             folder=folder,
@@ -165,6 +171,10 @@ class ModelSpec:
         for w in said:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         return net
+
+
+def _window(value: list[int] | None) -> tuple[int, int] | None:
+    return None if value is None else (int(value[0]), int(value[1]))
 
 
 def write_spec(spec: ModelSpec, folder: Path) -> None:
@@ -232,6 +242,10 @@ def validate_description(d: object) -> None:
     out_channels = d["arguments"].get("out_channels")
     if out_channels is not None and out_channels != len(values):
         raise ValueError(f"the network has {out_channels} outputs for {len(values)} labels")
+    window = d.get("inference", {}).get("sliding_window")
+    size = d["preprocessing"]["input_size"]
+    if window is not None and any(w > n for w, n in zip(window, size, strict=True)):
+        raise ValueError(f"inference: sliding window {window} larger than the input size {size}")
 
 
 def read_spec(folder: Path) -> ModelSpec:

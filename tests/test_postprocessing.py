@@ -145,7 +145,14 @@ def test_choice_made_on_validation_patients_and_recorded(shipped_model, tmp_path
         if stored.component_fraction == 1.0
         else tried[stored.component_fraction]
     )
+    from training.postprocessing import WINDOW_MIN_GAIN
+
+    windows = stored.metrics["val"]["sliding_window"]  # trained on 128 patches of 256 slices: tried
+    assert windows["window"] == [128, 128]
+    adopted = windows["dice_windows"] >= windows["dice_whole"] + WINDOW_MIN_GAIN
+    assert stored.sliding_window == ((128, 128) if adopted else None)
     flips = stored.metrics["val"]["flip_average"]
+    assert flips["dice_plain"] == pytest.approx(windows["dice_windows"] if adopted else windows["dice_whole"])
     assert stored.flip_average == (flips["dice_flip_average"] >= flips["dice_plain"] + FLIP_MIN_GAIN)
     # the recorded numbers are those of the chosen reading
     assert max(numbers["dice_largest_component"], best) == pytest.approx(

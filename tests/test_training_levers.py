@@ -145,6 +145,12 @@ def test_a_2_5d_model_trains_with_the_levers_records_them_and_the_pipeline_feeds
     assert spec.preprocessing.in_channels == 3 and spec.arguments["in_channels"] == 3
     assert spec.training["loss"] == "DiceFocal" and spec.training["augmentation"] == "strong"
     assert spec.training["patch"] == 16 and spec.training["patch_foreground"] == pytest.approx(1 / 3)
+    from training.postprocessing import WINDOW_MIN_GAIN
+
+    tried = spec.metrics["val"]["sliding_window"]  # trained on patches: reading by windows was tried
+    assert tried["window"] == [16, 16]
+    adopted = tried["dice_windows"] >= tried["dice_whole"] + WINDOW_MIN_GAIN
+    assert spec.sliding_window == ((16, 16) if adopted else None)
 
     volume = load_scan(tiny_lgg / "imagesTr" / "lgg_0.nii.gz")
     result = segment_volume(
@@ -161,7 +167,12 @@ def test_a_2_5d_model_trains_with_the_levers_records_them_and_the_pipeline_feeds
     net = load_digital(spec).eval()
     x = to_model_input(np.stack([get_slice(data, "axial", k) for k in (4, 5, 6)])[None], spec.preprocessing)
     with torch.no_grad():
-        probs = torch.softmax(net(x), 1)
+        if spec.sliding_window:
+            from monai.inferers import sliding_window_inference
+
+            probs = torch.softmax(sliding_window_inference(x, spec.sliding_window, 9, net, overlap=0.25), 1)
+        else:
+            probs = torch.softmax(net(x), 1)
     from engine.preprocessing import resize_probabilities
 
     expected = resize_probabilities(probs, get_slice(data, "axial", 5).shape)[0, 1].numpy()
@@ -321,3 +332,95 @@ def test_a_run_has_plateaued_when_no_new_best_came_for_patience_epochs():
     assert plateaued(run, 3) and not plateaued(run, 4) and not plateaued(run, None)
     assert not plateaued(run + [{"val_dice": 0.71}], 3)
     assert not plateaued(run[:3], 3)  # too short to tell
+
+
+def _window_runs(small_model):
+    from engine.run_settings import RunSettings
+
+    analog = RunSettings(
+        model=small_model.name, mode="analog", mc_samples=2, noise_level=1.0, drift_s=3600.0, seed=3
+    )
+    digital = RunSettings(model=small_model.name, mode="digital", mc_samples=1, noise_level=0.0, drift_s=0.0)
+    return analog, digital
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_a_window_the_size_of_the_slice_reads_as_the_whole_slice_digitally_and_on_a_chip(small_model, flip):
+    import dataclasses
+
+    from engine.inference import Segmenter
+
+    x = torch.from_numpy(np.random.default_rng(2).random((2, 1, 64, 64), dtype=np.float32))
+    plain_spec = dataclasses.replace(small_model, flip_average=flip)
+    windowed_spec = dataclasses.replace(plain_spec, sliding_window=(64, 64))
+    for run in _window_runs(small_model):
+        whole = Segmenter(plain_spec, run).predict_batch(x, [4, 7])
+        torch.testing.assert_close(Segmenter(windowed_spec, run).predict_batch(x, [4, 7]), whole)
+
+
+def test_a_windowed_read_blends_the_networks_reads_of_overlapping_windows(small_model):
+    """64 wide by 32 windows at overlap 0.25: windows start at 0, 24 and 32, so pixels 0-23 of each
+    axis are seen by the first window only, and the rest by two or more."""
+    import dataclasses
+
+    from engine.inference import Segmenter
+
+    _, run = _window_runs(small_model)
+    x = torch.from_numpy(np.random.default_rng(2).random((1, 1, 64, 64), dtype=np.float32))
+    windowed = Segmenter(dataclasses.replace(small_model, sliding_window=(32, 32)), run).predict(x, 0)[0]
+    whole = Segmenter(small_model, run).predict(x, 0)[0]
+    net = Segmenter(small_model, run).digital
+    with torch.no_grad():
+        corner = torch.softmax(net(x[..., :32, :32]), 1)[0]
+        far = torch.softmax(net(x[..., 32:, 32:]), 1)[0]
+    torch.testing.assert_close(windowed[:, :24, :24], corner[:, :24, :24])
+    assert not torch.allclose(windowed[:, :24, :24], whole[:, :24, :24], atol=1e-4)
+    # the last 8 pixels of each axis are also seen by the window at 24: a blend, not the far window alone
+    assert not torch.allclose(windowed[:, 32:, 32:], far, atol=1e-4)
+    torch.testing.assert_close(windowed.sum(0), torch.ones(64, 64))
+
+
+def test_a_windowed_chip_read_gives_each_window_its_own_noise_and_the_same_result_in_any_batch(small_model):
+    import dataclasses
+
+    from engine.inference import Segmenter, window_seed, windowed
+
+    run, _ = _window_runs(small_model)
+    segmenter = Segmenter(dataclasses.replace(small_model, sliding_window=(32, 64), flip_average=True), run)
+    x = torch.from_numpy(np.random.default_rng(1).random((2, 1, 64, 64), dtype=np.float32))
+    both = segmenter.predict_batch(x, [4, 7])
+    torch.testing.assert_close(both[1], segmenter.predict(x[1:], 7))
+    torch.testing.assert_close(both[0], segmenter.predict(x[:1], 4))
+    assert not torch.allclose(both[0, 0], both[0, 1], atol=1e-4)  # two chips
+    # each slice's windows are read in one batch, window w with its own seed
+    seen: list[tuple[int, list[int]]] = []
+
+    def read(batch: torch.Tensor, seeds) -> torch.Tensor:
+        seen.append((len(batch), list(seeds)))
+        return batch.repeat(1, 2, 1, 1)
+
+    out = windowed(read, x, [11, 12], (32, 64))
+    assert out.shape == (2, 2, 64, 64) and torch.allclose(out[:, :1], x)  # an identity read blends to x
+    assert seen == [(3, [window_seed(11, w) for w in range(3)]), (3, [window_seed(12, w) for w in range(3)])]
+    assert len({window_seed(11, w) for w in range(9)} | {window_seed(12, w) for w in range(9)}) == 18
+    assert window_seed(11, 0) == 11
+
+
+def test_model_json_keeps_the_window_and_refuses_one_larger_than_the_slice(small_model):
+    import dataclasses
+
+    from engine.model_store import ModelSpec, validate_description
+
+    windowed = dataclasses.replace(small_model, sliding_window=(32, 48))
+    validate_description(windowed.to_dict())
+    assert ModelSpec.from_dict(windowed.to_dict()).sliding_window == (32, 48)
+    assert "sliding_window" not in small_model.to_dict()["inference"]  # old model.json files unchanged
+    assert ModelSpec.from_dict(small_model.to_dict()).sliding_window is None
+    inference = windowed.to_dict()["inference"]
+    for wrong, said in (
+        ([32, 96], "larger than the input size"),
+        ([32], "sliding_window"),
+        ("32", "sliding"),
+    ):
+        with pytest.raises(ValueError, match=said):
+            validate_description({**windowed.to_dict(), "inference": {**inference, "sliding_window": wrong}})

@@ -478,3 +478,6 @@ def test_model_line_says_test_dice_and_post_processing(make_window, spec) -> Non
     assert "FLAIR abnormality regions of at least 20% of the largest's size" in kept
     assert "mirrored" not in describe_model(dataclasses.replace(spec, flip_average=False))
     assert "mirrored left-right and averages" in describe_model(dataclasses.replace(spec, flip_average=True))
+    assert "windows" not in describe_model(dataclasses.replace(spec, sliding_window=None))
+    windowed = describe_model(dataclasses.replace(spec, sliding_window=(128, 96)))
+    assert "reads each slice by overlapping 128x96 windows" in windowed

@@ -52,6 +52,11 @@ def describe_model(spec: ModelSpec) -> str:
             if chips and test is not None
             else ""
         )
+        + (
+            f"; reads each slice by overlapping {spec.sliding_window[0]}x{spec.sliding_window[1]} windows"
+            if spec.sliding_window
+            else ""
+        )
         + ("; reads each slice also mirrored left-right and averages" if spec.flip_average else "")
         + (_postprocessing(names, spec.component_fraction) if names else "")
         + ("" if spec.has_analog else "; no analog weights: digital only")
