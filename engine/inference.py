@@ -57,7 +57,8 @@ def mirror_index(slice_index: int) -> int:
 
 # Overlap of neighbouring windows (MONAI's default): a 256 slice is read as 3 x 3 windows of 128.
 WINDOW_OVERLAP = 0.25
-# Windows passed to one read: all of a slice's at this overlap, unless a window is under a tenth of the slice.
+# Windows read in one batch: all of a slice's but for tiny windows (MONAI then reads the rest in further
+# batches, each window keeping its own seed).
 WINDOWS_PER_READ = 100
 
 # A read of a batch: (N, C_in, h, w) inputs, one read seed each -> (N, C, h, w) logits.

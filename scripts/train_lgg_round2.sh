@@ -30,8 +30,13 @@ case $run in
   lgg_unetpp_r2_256p128f33_c1)  # widened where the pixels are few: the U-Net's 1.7 M parameters
     args=(--arch unetpp --kind digital --epochs 100 --patience 30 "${patches[@]}"
           --arch-args '{"features": [16, 24, 48, 112, 256, 16]}') ;;
-  lgg_swinunetr_r2_256p128f33_c1)
+  lgg_swinunetr_r2_256p128f33_c1)  # stopped after epoch 43 (session 16): best validation Dice 0.499 at
+    # epoch 23, against 0.697 for round 1's Swin-UNETR on whole 128x128 slices after 16 epochs
     args=(--arch swinunetr --kind digital --epochs 100 --patience 30 "${patches[@]}") ;;
+  lgg_swinunetr_r2_128_c1)  # round 1's whole 128x128 slices (the transformer sees the whole head), with
+    # round 2's 2.5D input, strong augmentation and Dice + focal
+    args=(--arch swinunetr --kind digital --epochs 100 --patience 30 --size 128 --context 1 --augment strong
+          --loss dicefocal) ;;
   lgg_unet_hwa)  # from the installed lgg_unet_digital; round 1's HWA validation Dice was within 0.003 of its best from epoch 5 on
     args=(--arch unet --kind hwa --init lgg_unet_digital --epochs 5 --crop 128 --crop-foreground 0.3333
           --augment strong --loss dicefocal) ;;
