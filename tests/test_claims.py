@@ -125,7 +125,38 @@ def test_the_sweep_on_a_real_scan_resumes_and_settles_each_claim(
     again = claims.measure_claims(models, split, tmp_path, 2, bar, measure=True)
     assert len(again.rows) == 18  # nothing measured twice
 
+    # one command rewrites the report's section from the runs kept, measuring nothing
+    import training.report.build as build
+
+    monkeypatch.setattr(build, "models_of", lambda dataset: models)
+    monkeypatch.setattr(build, "splits_of", lambda data, limit: {"lgg": split})
+    (tmp_path / "README.md").write_text("# Report\n\n## 5. The claims, settled with intervals\n\nSTALE\n")
+    claims.main(
+        ["--data", str(tmp_path), "--out", str(tmp_path), "--programmings", "2", "--from-measurements"]
+    )
+    report = (tmp_path / "README.md").read_text()
+    assert report.startswith("# Report\n") and "STALE" not in report and "\n".join(text).rstrip() in report
+    assert len((tmp_path / "measurements" / CLAIMS_RUNS_FILE).read_text().splitlines()) == 1 + 18
+
     stale = [{**r, "weights": "0" * 16} if r["model"] == "lgg_unet_hwa" else r for r in again.rows]
     found, missing = claims.claims_rows(models, claims.Measured(stale, models, split))  # HWA weights replaced
     assert missing and all("HWA" in m for m in missing)
     assert {r["claim"] for r in found} == {claims.lgg_claims(models)[0].text}
+
+
+def test_a_section_is_rewritten_in_place_and_the_rest_of_the_report_kept(tmp_path):
+    from training.report.markdown import replace_section
+
+    path = tmp_path / "README.md"
+    section = ["## 5. The claims", "", "new table", "### a part of it", "more"]
+    replace_section(path, section)  # no report yet: the section alone
+    assert path.read_text() == "\n".join(section) + "\n"
+    path.write_text(
+        "# R\n\n## 4. Pipes\n\nkept\n\n## 5. The claims\n\nold\n### old part\n\n## 6. After\n\nalso kept\n"
+    )
+    replace_section(path, section + [""])
+    assert path.read_text() == (
+        "# R\n\n## 4. Pipes\n\nkept\n\n" + "\n".join(section) + "\n\n## 6. After\n\nalso kept\n"
+    )
+    replace_section(path, ["## 7. Appended", "", "text"])
+    assert path.read_text().endswith("also kept\n\n## 7. Appended\n\ntext\n")

@@ -30,7 +30,7 @@ from engine.run_settings import Mode, RunSettings
 from training.evaluate import evaluate_run
 from training.report.bootstrap import Interval, Term, paired_difference
 from training.report.jobs import CLAIMS_RUN_KEY, CLAIMS_RUNS_FILE, Bar, DatasetSplit, RowCache
-from training.report.markdown import md_table, write_csv
+from training.report.markdown import md_table, replace_section, write_csv
 
 DRIFTS = {"60 s": 60.0, "1 hour": 3600.0, "1 day": 86400.0, "30 days": 30 * 86400.0}
 READS = {"single": 1, "MC 4": 4}  # chip reads per programming: one, or the ensemble the targets use
@@ -250,8 +250,9 @@ def claims_section(rows: list[dict], missing: list[str], programmings: int) -> l
         "difference comes with a 95 % two-level paired bootstrap interval (patients shared by the models "
         "compared, programmings drawn per model; `training/report/bootstrap.py`). A claim is supported "
         "when the whole interval is below zero, contradicted when it is above, and otherwise "
-        "inconclusive at this sample size. Regenerate with "
-        f"`python -m training.report.claims --data ../shared/data --programmings {programmings}`.",
+        "inconclusive at this sample size. Measure what is missing and rewrite this section with "
+        f"`python -m training.report.claims --data ../shared/data --programmings {programmings}`; "
+        "add `--from-measurements` to rewrite it from the runs kept in `measurements/` (seconds).",
         "",
     ]
     if rows:
@@ -299,18 +300,28 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--workers", type=int, default=0, help="local Dask workers (0: this process)")
     parser.add_argument("--scheduler", help="an existing Dask scheduler, tcp://HOST:PORT")
+    parser.add_argument(
+        "--from-measurements",
+        action="store_true",
+        help="measure nothing: rewrite the section from the runs kept",
+    )
     args = parser.parse_args(argv)
-    models = {k: v for k, v in models_of("lgg").items() if not args.arch or k[0] in args.arch}
+    shipped = models_of("lgg")
     split = splits_of(args.data, None)["lgg"]
 
     def bar(items: Iterable, desc: str, total: int | None = None, initial: int = 0) -> Iterable:
         return tqdm(items, desc=desc, total=total, initial=initial)
 
-    with Executor(args.workers, args.scheduler) as executor:
-        text = claims_report(
-            models, split, args.out, args.programmings, bar, executor, reads=args.reads, drifts=args.drift
-        )
-        print("\n".join(text))
+    if not args.from_measurements:
+        measured = {k: v for k, v in shipped.items() if not args.arch or k[0] in args.arch}
+        with Executor(args.workers, args.scheduler) as executor:
+            measure_claims(
+                measured, split, args.out, args.programmings, bar, executor, True, args.reads, args.drift
+            )
+    # the section speaks of every shipped model, whichever were measured now
+    text = claims_report(shipped, split, args.out, args.programmings, bar, measure=False)
+    replace_section(args.out / "README.md", text)
+    print("\n".join(text))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from engine.files import atomic_write
 from training.report.jobs import DatasetSplit
 from training.report.pipelining import LE_GALLO_2023
 from training.report.robustness import Comparison, digitally_trained_lgg, isotropic_comparison
@@ -22,6 +23,22 @@ def write_csv(rows: list[dict], path: Path) -> None:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
+
+
+def replace_section(path: Path, lines: list[str]) -> None:
+    """Write a section (`lines`, its heading first) into the Markdown file at `path`, in place of the
+    section with the same heading up to the next heading of its level, or at the end if it has none."""
+    heading = lines[0]
+    level = heading.split(" ", 1)[0] + " "
+    old = path.read_text().splitlines() if path.exists() else []
+    if heading in old:
+        start = old.index(heading)
+        end = next((i for i in range(start + 1, len(old)) if old[i].startswith(level)), len(old))
+    else:
+        old += [""] if old and old[-1] else []
+        start = end = len(old)
+    new = old[:start] + lines + old[end:]
+    atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(new).rstrip("\n") + "\n"), ".md")
 
 
 def md_table(rows: list[dict], cols: Columns) -> str:
