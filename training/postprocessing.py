@@ -91,12 +91,8 @@ def choose_postprocessing(
     whether to average each read with its mirror's, from validation Dice; record them in model.json."""
     layout, cases = cases_of_split(spec, data, "val")
     if layout == "nuclei":
-        spec.keep_largest, spec.component_fraction, spec.flip_average, spec.sliding_window = (
-            [],
-            1.0,
-            False,
-            None,
-        )
+        spec.keep_largest, spec.component_fraction = [], 1.0
+        spec.flip_average, spec.sliding_window = False, None
         return spec.keep_largest
     labels = range(1, spec.num_classes)
     measured: dict[Reading, tuple] = {}

@@ -10,8 +10,9 @@ sha256 (a replaced model is measured again), so the sweep resumes where it stopp
 
     python -m training.report.claims --data ../shared/data --programmings 10 [--workers N]
 
-`--reads` and `--drift` measure part of the protocol now (a machine's share, or the cells that fit in
-a session); the report still shows every cell measured so far.
+`--reads`, `--drift` and `--arch` measure part of the protocol now (a machine's share, or the cells
+that fit in a session); the section it then writes into `OUT/README.md` still shows every cell
+measured so far, of every shipped model. `--from-measurements` only rewrites that section.
 """
 
 from __future__ import annotations
