@@ -8,6 +8,7 @@
 # compare: `aimc postprocess` chooses the run's reading (windows, mirror, components) on the validation
 #   patients with the current code, then both the run and the shipped NAME are scored per validation
 #   patient, side by side. Nothing is installed; the decision is the reader's, on these numbers.
+#   It reads digitally: an HWA run is decided on chips instead (aimc evaluate --split val --mode analog).
 # install: installs the run as NAME (scripts/install_model.py drops what was measured on the old
 #   weights), writes its card, refits its trust calibrations on validation (both modes for an HWA
 #   model), measures the test split once (digitally; an HWA model also on chips: noise 1, 1 day, MC 4,
