@@ -227,7 +227,7 @@ def test_no_verdict_for_a_partial_result_then_the_verdict_once_complete(sample_r
     else:
         assert notice.level is Level.GOOD and notice.headline == f"Expected Dice {range_text}"
     assert ("out of distribution" if expected.out_of_distribution else "in distribution") in notice.detail
-    assert f"from the {SCORE_WORDS[expected.score]} ({expected.score_value:.3g})" in notice.detail
+    assert f"from the {SCORE_WORDS[expected.score]} ({expected.score_value:.3g})" in notice.more
     assert len(seen["trust_changed"]) >= 3
 
 
@@ -358,10 +358,8 @@ def test_verdict_banner_words_and_colour_follow_the_verdict() -> None:
 
     good = notice(0.85, 1.0)
     assert good.level is Level.GOOD and good.headline == "Expected Dice 0.85 (0.75–0.90)"
-    assert (
-        "in distribution (OOD score 1.0, limit 3.0)" in good.detail
-        and "agreement between chips" in good.detail
-    )
+    assert good.detail == "in distribution (OOD score 1.0, limit 3.0)"  # the banner: a line or two
+    assert "agreement between chips" in good.more and good.text.endswith(f"; {good.more}")  # on hover
     low = notice(0.55, 1.0)
     assert low.level is Level.REVIEW and low.headline == "Review carefully"
     assert low.detail.startswith("the expected Dice is below 0.70. Expected Dice 0.55 (0.45–0.60)")
@@ -375,7 +373,17 @@ def test_verdict_banner_words_and_colour_follow_the_verdict() -> None:
         )
     )
     assert unreliable.level is Level.GOOD and "in distribution" not in unreliable.detail
-    assert "not flagged as out of distribution, but this model's OOD check cannot vouch" in unreliable.detail
+    assert unreliable.detail.startswith("not flagged as out of distribution, but the OOD check cannot vouch")
+    assert "it flagged 0 of 4 scans of another data set" in unreliable.more
+    mismatch = "calibrated at MC 8 (this run 16): the expected Dice may be off"
+    other_chips = verdict_notice(
+        CaseVerdict(
+            VerdictState.READY,
+            Verdict(False, 0.85, 0.75, 0.9, False, 1.0, "pairwise_dice", 0.8, "", mismatch),
+            cal,
+        )
+    )
+    assert other_chips.detail.endswith(mismatch) and mismatch not in other_chips.more  # on the banner itself
     empty = notice(float("nan"), 1.0)
     assert empty.level is Level.INFO and empty.headline == "Nothing segmented"
     assert verdict_notice(CaseVerdict(VerdictState.FAILED, note="boom")).level is Level.REVIEW

@@ -41,10 +41,13 @@ class Notice:
     headline: str = ""
     detail: str = ""
     action: str = ""  # the text of a button that runs the model deliberately; "" for none
+    more: str = ""  # where the numbers come from: on hover only, so that the banner stays a few lines
 
     @property
     def text(self) -> str:
-        return f"{self.headline}: {self.detail}" if self.detail else self.headline
+        """Everything the notice says, `more` included (the banner's tooltip)."""
+        said = f"{self.headline}: {self.detail}" if self.detail else self.headline
+        return f"{said}; {self.more}" if self.more else said
 
 
 HIDDEN = Notice(Level.NONE)
@@ -126,29 +129,31 @@ def verdict_notice(case: CaseVerdict, slices: str = "") -> Notice:
         f"out of distribution: the scan is unlike the model's validation scans (OOD score {v.ood_score:.1f}, "
         f"limit {cal.ood_threshold:.1f})"
         if v.out_of_distribution
-        else f"not flagged as out of distribution, but {OOD_UNRELIABLE}: {ood_misses(cal)} "
+        else f"not flagged as out of distribution, but the OOD check cannot vouch for the scan "
         f"(OOD score {v.ood_score:.1f}, limit {cal.ood_threshold:.1f})"
         if cal.ood_unreliable
         else f"in distribution (OOD score {v.ood_score:.1f}, limit {cal.ood_threshold:.1f})"
     )
     source = (
         f"from the {SCORE_WORDS.get(v.score, v.score)} ({v.score_value:.3g}); calibrated on {cal.fitted_on}"
-        + (f"; {v.settings_note}" if v.settings_note else "")
+        + (f"; {OOD_UNRELIABLE}: {ood_misses(cal)}" if cal.ood_unreliable else "")
     )
+    chips = f"; {v.settings_note}" if v.settings_note else ""  # a mismatch the reader must see, not hover for
     if math.isnan(v.expected_dice):
         level = Level.REVIEW if v.review else Level.INFO
         headline = "Review carefully: nothing segmented" if v.review else "Nothing segmented"
         return Notice(level, headline, f"no expected Dice without a segmentation; {ood}")
     expected = f"expected Dice {v.expected_dice:.2f} ({_range(v.low, v.high)})"
     if not v.review:
-        return Notice(Level.GOOD, expected[0].upper() + expected[1:], f"{ood}; {source}")
+        return Notice(Level.GOOD, expected[0].upper() + expected[1:], ood + chips, more=source)
     reasons = [ood] if v.out_of_distribution else []
     if v.expected_dice < cal.review_below:
         reasons.insert(0, f"the expected Dice is below {cal.review_below:.2f}")
     return Notice(
         Level.REVIEW,
         "Review carefully",
-        f"{'; '.join(reasons)}. {expected[0].upper()}{expected[1:]}, {source}",
+        f"{'; '.join(reasons)}. {expected[0].upper()}{expected[1:]}{chips}",
+        more=source,
     )
 
 
