@@ -53,10 +53,12 @@ case $run in
     args=(--arch unet --kind hwa --init lgg_unet_digital --epochs 8 --clip-sigma 3.5 --weight-noise 0.04 --crop 128
           --crop-foreground 0.3333 --augment strong --loss dicefocal) ;;
   lgg_unetpp_hwa_clip35_wn04_e8|lgg_swinunetr_hwa_clip35_wn04_e8)  # the HWA recipe chosen on the U-Net's
-    # validation, carried over; each starts from its installed round-2 digital model
+    # validation, carried over; each starts from its installed round-2 digital model and sees what it saw
+    # (the U-Net++ 128x128 patches of 256x256 slices, the Swin-UNETR whole 128x128 slices)
     arch=${run#lgg_}; arch=${arch%%_*}
     args=(--arch "$arch" --kind hwa --init "lgg_${arch}_digital" --epochs 8 --clip-sigma 3.5 --weight-noise 0.04
-          --crop 128 --crop-foreground 0.3333 --augment strong --loss dicefocal) ;;
+          --augment strong --loss dicefocal)
+    if [ "$arch" = unetpp ]; then args+=(--crop 128 --crop-foreground 0.3333); fi ;;
   *) echo "unknown run $run" >&2; exit 2 ;;
 esac
 mkdir -p "$runs/$run" "$runs/models"
