@@ -32,6 +32,15 @@ def test_measurements_are_appended_and_a_new_run_resumes_from_them(tmp_path):
     assert [r["mean_dice"] for r in again.rows] == ["0.5", "0.6"]
 
 
+def test_a_table_is_written_into_a_folder_that_does_not_exist_yet(tmp_path):
+    """A report sent to a new folder (`training.report.trust --out RUNS/RUN/trust`) makes it."""
+    from training.report.markdown import write_csv
+
+    path = tmp_path / "run" / "trust" / "trust.csv"
+    write_csv([{"model": "m", "dice": 0.5}], path)
+    assert path.read_text().splitlines() == ["model,dice", "m,0.5"]
+
+
 def test_the_sweep_measures_each_noisy_level_per_programming_and_the_ideal_chip_once():
     spec = SimpleNamespace(name="m")
     jobs = robustness_jobs(

@@ -18,7 +18,9 @@ Columns = list[tuple[str, str, str]]  # (key, heading, number format)
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
+    """The rows as CSV at `path`, its folder made if new (a report may be written anywhere)."""
     if rows:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
