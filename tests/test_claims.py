@@ -138,6 +138,13 @@ def test_the_sweep_on_a_real_scan_resumes_and_settles_each_claim(
     assert report.startswith("# Report\n") and "STALE" not in report and "\n".join(text).rstrip() in report
     assert len((tmp_path / "measurements" / CLAIMS_RUNS_FILE).read_text().splitlines()) == 1 + 18
 
+    only = tmp_path / "only_hwa"  # one kind measured (a digital model's HWA version still training)
+    claims.main(["--data", str(tmp_path), "--out", str(only), "--programmings", "1", "--kind", "hwa"])
+    measured = {
+        r.split(",")[0] for r in (only / "measurements" / CLAIMS_RUNS_FILE).read_text().splitlines()[1:]
+    }
+    assert measured == {"lgg_unet_hwa"}
+
     stale = [{**r, "weights": "0" * 16} if r["model"] == "lgg_unet_hwa" else r for r in again.rows]
     found, missing = claims.claims_rows(models, claims.Measured(stale, models, split))  # HWA weights replaced
     assert missing and all("HWA" in m for m in missing)

@@ -294,6 +294,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--programmings", type=int, default=10)
     parser.add_argument("--arch", nargs="+", help="only these LGG architectures (default: all shipped)")
     parser.add_argument(
+        "--kind",
+        nargs="+",
+        choices=["digital", "hwa"],
+        help="only these training kinds (e.g. a digital model whose HWA version is still training)",
+    )
+    parser.add_argument(
         "--reads", nargs="+", choices=list(READS), default=list(READS), help="measure only these"
     )
     parser.add_argument(
@@ -314,7 +320,11 @@ def main(argv: list[str] | None = None) -> None:
         return tqdm(items, desc=desc, total=total, initial=initial)
 
     if not args.from_measurements:
-        measured = {k: v for k, v in shipped.items() if not args.arch or k[0] in args.arch}
+        measured = {
+            (arch, kind): spec
+            for (arch, kind), spec in shipped.items()
+            if (not args.arch or arch in args.arch) and (not args.kind or kind in args.kind)
+        }
         with Executor(args.workers, args.scheduler) as executor:
             measure_claims(
                 measured, split, args.out, args.programmings, bar, executor, True, args.reads, args.drift
