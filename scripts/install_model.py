@@ -31,7 +31,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from engine.files import atomic_write, atomic_write_json  # noqa: E402
-from engine.model_store import MODELS_DIR, read_spec, write_spec  # noqa: E402
+from engine.model_store import (  # noqa: E402
+    MODELS_DIR,
+    ModelError,
+    ModelSpec,
+    list_models,
+    read_spec,
+    weights_hash,
+    write_spec,
+)
 from engine.run_settings import Mode  # noqa: E402
 from training.report.robustness import RUNS_FILE  # noqa: E402
 from training.trust_calibration import RECORDS  # noqa: E402
@@ -77,6 +85,23 @@ def move_trust_records(source: str, name: str, records: Path = RECORDS) -> int:
     return moved
 
 
+def keep_hwa_starts(replaced: ModelSpec, models_dir: Path = MODELS_DIR) -> list[str]:
+    """Before `replaced` leaves: every shipped HWA model trained from it keeps the hash and the digital
+    test Dice of the weights it started from (`training.init_weights`, `training.init_test_dice`), so
+    that its drop is still measured against its own start (`aimc models --markdown`). A model that
+    records other starting weights is left alone. The names of the models updated."""
+    start, dice = weights_hash(replaced), replaced.test_metrics("digital").get("mean_dice")
+    updated = []
+    for hwa in list_models(models_dir):
+        t = hwa.training
+        if hwa.kind != "hwa" or t.get("init") != replaced.name or t.get("init_weights", start) != start:
+            continue
+        hwa.training = {**t, "init_weights": start, **({"init_test_dice": dice} if dice is not None else {})}
+        write_spec(hwa, hwa.folder)
+        updated.append(hwa.name)
+    return updated
+
+
 def install(source: Path, name: str, models_dir: Path = MODELS_DIR) -> Path:
     spec = read_spec(source)
     rename = source.resolve().parent == models_dir.resolve()
@@ -100,6 +125,14 @@ def install(source: Path, name: str, models_dir: Path = MODELS_DIR) -> Path:
     old = models_dir / f".{name}.replaced"
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
+        if not rename:
+            try:
+                replaced = read_spec(target)
+            except ModelError as exc:  # an unreadable model is replaced all the same
+                print(f"{exc}: no HWA model's start recorded")
+            else:
+                for started in keep_hwa_starts(replaced, models_dir):
+                    print(f"{started} keeps the hash and test Dice of the {name} weights it was trained from")
         target.rename(old)
     staging.rename(target)
     shutil.rmtree(old, ignore_errors=True)

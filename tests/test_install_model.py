@@ -9,7 +9,7 @@ import shutil
 
 from safetensors.torch import load_file, save_file
 
-from engine.model_store import read_spec, write_spec
+from engine.model_store import read_spec, weights_hash, write_spec
 from engine.trust import TrustCalibration
 from tests.conftest import REPO
 
@@ -56,6 +56,36 @@ def test_installing_replaces_the_model_of_that_name_and_drops_what_was_measured_
         small_model.folder / "weights.safetensors"
     ).read_bytes()
     assert sorted(p.name for p in models.iterdir()) == ["lgg_unet_digital"]  # no staging left behind
+
+
+def test_an_hwa_model_keeps_the_start_it_was_trained_from_when_its_digital_model_is_replaced(
+    small_model, tmp_path
+):
+    models = tmp_path / "models"
+    old = dataclasses.replace(
+        small_model, name="lgg_unet_digital", metrics={"test": {"digital": {"mean_dice": 0.8}}}
+    )
+    shutil.copytree(small_model.folder, models / old.name)
+    write_spec(old, models / old.name)
+    for name, training in (
+        ("lgg_unet_hwa", {"init": "lgg_unet_digital"}),  # trained before starts were recorded
+        ("lgg_unet_hwa_other", {"init": "lgg_unet_digital", "init_weights": "f" * 64}),  # from other weights
+    ):
+        shutil.copytree(small_model.folder, models / name)
+        write_spec(dataclasses.replace(small_model, name=name, kind="hwa", training=training), models / name)
+    start = weights_hash(read_spec(models / old.name))
+    run = tmp_path / "run"
+    shutil.copytree(small_model.folder, run)
+    weights = load_file(run / "weights.safetensors")
+    save_file({k: v + 1 for k, v in weights.items()}, run / "weights.safetensors")
+    _install_module().install(run, "lgg_unet_digital", models)
+    kept = read_spec(models / "lgg_unet_hwa").training
+    assert kept == {"init": "lgg_unet_digital", "init_weights": start, "init_test_dice": 0.8}
+    assert read_spec(models / "lgg_unet_hwa_other").training == {
+        "init": "lgg_unet_digital",
+        "init_weights": "f" * 64,
+    }
+    assert weights_hash(read_spec(models / "lgg_unet_digital")) != start
 
 
 def test_installing_drops_the_reports_measurements_kept_by_name_only(tmp_path):
