@@ -38,6 +38,7 @@ MEASURED = (
     ("lgg_unet_hwa", Mode.ANALOG),
     ("lgg_unet_hwa", Mode.DIGITAL),
     ("lgg_unet_digital", Mode.DIGITAL),
+    ("lgg_swinunetr_digital", Mode.DIGITAL),
     ("hippocampus_unet_hwa", Mode.ANALOG),
     ("hippocampus_unet_hwa", Mode.DIGITAL),
     ("hippocampus_unet_digital", Mode.DIGITAL),
