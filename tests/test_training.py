@@ -111,3 +111,37 @@ def test_an_hwa_run_records_which_weights_it_started_from(trained):
     )
     assert hwa.kind == "hwa" and hwa.training["init"] == str(out) and hwa.has_analog
     assert hwa.training["init_weights"] == weights_hash(read_spec(out))
+
+
+def test_an_hwa_run_from_near_zero_input_ranges_keeps_them_above_the_floor(trained, tmp_path):
+    """A layer whose calibrated range is ~0 (a converged Swin-UNETR's deepest stage) made the loss NaN."""
+    import math
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from engine.model_store import ANALOG_WEIGHTS
+    from training.train import MIN_INPUT_RANGE, train
+
+    out, runs, data = trained
+    base = tmp_path / "tiny_unet_dead_layers"
+    shutil.copytree(out, base)
+    tensors = load_file(base / ANALOG_WEIGHTS)
+    ranges = [k for k in tensors if k.endswith("input_range")]
+    save_file(
+        {k: v.clone().fill_(1e-7) if k in ranges else v for k, v in tensors.items()}, base / ANALOG_WEIGHTS
+    )
+    hwa = train(
+        data,
+        "unet",
+        "hwa",
+        tmp_path / "tiny_hwa",
+        init=str(base),
+        epochs=1,
+        batch_size=8,
+        runs_dir=runs,
+        log=lambda *_: None,
+    )
+    assert math.isfinite(hwa.training["history"][0]["loss"])
+    trained_ranges = load_file(tmp_path / "tiny_hwa" / ANALOG_WEIGHTS)
+    assert all(float(trained_ranges[k].min()) >= MIN_INPUT_RANGE * (1 - 1e-6) for k in ranges)

@@ -120,6 +120,20 @@ def plateaued(history: list[dict], patience: int | None) -> bool:
     return max(scores[-patience:]) <= max(scores[:-patience])
 
 
+# Input ranges are kept at or above this during HWA training. A layer whose inputs are near zero (a
+# Swin-UNETR's deepest stage once trained long: calibrated ranges down to 1e-7) gets a range that one
+# Adam step of the learning rate's size pushes below zero, and dividing by it makes the loss NaN.
+# 1e-3 is far below every working layer's range (0.2-40) and quantises such near-zero inputs to 0,
+# as the digital model all but does.
+MIN_INPUT_RANGE = 1e-3
+
+
+def floor_input_ranges(model: torch.nn.Module) -> None:
+    """Keep every tile's learned input range at or above `MIN_INPUT_RANGE` (in place)."""
+    for _, tile in model.named_analog_tiles():
+        tile.input_range.data.clamp_(min=MIN_INPUT_RANGE)
+
+
 def hwa_start(base: ModelSpec, settings: DeviceSettings) -> torch.nn.Module:
     """The digital model on training tiles, input ranges taken from its calibration, fast forward on."""
     model = convert_to_analog(load_digital(base), rpu_config(settings, training=True))
@@ -132,6 +146,7 @@ def hwa_start(base: ModelSpec, settings: DeviceSettings) -> torch.nn.Module:
     model.load_state_dict(calibrated, strict=False)
     for _, tile in model.named_analog_tiles():  # ranges are set: no re-initialisation from data
         tile.input_range_update_idx.data.fill_(tile.rpu_config.pre_post.input_range.init_from_data)
+    floor_input_ranges(model)
     return use_fast_hwa(model)
 
 
@@ -342,8 +357,12 @@ def train(
             optimizer.zero_grad()
             x, y = x.to(device), y.to(device)
             loss = loss_fn(model(x), y[:, None])
+            if not torch.isfinite(loss):  # stop at once rather than train epochs of NaN
+                raise FloatingPointError(f"{name}: the loss is not finite in epoch {epoch + 1}")
             loss.backward()
             optimizer.step()
+            if kind == "hwa":
+                floor_input_ranges(model)
             losses.append(loss.item())
         scheduler.step()
         val = _validate(model, loaded, val_ids, len(labels), device)
