@@ -252,3 +252,22 @@ def test_the_tile_mapping_text_gives_each_network_its_own_input_size():
     text = "\n".join(tile_mapping_section([{**{c[0]: 0 for c in MAPPING_COLUMNS}, **r} for r in rows]))
     assert "U-Net 1.63 M parameters on 256x256 slices" in text
     assert "Swin-UNETR 1.71 M parameters on 128x128 slices" in text
+
+
+def test_a_report_rewritten_from_measurements_keeps_the_pipeline_timing_of_the_same_weights(monkeypatch):
+    """Re-timing on a machine busy with training would replace a quiet-machine measurement."""
+    from engine.model_store import MODELS_DIR, find_model, weights_hash
+    from training.report import pipelining as module
+
+    spec = find_model("lgg_unet_hwa", MODELS_DIR)
+    volume = SimpleNamespace(shape=(4, 4, 20))
+    timed = []
+    monkeypatch.setattr(module, "time_pipeline", lambda *a: timed.append(a) or (9.0, 3.0))
+    kept = {"model": spec.name, "weights": weights_hash(spec), "slices": 20, "mc": 8}
+    kept |= {"sequential_s": 4.0, "pipelined_s": 2.0}
+    assert module.pipelining(spec, volume, 8, {}, kept)["pipelined_slices_per_s"] == pytest.approx(10.0)
+    assert not timed
+    for changed in ({"weights": "other"}, {"mc": 4}, {"slices": 10}):
+        result = module.pipelining(spec, volume, 8, {}, kept | changed)
+        assert result["sequential_s"] == 9.0 and result["weights"] == weights_hash(spec)
+    assert len(timed) == 3

@@ -117,7 +117,9 @@ def write_report(
 
     spec = models.get(("unet", "hwa")) or models.get(("unet", "digital")) or next(iter(models.values()))
     first = cases.cases[0]
-    pipe = pipelining(spec, first.volume, 8, mappings)
+    kept_path = out / "pipelining.json"
+    kept = None if measure or not kept_path.is_file() else json.loads(kept_path.read_text())
+    pipe = pipelining(spec, first.volume, 8, mappings, kept)
     markdown.write_csv(pipe["chip"], out / "pipelining_chip.csv")
     (out / "pipelining.json").write_text(json.dumps(pipe, indent=1))
     figures.pipelining_figure(pipe, mappings, out / "pipelining.png")
