@@ -59,6 +59,11 @@ case $run in
     args=(--arch "$arch" --kind hwa --init "lgg_${arch}_digital" --epochs 8 --clip-sigma 3.5 --weight-noise 0.04
           --augment strong --loss dicefocal)
     if [ "$arch" = unetpp ]; then args+=(--crop 128 --crop-foreground 0.3333); fi ;;
+  lgg_swinunetr_hwa_clip35_e4)  # round 1's injected weight noise (0.08, twice the U-Net's choice) over
+    # round 1's 4 epochs: lgg_swinunetr_hwa_clip35_wn04_e8 scored 0.710 on chips on validation, above
+    # the digital model's 0.697 but below the round-1 HWA model's 0.733 (session 19)
+    args=(--arch swinunetr --kind hwa --init lgg_swinunetr_digital --epochs 4 --clip-sigma 3.5
+          --augment strong --loss dicefocal) ;;
   *) echo "unknown run $run" >&2; exit 2 ;;
 esac
 mkdir -p "$runs/$run" "$runs/models"
