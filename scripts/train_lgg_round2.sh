@@ -30,6 +30,11 @@ case $run in
   lgg_unetpp_r2_256p128f33_c1)  # widened where the pixels are few: the U-Net's 1.7 M parameters
     args=(--arch unetpp --kind digital --epochs 100 --patience 30 "${patches[@]}"
           --arch-args '{"features": [16, 24, 48, 112, 256, 16]}') ;;
+  lgg_unetpp_r2_128_c1)  # the Swin-UNETR's recipe (whole 128x128 slices): the 256-with-patches run
+    # had a best validation proxy of 0.548 after 34 epochs (7-epoch mean 0.48), against 0.650 after 7 for
+    # round 1's U-Net++ on whole 128x128 slices (session 19); stopped there, its folder kept
+    args=(--arch unetpp --kind digital --epochs 100 --patience 30 --size 128 --context 1 --augment strong
+          --loss dicefocal --arch-args '{"features": [16, 24, 48, 112, 256, 16]}') ;;
   lgg_swinunetr_r2_256p128f33_c1)  # stopped after epoch 43 (session 16): best validation Dice 0.499 at
     # epoch 23, against 0.697 for round 1's Swin-UNETR on whole 128x128 slices after 16 epochs
     args=(--arch swinunetr --kind digital --epochs 100 --patience 30 "${patches[@]}") ;;
