@@ -167,3 +167,15 @@ def test_a_section_is_rewritten_in_place_and_the_rest_of_the_report_kept(tmp_pat
     )
     replace_section(path, ["## 7. Appended", "", "text"])
     assert path.read_text().endswith("also kept\n\n## 7. Appended\n\ntext\n")
+
+
+def test_the_claims_section_names_the_most_programmings_kept_not_the_fewer_asked_for_now():
+    from training.report.claims import kept_programmings
+
+    rows = [
+        {"reads": "digital", "seed": "0"},
+        {"reads": "single", "seed": "9"},
+        {"reads": "MC 4", "seed": "2"},
+    ]
+    assert kept_programmings(rows) == 10
+    assert kept_programmings(rows[:1]) == 0 and kept_programmings([]) == 0

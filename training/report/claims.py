@@ -282,7 +282,13 @@ def claims_report(
     cache = measure_claims(models, split, out, programmings, bar, executor, measure, reads, drifts)
     rows, missing = claims_rows(models, Measured(cache.rows, models, split))
     write_csv(rows, out / "claims.csv")
-    return claims_section(rows, missing, programmings)
+    return claims_section(rows, missing, max(programmings, kept_programmings(cache.rows)))
+
+
+def kept_programmings(rows: list[dict]) -> int:
+    """The most chip programmings of any kept pass: a sweep asked for fewer (to fill a few cells
+    first) must not make the section say so of the cells measured with more."""
+    return max((int(r["seed"]) + 1 for r in rows if r["reads"] != "digital"), default=0)
 
 
 def main(argv: list[str] | None = None) -> None:
