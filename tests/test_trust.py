@@ -218,3 +218,50 @@ def test_ood_score_flags_features_far_from_validation():
     assert ood_score(np.array([0.3, 0.1, 0.2, 0.5, 0.01]), reference) > 10
     result = _result_from_samples(_samples([np.ones((8, 8), bool)] * 2))
     assert ood_features(result, Preprocessing(input_size=(8, 8))).shape == (5,)
+
+
+def test_a_stopped_measurement_resumes_after_its_last_saved_record(monkeypatch, tmp_path):
+    """A calibration killed halfway measures only what it had not saved when rerun on the same weights."""
+    import training.trust_records as tr
+
+    cases = [
+        dataclasses.make_dataclass("Case", ["case_id", "image", "label"])(f"p{i}", None, None)
+        for i in range(3)
+    ]
+    measured: list[str] = []
+    stop_after = {"n": 4}
+
+    def segment(segmenter, volume):
+        if len(measured) == stop_after["n"]:
+            raise KeyboardInterrupt
+        return None
+
+    def record(name, result, truth, spec):
+        measured.append(name)
+        return CaseRecord(name, 0.5, {"agreement": 0.9}, [], np.zeros(3))
+
+    monkeypatch.setattr(tr, "cases_of_split", lambda spec, data, split: ("msd", cases))
+    monkeypatch.setattr(tr, "Segmenter", lambda spec, settings: object())
+    monkeypatch.setattr(tr, "load_scan", lambda path: None)
+    monkeypatch.setattr(tr, "reference", lambda label, layout: None)
+    monkeypatch.setattr(tr, "segment_volume", segment)
+    monkeypatch.setattr(tr, "record_of", record)
+    monkeypatch.setattr(tr, "weights_hash", lambda spec: "weights-a")
+    spec = dataclasses.make_dataclass("Spec", ["name"])("m")
+    progress = tr.progress_path(tmp_path / "m_analog_val.json")
+    log = lambda line: None  # noqa: E731
+
+    with pytest.raises(KeyboardInterrupt):
+        tr.measure(spec, tmp_path, Mode.ANALOG, "val", 2, log=log, progress=progress)
+    assert measured == ["p0/seed0", "p1/seed0", "p2/seed0", "p0/seed1"]
+    stop_after["n"] = 99
+    records = tr.measure(spec, tmp_path, Mode.ANALOG, "val", 2, log=log, progress=progress)
+    assert measured[4:] == ["p1/seed1", "p2/seed1"]
+    assert [r.case for r in records] == [f"p{i}/seed{s}" for s in range(2) for i in range(3)]
+
+    # other weights, or the same weights on another split, start again
+    monkeypatch.setattr(tr, "weights_hash", lambda spec: "weights-b")
+    tr.measure(spec, tmp_path, Mode.ANALOG, "val", 1, log=log, progress=progress)
+    assert measured[6:] == ["p0/seed0", "p1/seed0", "p2/seed0"]
+    tr.measure(spec, tmp_path, Mode.ANALOG, "test", 1, log=log, progress=progress)
+    assert measured[9:] == ["p0/seed0", "p1/seed0", "p2/seed0"]

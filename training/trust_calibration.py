@@ -242,8 +242,10 @@ def validation_records(spec: ModelSpec, data: Path, mode: Mode) -> list[CaseReco
     saved = trust_records.load(path, spec)
     if saved is not None:
         return saved["records"]
-    records = trust_records.measure(spec, data, mode, "val", PROGRAMMINGS)
+    progress = trust_records.progress_path(path)
+    records = trust_records.measure(spec, data, mode, "val", PROGRAMMINGS, progress=progress)
     trust_records.save(path, spec, mode, "val", records)
+    progress.unlink(missing_ok=True)
     return records
 
 

@@ -128,19 +128,48 @@ def run_settings(spec: ModelSpec, mode: Mode, seed: int) -> RunSettings:
 
 
 def measure(
-    spec: ModelSpec, data: Path, mode: Mode, split: str, programmings: int, log=print
+    spec: ModelSpec,
+    data: Path,
+    mode: Mode,
+    split: str,
+    programmings: int,
+    log=print,
+    progress: Path | None = None,
 ) -> list[CaseRecord]:
-    """One record per (case, programming) of `split` (digital: one pass)."""
+    """One record per (case, programming) of `split` (digital: one pass).
+
+    With `progress`, each record is saved there as soon as it is measured and a rerun on the same
+    weights, mode and split starts after the last saved one: a calibration on chips takes an hour
+    and more on two cores, and a stopped one used to start again from its first case.
+    """
     layout, cases = cases_of_split(spec, data, split)
+    saved = load(progress, spec) if progress is not None else None
+    done = (
+        {r.case: r for r in saved["records"]}
+        if saved is not None and saved["mode"] == str(mode) and saved["split"] == split
+        else {}
+    )
     records = []
     for seed in range(programmings if mode is Mode.ANALOG else 1):
-        segmenter = Segmenter(spec, run_settings(spec, mode, seed))
+        segmenter = None
         for case in cases:
+            name = f"{case.case_id}/seed{seed}"
+            if name in done:
+                records.append(done[name])
+                continue
+            segmenter = segmenter or Segmenter(spec, run_settings(spec, mode, seed))
             volume, truth = load_scan(case.image), reference(case.label, layout)
-            record = record_of(f"{case.case_id}/seed{seed}", segment_volume(segmenter, volume), truth, spec)
+            record = record_of(name, segment_volume(segmenter, volume), truth, spec)
             records.append(record)
+            if progress is not None:
+                save(progress, spec, mode, split, records)
             log(f"{spec.name} {mode} {split} {record.case}: Dice {record.dice:.3f}")
     return records
+
+
+def progress_path(path: Path) -> Path:
+    """Where `measure` keeps the records of an unfinished measurement saved later at `path`."""
+    return path.with_name(path.stem + ".partial.json")
 
 
 def foreign_features(spec: ModelSpec, volumes: dict[str, Volume], mode: Mode) -> dict[str, list[float]]:

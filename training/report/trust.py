@@ -65,9 +65,11 @@ def test_records(spec: ModelSpec, mode: Mode, data_root: Path) -> dict:
     if saved is not None:
         return saved
     data = data_root / spec.data["dataset"]
-    records = trust_records.measure(spec, data, mode, "test", TEST_PROGRAMMINGS)
+    progress = trust_records.progress_path(path)
+    records = trust_records.measure(spec, data, mode, "test", TEST_PROGRAMMINGS, progress=progress)
     foreign = trust_records.foreign_features(spec, foreign_volumes(spec, data_root), mode)
     trust_records.save(path, spec, mode, "test", records, foreign=foreign)
+    progress.unlink(missing_ok=True)
     return trust_records.load(path, spec) or {}
 
 
