@@ -14,6 +14,8 @@
 #   model), measures the test split once (digitally; an HWA model also on chips: noise 1, 1 day, MC 4,
 #   2 programmings, the targets' setting) and its trust layer on test, and redraws the learning curves.
 # Logs go to RUNS_DIR/RUN/finish-*.log (outside git). Each step is long (minutes to an hour on 2 cores).
+# A stopped install can be rerun: the weights already installed are not reinstalled, and the trust
+# calibrations resume after the last case they measured.
 set -euo pipefail
 step=${1:?"usage: $0 compare|install RUN NAME [RUNS_DIR]"}
 case $step in compare|install) ;; *) echo "unknown step $step (compare or install)" >&2; exit 2 ;; esac

@@ -102,6 +102,18 @@ def keep_hwa_starts(replaced: ModelSpec, models_dir: Path = MODELS_DIR) -> list[
     return updated
 
 
+def already_installed(source: Path, name: str, models_dir: Path = MODELS_DIR) -> bool:
+    """Whether `name` already ships `source`'s weights: a rerun of an install stopped halfway must not
+    drop the trust records and test metrics measured since on those very weights."""
+    target = models_dir / name
+    if source.resolve() == target.resolve() or not (target / "model.json").is_file():
+        return False
+    try:
+        return weights_hash(read_spec(target)) == weights_hash(read_spec(source))
+    except ModelError:
+        return False
+
+
 def install(source: Path, name: str, models_dir: Path = MODELS_DIR) -> Path:
     spec = read_spec(source)
     rename = source.resolve().parent == models_dir.resolve()
@@ -147,6 +159,9 @@ def main() -> int:
     p.add_argument("name", help="the shipped name it takes, e.g. lgg_unet_digital")
     args = p.parse_args()
     source = read_spec(args.source).name
+    if already_installed(args.source, args.name):
+        print(f"{args.name} already ships the weights of {args.source}: nothing installed, nothing dropped")
+        return 0
     print(f"installed {install(args.source, args.name)}")
     print(f"dropped {drop_measurements(args.name)} report measurements of the replaced weights")
     print(f"moved {move_trust_records(source, args.name)} trust record files from {source}")

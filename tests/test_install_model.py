@@ -143,3 +143,16 @@ def test_trust_records_move_to_the_new_name_and_the_replaced_weights_records_go(
     assert sorted(p.name for p in records.iterdir()) == ["lgg_unet_hwa_analog_val.json"]
     moved = json.loads((records / "lgg_unet_hwa_analog_val.json").read_text())
     assert moved == {"model": "lgg_unet_hwa", "records": ["lgg_unet_hwa_r2_analog_val"]}
+
+
+def test_rerunning_an_install_of_the_same_weights_keeps_what_was_measured_since(small_model, tmp_path):
+    models = tmp_path / "models"
+    run = tmp_path / "runs" / "models" / "lgg_unet_r2"
+    shutil.copytree(small_model.folder, run)
+    install = _install_module()
+    assert not install.already_installed(run, "lgg_unet_digital", models)  # nothing there yet
+    install.install(run, "lgg_unet_digital", models)
+    assert install.already_installed(run, "lgg_unet_digital", models)
+    weights = load_file(run / "weights.safetensors")
+    save_file({k: v + 1 for k, v in weights.items()}, run / "weights.safetensors")  # retrained
+    assert not install.already_installed(run, "lgg_unet_digital", models)
