@@ -38,6 +38,8 @@ MEASURED = (
     ("lgg_unet_hwa", Mode.ANALOG),
     ("lgg_unet_hwa", Mode.DIGITAL),
     ("lgg_unet_digital", Mode.DIGITAL),
+    ("lgg_swinunetr_hwa", Mode.ANALOG),
+    ("lgg_swinunetr_hwa", Mode.DIGITAL),
     ("lgg_swinunetr_digital", Mode.DIGITAL),
     ("hippocampus_unet_hwa", Mode.ANALOG),
     ("hippocampus_unet_hwa", Mode.DIGITAL),
