@@ -179,3 +179,10 @@ def test_the_claims_section_names_the_most_programmings_kept_not_the_fewer_asked
     ]
     assert kept_programmings(rows) == 10
     assert kept_programmings(rows[:1]) == 0 and kept_programmings([]) == 0
+
+
+def test_the_claims_section_says_which_models_average_with_the_mirror():
+    row = {key: "" for key, _, _ in claims.COLUMNS}
+    text = "\n".join(claims.claims_section([row], [], 10, mirrored=["lgg_unet_hwa"]))
+    assert "`lgg_unet_hwa` average every slice with its mirror" in text
+    assert "mirror" not in "\n".join(claims.claims_section([row], [], 10))

@@ -242,7 +242,10 @@ COLUMNS = [
 ]
 
 
-def claims_section(rows: list[dict], missing: list[str], programmings: int) -> list[str]:
+def claims_section(
+    rows: list[dict], missing: list[str], programmings: int, mirrored: Iterable[str] = ()
+) -> list[str]:
+    """The section; `mirrored` names the models that average every slice with its mirror."""
     text = [
         "## 5. The claims, settled with intervals",
         "",
@@ -258,6 +261,15 @@ def claims_section(rows: list[dict], missing: list[str], programmings: int) -> l
     ]
     if rows:
         text += [md_table(rows, COLUMNS), ""]
+    if mirrored := sorted(mirrored):
+        text += [
+            "Each model is read as it ships. "
+            f"{', '.join(f'`{m}`' for m in mirrored)} average every slice with its mirror (chosen on "
+            "validation for Dice, `model.json` `inference`), so one of their reads is two chip reads "
+            "averaged, and the entropy rises where the two disagree: a difference against a model "
+            "without the mirror is one of the models as shipped, not of their training alone.",
+            "",
+        ]
     if missing:
         claims = sorted({m.rsplit(", ", 2)[0] for m in missing})
         text += [
@@ -282,7 +294,8 @@ def claims_report(
     cache = measure_claims(models, split, out, programmings, bar, executor, measure, reads, drifts)
     rows, missing = claims_rows(models, Measured(cache.rows, models, split))
     write_csv(rows, out / "claims.csv")
-    return claims_section(rows, missing, max(programmings, kept_programmings(cache.rows)))
+    mirrored = [spec.name for spec in models.values() if spec.flip_average]
+    return claims_section(rows, missing, max(programmings, kept_programmings(cache.rows)), mirrored)
 
 
 def kept_programmings(rows: list[dict]) -> int:
