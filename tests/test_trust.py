@@ -265,3 +265,5 @@ def test_a_stopped_measurement_resumes_after_its_last_saved_record(monkeypatch, 
     assert measured[6:] == ["p0/seed0", "p1/seed0", "p2/seed0"]
     tr.measure(spec, tmp_path, Mode.ANALOG, "test", 1, log=log, progress=progress)
     assert measured[9:] == ["p0/seed0", "p1/seed0", "p2/seed0"]
+    tr.save(tmp_path / "m_analog_val.json", spec, Mode.ANALOG, "test", records)
+    assert not progress.exists()  # the finished records replace the progress kept for them

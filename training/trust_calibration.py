@@ -245,7 +245,6 @@ def validation_records(spec: ModelSpec, data: Path, mode: Mode) -> list[CaseReco
     progress = trust_records.progress_path(path)
     records = trust_records.measure(spec, data, mode, "val", PROGRAMMINGS, progress=progress)
     trust_records.save(path, spec, mode, "val", records)
-    progress.unlink(missing_ok=True)
     return records
 
 

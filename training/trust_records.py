@@ -182,6 +182,7 @@ def foreign_features(spec: ModelSpec, volumes: dict[str, Volume], mode: Mode) ->
 
 
 def save(path: Path, spec: ModelSpec, mode: Mode, split: str, records: list[CaseRecord], **extra) -> None:
+    """The finished records at `path`; the progress kept for them by `measure` goes."""
     atomic_write_json(
         {
             "model": spec.name,
@@ -194,6 +195,7 @@ def save(path: Path, spec: ModelSpec, mode: Mode, split: str, records: list[Case
         },
         path,
     )
+    progress_path(path).unlink(missing_ok=True)
 
 
 def load(path: Path, spec: ModelSpec) -> dict | None:

@@ -71,7 +71,6 @@ def test_records(spec: ModelSpec, mode: Mode, data_root: Path) -> dict:
     records = trust_records.measure(spec, data, mode, "test", TEST_PROGRAMMINGS, progress=progress)
     foreign = trust_records.foreign_features(spec, foreign_volumes(spec, data_root), mode)
     trust_records.save(path, spec, mode, "test", records, foreign=foreign)
-    progress.unlink(missing_ok=True)
     return trust_records.load(path, spec) or {}
 
 
