@@ -186,3 +186,38 @@ def test_the_claims_section_says_which_models_average_with_the_mirror():
     text = "\n".join(claims.claims_section([row], [], 10, mirrored=["lgg_unet_hwa"]))
     assert "`lgg_unet_hwa` average every slice with its mirror" in text
     assert "mirror" not in "\n".join(claims.claims_section([row], [], 10))
+
+
+def test_a_mirrored_model_is_also_read_without_its_mirror_and_its_claims_settled_so(small_model):
+    models = {
+        ("unet", "digital"): dataclasses.replace(small_model, name="lgg_unet_digital"),
+        ("unet", "hwa"): dataclasses.replace(small_model, name="lgg_unet_hwa", flip_average=True),
+    }
+    both = claims.with_plain_reads(models)
+    plain = both[("unet", "hwa" + claims.NO_MIRROR)]
+    assert (
+        plain.name == "lgg_unet_hwa:no-mirror"
+        and not plain.flip_average
+        and plain.folder == small_model.folder
+    )
+    assert len(both) == 3 and claims.with_plain_reads(both) == both  # the digital one reads no mirror
+    found = {c.text: c for c in claims.lgg_claims(both)}
+    plain_claims = [c for t, c in found.items() if "both read without the mirror" in t]
+    assert {c.column for c in plain_claims} == {"dice", "entropy_band"}
+    assert all(c.terms == ((1.0, "lgg_unet_hwa:no-mirror"), (-1.0, "lgg_unet_digital")) for c in plain_claims)
+    assert not any("without the mirror" in c.text for c in claims.lgg_claims(models))
+
+
+def test_a_pass_reads_with_or_without_the_mirror_as_asked(small_model, lgg_case, tmp_path):
+    from engine.run_settings import Mode, RunSettings
+    from training.evaluate import evaluate_run
+
+    image, label = _few_slices(lgg_case, tmp_path)
+    cases, run = [Case("lgg_sample", image, label, "p0")], RunSettings(model="small_unet", mode=Mode.DIGITAL)
+
+    def entropy(mirror):
+        found = evaluate_run(small_model, cases, "msd", run, progress=False, mirror=mirror)
+        return found["cases"][0]["mean_entropy"]
+
+    assert not small_model.flip_average and entropy(None) == entropy(False)
+    assert entropy(True) != pytest.approx(entropy(False), rel=1e-3)

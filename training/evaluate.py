@@ -10,7 +10,7 @@ the settings; the worker that runs it builds the model and its chips once and ke
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,7 @@ class EvaluationUnit:
     case: Case
     layout: str
     run: RunSettings
+    mirror: bool | None = None  # average with the left-right mirror; None: as the model ships
 
 
 def model_ref(spec: ModelSpec) -> str:
@@ -70,6 +71,8 @@ def evaluate_case(unit: EvaluationUnit) -> dict | str:
     """One case's Dice per label and uncertainty, on the worker's cached chips; a str says why the case
     was skipped (unreadable)."""
     spec = local_model(unit.model)
+    if unit.mirror is not None:
+        spec = replace(spec, flip_average=unit.mirror)
     segmenter = local_chips().segmenter(spec, unit.run)
     try:
         pred, entropy, truth, spacing = _segment_case(segmenter, unit.case, unit.layout)
@@ -104,10 +107,12 @@ def evaluate_runs(
     runs: list[RunSettings],
     progress: bool = True,
     executor: Executor | None = None,
+    mirror: bool | None = None,
 ) -> list[dict]:
     """One pass over the cases per run (each with its own chips), every (run, case) a unit of
-    `executor` (default: this process): per run, per-case Dice per label and uncertainty, in case order."""
-    units = [EvaluationUnit(model_ref(spec), case, layout, run) for run in runs for case in cases]
+    `executor` (default: this process): per run, per-case Dice per label and uncertainty, in case order.
+    `mirror` overrides whether the model averages each read with its mirror (None: as it ships)."""
+    units = [EvaluationUnit(model_ref(spec), case, layout, run, mirror) for run in runs for case in cases]
     found: dict[tuple[RunSettings, str], dict] = {}
     done = (executor or Executor(0)).map(evaluate_case, units)
     for unit, row in tqdm(done, desc=f"{spec.name} {runs[0].mode}", total=len(units), disable=not progress):
@@ -125,9 +130,10 @@ def evaluate_run(
     run: RunSettings,
     progress: bool = True,
     executor: Executor | None = None,
+    mirror: bool | None = None,
 ) -> dict:
     """One pass over the cases with one set of chips: per-case Dice per label and uncertainty."""
-    return evaluate_runs(spec, cases, layout, [run], progress, executor)[0]
+    return evaluate_runs(spec, cases, layout, [run], progress, executor, mirror)[0]
 
 
 def evaluate(

@@ -18,6 +18,7 @@ measured so far, of every shipped model. `--from-measurements` only rewrites tha
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,9 @@ from training.report.markdown import md_table, replace_section, write_csv
 DRIFTS = {"60 s": 60.0, "1 hour": 3600.0, "1 day": 86400.0, "30 days": 30 * 86400.0}
 READS = {"single": 1, "MC 4": 4}  # chip reads per programming: one, or the ensemble the targets use
 NOISE = 1.0
+# the kind of a mirror-averaging model read without its mirror: the claims' control for what the
+# mirror, not training, does to Dice and entropy
+NO_MIRROR = ", no mirror"
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,18 @@ class ClaimJob:
         )
 
 
+def with_plain_reads(models: dict[tuple[str, str], ModelSpec]) -> dict[tuple[str, str], ModelSpec]:
+    """`models` and, for each that averages every read with its mirror, the same weights read without
+    it (kind `kind + NO_MIRROR`, named `name:no-mirror`): its HWA claims are then also settled between
+    plain reads, apart from the mirror that only some of the models use."""
+    plain = {
+        (arch, kind + NO_MIRROR): dataclasses.replace(spec, name=f"{spec.name}:no-mirror", flip_average=False)
+        for (arch, kind), spec in models.items()
+        if spec.flip_average and not kind.endswith(NO_MIRROR)
+    }
+    return {**models, **plain}
+
+
 def claim_jobs(
     models: dict[tuple[str, str], ModelSpec],
     split: DatasetSplit,
@@ -99,7 +115,10 @@ def claim_jobs(
 
 def _claim_run(job: ClaimJob) -> list[dict]:
     """Per patient: Dice and mean entropy in the lesion band (built on the worker, from names)."""
-    rows = evaluate_run(job.spec, list(job.cases), job.layout, job.run, progress=False)["cases"]
+    found = evaluate_run(
+        job.spec, list(job.cases), job.layout, job.run, progress=False, mirror=job.spec.flip_average
+    )
+    rows = found["cases"]
     return [
         {"case": r["case"], "dice": r["mean_dice"], "entropy_band": r["mean_entropy_lesion_band"]}
         for r in rows
@@ -119,7 +138,7 @@ def measure_claims(
 ) -> RowCache:
     """The sweep's rows, measuring the passes not yet kept (of `reads` and `drifts`) when `measure`."""
     cache = RowCache(out / "measurements" / CLAIMS_RUNS_FILE, CLAIMS_RUN_KEY)
-    jobs = claim_jobs(models, split, programmings, reads, drifts)
+    jobs = claim_jobs(with_plain_reads(models), split, programmings, reads, drifts)
     todo = [j for j in jobs if not all(cache.has(**j.key(c.case_id)) for c in j.cases)]
     if measure and todo:
         done = (executor or Executor(0)).map(_claim_run, todo)
@@ -190,6 +209,25 @@ def lgg_claims(models: dict[tuple[str, str], ModelSpec]) -> list[Claim]:
                     "entropy_band",
                 )
             )
+    for arch, label in (("unet", "U-Net"), ("unetpp", "U-Net++"), ("swinunetr", "Swin-UNETR")):
+        plain = {
+            kind: name.get((arch, kind + NO_MIRROR), name.get((arch, kind))) for kind in ("hwa", "digital")
+        }
+        mirrored = any((arch, kind + NO_MIRROR) in name for kind in plain)
+        if mirrored and None not in plain.values():
+            pair = ((1.0, plain["hwa"]), (-1.0, plain["digital"]))
+            both = "both read without the mirror"
+            claims += [
+                Claim(
+                    f"HWA training shrinks the {label}'s drop, {both} (drop HWA - drop digital)", pair, "dice"
+                ),
+                Claim(
+                    f"the HWA {label} is more certain on chips, {both} "
+                    "(entropy in the lesion band, HWA - digital)",
+                    pair,
+                    "entropy_band",
+                ),
+            ]
     return claims
 
 
@@ -267,7 +305,9 @@ def claims_section(
             f"{', '.join(f'`{m}`' for m in mirrored)} average every slice with its mirror (chosen on "
             "validation for Dice, `model.json` `inference`), so one of their reads is two chip reads "
             "averaged, and the entropy rises where the two disagree: a difference against a model "
-            "without the mirror is one of the models as shipped, not of their training alone.",
+            "without the mirror is one of the models as shipped, not of their training alone. The claims "
+            "whose models are 'both read without the mirror' read the same weights with it switched off "
+            "(`name:no-mirror`): they compare the training alone.",
             "",
         ]
     if missing:
@@ -292,6 +332,7 @@ def claims_report(
     drifts: Iterable[str] | None = None,
 ) -> list[str]:
     cache = measure_claims(models, split, out, programmings, bar, executor, measure, reads, drifts)
+    models = with_plain_reads(models)
     rows, missing = claims_rows(models, Measured(cache.rows, models, split))
     write_csv(rows, out / "claims.csv")
     mirrored = [spec.name for spec in models.values() if spec.flip_average]
