@@ -115,13 +115,11 @@ def claim_jobs(
 
 def _claim_run(job: ClaimJob) -> list[dict]:
     """Per patient: Dice and mean entropy in the lesion band (built on the worker, from names)."""
-    found = evaluate_run(
-        job.spec, list(job.cases), job.layout, job.run, progress=False, mirror=job.spec.flip_average
-    )
-    rows = found["cases"]
+    mirror = job.spec.flip_average  # explicit: the worker reads the model's own setting from its folder
+    found = evaluate_run(job.spec, list(job.cases), job.layout, job.run, progress=False, mirror=mirror)
     return [
         {"case": r["case"], "dice": r["mean_dice"], "entropy_band": r["mean_entropy_lesion_band"]}
-        for r in rows
+        for r in found["cases"]
     ]
 
 
