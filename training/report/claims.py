@@ -194,39 +194,28 @@ def lgg_claims(models: dict[tuple[str, str], ModelSpec]) -> list[Claim]:
                     "dice",
                 )
             )
+    plain_claims = []  # listed after the claims as shipped
     for arch, label in (("unet", "U-Net"), ("unetpp", "U-Net++"), ("swinunetr", "Swin-UNETR")):
         if (arch, "digital") in name and (arch, "hwa") in name:
-            pair = ((1.0, name[(arch, "hwa")]), (-1.0, name[(arch, "digital")]))
-            claims.append(
-                Claim(f"HWA training shrinks the {label}'s drop (drop HWA - drop digital)", pair, "dice")
-            )
-            claims.append(
-                Claim(
-                    f"the HWA {label} is more certain on chips (entropy in the lesion band, HWA - digital)",
-                    pair,
-                    "entropy_band",
-                )
-            )
-    for arch, label in (("unet", "U-Net"), ("unetpp", "U-Net++"), ("swinunetr", "Swin-UNETR")):
-        plain = {
-            kind: name.get((arch, kind + NO_MIRROR), name.get((arch, kind))) for kind in ("hwa", "digital")
-        }
-        mirrored = any((arch, kind + NO_MIRROR) in name for kind in plain)
-        if mirrored and None not in plain.values():
-            pair = ((1.0, plain["hwa"]), (-1.0, plain["digital"]))
-            both = "both read without the mirror"
-            claims += [
-                Claim(
-                    f"HWA training shrinks the {label}'s drop, {both} (drop HWA - drop digital)", pair, "dice"
-                ),
-                Claim(
-                    f"the HWA {label} is more certain on chips, {both} "
-                    "(entropy in the lesion band, HWA - digital)",
-                    pair,
-                    "entropy_band",
-                ),
-            ]
-    return claims
+            shipped = {kind: name[(arch, kind)] for kind in ("hwa", "digital")}
+            claims += _hwa_claims(label, shipped)
+            plain = {kind: name.get((arch, kind + NO_MIRROR), shipped[kind]) for kind in shipped}
+            if plain != shipped:
+                plain_claims += _hwa_claims(label, plain, ", both read without the mirror")
+    return claims + plain_claims
+
+
+def _hwa_claims(label: str, names: dict[str, str], how: str = "") -> list[Claim]:
+    """The two HWA claims of one architecture between the models `names` (by kind), read `how`."""
+    pair = ((1.0, names["hwa"]), (-1.0, names["digital"]))
+    return [
+        Claim(f"HWA training shrinks the {label}'s drop{how} (drop HWA - drop digital)", pair, "dice"),
+        Claim(
+            f"the HWA {label} is more certain on chips{how} (entropy in the lesion band, HWA - digital)",
+            pair,
+            "entropy_band",
+        ),
+    ]
 
 
 def settle(claim: Claim, measured: Measured, reads: str, drift_s: float) -> Interval | None:
